@@ -1,0 +1,1 @@
+"""parakoon_kv."""

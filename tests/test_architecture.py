@@ -1,0 +1,280 @@
+"""The dependency rule of docs/architecture.md, made executable.
+
+Every import statement under ``packages/*/src`` (and the packages' own ``tests``) is read with
+``ast`` and checked against the table below. A violation names file, line and the offending
+module, so the fix is obvious. The rule, in short:
+
+* imports point down the package table only, and nothing imports ``parakoon_node``;
+* packages at the same level do not import each other (the Paxos core emits an ``Apply`` effect
+  and the node applies it to the store);
+* the pure cores (``parakoon_paxos``, ``parakoon_conn`` and the client's protocol codec) import
+  no ``socket``, ``asyncio``, ``anyio``, ``threading``, ``time``, ``random``, ``os`` or logging
+  module: time and randomness arrive as data.
+
+``parakoon_kv`` may use only the standard library and ``sortedcontainers``. Its snapshot format is
+CRC-32C framed; the package carries a pure-Python CRC-32C and accepts a faster implementation
+(``crc32c.crc32c``) as an argument from its callers, so the rule holds without a slow format.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ROOT / "packages"
+
+STDLIB = frozenset(sys.stdlib_module_names)
+# Modules a pure core may never touch: they are I/O, clocks, randomness or logging.
+IMPURE = frozenset(
+    {
+        "socket",
+        "asyncio",
+        "anyio",
+        "trio",
+        "threading",
+        "time",
+        "random",
+        "os",
+        "logging",
+        "structlog",
+        "selectors",
+        "subprocess",
+        "multiprocessing",
+        "signal",
+        "concurrent",
+        "uvloop",
+        "secrets",
+        "io",
+        "shutil",
+        "tempfile",
+        "pathlib",
+    }
+)
+TEST_TOOLS = frozenset({"pytest", "_pytest", "hypothesis"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What one package's modules may import."""
+
+    third_party: frozenset[str]
+    parakoon: frozenset[str]
+    pure: bool = False
+
+
+RULES: dict[str, Rule] = {
+    "paxos": Rule(frozenset(), frozenset(), pure=True),
+    "conn": Rule(frozenset(), frozenset(), pure=True),
+    "kv": Rule(frozenset({"sortedcontainers"}), frozenset()),
+    "wal": Rule(frozenset({"crc32c", "zstandard", "msgpack"}), frozenset()),
+    "queue": Rule(frozenset({"anyio"}), frozenset()),
+    # anyio only in the async client (parakoon_client.aio); the codec is pure (see below).
+    "client": Rule(frozenset({"anyio"}), frozenset()),
+    "node": Rule(
+        frozenset(
+            {
+                "anyio",
+                "uvloop",
+                "msgpack",
+                "structlog",
+                "prometheus_client",
+                "crc32c",
+                "zstandard",
+                "sortedcontainers",
+            }
+        ),
+        frozenset({"paxos", "kv", "wal", "queue", "conn", "client"}),
+    ),
+    # The simulator drives the pure packages; it must never reach anyio or the node.
+    "sim": Rule(
+        frozenset({"crc32c", "zstandard", "msgpack", "sortedcontainers"}),
+        frozenset({"paxos", "conn", "kv", "wal", "client"}),
+    ),
+}
+SIM_FORBIDDEN = frozenset({"anyio", "asyncio", "trio", "socket", "threading", "uvloop"})
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    path: Path
+    line: int
+    module: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: import of {self.module!r}: {self.why}"
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every absolute module an AST imports, with its line (relative imports stay inside)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.extend([(node.lineno, node.module)])
+            # "from parakoon_client import codec" names a submodule, check it too
+            found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+    return found
+
+
+def is_codec_module(package: str, rel: Path) -> bool:
+    return package == "client" and "codec" in rel.with_suffix("").parts
+
+
+def is_async_client_module(package: str, rel: Path) -> bool:
+    return package == "client" and any(part.startswith("aio") for part in rel.parts)
+
+
+def check_file(package: str, path: Path, rel: Path, *, is_test: bool) -> list[Violation]:
+    """Check one file of ``package`` (``rel`` is its path inside src/ or tests/)."""
+    rule = RULES[package]
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    pure = rule.pure or is_codec_module(package, rel)
+    out: list[Violation] = []
+    for line, module in imported_modules(tree):
+        top = module.split(".")[0]
+        if top == "__future__":
+            continue
+        if top.startswith("parakoon_"):
+            other = top.removeprefix("parakoon_")
+            if other == package:
+                continue
+            if other == "node":
+                out.append(Violation(path, line, module, "nothing imports parakoon_node"))
+            elif other not in rule.parakoon:
+                out.append(
+                    Violation(
+                        path, line, module, f"parakoon_{package} may not import parakoon_{other}"
+                    )
+                )
+            elif (
+                package == "sim"
+                and other == "client"
+                and module != "parakoon_client"
+                and not module.startswith("parakoon_client.codec")
+            ):
+                # the sim may use the client's pure codec, never its socket clients
+                out.append(
+                    Violation(path, line, module, "parakoon_sim may use only parakoon_client.codec")
+                )
+            continue
+        if pure and top in IMPURE:
+            out.append(
+                Violation(
+                    path,
+                    line,
+                    module,
+                    f"parakoon_{package} is a pure core: no I/O, clock, randomness or logging",
+                )
+            )
+            continue
+        if package == "sim" and top in SIM_FORBIDDEN:
+            out.append(
+                Violation(
+                    path,
+                    line,
+                    module,
+                    "the simulator is single-threaded and "
+                    "deterministic: no anyio, asyncio, sockets or threads",
+                )
+            )
+            continue
+        if top in STDLIB:
+            continue
+        allowed = set(rule.third_party)
+        if is_test:
+            allowed |= TEST_TOOLS
+        if (
+            package == "client"
+            and top == "anyio"
+            and not (is_async_client_module(package, rel) or is_test)
+        ):
+            out.append(
+                Violation(
+                    path, line, module, "anyio is for the async client (parakoon_client.aio*) only"
+                )
+            )
+            continue
+        if top not in allowed:
+            out.append(
+                Violation(path, line, module, f"parakoon_{package} may not depend on {top!r}")
+            )
+    return out
+
+
+def check_tree(packages_dir: Path) -> list[Violation]:
+    violations: list[Violation] = []
+    for package in sorted(RULES):
+        base = packages_dir / package
+        for sub, is_test in (("src", False), ("tests", True)):
+            top = base / sub
+            if not top.is_dir():
+                continue
+            for path in sorted(top.rglob("*.py")):
+                violations.extend(check_file(package, path, path.relative_to(top), is_test=is_test))
+    return violations
+
+
+def test_every_package_has_a_rule() -> None:
+    folders = {p.name for p in PACKAGES.iterdir() if (p / "pyproject.toml").is_file()}
+    assert folders == set(RULES), "packages/ and the rule table disagree"
+
+
+def test_dependency_rule_holds() -> None:
+    violations = check_tree(PACKAGES)
+    assert not violations, "\n".join(str(v) for v in violations)
+
+
+def _fake_tree(tmp_path: Path, package: str, rel: str, source: str) -> Path:
+    target = tmp_path / package / "src" / f"parakoon_{package}" / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(source, encoding="utf-8")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("package", "rel", "source", "needle"),
+    [
+        ("paxos", "core.py", "import os\nimport socket\n", "socket"),
+        ("conn", "machine.py", "from time import monotonic\n", "time"),
+        ("client", "codec/requests.py", "import asyncio\n", "asyncio"),
+        ("client", "blocking.py", "import anyio\n", "anyio"),
+        ("kv", "store.py", "import crc32c\n", "crc32c"),
+        ("kv", "store.py", "from parakoon_paxos import step\n", "parakoon_paxos"),
+        ("wal", "log.py", "import parakoon_node\n", "parakoon_node"),
+        ("sim", "net.py", "import anyio\n", "anyio"),
+        ("sim", "net.py", "from parakoon_client.blocking import Client\n", "parakoon_client"),
+    ],
+)
+def test_checker_catches_forbidden_imports(
+    tmp_path: Path, package: str, rel: str, source: str, needle: str
+) -> None:
+    """The test of the test: a forbidden import in a temporary tree is reported with its line."""
+    path = _fake_tree(tmp_path, package, rel, source)
+    violations = check_tree(tmp_path)
+    assert violations, f"checker missed {needle!r}"
+    assert any(v.path == path and needle in v.module for v in violations)
+    assert all(v.line >= 1 for v in violations)
+    assert f"{path}:" in str(violations[-1])
+
+
+def test_checker_accepts_allowed_imports(tmp_path: Path) -> None:
+    _fake_tree(tmp_path, "paxos", "core.py", "import dataclasses\nfrom typing import Final\n")
+    _fake_tree(tmp_path, "client", "aio.py", "import anyio\nimport socket\n")
+    _fake_tree(tmp_path, "client", "codec/__init__.py", "import struct\n")
+    _fake_tree(tmp_path, "node", "driver.py", "import anyio\nfrom parakoon_paxos import step\n")
+    _fake_tree(tmp_path, "sim", "run.py", "import random\nfrom parakoon_client.codec import x\n")
+    assert check_tree(tmp_path) == []
+
+
+def test_node_is_imported_by_nobody(tmp_path: Path) -> None:
+    for package in sorted(set(RULES) - {"node"}):
+        _fake_tree(tmp_path, package, "x.py", "from parakoon_node import cli\n")
+    reported = {v.path.parts[-4] for v in check_tree(tmp_path)}
+    assert reported == set(RULES) - {"node"}

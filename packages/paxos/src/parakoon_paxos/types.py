@@ -1,0 +1,379 @@
+"""The vocabulary of the Paxos core: configuration, values, messages, events and effects.
+
+Everything here is a frozen, slotted, keyword-only dataclass (or an ``Enum``), so values can be
+compared whole in tests and shared freely between states without copying. The transition rules
+that consume and produce these types live in :mod:`parakoon_paxos.core`, which opens with the
+theory of operation and the effect contract.
+
+Deviations from the API sketched in the task brief (each one deliberate):
+
+* ``Config`` has one more field, ``clock_drift`` (default 0.05): the bound on how far any node's
+  clock *rate* may differ from true time. The leader shortens its own view of its lease by the
+  factor ``(1 - d) / (1 + d)`` so that lease exclusion holds even when the leader's clock runs
+  slow and a follower's runs fast (see ``core`` §Leases).
+* ``Recovered`` and ``CatchupDone`` carry an optional ``lease_holder``: the node named by the
+  newest ``MasterSet`` the store has applied. Rule R2 needs it ("a remembered lease of another
+  node counts as starting now"); when the driver does not know it, ``None`` is safe (the node
+  then distrusts every candidate for one lease period if its log is not empty).
+* ``FailCode`` has ``READ_ONLY`` for writes refused in read-only mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TypeAlias
+
+
+class MasterMode(Enum):
+    """How the master is chosen (``cluster.toml`` ``master_mode``)."""
+
+    ELECTED = "elected"
+    FORCED = "forced"
+    READONLY = "readonly"
+
+
+class Role(Enum):
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+    FOLLOWER = "follower"
+    CATCHING_UP = "catching_up"
+
+
+class FailCode(Enum):
+    """Why a client request (or admin request) was refused."""
+
+    NOT_MASTER = "not_master"
+    # The request was accepted by a leader that lost leadership before it was applied: the
+    # update may or may not have been chosen (outcome unknown).
+    NO_LONGER_MASTER = "no_longer_master"
+    OVERLOADED = "overloaded"
+    NOT_SUPPORTED = "not_supported"
+    READ_ONLY = "read_only"
+
+
+class ConfigError(ValueError):
+    """The static configuration is inconsistent; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Static configuration of one node. Derived fields are computed once, here.
+
+    ``voters`` is the cluster's voting membership in any order; a node's *rank* is its position
+    in the sorted names, and ballots are owned by rank (ballot ``n`` belongs to the voter of rank
+    ``n mod len(voters)``).
+    """
+
+    me: str
+    voters: tuple[str, ...]
+    learners: tuple[str, ...] = ()
+    quorum: int | None = None
+    lease_period: float
+    master_mode: MasterMode = MasterMode.ELECTED
+    master: str | None = None
+    preferred: bool = False
+    max_batch_count: int = 1000
+    max_batch_bytes: int = 4 << 20
+    max_queued: int = 10_000
+    clock_drift: float = 0.05
+
+    # Derived (not constructor arguments).
+    sorted_voters: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    rank: int = field(init=False, repr=False, compare=False)
+    is_voter: bool = field(init=False, repr=False, compare=False)
+    quorum_size: int = field(init=False, repr=False, compare=False)
+    other_voters: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    peers: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    leader_lease: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        voters = tuple(sorted(self.voters))
+        if not voters:
+            raise ConfigError("Config.voters: at least one voter is required")
+        if len(set(voters)) != len(voters):
+            raise ConfigError(f"Config.voters: duplicate name in {self.voters!r}")
+        if set(voters) & set(self.learners):
+            raise ConfigError("Config.learners: a node cannot be both voter and learner")
+        if len(set(self.learners)) != len(self.learners):
+            raise ConfigError(f"Config.learners: duplicate name in {self.learners!r}")
+        if self.me not in voters and self.me not in self.learners:
+            raise ConfigError(f"Config.me: {self.me!r} is neither a voter nor a learner")
+        if not self.lease_period > 0:
+            raise ConfigError(f"Config.lease_period: must be > 0, got {self.lease_period!r}")
+        if not 0 <= self.clock_drift < 0.25:
+            raise ConfigError(f"Config.clock_drift: must be in [0, 0.25), got {self.clock_drift}")
+        q = self.quorum if self.quorum is not None else len(voters) // 2 + 1
+        if not len(voters) // 2 < q <= len(voters):
+            raise ConfigError(
+                f"Config.quorum: {q} is not a majority of {len(voters)} voters (unsafe)"
+            )
+        if self.master_mode is MasterMode.FORCED and self.master not in voters:
+            raise ConfigError("Config.master: forced mode needs master set to a voter name")
+        if self.preferred and self.master not in voters:
+            raise ConfigError("Config.master: preferred=True needs master set to a voter name")
+        for name in ("max_batch_count", "max_batch_bytes", "max_queued"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Config.{name}: must be >= 1")
+        object.__setattr__(self, "sorted_voters", voters)
+        object.__setattr__(self, "is_voter", self.me in voters)
+        object.__setattr__(self, "rank", voters.index(self.me) if self.me in voters else -1)
+        object.__setattr__(self, "quorum_size", q)
+        object.__setattr__(self, "other_voters", tuple(v for v in voters if v != self.me))
+        object.__setattr__(
+            self,
+            "peers",
+            tuple(v for v in voters if v != self.me)
+            + tuple(x for x in self.learners if x != self.me),
+        )
+        d = self.clock_drift
+        object.__setattr__(self, "leader_lease", self.lease_period * (1 - d) / (1 + d))
+
+
+# ---------------------------------------------------------------------------------------------
+# Values: what a slot holds.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MasterSet:
+    """The lease value: ``node`` is master for one lease period from when it is applied."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """Client updates, opaque to the core. ``NOP`` is the empty batch."""
+
+    payloads: tuple[bytes, ...]
+    sync: bool = False
+
+
+Value: TypeAlias = MasterSet | Batch
+NOP = Batch(payloads=())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntry:
+    """Slot ``i`` holds ``value``, accepted under ballot ``n``."""
+
+    i: int
+    n: int
+    value: Value
+
+
+# ---------------------------------------------------------------------------------------------
+# Peer messages.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepare:
+    """Phase 1a. ``i`` is the sender's next slot (``applied_i + 1``); ``n < 0`` is a probe."""
+
+    n: int
+    i: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Promise:
+    """Phase 1b. ``i`` is the promiser's next slot; ``accepted`` is its log entry there."""
+
+    n: int
+    i: int
+    accepted: LogEntry | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nak:
+    """Refusal of ballot ``n``; the refuser reports its own ballot and next slot."""
+
+    n: int
+    their_n: int
+    their_i: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accept:
+    """Phase 2a."""
+
+    n: int
+    i: int
+    value: Value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """Phase 2b: the sender has made (i, n) durable."""
+
+    n: int
+    i: int
+
+
+Message: TypeAlias = Prepare | Promise | Nak | Accept | Accepted
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery input.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered:
+    """What a node found on disk at start (rules R1-R3).
+
+    ``last`` is the last log entry after torn-tail repair; ``applied_i`` the store's applied slot
+    after replaying the log up to ``last.i - 1`` (or ``last.i`` on a single voter), -1 when
+    empty; ``promised_n`` the persisted promise (0 when none); ``lease_holder`` the node named by
+    the newest ``MasterSet`` the store applied, if known.
+    """
+
+    last: LogEntry | None = None
+    applied_i: int = -1
+    promised_n: int = 0
+    lease_holder: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Events: inputs to ``step``.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientRequest:
+    rid: int
+    payload: bytes
+    sync: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tick:
+    """Time passed: fire every timer that is due at the step's ``now``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receive:
+    src: str
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientBatch:
+    requests: tuple[ClientRequest, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Persisted:
+    """The ``Persist`` of slot ``i`` under ballot ``n`` is durable."""
+
+    i: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """The store applied slot ``i``; one opaque result per payload of the batch."""
+
+    i: int
+    results: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchupDone:
+    """The driver copied and applied every chosen slot up to ``applied_i`` from the source.
+
+    ``last`` is the node's last log entry afterwards; ``lease_holder`` is the node named by the
+    newest ``MasterSet`` among the applied slots, if any was seen (see rule R2).
+    """
+
+    applied_i: int
+    last: LogEntry | None
+    lease_holder: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchupFailed:
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropMaster:
+    """Admin request: stop being master. Answered by ``Reply(rid, None)`` or ``Fail``."""
+
+    rid: int
+
+
+Event: TypeAlias = (
+    Tick | Receive | ClientBatch | Persisted | Applied | CatchupDone | CatchupFailed | DropMaster
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects: outputs of ``step`` (see the effect contract in ``core``).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    to: str
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Broadcast:
+    """Send to every other voter, plus learners when the message is an ``Accept``."""
+
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Persist:
+    """Append ``entry`` to the log, or rewrite the last entry if it has the same slot."""
+
+    entry: LogEntry
+    sync: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersistPromise:
+    """Make the promised ballot ``n`` durable (**[stronger]**)."""
+
+    n: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Apply:
+    """Apply chosen slot ``i`` to the store; answer with ``Applied(i, results)``."""
+
+    i: int
+    value: Value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    rid: int
+    result: object
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fail:
+    rid: int
+    code: FailCode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartCatchup:
+    """Fetch every chosen slot from ``from_i`` on from ``source``; answer ``CatchupDone``."""
+
+    source: str
+    from_i: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleChanged:
+    """For the driver's logs and metrics (the core does no logging)."""
+
+    role: Role
+    n: int
+    master: str | None
+
+
+Effect: TypeAlias = (
+    Send | Broadcast | Persist | PersistPromise | Apply | Reply | Fail | StartCatchup | RoleChanged
+)

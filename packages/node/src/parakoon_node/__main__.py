@@ -1,0 +1,7 @@
+"""``python -m parakoon_node ...`` is the ``parakoon`` command (the launcher starts nodes so)."""
+
+import sys
+
+from parakoon_node.cli import main
+
+sys.exit(main())

@@ -1,0 +1,283 @@
+"""The ``parakoon`` command: ``node``, ``cluster``, ``client``, ``bench`` and ``wal``.
+
+The forms below are a contract (docs/architecture.md); scripts and tests outside the project
+call them exactly like this::
+
+    parakoon node    --config cluster.toml --node node_0 [--log-format pretty|json]
+                     [--log-level info]
+    parakoon cluster --config cluster.toml
+    parakoon client  --config cluster.toml [--node NAME] [--consistency C] COMMAND [ARGS...]
+    parakoon bench   --config cluster.toml [--clients N] [--ops N] [--value-size BYTES]
+                     [--json PATH]
+    parakoon wal     dump|verify|truncate HOME_DIR ...
+
+Exit codes, the same for every subcommand:
+
+* ``0``: success (for ``node`` and ``cluster``: a clean stop after SIGINT or SIGTERM);
+* ``1``: the operation failed (a client command got an error, ``wal verify`` found damage, a node
+  stopped on an error);
+* ``2``: the command line or the configuration is wrong (argparse's own code for usage errors);
+  the message names the key and no traceback is printed;
+* ``130``: interrupted by Ctrl-C where no clean stop is defined (e.g. a long client command).
+
+Heavy modules (the node driver, the client, the WAL tool) are imported inside the subcommand that
+needs them, so ``parakoon --help`` and configuration errors stay fast, and a problem in one part
+cannot stop the others from starting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any, Final
+
+from parakoon_node.config import ConfigError, check_home_dir, load_config
+from parakoon_node.logs import LOG_FORMATS, LOG_LEVELS, LogFormat
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "version_text"]
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+DEFAULT_CONFIG: Final = "cluster.toml"
+
+
+def version_text() -> str:
+    try:
+        version = metadata.version("parakoon-node")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        version = "unknown"
+    return f"parakoon {version}"
+
+
+def fail(message: str) -> None:
+    """Print one ``error: ...`` line on stderr (the only form errors take on the command line)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"the cluster's configuration file (default: {DEFAULT_CONFIG})",
+    )
+
+
+def _add_logging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="pretty",
+        help="pretty: readable, colored on a terminal; json: one object per line (default: pretty)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        type=str.lower,
+        help="lowest level written (default: info)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each subcommand stores its handler in ``args.run``."""
+    from parakoon_node import client_cli, wal_cli
+
+    parser = argparse.ArgumentParser(
+        prog="parakoon",
+        description="parakoon: a replicated key/value store speaking the Arakoon protocol.",
+    )
+    parser.add_argument("--version", action="version", version=version_text())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    node = commands.add_parser(
+        "node",
+        help="run one node of the cluster in the foreground",
+        description="Run one node in the foreground until SIGINT or SIGTERM, then stop cleanly.",
+    )
+    _add_config(node)
+    node.add_argument("--node", required=True, metavar="NAME", help="which node of the file")
+    _add_logging(node)
+    node.set_defaults(run=run_node)
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="run every node of the file as child processes (Ctrl-C stops all)",
+        description=(
+            "Start every node of the file as a child process, print their logs interleaved with"
+            " each line prefixed by the node's name, and stop them all on Ctrl-C or SIGTERM."
+            " A node that exits on its own is reported; the others keep running."
+        ),
+    )
+    _add_config(cluster)
+    _add_logging(cluster)
+    cluster.add_argument(
+        "--stop-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECS",
+        help="how long to wait for the nodes after SIGTERM before killing them (default: 10)",
+    )
+    cluster.set_defaults(run=run_cluster)
+
+    client_cli.add_parser(commands)
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure throughput and latency against a running cluster",
+        description="Drive a running cluster with N concurrent clients and report the figures.",
+    )
+    _add_config(bench)
+    bench.add_argument(
+        "--clients",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="concurrent clients (default: 16)",
+    )
+    bench.add_argument(
+        "--ops",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="operations per phase, over all clients (default: 10000)",
+    )
+    bench.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        metavar="SECS",
+        help="run each phase for this long instead of a fixed --ops",
+    )
+    bench.add_argument(
+        "--value-size",
+        type=_positive_int,
+        default=100,
+        metavar="BYTES",
+        help="value size in bytes (default: 100)",
+    )
+    bench.add_argument(
+        "--key-size",
+        type=_positive_int,
+        default=16,
+        metavar="BYTES",
+        help="key size in bytes (default: 16)",
+    )
+    bench.add_argument(
+        "--phases",
+        default=None,
+        metavar="LIST",
+        help="comma-separated phases to run (default: all the bench offers)",
+    )
+    bench.add_argument(
+        "--json", default=None, metavar="PATH", help="also write the results as JSON to PATH"
+    )
+    bench.set_defaults(run=run_bench)
+
+    wal_cli.add_parser(commands)
+    return parser
+
+
+def _load_entry_point(module_name: str, attribute: str, what: str) -> Callable[..., Any] | None:
+    """Import ``module_name.attribute`` lazily; say so (and return None) if the module is absent.
+
+    Imported by name rather than with an import statement because these modules are written
+    under other issues: the command line must work, and type-check, before they land.
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        fail(f"{what} ({module_name}) is not part of this installation yet")
+        return None
+    entry: Callable[..., Any] = getattr(module, attribute)
+    return entry
+
+
+def run_node(args: argparse.Namespace) -> int:
+    """``parakoon node``: validate everything we can, then hand over to the node driver."""
+    cluster = load_config(args.config)
+    node = cluster.node(args.node)
+    check_home_dir(node)
+    run = _load_entry_point("parakoon_node.node", "run", "the node driver")
+    if run is None:
+        return EXIT_FAILURE
+    log_format: LogFormat = args.log_format
+    code = run(cluster, node.name, log_format=log_format, log_level=args.log_level)
+    return int(code)
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """``parakoon cluster``: every node of the file as a child process."""
+    from parakoon_node.launcher import launch
+
+    cluster = load_config(args.config)
+    return launch(
+        cluster,
+        config_path=args.config,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        stop_timeout_secs=args.stop_timeout,
+    )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    load_config(args.config)  # fail early and cleanly on a bad file, before any client starts
+    bench_main = _load_entry_point("parakoon_node.bench", "main", "the benchmark")
+    if bench_main is None:
+        return EXIT_FAILURE
+    return int(bench_main(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``parakoon`` console script and of ``python -m parakoon_node``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        fail(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        # The node and the launcher handle SIGINT themselves; this is for everything else.
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `parakoon client range ... | head`: the reader left; that is not an error of ours.
+        # Point stdout at nothing so the interpreter's final flush does not complain again.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -348,15 +348,18 @@ def _pump(child: _Child, selector: selectors.BaseSelector, relay: _Relay) -> Non
         child.eof = True
         return
     child.pending += data
-    while True:
-        newline = child.pending.find(b"\n")
-        if newline < 0:
+    while child.pending:
+        # Look for the end of the line only within the bound: a longer line is cut into pieces of
+        # LINE_BYTES_MAX, each written with the prefix, whether or not its newline has arrived.
+        newline = child.pending.find(b"\n", 0, LINE_BYTES_MAX)
+        if newline >= 0:
+            end = newline + 1
+        elif len(child.pending) >= LINE_BYTES_MAX:
+            end = LINE_BYTES_MAX
+        else:
             break
-        relay.write(child.prefix, bytes(child.pending[: newline + 1]))
-        del child.pending[: newline + 1]
-    while len(child.pending) >= LINE_BYTES_MAX:
-        relay.write(child.prefix, bytes(child.pending[:LINE_BYTES_MAX]))
-        del child.pending[:LINE_BYTES_MAX]
+        relay.write(child.prefix, bytes(child.pending[:end]))
+        del child.pending[:end]
 
 
 def _signal_all(children: Sequence[_Child], signum: signal.Signals) -> None:

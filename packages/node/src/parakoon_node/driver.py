@@ -1,0 +1,430 @@
+"""The node driver: feeds the pure Paxos core its events and carries out its effects.
+
+The core (:mod:`parakoon_paxos`) decides; this module does. Everything here runs on the node's
+one event loop, so a call to :meth:`Driver.handle` is atomic with respect to other tasks: it
+steps the core and executes the resulting effects without awaiting. Work that must not block the
+loop (WAL appends and their fsync) is handed to the :class:`Persister`, which runs it in a worker
+thread and reports back.
+
+Effect contract, as the core defines it (``parakoon_paxos.core``), and how we honour it:
+
+* Effects are executed in list order.
+* A ``Send``/``Broadcast``/``Reply``/``Fail`` that comes *after* a ``Persist`` or
+  ``PersistPromise`` in the same list must not leave before that write is durable. We queue such
+  effects behind the write in the persister; they run, in order, once the fsync that covers the
+  write has returned. Effects before the first write run at once (a leader's ``Broadcast(Accept)``
+  precedes its own ``Persist``, so followers start their fsync in parallel with the leader's).
+* ``Persist`` is answered by ``Persisted``, ``Apply`` by ``Applied``. Applying is synchronous
+  (the store is in memory), so ``Applied`` is fed back before the next effect is executed; slot
+  order is therefore the order of the list.
+* ``StartCatchup`` starts a background task that ends with ``CatchupDone``/``CatchupFailed``.
+
+Client requests: :meth:`Driver.submit_write` parks the caller on a :class:`Waiter` and hands the
+request to the core in a ``ClientBatch`` (all requests that arrived in the same loop iteration go
+together). The core answers with ``Reply`` (after the slot is chosen and applied) or ``Fail``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import structlog
+
+from parakoon_paxos import (
+    Applied,
+    Apply,
+    Broadcast,
+    CatchupDone,
+    CatchupFailed,
+    ClientBatch,
+    ClientRequest,
+    Config,
+    DropMaster,
+    Effect,
+    Event,
+    Fail,
+    FailCode,
+    LogEntry,
+    MasterSet,
+    Message,
+    Persist,
+    Persisted,
+    PersistPromise,
+    Reply,
+    Role,
+    RoleChanged,
+    Send,
+    StartCatchup,
+    Tick,
+    Value,
+)
+from parakoon_paxos import core as paxos
+
+log = structlog.get_logger("parakoon.driver")
+
+
+class Transport(Protocol):
+    """What the driver needs from the peer network."""
+
+    def send(self, to: str, msg: Message) -> None: ...
+
+    def broadcast(self, peers: Sequence[str], msg: Message) -> None: ...
+
+
+class Applier(Protocol):
+    """What the driver needs from the storage layer to apply chosen values."""
+
+    def apply(self, i: int, value: Value) -> tuple[object, ...]: ...
+
+
+class WriteLog(Protocol):
+    """Durable writes the persister performs in a worker thread."""
+
+    def append_entries(self, entries: Sequence[LogEntry]) -> None: ...
+
+    def save_promise(self, n: int) -> None: ...
+
+
+class Waiter:
+    """One parked client request: set once by ``Reply`` or ``Fail``."""
+
+    __slots__ = ("_event", "failure", "result")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.result: object = None
+        self.failure: FailCode | None = None
+
+    def resolve(self, result: object) -> None:
+        self.result = result
+        self._event.set()
+
+    def fail(self, code: FailCode) -> None:
+        self.failure = code
+        self._event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+@dataclass(slots=True)
+class _WriteJob:
+    """A run of durable writes followed by the effects that must wait for them."""
+
+    entries: list[LogEntry] = field(default_factory=list)
+    promise: int | None = None
+    after: list[Effect] = field(default_factory=list)
+
+
+class Persister:
+    """Group commit: every write queued while one fsync runs goes into the next one.
+
+    Writes are executed strictly in the order they were queued. A job's ``after`` effects are
+    handed back to the driver, in order, only when that job and every job before it is durable.
+    """
+
+    def __init__(self, log_writer: WriteLog, on_done: Callable[[_WriteJob], None]) -> None:
+        self._writer = log_writer
+        self._on_done = on_done
+        self._jobs: deque[_WriteJob] = deque()
+        self._wake = anyio.Event()
+        self._closed = False
+        self.lock = anyio.Lock()  # held while writing; catch-up takes it to own the log
+        self.fsyncs = 0
+        self.entries_written = 0
+        self.fsync_secs_total = 0.0
+        self.last_fsync_secs = 0.0
+        self.fsync_observer: Callable[[float], None] | None = None
+
+    def submit(self, job: _WriteJob) -> None:
+        self._jobs.append(job)
+        self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._jobs and not self.lock.locked()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._jobs:
+                if self._closed:
+                    return
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            async with self.lock:
+                started = time.monotonic()
+                await anyio.to_thread.run_sync(self._write_all, jobs, abandon_on_cancel=False)
+                elapsed = time.monotonic() - started
+            self.fsyncs += 1
+            self.fsync_secs_total += elapsed
+            self.last_fsync_secs = elapsed
+            if self.fsync_observer is not None:
+                self.fsync_observer(elapsed)
+            for job in jobs:
+                self.entries_written += len(job.entries)
+                self._on_done(job)
+
+    def _write_all(self, jobs: list[_WriteJob]) -> None:
+        # Runs in a worker thread. Consecutive entries are appended with one call (one fsync);
+        # a promise is saved in order with them. A rewrite of the same slot within one call keeps
+        # only the newest copy, which is what the log would return anyway.
+        pending: list[LogEntry] = []
+        for job in jobs:
+            for entry in job.entries:
+                if pending and pending[-1].i == entry.i:
+                    pending[-1] = entry
+                else:
+                    pending.append(entry)
+            if job.promise is not None:
+                if pending:
+                    self._writer.append_entries(pending)
+                    pending = []
+                self._writer.save_promise(job.promise)
+        if pending:
+            self._writer.append_entries(pending)
+
+
+@dataclass(slots=True)
+class DriverCounters:
+    steps: int = 0
+    batches_proposed: int = 0
+    requests_submitted: int = 0
+    applied_slots: int = 0
+    applied_updates: int = 0
+    role_changes: int = 0
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=256))
+
+
+class Driver:
+    """Owns the Paxos state of one node and executes the effects of every step."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: Any,
+        *,
+        transport: Transport,
+        applier: Applier,
+        write_log: WriteLog,
+        start_catchup: Callable[[str, int], None],
+        clock: Callable[[], float] = time.monotonic,
+        on_applied: Callable[[int], None] | None = None,
+        on_role: Callable[[RoleChanged], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self._transport = transport
+        self._applier = applier
+        self._start_catchup = start_catchup
+        self._clock = clock
+        self._on_applied = on_applied
+        self._on_role = on_role
+        self.persister = Persister(write_log, self._write_done)
+        self._waiters: dict[int, Waiter] = {}
+        self._rids = itertools.count(1)
+        self._incoming: list[ClientRequest] = []
+        self._batch_wake = anyio.Event()
+        self._events: deque[Event] = deque()
+        self._busy = False
+        self.counters = DriverCounters()
+        self.last_role: RoleChanged | None = None
+        self.stopping = False
+
+    # ---------------------------------------------------------------- queries for the server
+
+    def now(self) -> float:
+        return self._clock()
+
+    def role(self) -> Role:
+        return paxos.role(self.state)
+
+    def master(self) -> str | None:
+        return paxos.master(self.config, self.state, self._clock())
+
+    def lease_valid(self) -> bool:
+        return paxos.lease_valid(self.config, self.state, self._clock())
+
+    def applied_i(self) -> int:
+        return paxos.applied_i(self.state)
+
+    # ---------------------------------------------------------------- event intake
+
+    def handle(self, event: Event) -> None:
+        """Step the core with ``event`` and execute the effects (re-entrancy safe)."""
+        self._events.append(event)
+        if self._busy:
+            return  # the outer call's loop will pick it up
+        self._busy = True
+        try:
+            while self._events:
+                ev = self._events.popleft()
+                self.state, effects = paxos.step(self.config, self.state, ev, self._clock())
+                self.counters.steps += 1
+                if effects:
+                    self._execute(effects)
+        finally:
+            self._busy = False
+
+    def _execute(self, effects: Sequence[Effect]) -> None:
+        job: _WriteJob | None = None
+        for effect in effects:
+            match effect:
+                case Persist(entry=entry):
+                    if job is None or job.after or job.promise is not None:
+                        if job is not None:
+                            self.persister.submit(job)
+                        job = _WriteJob()
+                    job.entries.append(entry)
+                case PersistPromise(n=n):
+                    if job is None or job.after or job.promise is not None:
+                        if job is not None:
+                            self.persister.submit(job)
+                        job = _WriteJob()
+                    job.promise = n
+                case Send() | Broadcast() | Reply() | Fail() if job is not None:
+                    job.after.append(effect)
+                case _:
+                    self._run_effect(effect)
+        if job is not None:
+            self.persister.submit(job)
+
+    def _run_effect(self, effect: Effect) -> None:
+        match effect:
+            case Send(to=to, msg=msg):
+                self._transport.send(to, msg)
+            case Broadcast(msg=msg):
+                self._transport.broadcast(self.config.peers, msg)
+            case Apply(i=i, value=value):
+                results = self._applier.apply(i, value)
+                self.counters.applied_slots += 1
+                self.counters.applied_updates += len(results)
+                # Applied goes to the front: it answers this very Apply, before later events.
+                self._events.appendleft(Applied(i=i, results=results))
+                if self._on_applied is not None:
+                    self._on_applied(i)
+            case Reply(rid=rid, result=result):
+                waiter = self._waiters.pop(rid, None)
+                if waiter is not None:
+                    waiter.resolve(result)
+            case Fail(rid=rid, code=code):
+                waiter = self._waiters.pop(rid, None)
+                if waiter is not None:
+                    waiter.fail(code)
+            case StartCatchup(source=source, from_i=from_i):
+                log.info("catchup.start", source=source, from_i=from_i)
+                self._start_catchup(source, from_i)
+            case RoleChanged():
+                self.counters.role_changes += 1
+                self.last_role = effect
+                log.info(
+                    "role.changed",
+                    role=effect.role.value,
+                    ballot=effect.n,
+                    master=effect.master,
+                    applied_i=self.applied_i(),
+                )
+                if self._on_role is not None:
+                    self._on_role(effect)
+            case Persist() | PersistPromise():
+                raise AssertionError("writes are queued by _execute")
+            case _:
+                raise AssertionError(f"unknown effect {effect!r}")
+
+    def _write_done(self, job: _WriteJob) -> None:
+        for entry in job.entries:
+            self.handle(Persisted(i=entry.i, n=entry.n))
+        for effect in job.after:
+            self._run_effect(effect)
+
+    # ---------------------------------------------------------------- client requests
+
+    async def submit_write(self, payload: bytes, *, sync: bool = False) -> Waiter:
+        """Queue one client update for the next batch; return its waiter (not yet resolved)."""
+        rid = next(self._rids)
+        waiter = Waiter()
+        self._waiters[rid] = waiter
+        self._incoming.append(ClientRequest(rid=rid, payload=payload, sync=sync))
+        self.counters.requests_submitted += 1
+        self._batch_wake.set()
+        return waiter
+
+    def forget(self, waiter: Waiter) -> None:
+        """Drop a waiter whose caller gave up (its request may still be applied)."""
+        for rid, w in list(self._waiters.items()):
+            if w is waiter:
+                del self._waiters[rid]
+                return
+
+    async def drop_master(self) -> Waiter:
+        rid = next(self._rids)
+        waiter = Waiter()
+        self._waiters[rid] = waiter
+        self.handle(DropMaster(rid=rid))
+        return waiter
+
+    async def run_batcher(self) -> None:
+        """Hand every request that arrived since the last round to the core as one batch."""
+        while True:
+            await self._batch_wake.wait()
+            self._batch_wake = anyio.Event()
+            # Let the other client tasks that are ready in this loop iteration add theirs.
+            await anyio.lowlevel.checkpoint()
+            if not self._incoming:
+                continue
+            requests = tuple(self._incoming)
+            self._incoming.clear()
+            self.counters.batches_proposed += 1
+            self.counters.batch_sizes.append(len(requests))
+            self.handle(ClientBatch(requests=requests))
+
+    async def run_ticker(self) -> None:
+        """Feed ``Tick`` at the core's next deadline (bounded so timers never starve)."""
+        floor = 0.001
+        ceiling = max(0.005, self.config.lease_period / 20)
+        while True:
+            deadline = paxos.next_deadline(self.config, self.state)
+            now = self._clock()
+            delay = ceiling if deadline is None else min(ceiling, max(floor, deadline - now))
+            await anyio.sleep(delay)
+            self.handle(Tick())
+
+    # ---------------------------------------------------------------- catch-up results
+
+    def catchup_done(self, applied_i: int, last: LogEntry | None, holder: str | None) -> None:
+        log.info("catchup.done", applied_i=applied_i, last_i=None if last is None else last.i)
+        self.handle(CatchupDone(applied_i=applied_i, last=last, lease_holder=holder))
+
+    def catchup_failed(self, source: str, why: str) -> None:
+        log.warning("catchup.failed", source=source, reason=why)
+        self.handle(CatchupFailed(source=source))
+
+    def fail_all_waiters(self, code: FailCode) -> None:
+        for waiter in self._waiters.values():
+            waiter.fail(code)
+        self._waiters.clear()
+
+
+def lease_holder_of(value: Value) -> str | None:
+    return value.node if isinstance(value, MasterSet) else None
+
+
+def infinite() -> float:
+    return math.inf

@@ -1,0 +1,412 @@
+"""Node-to-node messaging over TCP: one outgoing link per peer, one listener for incoming ones.
+
+Topology. Every node dials every peer once and only *writes* on that outgoing connection; it
+only *reads* on the connections peers dialled to it. So each direction of each pair has exactly
+one TCP stream, and a reconnect in one direction never disturbs the other.
+
+Outgoing links are driven by the pure connection machine :mod:`parakoon_conn` (when to dial,
+back off, give up a dial) and fed from a :class:`parakoon_queue.LeakyQueue` of encoded frames.
+The queue never blocks the Paxos core: when a peer is slow or away, the oldest frames are
+dropped and counted. Paxos tolerates message loss (the leader re-sends Accepts, candidates
+retry), and a master must never stall on one slow follower.
+
+Handshake. The dialer's first frame is ``["hello", 1, cluster_id, node_name, purpose]`` with
+purpose ``"msg"`` (Paxos messages follow) or ``"catchup"`` (a catch-up request follows, see
+:mod:`parakoon_node.catchup`). The listener answers ``["welcome", its_name]`` or
+``["refused", reason]`` and closes; a wrong cluster id or an unknown node name is refused and
+logged with the peer's address. Anything malformed closes that connection only.
+
+Frames after the handshake on a ``"msg"`` connection: ``["p", <paxos message wire list>]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgpack
+import structlog
+
+from parakoon_conn import machine as conn
+from parakoon_paxos import Message
+from parakoon_paxos.wire import WireError, message_from_wire, message_to_wire
+from parakoon_queue import DropPolicy, EndOfStream, LeakyQueue
+
+from .framing import FrameDecoder, PeerProtocolError, encode_frame, encode_frame_body
+
+log = structlog.get_logger("parakoon.peer")
+
+PROTOCOL_VERSION = 1
+HANDSHAKE_TIMEOUT_SECS = 5.0
+RECEIVE_CHUNK_BYTES = 1 << 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerAddress:
+    name: str
+    host: str
+    port: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class PeerRefused(Exception):
+    """The remote side refused our handshake (wrong cluster, unknown name, ...)."""
+
+
+async def read_frame(
+    stream: anyio.abc.ByteStream, decoder: FrameDecoder, pending: list[Any]
+) -> Any:
+    """Return the next frame from ``stream``; raise ``EndOfStream`` on a clean close."""
+    while not pending:
+        data = await stream.receive(RECEIVE_CHUNK_BYTES)
+        decoder.feed(data)
+        pending.extend(decoder.frames())
+    return pending.pop(0)
+
+
+async def dial_peer(
+    address: PeerAddress,
+    *,
+    cluster_id: str,
+    me: str,
+    purpose: str,
+    max_frame_bytes: int,
+    timeout_secs: float = HANDSHAKE_TIMEOUT_SECS,
+) -> tuple[anyio.abc.SocketStream, FrameDecoder, list[Any]]:
+    """Connect to a peer and complete the handshake; return the stream and its decoder state."""
+    with anyio.fail_after(timeout_secs):
+        stream = await anyio.connect_tcp(address.host, address.port)
+        try:
+            await stream.send(encode_frame(["hello", PROTOCOL_VERSION, cluster_id, me, purpose]))
+            decoder = FrameDecoder(max_frame_bytes)
+            pending: list[Any] = []
+            reply = await read_frame(stream, decoder, pending)
+            if (
+                isinstance(reply, list)
+                and len(reply) == 2
+                and reply[0] == "welcome"
+                and reply[1] == address.name
+            ):
+                return stream, decoder, pending
+            if isinstance(reply, list) and reply and reply[0] == "refused":
+                raise PeerRefused(f"{address.name} at {address.text} refused us: {reply[1:]!r}")
+            raise PeerRefused(f"{address.name} at {address.text}: unexpected handshake {reply!r}")
+        except BaseException:
+            await stream.aclose()
+            raise
+
+
+class PeerLink:
+    """The outgoing side of one peer: a connection machine, a leaky queue and a sender task."""
+
+    def __init__(
+        self,
+        address: PeerAddress,
+        *,
+        cluster_id: str,
+        me: str,
+        settings: conn.ConnSettings,
+        queue_items: int,
+        max_frame_bytes: int,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
+        self.address = address
+        self._cluster_id = cluster_id
+        self._me = me
+        self._settings = settings
+        self._max_frame = max_frame_bytes
+        self._rng = rng
+        self._clock = clock
+        self.queue: LeakyQueue[bytes] = LeakyQueue(
+            queue_items, policy=DropPolicy.EVICT_OLDEST, name=f"peer:{address.name}"
+        )
+        self.state = conn.initial_state([address.text])
+        self._streams: dict[int, anyio.abc.SocketStream] = {}
+        self._dial_scopes: dict[int, anyio.CancelScope] = {}
+        self._sender_dial: int | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.connects = 0
+        self.disconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.state.phase is conn.ConnPhase.CONNECTED
+
+    def offer(self, frame: bytes) -> None:
+        self.queue.put_nowait(frame)
+        if self.state.phase is conn.ConnPhase.IDLE:
+            self._feed(conn.SendRequested(now=self._clock()))
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._feed(conn.ConnectRequested(now=self._clock()))
+            while True:
+                await anyio.sleep(0.05)
+                self._feed(conn.Tick(now=self._clock(), jitter=self._rng.random()))
+
+    def _feed(self, event: conn.Event) -> None:
+        self.state, effects = conn.step(self._settings, self.state, event)
+        for effect in effects:
+            match effect:
+                case conn.Dial(dial_id=dial_id):
+                    assert self._tg is not None
+                    scope = anyio.CancelScope()
+                    self._dial_scopes[dial_id] = scope
+                    self._tg.start_soon(self._dial, dial_id, scope)
+                case conn.CloseSocket(dial_id=dial_id):
+                    pending_dial = self._dial_scopes.pop(dial_id, None)
+                    if pending_dial is not None:
+                        pending_dial.cancel()
+                    stream = self._streams.pop(dial_id, None)
+                    if stream is not None and self._tg is not None:
+                        self._tg.start_soon(_close_quietly, stream)
+                case conn.FlushQueued(dial_id=dial_id):
+                    if self._sender_dial != dial_id and dial_id in self._streams:
+                        assert self._tg is not None
+                        self._sender_dial = dial_id
+                        self._tg.start_soon(self._send_loop, dial_id)
+                case conn.StateChanged(old=old, new=new, reason=reason):
+                    if new is conn.ConnPhase.CONNECTED:
+                        self.connects += 1
+                        log.info("peer.connected", peer=self.address.name, addr=self.address.text)
+                    elif old is conn.ConnPhase.CONNECTED:
+                        self.disconnects += 1
+                        log.info("peer.disconnected", peer=self.address.name, reason=reason)
+                case conn.StartTimer():
+                    pass  # run() ticks every link periodically, which the contract allows
+                case _:
+                    raise AssertionError(f"unexpected conn effect {effect!r}")
+
+    async def _dial(self, dial_id: int, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                stream, _decoder, _pending = await dial_peer(
+                    self.address,
+                    cluster_id=self._cluster_id,
+                    me=self._me,
+                    purpose="msg",
+                    max_frame_bytes=self._max_frame,
+                    timeout_secs=self._settings.connect_timeout_secs,
+                )
+            except (
+                OSError,
+                TimeoutError,
+                PeerRefused,
+                PeerProtocolError,
+                EndOfStream,
+                anyio.BrokenResourceError,
+            ) as exc:
+                if isinstance(exc, PeerRefused):
+                    log.warning("peer.refused", peer=self.address.name, reason=str(exc))
+                self._dial_scopes.pop(dial_id, None)
+                self._feed(
+                    conn.ConnectFailed(
+                        now=self._clock(),
+                        dial_id=dial_id,
+                        jitter=self._rng.random(),
+                        reason=f"{exc.__class__.__name__}: {exc}",
+                    )
+                )
+                return
+            self._dial_scopes.pop(dial_id, None)
+            self._streams[dial_id] = stream
+            self._feed(conn.Connected(now=self._clock(), dial_id=dial_id))
+            if dial_id in self._streams:
+                # Watch for the peer closing: it never writes to us on this connection.
+                await self._watch(dial_id, stream)
+
+    async def _watch(self, dial_id: int, stream: anyio.abc.SocketStream) -> None:
+        try:
+            while True:
+                await stream.receive(RECEIVE_CHUNK_BYTES)
+        except (EndOfStream, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        self._lost(dial_id, "closed by peer")
+
+    async def _send_loop(self, dial_id: int) -> None:
+        try:
+            while dial_id in self._streams:
+                frames = await self.queue.get_batch(512)
+                stream = self._streams.get(dial_id)
+                if stream is None:
+                    # The connection went away while we waited: these frames are lost, which
+                    # the protocol tolerates (counted as drops by the queue's statistics).
+                    return
+                await stream.send(b"".join(frames))
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            self._lost(dial_id, f"write failed: {exc.__class__.__name__}")
+        except EndOfStream:
+            return
+        finally:
+            if self._sender_dial == dial_id:
+                self._sender_dial = None
+
+    def _lost(self, dial_id: int, reason: str) -> None:
+        if self.state.dial_id == dial_id and self.state.phase is conn.ConnPhase.CONNECTED:
+            self._feed(
+                conn.ConnectionLost(
+                    now=self._clock(), dial_id=dial_id, jitter=self._rng.random(), reason=reason
+                )
+            )
+
+    def close(self) -> None:
+        self.queue.close()
+        self._feed(conn.Close(now=self._clock()))
+
+
+async def _close_quietly(stream: anyio.abc.ByteStream) -> None:
+    with contextlib.suppress(OSError, anyio.BrokenResourceError):
+        await stream.aclose()
+
+
+MessageHandler = Callable[[str, Message], None]
+CatchupServer = Callable[[str, anyio.abc.SocketStream, FrameDecoder, list[Any]], Awaitable[None]]
+
+
+class PeerNetwork:
+    """All outgoing links of a node plus its listener for incoming connections."""
+
+    def __init__(
+        self,
+        *,
+        cluster_id: str,
+        me: str,
+        listen: PeerAddress,
+        peers: Sequence[PeerAddress],
+        on_message: MessageHandler,
+        on_catchup: CatchupServer,
+        queue_items: int,
+        max_frame_bytes: int,
+        rng: random.Random,
+        clock: Callable[[], float],
+        settings: conn.ConnSettings | None = None,
+    ) -> None:
+        self.cluster_id = cluster_id
+        self.me = me
+        self.listen = listen
+        self.known = {p.name: p for p in peers}
+        self._on_message = on_message
+        self._on_catchup = on_catchup
+        self.max_frame_bytes = max_frame_bytes
+        self.links = {
+            p.name: PeerLink(
+                p,
+                cluster_id=cluster_id,
+                me=me,
+                settings=settings or conn.ConnSettings(),
+                queue_items=queue_items,
+                max_frame_bytes=max_frame_bytes,
+                rng=rng,
+                clock=clock,
+            )
+            for p in peers
+        }
+        self.frames_received = 0
+        self.bad_connections = 0
+        self.incoming = 0
+
+    # ---------------------------------------------------------------- sending
+
+    def send(self, to: str, msg: Message) -> None:
+        link = self.links.get(to)
+        if link is not None:
+            link.offer(encode_frame(["p", message_to_wire(msg)]))
+
+    def broadcast(self, peers: Sequence[str], msg: Message) -> None:
+        body: bytes = msgpack.packb(["p", message_to_wire(msg)], use_bin_type=True)
+        frame = encode_frame_body(body)
+        for name in peers:
+            link = self.links.get(name)
+            if link is not None:
+                link.offer(frame)
+
+    # ---------------------------------------------------------------- serving
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        listener = await anyio.create_tcp_listener(
+            local_host=self.listen.host, local_port=self.listen.port, reuse_port=False
+        )
+        async with listener, anyio.create_task_group() as tg:
+            for link in self.links.values():
+                tg.start_soon(link.run)
+            task_status.started()
+            await listener.serve(self._handle_incoming, task_group=tg)
+
+    async def _handle_incoming(self, stream: anyio.abc.SocketStream) -> None:
+        self.incoming += 1
+        try:
+            remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        except Exception:
+            remote = "?"
+        decoder = FrameDecoder(self.max_frame_bytes)
+        pending: list[Any] = []
+        async with stream:
+            try:
+                with anyio.fail_after(HANDSHAKE_TIMEOUT_SECS):
+                    hello = await read_frame(stream, decoder, pending)
+                peer = self._check_hello(hello)
+                if peer.startswith("!"):
+                    log.warning("peer.refused_incoming", remote=str(remote), reason=peer[1:])
+                    await stream.send(encode_frame(["refused", peer[1:]]))
+                    self.bad_connections += 1
+                    return
+                purpose = hello[4]
+                await stream.send(encode_frame(["welcome", self.me]))
+                if purpose == "catchup":
+                    await self._on_catchup(peer, stream, decoder, pending)
+                    return
+                while True:
+                    frame = await read_frame(stream, decoder, pending)
+                    self._dispatch(peer, frame)
+            except (
+                EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+                ConnectionError,
+            ):
+                return
+            except TimeoutError:
+                self.bad_connections += 1
+                log.warning("peer.handshake_timeout", remote=str(remote))
+            except (PeerProtocolError, WireError) as exc:
+                self.bad_connections += 1
+                log.warning("peer.protocol_error", remote=str(remote), reason=str(exc))
+            except OSError as exc:
+                log.info("peer.connection_error", remote=str(remote), reason=str(exc))
+
+    def _check_hello(self, hello: Any) -> str:
+        if not (isinstance(hello, list) and len(hello) == 5 and hello[0] == "hello"):
+            raise PeerProtocolError(f"expected a hello frame, got {str(hello)[:80]!r}")
+        _, version, cluster_id, name, purpose = hello
+        if version != PROTOCOL_VERSION:
+            return f"!unsupported peer protocol version {version!r}"
+        if cluster_id != self.cluster_id:
+            return f"!wrong cluster id {cluster_id!r} (this is {self.cluster_id!r})"
+        if not isinstance(name, str) or name not in self.known:
+            return f"!unknown node name {name!r}"
+        if purpose not in ("msg", "catchup"):
+            return f"!unknown purpose {purpose!r}"
+        return name
+
+    def _dispatch(self, peer: str, frame: Any) -> None:
+        if not (isinstance(frame, list) and len(frame) == 2 and frame[0] == "p"):
+            raise PeerProtocolError(f"unexpected frame from {peer}: {str(frame)[:80]!r}")
+        msg = message_from_wire(frame[1])
+        self.frames_received += 1
+        self._on_message(peer, msg)
+
+    def close(self) -> None:
+        for link in self.links.values():
+            link.close()

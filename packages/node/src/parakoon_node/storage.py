@@ -1,0 +1,247 @@
+"""A node's durable state: its write-ahead log, head snapshots and the in-memory store.
+
+Recovery (rules R1-R3 of the consensus notes). The WAL repairs a torn tail by itself and refuses
+to open on corruption in the middle. We then load the newest head snapshot into a fresh store
+and replay the log after it, up to ``last_i - 1`` (the last entry may be unchosen, S3), or up to
+``last_i`` on a single voter (which chose it alone). The core learns what we found through
+``Recovered``; it settles the last slot itself (by election or by catch-up).
+
+Log records. Each WAL record's payload is ``msgpack([ballot, value_wire])`` where ``value_wire``
+is :func:`parakoon_paxos.wire.value_to_wire`. A batch's payloads are the Arakoon §9 encodings of
+the client updates, which are decoded again when the slot is applied (on every node, and on
+replay), so the replicated format is the protocol's own.
+
+Applying is atomic per slot (R6): the store's ``apply_batch`` records ``applied_i`` with the
+slot's effects in one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import crc32c
+import msgpack
+import structlog
+
+from parakoon_kv import FrozenStore, Store
+from parakoon_kv import Update as KvUpdate
+from parakoon_paxos import Batch, LogEntry, MasterSet, Recovered, Value
+from parakoon_paxos.wire import value_from_wire, value_to_wire
+from parakoon_wal.collapser import Collapser
+from parakoon_wal.log import Wal
+
+log = structlog.get_logger("parakoon.storage")
+
+PayloadDecoder = Callable[[bytes], KvUpdate]
+
+
+def _crc(data: bytes, value: int = 0) -> int:
+    return int(crc32c.crc32c(data, value))
+
+
+def encode_entry(entry: LogEntry) -> bytes:
+    out: bytes = msgpack.packb([entry.n, value_to_wire(entry.value)], use_bin_type=True)
+    return out
+
+
+def decode_entry(i: int, payload: bytes) -> LogEntry:
+    n, wire = msgpack.unpackb(payload, raw=False, use_list=True)
+    return LogEntry(i=i, n=int(n), value=value_from_wire(wire))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    home_dir: Path
+    fsync: bool
+    compressor: Literal["zstd", "none"]
+    segment_entries_max: int
+    segment_bytes_max: int
+    collapse_threshold_entries: int
+    segments_to_keep: int
+    single_voter: bool
+
+
+class StorageError(Exception):
+    """The node's durable state is inconsistent; the message names the directory."""
+
+
+class Storage:
+    """Owns the WAL and the store of one node. All methods run on the event loop unless noted."""
+
+    def __init__(self, settings: StorageSettings, decode_payload: PayloadDecoder) -> None:
+        self.settings = settings
+        self._decode_payload = decode_payload
+        self.wal: Wal = Wal.open(
+            settings.home_dir / "wal",
+            fsync=settings.fsync,
+            segment_entries_max=settings.segment_entries_max,
+            segment_bytes_max=settings.segment_bytes_max,
+            compressor=settings.compressor,
+        )
+        self.store = Store()
+        self.lease_holder: str | None = None
+        self.collapses = 0
+        self.collapsing = False
+        self.snapshot_slot: int | None = None
+
+    # ---------------------------------------------------------------- recovery
+
+    def recover(self) -> Recovered:
+        for message in self.wal.recovery.messages():
+            log.warning("wal.recovery", detail=message)
+        head = self.wal.open_head_snapshot()
+        if head is not None:
+            slot, stream = head
+            with stream:
+                self.store = Store.load(stream, crc=_crc)
+            if self.store.applied_i != slot:
+                raise StorageError(
+                    f"{self.settings.home_dir}: head snapshot for slot {slot} holds a store "
+                    f"applied up to {self.store.applied_i}"
+                )
+            self.snapshot_slot = slot
+            log.info("recovery.snapshot_loaded", slot=slot, keys=self.store.key_count())
+        last_slot = self.wal.last_slot
+        last: LogEntry | None = None
+        if last_slot is not None:
+            last = decode_entry(last_slot, self.wal.read(last_slot))
+            upto = last_slot if self.settings.single_voter else last_slot - 1
+            start = self.next_to_apply()
+            replayed = 0
+            if start <= upto:
+                for i, payload in self.wal.iter_from(start):
+                    if i > upto:
+                        break
+                    self.apply(i, decode_entry(i, payload).value)
+                    replayed += 1
+            log.info(
+                "recovery.replayed", entries=replayed, applied_i=self.applied_i, last_i=last_slot
+            )
+        meta = self.wal.load_meta() or {}
+        promised = meta.get("promised_n", 0)
+        return Recovered(
+            last=last,
+            applied_i=self.applied_i,
+            promised_n=int(promised) if isinstance(promised, int) else 0,
+            lease_holder=self.lease_holder,
+        )
+
+    @property
+    def applied_i(self) -> int:
+        i = self.store.applied_i
+        return -1 if i is None else i
+
+    def next_to_apply(self) -> int:
+        return self.applied_i + 1
+
+    # ---------------------------------------------------------------- applying
+
+    def apply(self, i: int, value: Value) -> tuple[object, ...]:
+        """Apply chosen slot ``i`` to the store; one result per client update."""
+        if isinstance(value, MasterSet):
+            self.lease_holder = value.node
+            self.store.apply_batch(i, ())
+            return ()
+        assert isinstance(value, Batch)
+        updates: list[KvUpdate] = []
+        bad: dict[int, object] = {}
+        for k, payload in enumerate(value.payloads):
+            try:
+                updates.append(self._decode_payload(payload))
+            except Exception as exc:  # a payload the leader accepted must decode; be safe
+                bad[k] = exc
+                updates.append(_NOP)
+        results: list[object] = list(self.store.apply_batch(i, updates))
+        if bad:
+            results = [bad.get(k, r) for k, r in enumerate(results)]
+        return tuple(results)
+
+    # ---------------------------------------------------------------- durable writes (thread)
+
+    def append_entries(self, entries: Sequence[LogEntry]) -> None:
+        """Called in a worker thread by the persister: one write, one fdatasync."""
+        sync = any(isinstance(e.value, Batch) and e.value.sync for e in entries)
+        self.wal.append([(e.i, encode_entry(e)) for e in entries], sync=True if sync else None)
+
+    def save_promise(self, n: int) -> None:
+        self.wal.save_meta({"promised_n": n})
+
+    # ---------------------------------------------------------------- last entry
+
+    def last_entry(self) -> LogEntry | None:
+        last = self.wal.last_slot
+        if last is None:
+            return None
+        return decode_entry(last, self.wal.read(last))
+
+    # ---------------------------------------------------------------- collapse
+
+    def entries_since_snapshot(self) -> int:
+        last = self.wal.last_slot
+        if last is None:
+            return 0
+        base = self.snapshot_slot if self.snapshot_slot is not None else -1
+        return int(last) - base
+
+    def collapse_prepare(self) -> FrozenStore | None:
+        """On the loop: freeze the store for a snapshot, or None if it is not safe now."""
+        last = self.wal.last_slot
+        if last is None or self.store.applied_i is None or self.store.applied_i > last:
+            return None
+        return self.store.freeze()
+
+    def collapse_run(self, frozen: FrozenStore, *, force: bool) -> Any:
+        """In a worker thread: write a head snapshot of ``frozen`` and prune what it covers."""
+        applied = frozen.applied_i
+        assert applied is not None
+
+        def write(stream: BinaryIO) -> None:
+            frozen.dump(stream, crc=_crc)
+
+        def snapshot() -> tuple[int, Callable[[BinaryIO], None]]:
+            return applied, write
+
+        collapser = Collapser(
+            self.wal,
+            threshold_entries=0 if force else self.settings.collapse_threshold_entries,
+            segments_to_keep=self.settings.segments_to_keep,
+            snapshot=snapshot,
+        )
+        report = collapser.run_once()
+        if report is not None:
+            self.snapshot_slot = applied
+            self.collapses += 1
+        return report
+
+    # ---------------------------------------------------------------- catch-up (source side)
+
+    def catchup_plan(self, from_i: int) -> tuple[int | None, int]:
+        """Whether a snapshot is needed to serve ``from_i``: (snapshot slot or None, first slot)."""
+        first = self.wal.first_slot
+        if first is None or from_i < first:
+            head = self.wal.head_snapshot()
+            if head is None:
+                return None, 0 if first is None else first
+            return head[0], head[0] + 1
+        return None, from_i
+
+    def iter_entries(self, start: int, upto: int) -> Iterator[tuple[int, bytes]]:
+        for i, payload in self.wal.iter_from(start):
+            if i > upto:
+                return
+            yield i, payload
+
+
+_NOP: KvUpdate
+
+
+def _make_nop() -> KvUpdate:
+    from parakoon_kv import Nop
+
+    return Nop()
+
+
+_NOP = _make_nop()

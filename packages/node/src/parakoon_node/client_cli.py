@@ -1,23 +1,843 @@
-"""``parakoon client``: one client command against the cluster (being written)."""
+"""``parakoon client``: run one client command against the cluster and print its answer.
+
+::
+
+    parakoon client --config cluster.toml [--node NAME] [--consistency C] COMMAND [ARGS...]
+
+Every protocol command has a subcommand named as in docs/architecture.md (``get``, ``set``,
+``range-entries``, ``who-master``, ...). Keys and values are given as text and sent as UTF-8.
+
+Output rules (stdout), the same for every command:
+
+* a value or a name: the text itself, decoded from UTF-8 with ``backslashreplace`` (so any byte
+  string prints, and ``\\xff`` shows a byte that is not UTF-8);
+* ``true`` / ``false`` for booleans, decimal numbers for counts and transaction numbers;
+* lists: one item per line; key/value pairs as ``key<TAB>value``; for ``multi-get-option`` a key
+  without a value is printed alone (``key`` with no tab);
+* an absent optional answer (``who-master`` with no master, ``test-and-set``/``replace`` on an
+  absent key, a user function returning nothing): **nothing at all**, exit code 0;
+* commands without an answer (``set``, ``delete``, ``assert``, ...): nothing, exit code 0.
+
+Errors go to stderr as one line and the exit code is **1**::
+
+    error: NotFound (code 0x05): Not_found
+    error: ArakoonNotConnected: cannot connect to node_0 at 127.0.0.1:4000: Connection refused
+
+A configuration or usage problem exits with 2 (see :mod:`parakoon_node.cli`).
+
+Without ``--node`` the command goes where the client library sends it: writes and consistent
+reads to the master (found by asking the nodes), ``no-guarantees``/``at-least`` reads to any
+node. With ``--node NAME`` it goes to that node and nowhere else: no master discovery, no
+retries. That is how one reads a given node's local state (``--consistency no-guarantees``) or
+runs an administrative command (``drop-master``, ``collapse``, ``statistics``) on a given node.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, TextIO, cast
 
-from parakoon_node.config import load_config
+from parakoon_client.codec import (
+    CONSISTENT,
+    NEED_DATA,
+    NO_GUARANTEES,
+    AnyRequest,
+    Assert,
+    AssertExists,
+    AtLeast,
+    Collapse,
+    Confirm,
+    Consistency,
+    CopyDbToHead,
+    CurrentState,
+    DefragDb,
+    Delete,
+    DeletePrefix,
+    DropMaster,
+    ErrorResponse,
+    Exists,
+    ExpectProgressPossible,
+    FlushStore,
+    Get,
+    GetKeyCount,
+    GetTxid,
+    MultiGet,
+    MultiGetOption,
+    NamedFloat,
+    NamedInt,
+    NamedInt64,
+    NamedList,
+    NamedString,
+    NamedValue,
+    NoGuarantees,
+    Nop,
+    OptimizeDb,
+    Ping,
+    PrefixKeys,
+    Range,
+    RangeEntries,
+    RemoteProtocolError,
+    Replace,
+    Request,
+    ResponseDecoder,
+    RevRangeEntries,
+    Sequence,
+    Set,
+    Statistics,
+    TestAndSet,
+    UAssert,
+    UAssertExists,
+    UDelete,
+    UDeletePrefix,
+    Update,
+    UReplace,
+    UserFunction,
+    USet,
+    Version,
+    VersionInfo,
+    WhoMaster,
+    encode_prologue,
+    encode_request,
+)
+from parakoon_client.errors import (
+    ArakoonError,
+    ArakoonNotConnected,
+    ArakoonProtocolError,
+    ArakoonTimeout,
+    NoMasterFound,
+    error_for_code,
+)
+from parakoon_node.config import ClusterConfig, NodeConfig, load_config
 
-__all__ = ["add_parser"]
+__all__ = [
+    "EXIT_ERROR",
+    "SequenceSyntaxError",
+    "add_parser",
+    "format_result",
+    "parse_consistency",
+    "parse_sequence",
+    "run",
+]
+
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+DEFAULT_TIMEOUT_SECS: Final = 10.0
+# The answers this command reads are bounded by the node's own limits; this bound only keeps a
+# misbehaving peer from making the command read forever.
+RESPONSE_BYTES_MAX: Final = 1 << 31
+RECV_CHUNK_BYTES: Final = 256 * 1024
+CLIENT_ID: Final = "parakoon-cli"
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_consistency(text: str) -> Consistency:
+    """``consistent`` | ``no-guarantees`` | ``at-least:N`` (N a transaction number >= 0)."""
+    if text == "consistent":
+        return CONSISTENT
+    if text == "no-guarantees":
+        return NO_GUARANTEES
+    prefix = "at-least:"
+    if text.startswith(prefix):
+        stamp_text = text[len(prefix) :]
+        if stamp_text.isdigit() and int(stamp_text) < 2**63:
+            return AtLeast(stamp=int(stamp_text))
+    raise argparse.ArgumentTypeError(
+        f"expected consistent, no-guarantees or at-least:N, got {text!r}"
+    )
+
+
+def _utf8(text: str) -> bytes:
+    # Command-line text that was not valid UTF-8 arrives with surrogate escapes; give the bytes
+    # back as they were typed.
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _max_keys(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not -1 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"expected -1 (no limit) or a count, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if not 1 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+class SequenceSyntaxError(ValueError):
+    """A ``sequence`` argument list that does not parse; the message says where."""
+
+
+# Each sequence operation: its word, the names of its arguments and how to build the update.
+_SEQUENCE_OPS: Final[dict[str, tuple[tuple[str, ...], Callable[[list[bytes]], Update]]]] = {
+    "set": (("KEY", "VALUE"), lambda a: USet(key=a[0], value=a[1])),
+    "delete": (("KEY",), lambda a: UDelete(key=a[0])),
+    "delete-prefix": (("PREFIX",), lambda a: UDeletePrefix(prefix=a[0])),
+    "replace": (("KEY", "VALUE"), lambda a: UReplace(key=a[0], wanted=a[1])),
+    "remove": (("KEY",), lambda a: UReplace(key=a[0], wanted=None)),
+    "assert": (("KEY", "VALUE"), lambda a: UAssert(key=a[0], expected=a[1])),
+    "assert-absent": (("KEY",), lambda a: UAssert(key=a[0], expected=None)),
+    "assert-exists": (("KEY",), lambda a: UAssertExists(key=a[0])),
+}
+SEQUENCE_GRAMMAR: Final = "; ".join(
+    " ".join((word, *names)) for word, (names, _) in _SEQUENCE_OPS.items()
+)
+
+
+def parse_sequence(words: list[str]) -> tuple[Update, ...]:
+    """Turn ``set k v delete k2 ...`` into updates; raises :class:`SequenceSyntaxError`."""
+    updates: list[Update] = []
+    position = 0
+    while position < len(words):
+        word = words[position]
+        if word not in _SEQUENCE_OPS:
+            raise SequenceSyntaxError(
+                f"word {position + 1} ({word!r}) is not an operation; expected one of:"
+                f" {', '.join(_SEQUENCE_OPS)}"
+            )
+        names, build = _SEQUENCE_OPS[word]
+        arguments = words[position + 1 : position + 1 + len(names)]
+        if len(arguments) < len(names):
+            raise SequenceSyntaxError(
+                f"{word!r} at word {position + 1} needs {' '.join(names)}, got {len(arguments)}"
+                " argument(s)"
+            )
+        updates.append(build([_utf8(argument) for argument in arguments]))
+        position += 1 + len(names)
+    return tuple(updates)
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands: how to build each request and how to print its answer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    build: Callable[[argparse.Namespace], AnyRequest]
+    # Whether --consistency applies (class C commands); others ignore it.
+    reads: bool = False
+
+
+def _key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+
+
+def _key_value(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+    parser.add_argument("value", metavar="VALUE")
+
+
+def _keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("keys", metavar="KEY", nargs="+")
+
+
+def _nothing(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def _range_arguments(parser: argparse.ArgumentParser, reverse: bool = False) -> None:
+    low, high = ("upper", "lower") if reverse else ("lower", "upper")
+    parser.add_argument("--first", metavar="KEY", help=f"{low} bound (default: none)")
+    parser.add_argument(
+        "--first-exclusive", action="store_true", help="leave the --first key itself out"
+    )
+    parser.add_argument("--last", metavar="KEY", help=f"{high} bound (default: none)")
+    parser.add_argument(
+        "--last-exclusive", action="store_true", help="leave the --last key itself out"
+    )
+    parser.add_argument(
+        "--max", type=_max_keys, default=-1, metavar="N", help="at most N keys (default: all)"
+    )
+
+
+def _range_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "first": None if args.first is None else _utf8(args.first),
+        "first_inclusive": not args.first_exclusive,
+        "last": None if args.last is None else _utf8(args.last),
+        "last_inclusive": not args.last_exclusive,
+        "max_keys": args.max,
+        "consistency": args.consistency,
+    }
+
+
+def _prefix_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prefix", metavar="PREFIX")
+    parser.add_argument(
+        "--max", type=_max_keys, default=-1, metavar="N", help="at most N keys (default: all)"
+    )
+
+
+def _tas_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+    parser.add_argument("--expected", metavar="VALUE", help="the value now (default: absent)")
+    parser.add_argument("--wanted", metavar="VALUE", help="the new value (default: delete)")
+
+
+def _optional_value(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+    parser.add_argument("value", metavar="VALUE", nargs="?", help="omitted: absent")
+
+
+def _optional(text: str | None) -> bytes | None:
+    return None if text is None else _utf8(text)
+
+
+def _prefix_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prefix", metavar="PREFIX")
+
+
+def _sequence_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--synced", action="store_true", help="SYNCED_SEQUENCE: fsync before answering"
+    )
+    parser.add_argument("words", metavar="OP", nargs="*", help=SEQUENCE_GRAMMAR)
+
+
+def _build_sequence(args: argparse.Namespace) -> Sequence:
+    return Sequence(updates=parse_sequence(args.words), synced=args.synced)
+
+
+def _user_function_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("function", metavar="NAME")
+    parser.add_argument("argument", metavar="ARG", nargs="?", help="omitted: none")
+
+
+def _ping_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client-id", default=CLIENT_ID, metavar="ID")
+
+
+def _collapse_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "count",
+        metavar="N",
+        type=_count,
+        nargs="?",
+        default=1,
+        help="segments (tlogs) to keep uncollapsed (default: 1)",
+    )
+
+
+def _copy_db_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("count", metavar="N", type=_count, help="segments (tlogs) to keep")
+
+
+COMMANDS: Final[tuple[_Command, ...]] = (
+    # Session and information commands (class A: any node answers).
+    _Command(
+        name="ping",
+        help="check that a node answers",
+        arguments=_ping_arguments,
+        build=lambda a: Ping(client_id=a.client_id, cluster_id=a.cluster_id),
+    ),
+    _Command(
+        name="who-master",
+        help="the master's name (nothing if none)",
+        arguments=_nothing,
+        build=lambda a: WhoMaster(),
+    ),
+    _Command(
+        name="version", help="the node's version", arguments=_nothing, build=lambda a: Version()
+    ),
+    _Command(
+        name="current-state",
+        help="the node's consensus state",
+        arguments=_nothing,
+        build=lambda a: CurrentState(),
+    ),
+    _Command(
+        name="expect-progress-possible",
+        help="whether writes can make progress",
+        arguments=_nothing,
+        build=lambda a: ExpectProgressPossible(),
+    ),
+    _Command(
+        name="statistics",
+        help="the node's counters, one name<TAB>value per line",
+        arguments=_nothing,
+        build=lambda a: Statistics(),
+    ),
+    _Command(
+        name="get-txid",
+        help="the node's last applied transaction number",
+        arguments=_nothing,
+        build=lambda a: GetTxid(),
+    ),
+    _Command(
+        name="flush-store",
+        help="write the node's batched store changes to disk",
+        arguments=_nothing,
+        build=lambda a: FlushStore(),
+    ),
+    # Reads.
+    _Command(
+        name="get",
+        help="the value of KEY",
+        arguments=_key,
+        reads=True,
+        build=lambda a: Get(key=_utf8(a.key), consistency=a.consistency),
+    ),
+    _Command(
+        name="exists",
+        help="whether KEY exists (true/false)",
+        arguments=_key,
+        reads=True,
+        build=lambda a: Exists(key=_utf8(a.key), consistency=a.consistency),
+    ),
+    _Command(
+        name="assert",
+        help="fail unless KEY holds VALUE (or is absent, without VALUE)",
+        arguments=_optional_value,
+        reads=True,
+        build=lambda a: Assert(
+            key=_utf8(a.key), expected=_optional(a.value), consistency=a.consistency
+        ),
+    ),
+    _Command(
+        name="assert-exists",
+        help="fail unless KEY exists",
+        arguments=_key,
+        reads=True,
+        build=lambda a: AssertExists(key=_utf8(a.key), consistency=a.consistency),
+    ),
+    _Command(
+        name="multi-get",
+        help="key<TAB>value for every KEY (fails if one is missing)",
+        arguments=_keys,
+        reads=True,
+        build=lambda a: MultiGet(keys=tuple(map(_utf8, a.keys)), consistency=a.consistency),
+    ),
+    _Command(
+        name="multi-get-option",
+        help="key<TAB>value for every KEY, the bare key for a missing one",
+        arguments=_keys,
+        reads=True,
+        build=lambda a: MultiGetOption(keys=tuple(map(_utf8, a.keys)), consistency=a.consistency),
+    ),
+    _Command(
+        name="range",
+        help="keys in a range, ascending, one per line",
+        reads=True,
+        arguments=_range_arguments,
+        build=lambda a: Range(**_range_fields(a)),
+    ),
+    _Command(
+        name="range-entries",
+        help="key<TAB>value in a range, ascending",
+        reads=True,
+        arguments=_range_arguments,
+        build=lambda a: RangeEntries(**_range_fields(a)),
+    ),
+    _Command(
+        name="rev-range-entries",
+        help="key<TAB>value in a range, descending from --first",
+        reads=True,
+        arguments=lambda p: _range_arguments(p, reverse=True),
+        build=lambda a: RevRangeEntries(**_range_fields(a)),
+    ),
+    _Command(
+        name="prefix",
+        help="keys starting with PREFIX, ascending",
+        reads=True,
+        arguments=_prefix_arguments,
+        build=lambda a: PrefixKeys(
+            prefix=_utf8(a.prefix), max_keys=a.max, consistency=a.consistency
+        ),
+    ),
+    _Command(
+        name="key-count",
+        help="the number of keys (asks the master)",
+        arguments=_nothing,
+        build=lambda a: GetKeyCount(),
+    ),
+    # Writes.
+    _Command(
+        name="set",
+        help="store VALUE under KEY",
+        arguments=_key_value,
+        build=lambda a: Set(key=_utf8(a.key), value=_utf8(a.value)),
+    ),
+    _Command(
+        name="confirm",
+        help="set, unless KEY already holds VALUE",
+        arguments=_key_value,
+        build=lambda a: Confirm(key=_utf8(a.key), value=_utf8(a.value)),
+    ),
+    _Command(
+        name="delete",
+        help="remove KEY (fails if absent)",
+        arguments=_key,
+        build=lambda a: Delete(key=_utf8(a.key)),
+    ),
+    _Command(
+        name="delete-prefix",
+        help="remove every key starting with PREFIX; prints the count",
+        arguments=_prefix_only,
+        build=lambda a: DeletePrefix(prefix=_utf8(a.prefix)),
+    ),
+    _Command(
+        name="test-and-set",
+        help="set KEY to --wanted if it holds --expected; prints the value before",
+        arguments=_tas_arguments,
+        build=lambda a: TestAndSet(
+            key=_utf8(a.key), expected=_optional(a.expected), wanted=_optional(a.wanted)
+        ),
+    ),
+    _Command(
+        name="replace",
+        help="set KEY to VALUE (delete without VALUE); prints the value before",
+        arguments=_optional_value,
+        build=lambda a: Replace(key=_utf8(a.key), wanted=_optional(a.value)),
+    ),
+    _Command(
+        name="sequence",
+        help="apply updates atomically, e.g.: sequence set k v delete k2 assert-exists k3",
+        arguments=_sequence_arguments,
+        build=_build_sequence,
+    ),
+    _Command(
+        name="user-function",
+        help="run a registered user function; prints its result",
+        arguments=_user_function_arguments,
+        build=lambda a: UserFunction(name=a.function, argument=_optional(a.argument)),
+    ),
+    _Command(
+        name="nop",
+        help="an empty update through consensus",
+        arguments=_nothing,
+        build=lambda a: Nop(),
+    ),
+    # Administration (use --node to pick the node).
+    _Command(
+        name="drop-master",
+        help="ask the node to give up mastership",
+        arguments=_nothing,
+        build=lambda a: DropMaster(),
+    ),
+    _Command(
+        name="collapse",
+        help="collapse the node's log into a head snapshot",
+        arguments=_collapse_arguments,
+        build=lambda a: Collapse(tlogs_to_keep=a.count),
+    ),
+    _Command(
+        name="optimize-db",
+        help="optimize the node's store (not on the master)",
+        arguments=_nothing,
+        build=lambda a: OptimizeDb(),
+    ),
+    _Command(
+        name="defrag-db",
+        help="defragment the node's store (not on the master)",
+        arguments=_nothing,
+        build=lambda a: DefragDb(),
+    ),
+    _Command(
+        name="copy-db-to-head",
+        help="copy the store to the head snapshot, prune the log",
+        arguments=_copy_db_arguments,
+        build=lambda a: CopyDbToHead(tlogs_to_keep=a.count),
+    ),
+)
 
 
 def add_parser(commands: Any) -> None:
-    client = commands.add_parser("client", help="run one client command against the cluster")
-    client.add_argument("--config", default="cluster.toml", metavar="FILE")
-    client.add_argument("words", nargs=argparse.REMAINDER)
+    """Add ``client`` and its subcommands to the ``parakoon`` parser's subparsers."""
+    client: argparse.ArgumentParser = commands.add_parser(
+        "client",
+        help="run one client command against the cluster",
+        description=(
+            "Run one client command. Keys and values are text sent as UTF-8; answers go to"
+            " stdout, errors to stderr with exit code 1. Put -- before a key or value that"
+            " starts with a dash."
+        ),
+    )
+    client.add_argument(
+        "--config",
+        default="cluster.toml",
+        metavar="FILE",
+        help="the cluster's configuration file (default: cluster.toml)",
+    )
+    client.add_argument(
+        "--node", metavar="NAME", help="talk to this node only (no master discovery, no retries)"
+    )
+    client.add_argument(
+        "--consistency",
+        type=parse_consistency,
+        default=CONSISTENT,
+        metavar="C",
+        help="for reads: consistent (default), no-guarantees, or at-least:N",
+    )
+    client.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECS,
+        metavar="SECS",
+        help=f"give up after this long (default: {DEFAULT_TIMEOUT_SECS:g})",
+    )
+    subcommands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        parser = subcommands.add_parser(command.name, help=command.help, description=command.help)
+        command.arguments(parser)
+        parser.set_defaults(client_spec=command)
     client.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    load_config(args.config)
-    print("error: parakoon client is not implemented yet")
-    return 1
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def _flatten(value: NamedValue, path: str) -> Iterator[str]:
+    match value:
+        case NamedList(items=items):
+            for item in items:
+                yield from _flatten(item, f"{path}.{item.name}" if path else item.name)
+        case NamedInt(value=number) | NamedInt64(value=number):
+            yield f"{path}\t{number}"
+        case NamedFloat(value=number):
+            yield f"{path}\t{number!r}"
+        case NamedString(value=text):
+            yield f"{path}\t{text}"
+
+
+def format_result(request: AnyRequest, result: object) -> list[str]:
+    """The lines to print for ``result``, the answer to ``request`` (see the module's rules)."""
+    match request:
+        case Get() | UserFunction() | TestAndSet() | Replace():
+            assert result is None or isinstance(result, bytes)
+            return [] if result is None else [_text(result)]
+        case Exists() | ExpectProgressPossible():
+            return ["true" if result else "false"]
+        case Range() | PrefixKeys():
+            assert isinstance(result, list)
+            return [_text(key) for key in result]
+        case RangeEntries() | RevRangeEntries():
+            assert isinstance(result, list)
+            return [f"{_text(key)}\t{_text(value)}" for key, value in result]
+        case MultiGet():
+            assert isinstance(result, list)
+            return [f"{_text(k)}\t{_text(v)}" for k, v in zip(request.keys, result, strict=True)]
+        case MultiGetOption():
+            assert isinstance(result, list)
+            return [
+                _text(k) if v is None else f"{_text(k)}\t{_text(v)}"
+                for k, v in zip(request.keys, result, strict=True)
+            ]
+        case GetKeyCount() | DeletePrefix():
+            return [str(result)]
+        case Ping() | CurrentState():
+            assert isinstance(result, str)
+            return [result]
+        case WhoMaster():
+            assert result is None or isinstance(result, str)
+            return [] if result is None else [result]
+        case Version():
+            assert isinstance(result, VersionInfo)
+            info = result.info.rstrip("\n")
+            return [f"{result.major}.{result.minor}.{result.patch}", *info.splitlines()]
+        case GetTxid():
+            match result:
+                case AtLeast(stamp=stamp):
+                    return [str(stamp)]
+                case NoGuarantees():
+                    return ["no-guarantees"]
+                case _:
+                    return ["consistent"]
+        case Statistics():
+            assert isinstance(result, NamedList)
+            return list(_flatten(result, ""))
+        case _:
+            # Unit answers (set, delete, assert, sequence, nop, collapse, admin commands).
+            return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to the cluster
+# ---------------------------------------------------------------------------------------------
+
+
+class _NodeConnection:
+    """One blocking connection to one node, speaking the codec; used for ``--node``.
+
+    Every failure becomes a :mod:`parakoon_client.errors` exception naming the node.
+    """
+
+    def __init__(self, cluster: ClusterConfig, node: NodeConfig, timeout_secs: float) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.timeout_secs = timeout_secs
+        self.where = f"{node.name} at {node.client_host}:{node.client_port}"
+        try:
+            self.sock = socket.create_connection(
+                (node.client_host, node.client_port), timeout=timeout_secs
+            )
+        except TimeoutError:
+            raise ArakoonTimeout(
+                f"cannot connect to {self.where}: timed out", node=node.name
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ArakoonNotConnected(
+                f"cannot connect to {self.where}: {reason}", node=node.name
+            ) from None
+        self.prologue_sent = False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def call(self, request: AnyRequest) -> object:
+        data = encode_request(request)
+        if not self.prologue_sent:
+            data = encode_prologue(self.cluster.cluster_id) + data
+            self.prologue_sent = True
+        try:
+            self.sock.sendall(data)
+            # Each request type fixes its own result type; here they are all just printed.
+            decoder: ResponseDecoder[Any] = ResponseDecoder(cast("Request[Any]", request))
+            received = 0
+            while (event := decoder.next_event()) is NEED_DATA:
+                chunk = self.sock.recv(RECV_CHUNK_BYTES)
+                if not chunk:
+                    raise ArakoonNotConnected(
+                        f"{self.where} closed the connection before answering",
+                        node=self.node.name,
+                        request_sent=True,
+                    )
+                received += len(chunk)
+                if received > RESPONSE_BYTES_MAX:
+                    raise ArakoonProtocolError(
+                        f"{self.where} sent more than {RESPONSE_BYTES_MAX} bytes",
+                        node=self.node.name,
+                    )
+                decoder.feed(chunk)
+        except TimeoutError:
+            raise ArakoonTimeout(
+                f"{self.where} did not answer within {self.timeout_secs:g} s",
+                node=self.node.name,
+                request_sent=True,
+            ) from None
+        except RemoteProtocolError as exc:
+            raise ArakoonProtocolError(f"{self.where}: {exc}", node=self.node.name) from None
+        except OSError as exc:
+            raise ArakoonNotConnected(
+                f"connection to {self.where} failed: {exc.strerror or exc}",
+                node=self.node.name,
+                request_sent=True,
+            ) from None
+        if isinstance(event, ErrorResponse):
+            raise error_for_code(int(event.code), _text(event.message))
+        return event
+
+
+def _call_node(
+    cluster: ClusterConfig, node: NodeConfig, request: AnyRequest, timeout_secs: float
+) -> object:
+    connection = _NodeConnection(cluster, node, timeout_secs)
+    try:
+        return connection.call(request)
+    finally:
+        connection.close()
+
+
+def _call_cluster(cluster: ClusterConfig, request: AnyRequest, timeout_secs: float) -> object:
+    """Send ``request`` where it belongs: the master, or any node for relaxed reads."""
+    consistency = getattr(request, "consistency", None)
+    relaxed = consistency is not None and not isinstance(consistency, type(CONSISTENT))
+    informational = isinstance(
+        request,
+        Ping | WhoMaster | Version | CurrentState | ExpectProgressPossible | Statistics | GetTxid,
+    )
+    failures: list[str] = []
+    if relaxed or informational:
+        for node in cluster.nodes:
+            try:
+                return _call_node(cluster, node, request, timeout_secs)
+            except ArakoonNotConnected as exc:
+                failures.append(exc.message)
+        raise ArakoonNotConnected("no node answered: " + "; ".join(failures))
+    master = _find_master(cluster, timeout_secs, failures)
+    if master is None:
+        detail = f" ({'; '.join(failures)})" if failures else ""
+        raise NoMasterFound(f"no node knows a master{detail}")
+    return _call_node(cluster, master, request, timeout_secs)
+
+
+def _find_master(
+    cluster: ClusterConfig, timeout_secs: float, failures: list[str]
+) -> NodeConfig | None:
+    """Ask the nodes in file order who the master is; accept a master that names itself."""
+    for node in cluster.nodes:
+        try:
+            name = _call_node(cluster, node, WhoMaster(), timeout_secs)
+        except ArakoonError as exc:
+            failures.append(str(exc))
+            continue
+        if not isinstance(name, str) or name not in cluster.node_names:
+            continue
+        master = cluster.node(name)
+        if master is node:
+            return master
+        with contextlib.suppress(ArakoonError):
+            if _call_node(cluster, master, WhoMaster(), timeout_secs) == name:
+                return master
+    return None
+
+
+def describe_error(error: ArakoonError) -> str:
+    """``<ErrorName> (code 0x05): <message>`` for server errors, ``<ErrorName>: ...`` else."""
+    if error.code is None:
+        return f"{type(error).__name__}: {error.message}"
+    return f"{type(error).__name__} (code 0x{error.code:02x}): {error.message}"
+
+
+def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """``parakoon client ...``; returns the exit code. ConfigError propagates (exit 2)."""
+    stream = out if out is not None else sys.stdout
+    cluster = load_config(args.config)
+    command: _Command = args.client_spec
+    args.cluster_id = cluster.cluster_id
+    try:
+        request = command.build(args)
+    except SequenceSyntaxError as exc:
+        print(f"error: sequence: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.node is not None:
+            result = _call_node(cluster, cluster.node(args.node), request, args.timeout)
+        else:
+            result = _call_cluster(cluster, request, args.timeout)
+    except ArakoonError as exc:
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in format_result(request, result):
+        stream.write(line + "\n")
+    stream.flush()
+    return EXIT_OK

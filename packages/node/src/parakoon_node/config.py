@@ -187,7 +187,7 @@ class ClusterConfig:
         for node in self.nodes:
             if node.name == name:
                 return node
-        source = self.path.name if self.path is not None else "cluster.toml"
+        source = self.nodes[0].source if self.nodes else "cluster.toml"
         known = ", ".join(n.name for n in self.nodes)
         raise ConfigError(f"{source}: no node named {name!r} (nodes: {known})")
 

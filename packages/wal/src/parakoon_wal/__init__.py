@@ -1,1 +1,68 @@
-"""parakoon_wal."""
+"""parakoon_wal: the segment write-ahead log and the collapser.
+
+Public API (what the node driver uses)::
+
+    wal = Wal.open(directory, fsync=True, segment_entries_max=100_000,
+                   segment_bytes_max=64 << 20, compressor="zstd", faults=None)
+    wal.recovery                       # RecoveryReport: torn tail cut? where? saved to?
+    wal.append([(slot, payload), ...], sync=None)   # one write + one fdatasync
+    wal.last_slot, wal.first_slot, wal.next_slot
+    wal.read(slot) -> bytes
+    wal.iter_from(slot) -> Iterator[tuple[int, bytes]]  # newest copy of a rewritten slot only
+    with wal.pin(from_slot): ...        # catch-up streaming: the collapser keeps those segments
+    wal.write_head_snapshot(slot, write) / wal.head_snapshot() / wal.open_head_snapshot()
+    wal.install_snapshot(slot, write)   # rule R4, atomic; next append is slot + 1
+    wal.save_meta({"promised_n": 7}) / wal.load_meta()
+    Collapser(wal, threshold_entries=..., segments_to_keep=..., snapshot=callback).run_once()
+    parakoon_wal.tool.dump / verify / truncate   # offline; python -m parakoon_wal
+
+Threading: ``append`` may run in a worker thread (``anyio.to_thread.run_sync``) while the event
+loop thread reads (``last_slot``, ``read``, ``iter_from``) and a collapse runs in a third thread.
+Readers never see a record before its append's write (and fsync) completed.
+
+Errors: :class:`WalUsageError` (the caller broke a rule, e.g. :class:`WalSlotError`) and
+:class:`WalDiskError` (:class:`WalCorruptError`, :class:`WalMissingSegmentError`) with ``.path``
+and ``.offset``. The framing (:mod:`parakoon_wal.framing`) is pure and importable on its own.
+"""
+
+from __future__ import annotations
+
+from .collapser import Collapser, CollapseReport, SnapshotChoice
+from .errors import (
+    SimulatedCrash,
+    WalClosedError,
+    WalCorruptError,
+    WalDiskError,
+    WalError,
+    WalLockedError,
+    WalMissingSegmentError,
+    WalSlotError,
+    WalSlotPrunedError,
+    WalUsageError,
+)
+from .faults import FaultPoint, FaultPoints
+from .log import Compressor, RecoveryReport, SegmentInfo, TornTail, Wal, WalStatistics
+
+__all__ = [
+    "CollapseReport",
+    "Collapser",
+    "Compressor",
+    "FaultPoint",
+    "FaultPoints",
+    "RecoveryReport",
+    "SegmentInfo",
+    "SimulatedCrash",
+    "SnapshotChoice",
+    "TornTail",
+    "Wal",
+    "WalClosedError",
+    "WalCorruptError",
+    "WalDiskError",
+    "WalError",
+    "WalLockedError",
+    "WalMissingSegmentError",
+    "WalSlotError",
+    "WalSlotPrunedError",
+    "WalStatistics",
+    "WalUsageError",
+]

@@ -140,7 +140,7 @@ def configure_logging(
             structlog.processors.JSONRenderer(sort_keys=False, default=repr),
         ]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=_use_colors(out), pad_event=32)]
+        renderer = [structlog.dev.ConsoleRenderer(colors=_use_colors(out))]
 
     formatter = structlog.stdlib.ProcessorFormatter(
         # Records from plain stdlib loggers get the same fields, plus the logger's name so a

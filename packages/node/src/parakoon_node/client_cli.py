@@ -53,6 +53,7 @@ from parakoon_client.codec import (
     Collapse,
     Confirm,
     Consistency,
+    Consistent,
     CopyDbToHead,
     CurrentState,
     DefragDb,
@@ -770,7 +771,7 @@ def _call_node(
 def _call_cluster(cluster: ClusterConfig, request: AnyRequest, timeout_secs: float) -> object:
     """Send ``request`` where it belongs: the master, or any node for relaxed reads."""
     consistency = getattr(request, "consistency", None)
-    relaxed = consistency is not None and not isinstance(consistency, type(CONSISTENT))
+    relaxed = consistency is not None and not isinstance(consistency, Consistent)
     informational = isinstance(
         request,
         Ping | WhoMaster | Version | CurrentState | ExpectProgressPossible | Statistics | GetTxid,

@@ -319,7 +319,7 @@ def _supervise(
                 continue
             child.reported = True
             if stopping_since is None:
-                others = [c for c in children if not c.reported]
+                others = [c for c in children if c.process.poll() is None]
                 tail = "; the others keep running (Ctrl-C stops them)" if others else "; none left"
                 relay.say(f"{child.spec.name} exited on its own with code {code}{tail}")
                 failed = failed or code != 0

@@ -595,8 +595,8 @@ def test_batch_failing_request_does_not_stop_the_others() -> None:
 def test_batch_numbers_must_grow() -> None:
     """Every chosen value is applied once, in order: a batch number at or below applied_i is a
     caller bug, refused without touching the store."""
+    assert Store().applied_i is None
     store = Store()
-    assert store.applied_i is None
     store.apply_batch(3, [Set(key=b"a", value=b"1")])
     for i in (3, 2, -1):
         with pytest.raises(BatchOrderError):

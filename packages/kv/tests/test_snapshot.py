@@ -260,7 +260,8 @@ def test_writer_output_with_keys_out_of_order_is_rejected() -> None:
     header = struct.pack("<8sIIqQ", MAGIC, 1, 0, 1, 2)
     chain = crc32c(header)
     out = header + struct.pack("<I", chain)
-    payload = struct.pack("<II", 1, 0) + b"b" + struct.pack("<II", 1, 0) + b"a"
+    # Column layout: two key lengths, two value lengths, the keys, the (empty) values.
+    payload = struct.pack("<IIII", 1, 1, 0, 0) + b"b" + b"a"
     chain = crc32c(payload, chain)
     body = struct.pack("<III", len(payload), 2, chain)
     out += body + struct.pack("<I", crc32c(body)) + payload
@@ -279,3 +280,25 @@ def test_unknown_version_is_rejected() -> None:
         load(io.BytesIO(data))
     with pytest.raises(SnapshotError, match="bad magic"):
         load(io.BytesIO(b"X" * 100))
+
+
+def test_blocks_are_bounded_by_entry_count() -> None:
+    """The writer closes a block after ``block_entries_max`` entries whatever its size, and checks
+    the key order across those blocks too."""
+    pairs = {bytes([n]): b"v" for n in range(10)}
+    stream = io.BytesIO()
+    size = write_snapshot(stream, applied_i=1, keys=sorted(pairs), data=pairs, block_entries_max=3)
+    # Header 36, four blocks (3+3+3+1 entries) of 16-byte headers, 10 x (8 + 1 + 1) bytes of
+    # payload, end block 16.
+    assert size == len(stream.getvalue()) == 36 + 4 * 16 + 100 + 16
+    stream.seek(0)
+    applied_i, keys, values = read_snapshot(stream)
+    assert (applied_i, keys, values) == (1, sorted(pairs), [b"v"] * 10)
+    with pytest.raises(AssertionError, match="ascending"):
+        write_snapshot(
+            io.BytesIO(),
+            applied_i=1,
+            keys=[b"a", b"c", b"b"],
+            data=dict.fromkeys([b"a", b"b", b"c"], b""),
+            block_entries_max=2,
+        )

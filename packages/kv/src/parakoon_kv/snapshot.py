@@ -17,12 +17,15 @@ Layout::
       header_crc   u32       crc(the 32 bytes above, 0)
     block (repeated; the last one is the end block)
       payload_len  u32       bytes of payload that follow this 16-byte block header
-      entry_count  u32       entries in the payload
+      entry_count  u32       entries in the payload, n
       payload_crc  u32       crc(payload, previous chain value); see below
       block_crc    u32       crc(the 12 bytes above, 0): the header is checked before its
                              length is trusted
-      payload      payload_len bytes: entry_count entries, each
-                     key_len u32, value_len u32, key (key_len bytes), value (value_len bytes)
+      payload      payload_len bytes, laid out by column:
+                     key_len   n x u32   the length of each key
+                     value_len n x u32   the length of each value
+                     keys      the n keys, back to back, in order
+                     values    the n values, back to back, in the same order
     end block: a block header with payload_len = 0 and entry_count = 0 and no payload; its
                payload_crc is the final chain value.
 
@@ -30,9 +33,14 @@ The checksums form a chain, as in etcd's WAL: the chain starts at ``header_crc``
 ``payload_crc`` is ``crc(payload, chain)`` and becomes the new chain value. A block that is
 dropped, repeated or moved therefore fails its checksum even though its own bytes are intact.
 Entries are in strictly ascending key order across the whole snapshot, and the entry counts of the
-blocks add up to ``key_count``. The writer fills a block until its payload reaches
-``block_bytes`` (1 MiB by default), so the checksum is called rarely; one entry never spans two
-blocks, so an entry larger than ``block_bytes`` gets a block of its own.
+blocks add up to ``key_count``; ``payload_len`` is exactly 8n plus the sum of the lengths.
+
+The writer closes a block once its payload reaches ``block_bytes`` (1 MiB by default), so the
+checksum is called rarely, or once it holds ``BLOCK_ENTRIES_MAX`` (65,536) entries, which bounds
+the writer's working lists. One entry never spans two blocks: an entry larger than
+``block_bytes`` gets a block of its own. The column layout is what makes the format fast in pure
+Python: lengths are read and written as whole ``array`` objects, keys and values are joined and
+sliced by list comprehensions, and no Python-level loop runs per entry.
 
 The reader stops right after the end block and never reads beyond it, so a snapshot can be
 embedded in a longer stream; a caller that holds a whole file checks for trailing bytes itself.
@@ -41,8 +49,12 @@ embedded in a longer stream; a caller that holds a whole file checks for trailin
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from itertools import pairwise
+from itertools import accumulate, islice, pairwise
+from operator import add, lt
 from typing import Final, Protocol
 
 from parakoon_kv.crc import CrcFunction, crc32c
@@ -50,6 +62,7 @@ from parakoon_kv.errors import SnapshotError
 
 __all__ = [
     "BLOCK_BYTES_DEFAULT",
+    "BLOCK_ENTRIES_MAX",
     "MAGIC",
     "VERSION",
     "SnapshotReader",
@@ -62,14 +75,23 @@ MAGIC: Final = b"PKVSNAP\x00"
 VERSION: Final = 1
 #: Payload bytes after which the writer closes a block.
 BLOCK_BYTES_DEFAULT: Final = 1 << 20
+#: Entries after which the writer closes a block whatever its size.
+BLOCK_ENTRIES_MAX: Final = 1 << 16
 
 _HEADER_BODY = struct.Struct("<8sIIqQ")
 _U32 = struct.Struct("<I")
 _HEADER_SIZE: Final = _HEADER_BODY.size + 4
 _BLOCK_BODY = struct.Struct("<III")
 _BLOCK_HEADER_SIZE: Final = _BLOCK_BODY.size + 4
-_ENTRY = struct.Struct("<II")
-_ENTRY_SIZE: Final = _ENTRY.size
+_LENGTHS_PER_ENTRY: Final = 8  # a u32 key length and a u32 value length
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
+
+
+assert array("I").itemsize == 4, "the snapshot code needs a 4-byte unsigned array type"
+
+
+def _u32_array(values: Iterable[int]) -> array[int]:
+    return array("I", values)
 
 
 class SnapshotWriter(Protocol):
@@ -84,6 +106,21 @@ class SnapshotReader(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
+def _lengths_bytes(values: Iterable[int]) -> bytes:
+    lengths = _u32_array(values)
+    if not _LITTLE_ENDIAN:
+        lengths.byteswap()
+    return lengths.tobytes()
+
+
+def _lengths_from(data: bytes) -> array[int]:
+    lengths = _u32_array(())
+    lengths.frombytes(data)
+    if not _LITTLE_ENDIAN:
+        lengths.byteswap()
+    return lengths
+
+
 def write_snapshot(
     stream: SnapshotWriter,
     *,
@@ -92,13 +129,17 @@ def write_snapshot(
     data: Mapping[bytes, bytes],
     crc: CrcFunction = crc32c,
     block_bytes: int = BLOCK_BYTES_DEFAULT,
+    block_entries_max: int = BLOCK_ENTRIES_MAX,
 ) -> int:
     """Write a snapshot of ``data`` (entries in the order of ``keys``, which must be ascending).
 
     Returns the number of bytes written.
     """
-    if block_bytes <= 0:
-        raise ValueError(f"block_bytes must be positive, got {block_bytes}")
+    if block_bytes <= 0 or block_entries_max <= 0:
+        raise ValueError(
+            f"block_bytes ({block_bytes}) and block_entries_max ({block_entries_max}) "
+            "must be positive"
+        )
     key_count = len(data)
     header_body = _HEADER_BODY.pack(
         MAGIC, VERSION, 0, -1 if applied_i is None else applied_i, key_count
@@ -106,40 +147,47 @@ def write_snapshot(
     chain = crc(header_body, 0)
     stream.write(header_body + _U32.pack(chain))
     written = _HEADER_SIZE
-    pack_entry = _ENTRY.pack
-    parts: list[bytes] = []
-    size = 0
-    count = 0
     total = 0
-    previous: bytes | None = None
-
-    def flush_block() -> None:
-        nonlocal chain, written, parts, size, count, total
-        payload = b"".join(parts)
-        assert len(payload) == size, f"payload {len(payload)} bytes, counted {size}"
-        chain = crc(payload, chain)
-        body = _BLOCK_BODY.pack(size, count, chain)
-        stream.write(body + _U32.pack(crc(body, 0)))
-        stream.write(payload)
-        written += _BLOCK_HEADER_SIZE + size
-        total += count
-        parts = []
-        size = 0
-        count = 0
-
-    for key in keys:
-        value = data[key]
-        # The order check costs one comparison per entry; a reader would reject the snapshot
-        # anyway, but failing here names the writer as the culprit.
-        assert previous is None or previous < key, f"keys not ascending at {key!r}"
-        previous = key
-        parts += (pack_entry(len(key), len(value)), key, value)
-        size += _ENTRY_SIZE + len(key) + len(value)
-        count += 1
-        if size >= block_bytes:
-            flush_block()
-    if count:
-        flush_block()
+    previous: list[bytes] = []
+    iterator = iter(keys)
+    while chunk := list(islice(iterator, block_entries_max)):
+        # The order check runs in C (map over operator.lt); it costs little and makes a writer
+        # bug fail here rather than in some later reader.
+        checked = previous + chunk
+        assert all(map(lt, checked, islice(checked, 1, None))), "keys not ascending"
+        previous = chunk[-1:]
+        values = list(map(data.__getitem__, chunk))
+        key_lengths = list(map(len, chunk))
+        value_lengths = list(map(len, values))
+        # Payload bytes up to and including each entry; a block ends at the first entry that
+        # takes its payload to block_bytes or beyond.
+        ends = list(
+            map(
+                add,
+                accumulate(map(add, key_lengths, value_lengths), initial=0),
+                range(0, _LENGTHS_PER_ENTRY * (len(chunk) + 1), _LENGTHS_PER_ENTRY),
+            )
+        )
+        start = 0
+        while start < len(chunk):
+            stop = min(bisect_left(ends, ends[start] + block_bytes, start + 1), len(chunk))
+            payload = b"".join(
+                (
+                    _lengths_bytes(key_lengths[start:stop]),
+                    _lengths_bytes(value_lengths[start:stop]),
+                    *chunk[start:stop],
+                    *values[start:stop],
+                )
+            )
+            size = len(payload)
+            assert size == ends[stop] - ends[start], f"payload {size} bytes, counted otherwise"
+            chain = crc(payload, chain)
+            body = _BLOCK_BODY.pack(size, stop - start, chain)
+            stream.write(body + _U32.pack(crc(body, 0)))
+            stream.write(payload)
+            written += _BLOCK_HEADER_SIZE + size
+            total += stop - start
+            start = stop
     if total != key_count:
         raise AssertionError(f"wrote {total} entries but the header promised {key_count}")
     end = _BLOCK_BODY.pack(0, 0, chain)
@@ -167,8 +215,8 @@ def read_snapshot(
     """Read and verify a snapshot; return ``(applied_i, keys, values)`` with keys ascending.
 
     Raises SnapshotError naming the byte offset (from the start of the snapshot) of the first
-    problem: bad magic or version, a checksum mismatch, truncation, entries that overrun their
-    block, keys out of order, or entry counts that disagree with the header.
+    problem: bad magic or version, a checksum mismatch, truncation, lengths that do not fill
+    their block, keys out of order, or entry counts that disagree with the header.
     """
     raw = _read_exact(stream, _HEADER_SIZE, 0, "header")
     magic, version, flags, applied_raw, key_count = _HEADER_BODY.unpack_from(raw)
@@ -188,26 +236,24 @@ def read_snapshot(
     offset = _HEADER_SIZE
     keys: list[bytes] = []
     values: list[bytes] = []
-    keys_append = keys.append
-    values_append = values.append
-    unpack_entry = _ENTRY.unpack_from
     while True:
         block_offset = offset
         raw = _read_exact(stream, _BLOCK_HEADER_SIZE, offset, "block header")
-        payload_len, entry_count, payload_crc = _BLOCK_BODY.unpack_from(raw)
+        payload_len, count, payload_crc = _BLOCK_BODY.unpack_from(raw)
         (block_crc,) = _U32.unpack_from(raw, _BLOCK_BODY.size)
         if crc(raw[: _BLOCK_BODY.size], 0) != block_crc:
             raise SnapshotError("block header checksum mismatch", offset=block_offset)
         offset += _BLOCK_HEADER_SIZE
-        if payload_len == 0 and entry_count == 0:
+        if payload_len == 0 and count == 0:
             if payload_crc != chain:
                 raise SnapshotError("end block does not close the checksum chain", offset=offset)
             break
-        if entry_count == 0 or payload_len < entry_count * _ENTRY_SIZE:
+        lengths_size = count * _LENGTHS_PER_ENTRY
+        if count == 0 or payload_len < lengths_size:
             raise SnapshotError(
-                f"block claims {entry_count} entries in {payload_len} bytes", offset=block_offset
+                f"block claims {count} entries in {payload_len} bytes", offset=block_offset
             )
-        if len(keys) + entry_count > key_count:
+        if len(keys) + count > key_count:
             raise SnapshotError(
                 f"blocks hold more than the {key_count} entries the header announces",
                 offset=block_offset,
@@ -216,33 +262,28 @@ def read_snapshot(
         if crc(payload, chain) != payload_crc:
             raise SnapshotError("block payload checksum mismatch", offset=block_offset)
         chain = payload_crc
-        first_index = len(keys)
-        pos = 0
-        try:
-            for _ in range(entry_count):
-                key_len, value_len = unpack_entry(payload, pos)
-                pos += _ENTRY_SIZE
-                key_end = pos + key_len
-                pos = key_end + value_len
-                keys_append(payload[key_end - key_len : key_end])
-                values_append(payload[key_end:pos])
-        except struct.error:
-            pos = payload_len + 1
-        if pos != payload_len:
+        key_lengths = _lengths_from(payload[: count * 4])
+        value_lengths = _lengths_from(payload[count * 4 : lengths_size])
+        key_ends = list(accumulate(key_lengths, initial=lengths_size))
+        value_ends = list(accumulate(value_lengths, initial=key_ends[-1]))
+        if value_ends[-1] != payload_len:
             raise SnapshotError(
-                f"entries do not fill their block exactly ({pos} of {payload_len} bytes)",
+                f"entry lengths add up to {value_ends[-1]} bytes, the block has {payload_len}",
                 offset=block_offset,
             )
+        block_keys = [payload[a:b] for a, b in pairwise(key_ends)]
         # Strictly ascending order, checked from the last key of the previous block on.
-        start = first_index - 1 if first_index else 0
-        block_keys = keys[start:]
-        if not all(a < b for a, b in pairwise(block_keys)):
-            bad = next(n for n, (a, b) in enumerate(pairwise(block_keys)) if not a < b)
+        checked = keys[-1:] + block_keys
+        if not all(map(lt, checked, islice(checked, 1, None))):
+            bad = next(n for n, (a, b) in enumerate(pairwise(checked)) if not a < b)
+            first = len(keys) - len(checked) + len(block_keys)
             raise SnapshotError(
-                f"keys not in ascending order at entry {start + bad + 1} "
-                f"({block_keys[bad + 1]!r} after {block_keys[bad]!r})",
+                f"keys not in ascending order at entry {first + bad + 1} "
+                f"({checked[bad + 1]!r} after {checked[bad]!r})",
                 offset=block_offset,
             )
+        keys += block_keys
+        values += [payload[a:b] for a, b in pairwise(value_ends)]
         offset += payload_len
     if len(keys) != key_count:
         raise SnapshotError(

@@ -40,7 +40,8 @@ Result order of the read API is the *natural* order (ascending, or descending fo
 from __future__ import annotations
 
 import hashlib
-import struct
+import sys
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Sequence as AbstractSequence
 from contextlib import contextmanager
@@ -106,7 +107,6 @@ SEQUENCE_DEPTH_MAX: Final = 64
 Result: TypeAlias = bytes | int | KvError | None
 
 _DIGEST_DOMAIN: Final = b"parakoon-kv digest v1\n"
-_DIGEST_ENTRY = struct.Struct("<II")
 _DIGEST_CHUNK_ENTRIES: Final = 4096
 
 
@@ -123,18 +123,25 @@ def prefix_end(prefix: bytes) -> bytes | None:
 
 
 def _entries_digest(keys: Iterable[bytes], data: Mapping[bytes, bytes]) -> bytes:
+    """SHA-256 of the entries in key order, in groups of ``_DIGEST_CHUNK_ENTRIES``.
+
+    Each group is hashed as its key lengths, its value lengths (u32 little-endian each), its keys
+    and its values, like a snapshot block. The groups are cut by entry count, so the digest
+    depends on the content alone; the per-entry work runs in C (array, map, join).
+    """
     hasher = hashlib.sha256(_DIGEST_DOMAIN)
-    pack = _DIGEST_ENTRY.pack
     iterator = iter(keys)
-    while True:
-        chunk = list(islice(iterator, _DIGEST_CHUNK_ENTRIES))
-        if not chunk:
-            break
-        parts: list[bytes] = []
-        for key in chunk:
-            value = data[key]
-            parts += (pack(len(key), len(value)), key, value)
-        hasher.update(b"".join(parts))
+    while chunk := list(islice(iterator, _DIGEST_CHUNK_ENTRIES)):
+        values = list(map(data.__getitem__, chunk))
+        key_lengths = array("I", map(len, chunk))
+        value_lengths = array("I", map(len, values))
+        if sys.byteorder != "little":
+            key_lengths.byteswap()
+            value_lengths.byteswap()
+        hasher.update(key_lengths)
+        hasher.update(value_lengths)
+        hasher.update(b"".join(chunk))
+        hasher.update(b"".join(values))
     return hasher.digest()
 
 

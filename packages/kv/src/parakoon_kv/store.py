@@ -212,7 +212,10 @@ class Transaction:
 
     def set(self, key: bytes, value: bytes) -> None:
         """Store ``value`` under ``key``. O(1) amortized (the index is updated lazily)."""
-        self._live()._put(key, value)
+        # The liveness check is inlined: this is the bulk-load path.
+        if not self._open:
+            self._live()
+        self._store._put(key, value)
 
     def delete(self, key: bytes) -> None:
         """Remove ``key``. Raises NotFound (message = key) if absent. O(log n)."""
@@ -639,7 +642,11 @@ class Store:
         data[key] = value
         undo.append((key, old))
         if old is None:
-            self._insert_key(key)
+            # _insert_key, inlined because this is the hot path of transactions.
+            pending = self._pending
+            pending.add(key)
+            if len(pending) > self._pending_keys_max:
+                self._index()
 
     def _remove(self, key: bytes) -> bytes | None:
         """Remove ``key`` if present; return its value (None if it was absent)."""

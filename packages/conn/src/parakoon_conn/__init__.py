@@ -1,1 +1,66 @@
-"""parakoon_conn."""
+"""parakoon_conn: the pure state machine of one outgoing peer connection.
+
+No I/O, no clock, no randomness: time and jitter arrive as event data, and the driver carries
+out the returned effects. :mod:`parakoon_conn.machine` holds the rules, the transition table and
+the effect contract; ``docs/queue-and-conn.md`` shows how the node drives it.
+"""
+
+from parakoon_conn.machine import (
+    Close,
+    CloseSocket,
+    Connected,
+    ConnectFailed,
+    ConnectionLost,
+    ConnectRequested,
+    ConnError,
+    ConnMachine,
+    ConnPhase,
+    ConnSettings,
+    ConnSettingsError,
+    ConnState,
+    ConnUsageError,
+    Dial,
+    Effect,
+    Event,
+    FlushQueued,
+    SendDisposition,
+    SendRequested,
+    StartTimer,
+    StateChanged,
+    Tick,
+    backoff_delay_secs,
+    check_state,
+    initial_state,
+    send_disposition,
+    step,
+)
+
+__all__ = [
+    "Close",
+    "CloseSocket",
+    "ConnError",
+    "ConnMachine",
+    "ConnPhase",
+    "ConnSettings",
+    "ConnSettingsError",
+    "ConnState",
+    "ConnUsageError",
+    "ConnectFailed",
+    "ConnectRequested",
+    "Connected",
+    "ConnectionLost",
+    "Dial",
+    "Effect",
+    "Event",
+    "FlushQueued",
+    "SendDisposition",
+    "SendRequested",
+    "StartTimer",
+    "StateChanged",
+    "Tick",
+    "backoff_delay_secs",
+    "check_state",
+    "initial_state",
+    "send_disposition",
+    "step",
+]

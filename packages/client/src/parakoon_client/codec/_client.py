@@ -27,6 +27,7 @@ from ._types import (
     AssertExists,
     Collapse,
     Confirm,
+    Consistent,
     CopyDbToHead,
     CurrentState,
     DefragDb,
@@ -43,6 +44,7 @@ from ._types import (
     GetTxid,
     MultiGet,
     MultiGetOption,
+    NoGuarantees,
     Nop,
     OptimizeDb,
     Ping,
@@ -94,6 +96,7 @@ _W = {code: command_word(code) for code in CommandCode}
 _W_PING = _W[CommandCode.PING]
 _W_GET = _W[CommandCode.GET]
 _W_SET = _W[CommandCode.SET]
+_TAG_ONLY: dict[type, bytes] = {Consistent: b"\x00", NoGuarantees: b"\x01"}
 
 
 def encode_prologue(cluster_id: str) -> bytes:
@@ -112,7 +115,10 @@ def encode_request(request: AnyRequest) -> bytes:
     match request:
         # The two hot requests first: match tests its cases in order.
         case Get(key=key, consistency=consistency):
-            return b"".join((_W_GET, enc_consistency(consistency), pack(len(key)), key))
+            tag = _TAG_ONLY.get(type(consistency))
+            if tag is None:
+                tag = enc_consistency(consistency)
+            return b"".join((_W_GET, tag, pack(len(key)), key))
         case Set(key=key, value=value):
             return b"".join((_W_SET, pack(len(key)), key, pack(len(value)), value))
         case Exists(key=key, consistency=consistency):

@@ -34,6 +34,7 @@ server layer's decision (:func:`keeps_connection_open`).
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,8 @@ from ._errors import (
 from ._limits import DEFAULT_LIMITS, Limits
 from ._results import RC_OK, encode_result
 from ._types import (
+    CONSISTENT,
+    NO_GUARANTEES,
     UNSUPPORTED_CODES,
     AnyRequest,
     Assert,
@@ -89,6 +92,8 @@ from ._types import (
     UserHook,
     Version,
     WhoMaster,
+    new_get,
+    new_set,
 )
 from ._updates import decode_update_prefix
 from ._wire import (
@@ -169,13 +174,36 @@ def _opt_value(buf: Buffer, pos: int, limits: Limits, what: str) -> tuple[bytes 
     return read_option(buf, pos, limits.max_string_bytes, what)
 
 
+_unpack_tag_length = struct.Struct("<Bi").unpack_from
+
+
 def _p_get(buf: Buffer, pos: int, limits: Limits) -> tuple[AnyRequest, int]:
+    # Fast path for the most common request: tag-only consistency, key within limits and
+    # complete. Anything else takes the general path, which also produces the errors.
+    start = pos + 5
+    if start <= len(buf):
+        tag, n = _unpack_tag_length(buf, pos)
+        end = start + n
+        if tag < 2 and 0 <= n <= limits.max_string_bytes and end <= len(buf):
+            return new_get(bytes(buf[start:end]), NO_GUARANTEES if tag else CONSISTENT), end
     consistency, pos = read_consistency(buf, pos)
     key, pos = read_string(buf, pos, limits.max_string_bytes, "Get.key")
     return Get(key=key, consistency=consistency), pos
 
 
 def _p_set(buf: Buffer, pos: int, limits: Limits) -> tuple[AnyRequest, int]:
+    size = len(buf)
+    key_start = pos + 4
+    if key_start <= size:
+        n = unpack_i32(buf, pos)[0]
+        key_end = key_start + n
+        value_start = key_end + 4
+        if 0 <= n <= limits.max_string_bytes and value_start <= size:
+            m = unpack_i32(buf, key_end)[0]
+            value_end = value_start + m
+            if 0 <= m < limits.max_value_bytes and value_end <= size:
+                key = bytes(buf[key_start:key_end])
+                return new_set(key, bytes(buf[value_start:value_end])), value_end
     key, pos = read_string(buf, pos, limits.max_string_bytes, "Set.key")
     value, pos = _value(buf, pos, limits, "Set.value")
     return Set(key=key, value=value), pos
@@ -383,6 +411,13 @@ class DecoderState(enum.Enum):
     DEAD = "DEAD"
 
 
+# Module-level aliases: reading an enum member through its class costs a descriptor call, which
+# matters on the per-request path.
+_PROLOGUE = DecoderState.PROLOGUE
+_REQUESTS = DecoderState.REQUESTS
+_DEAD = DecoderState.DEAD
+
+
 class RequestDecoder:
     """Incremental decoder of the client → server stream (prologue, then requests).
 
@@ -404,7 +439,7 @@ class RequestDecoder:
         self._pos = 0
         self._need = 0
         self._consumed = 0  # stream offset of self._buf[0], for error messages
-        self._state = DecoderState.PROLOGUE if expect_prologue else DecoderState.REQUESTS
+        self._state = _PROLOGUE if expect_prologue else _REQUESTS
 
     @property
     def state(self) -> DecoderState:
@@ -422,15 +457,17 @@ class RequestDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes read from the connection. O(len(data)) amortised."""
-        if self._state is DecoderState.DEAD:
+        if self._state is _DEAD:
             raise LocalProtocolError("feed() after the decoder failed: close the connection")
         buf = self._buf
         pos = self._pos
         if pos == len(buf):
+            # Nothing pending: keep the chunk itself (bytes() of a bytes object is no copy).
             self._consumed += pos
-            self._buf = bytes(data)
+            self._buf = data if type(data) is bytes else bytes(data)
             self._pos = 0
-            self._need = 0 if self._need <= pos else self._need - pos
+            if self._need:
+                self._need -= pos
             return
         if type(buf) is bytes:
             self._consumed += pos
@@ -455,7 +492,7 @@ class RequestDecoder:
         state = self._state
         event: Prologue | AnyRequest
         try:
-            if state is DecoderState.REQUESTS:
+            if state is _REQUESTS:
                 start = pos + 4
                 if start > len(buf):
                     raise Short(start)
@@ -475,15 +512,15 @@ class RequestDecoder:
                 event, end = parser(buf, start, self._limits)
                 if type(event) is Unsupported and event.has_arguments:
                     # Its arguments were not read, so the stream cannot be followed any further.
-                    self._state = DecoderState.DEAD
-            elif state is DecoderState.PROLOGUE:
+                    self._state = _DEAD
+            elif state is _PROLOGUE:
                 event, end = self._parse_prologue(buf, pos)
-                self._state = DecoderState.REQUESTS
+                self._state = _REQUESTS
             else:
                 raise LocalProtocolError("next_event() after the decoder failed")
         except Short as short:
             if short.needed - pos > self._limits.max_request_bytes:
-                self._state = DecoderState.DEAD
+                self._state = _DEAD
                 raise RemoteProtocolError(
                     f"request at stream offset {self._at(pos)} needs more than "
                     f"{self._limits.max_request_bytes} bytes"
@@ -491,7 +528,7 @@ class RequestDecoder:
             self._need = short.needed
             return NEED_DATA
         except RemoteProtocolError as exc:
-            self._state = DecoderState.DEAD
+            self._state = _DEAD
             if exc.response is None and "offset" not in exc.reason:
                 raise RemoteProtocolError(
                     f"{exc.reason} (request at stream offset {self._at(pos)})"

@@ -35,6 +35,8 @@ from ._types import (
     USetRoutingDelta,
     UTestAndSet,
     UUserFunction,
+    new_udelete,
+    new_uset,
 )
 from ._wire import (
     I32,
@@ -172,10 +174,10 @@ def _decode(buf: Buffer, pos: int, limits: Limits, depth: int) -> tuple[Update, 
     if tag == 1:
         key, pos = read_string(buf, pos, smax, "Set.key")
         value, pos = read_string(buf, pos, smax, "Set.value")
-        return USet(key=key, value=value), pos
+        return new_uset(key, value), pos
     if tag == 2:
         key, pos = read_string(buf, pos, smax, "Delete.key")
-        return UDelete(key=key), pos
+        return new_udelete(key), pos
     if tag in (5, 13):
         if depth >= limits.max_update_depth:
             raise RemoteProtocolError(

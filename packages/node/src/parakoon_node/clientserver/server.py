@@ -1,0 +1,505 @@
+"""The Arakoon client-protocol server: one task per connection, one request at a time.
+
+Rules of this file
+------------------
+
+* A connection is: prologue (checked: magic, version, cluster id; any mismatch closes without a
+  word, §3.1), then requests handled strictly one after another: decode one, answer it with one
+  ``send``, and only then decode the next (§1, §11 rule 19). Bytes are fed to the decoder only
+  after it asked for more, so a connection holds at most one request plus one receive chunk.
+* Malformed input closes only that connection: the decoder's ``RemoteProtocolError`` carries the
+  exact answer the reference server gives before closing (or none). Every other failure of one
+  connection (peer reset, a backend bug) is logged and closes only that connection.
+* After an error response, the connection stays open only for the codes of §4.2
+  (``keeps_connection_open``). Before a server-side close the server half-closes and drains what
+  the client is still sending, for at most ``linger_secs`` and ``linger_bytes_max``, so that the
+  response is not lost to a TCP reset when the client sent more than was read (a refused
+  oversized value, a pipelined request).
+* Connection limit: beyond ``max_connections`` open connections, a new one gets rc 0xFE "too many
+  clients" before anything is read, and is closed (§3.1, §11 rule 22).
+* Shutdown (``begin_shutdown`` or ``backend.going_down``): a new connection gets rc 0x10
+  "closing socket"; an open connection is closed, without an answer, when its next request
+  arrives (§3.1). A request already being handled is answered.
+* Request classes (§6, §7): C reads call ``backend.check_read(consistency)`` and then read the
+  local store with no await in between; M reads do the same with ``Consistent``; W requests go
+  to ``backend.write``; A requests are answered from the backend's state; X requests are the
+  admin operations (``collapse`` and ``drop_master`` through the backend; OPT_DB, DEFRAG_DB,
+  COPY_DB_TO_HEAD and GET_DB are E_NOT_SUPPORTED, as §8.7 allows a basic server).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.abc import SocketAttribute
+
+import parakoon_kv as kv
+from parakoon_client.codec import (
+    CONSISTENT,
+    DEFAULT_LIMITS,
+    GOING_DOWN_RESPONSE,
+    NEED_DATA,
+    TOO_MANY_CLIENTS_RESPONSE,
+    UNKNOWN_FAILURE_RESPONSE,
+    AnyRequest,
+    Assert,
+    AssertExists,
+    AtLeast,
+    Collapse,
+    CommandCode,
+    Confirm,
+    CopyDbToHead,
+    CurrentState,
+    DefragDb,
+    Delete,
+    DeletePrefix,
+    DropMaster,
+    ErrorCode,
+    Exists,
+    ExpectProgressPossible,
+    FlushStore,
+    Get,
+    GetDb,
+    GetKeyCount,
+    GetTxid,
+    Limits,
+    MultiGet,
+    MultiGetOption,
+    Nop,
+    OptimizeDb,
+    Ping,
+    PrefixKeys,
+    Prologue,
+    Range,
+    RangeEntries,
+    RemoteProtocolError,
+    Replace,
+    RequestDecoder,
+    RevRangeEntries,
+    Sequence,
+    Set,
+    Statistics,
+    TestAndSet,
+    Unsupported,
+    USequence,
+    UserFunction,
+    UserHook,
+    Version,
+    WhoMaster,
+    encode_error,
+    encode_response,
+    first_internal_update,
+)
+
+from .backend import Backend, BackendError
+from .convert import error_response, response_for_result, write_update
+from .stats import OperationStatistics
+
+log = structlog.get_logger("parakoon.clientserver")
+
+RECEIVE_BYTES: Final = 65536
+"""Most bytes read from a connection at once."""
+LINGER_SECS_DEFAULT: Final = 1.0
+"""How long a closing connection drains what the client still sends (see the file rules)."""
+LINGER_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
+"""Most bytes a closing connection drains before it closes anyway."""
+MIN_CONNECTIONS_LIMIT: Final = 200
+
+
+def default_max_connections() -> int:
+    """§11 rule 22: the larger of (soft open-files limit - 200) and 200."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(soft - 200, MIN_CONNECTIONS_LIMIT)
+
+
+_OK = b"\x00\x00\x00\x00"
+_NOT_FOUND_GET = encode_error(ErrorCode.NOT_FOUND, kv.errors.NOT_FOUND_MESSAGE)
+_UNSUPPORTED_ADMIN = encode_error(ErrorCode.NOT_SUPPORTED, b"not supported by this server")
+_INTERNAL_UPDATE = "update of type {} may not be sent by clients"
+
+
+class ServerCounters:
+    """What the server counted since it started (read them; do not write)."""
+
+    __slots__ = (
+        "accepted",
+        "protocol_errors",
+        "refused_going_down",
+        "refused_max_connections",
+        "requests",
+        "unexpected_errors",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.refused_max_connections = 0
+        self.refused_going_down = 0
+        self.protocol_errors = 0
+        self.requests = 0
+        self.unexpected_errors = 0
+
+
+class ClientServer:
+    """Serves the client protocol for one backend. Start it with :func:`serve`.
+
+    Raises nothing out of a connection: every connection's failure ends that connection only.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        max_connections: int | None = None,
+        linger_secs: float = LINGER_SECS_DEFAULT,
+        linger_bytes_max: int = LINGER_BYTES_MAX_DEFAULT,
+    ) -> None:
+        self.backend = backend
+        self.limits = limits
+        self.max_connections = (
+            default_max_connections() if max_connections is None else max_connections
+        )
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {self.max_connections}")
+        self.linger_secs = linger_secs
+        self.linger_bytes_max = linger_bytes_max
+        self.counters = ServerCounters()
+        self.operations = OperationStatistics()
+        self.port: int | None = None
+        self._open_connections = 0
+        self._shutting_down = False
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (refused ones are not counted)."""
+        return self._open_connections
+
+    @property
+    def going_down(self) -> bool:
+        return self._shutting_down or self.backend.going_down
+
+    def begin_shutdown(self) -> None:
+        """Refuse new connections with E_GOING_DOWN and close open ones at their next request."""
+        self._shutting_down = True
+
+    # ---------------------------------------------------------------- connections
+
+    async def handle_connection(self, stream: anyio.abc.SocketStream) -> None:
+        """Serve one accepted connection until it closes. Never raises (except cancellation)."""
+        peer = _peer_name(stream)
+        try:
+            if self.going_down:
+                self.counters.refused_going_down += 1
+                await self._refuse(stream, GOING_DOWN_RESPONSE)
+                return
+            if self._open_connections >= self.max_connections:
+                self.counters.refused_max_connections += 1
+                log.warning("client.refused", peer=peer, reason="too many clients")
+                await self._refuse(stream, TOO_MANY_CLIENTS_RESPONSE)
+                return
+            self._open_connections += 1
+            self.counters.accepted += 1
+            try:
+                await self._converse(stream, peer)
+            finally:
+                self._open_connections -= 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+            pass
+        except OSError as exc:
+            log.info("client.io_error", peer=peer, error=str(exc))
+        except Exception as exc:
+            self.counters.unexpected_errors += 1
+            log.exception("client.connection_failed", peer=peer, error=repr(exc))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _refuse(self, stream: anyio.abc.SocketStream, response: bytes) -> None:
+        await stream.send(response)
+        await self._linger(stream)
+
+    async def _linger(self, stream: anyio.abc.SocketStream) -> None:
+        """Half-close, then drain the client's bytes (bounded in time and size) before closing."""
+        try:
+            await stream.send_eof()
+            drained = 0
+            with anyio.move_on_after(self.linger_secs):
+                while drained < self.linger_bytes_max:
+                    drained += len(await stream.receive(RECEIVE_BYTES))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
+            pass
+
+    async def _converse(self, stream: anyio.abc.SocketStream, peer: str) -> None:
+        decoder = RequestDecoder(self.limits)
+        backend = self.backend
+        receive = stream.receive
+        while True:
+            try:
+                event = decoder.next_event()
+            except RemoteProtocolError as exc:
+                self.counters.protocol_errors += 1
+                log.info("client.protocol_error", peer=peer, reason=exc.reason)
+                if exc.response is not None:
+                    await stream.send(exc.response)
+                await self._linger(stream)
+                return
+            if event is NEED_DATA:
+                try:
+                    data = await receive(RECEIVE_BYTES)
+                except anyio.EndOfStream:
+                    if decoder.buffered_bytes:
+                        log.info(
+                            "client.truncated_request",
+                            peer=peer,
+                            buffered=decoder.buffered_bytes,
+                            offset=decoder.stream_offset,
+                        )
+                    return
+                decoder.feed(data)
+                continue
+            if isinstance(event, Prologue):
+                if event.cluster_id != backend.cluster_id:
+                    log.info("client.wrong_cluster", peer=peer, cluster_id=event.cluster_id)
+                    await self._linger(stream)
+                    return
+                continue
+            if self.going_down:
+                # §3.1: a request on an open connection during shutdown closes it, unanswered.
+                return
+            self.counters.requests += 1
+            response, close = await self.answer(event)
+            await stream.send(response)
+            if close:
+                await self._linger(stream)
+                return
+
+    # ---------------------------------------------------------------- requests
+
+    async def answer(self, request: AnyRequest) -> tuple[bytes, bool]:
+        """The response to one request and whether to close the connection after it.
+
+        Never raises (except cancellation): backend and store errors become error responses,
+        and anything unexpected becomes rc 0xFF "unknown failure" plus a close.
+        """
+        started = time.perf_counter()
+        try:
+            response, close, size = await self._dispatch(request)
+        except (BackendError, kv.KvError) as error:
+            response, close = error_response(error)
+            return response, close
+        except Exception as exc:
+            self.counters.unexpected_errors += 1
+            log.exception("client.request_failed", request=type(request).__name__, error=repr(exc))
+            return UNKNOWN_FAILURE_RESPONSE, True
+        if not close and response[:4] == _OK:
+            self.operations.record(request, time.perf_counter() - started, size)
+        return response, close
+
+    async def _dispatch(self, request: AnyRequest) -> tuple[bytes, bool, int | None]:
+        """(response, close, size for the statistics). Raises BackendError / KvError."""
+        backend = self.backend
+        store = backend.store
+        match request:
+            # -- the hot two first
+            case Get(key=key, consistency=consistency):
+                await backend.check_read(consistency)
+                value = store.get_option(key)
+                if value is None:
+                    return _NOT_FOUND_GET, False, None
+                return encode_response(request, value), False, len(value)
+            case Set(value=value):
+                response, close = await self._write(request)
+                return response, close, len(value)
+            # -- class W
+            case Delete() | TestAndSet() | Replace() | Nop():
+                response, close = await self._write(request)
+                return response, close, None
+            case DeletePrefix():
+                result = await backend.write(_write_update(request))
+                response, close = response_for_result(request, result)
+                return response, close, result if isinstance(result, int) else None
+            case Sequence(updates=updates):
+                internal = first_internal_update(USequence(updates=updates))
+                if internal is not None:
+                    message = _INTERNAL_UPDATE.format(type(internal).__name__)
+                    return encode_error(ErrorCode.BAD_INPUT, message), False, None
+                response, close = await self._write(request)
+                return response, close, None
+            case UserFunction(name=name):
+                # §7: an unknown function is E_BAD_INPUT on any node, before the master check.
+                if name not in store.user_functions:
+                    error = kv.BadInput.unknown_user_function(name)
+                    return encode_error(error.code, error.message), False, None
+                response, close = await self._write(request)
+                return response, close, None
+            case Confirm(key=key, value=value):
+                # §11 rule 12: a consistent read first; consensus only if the value differs.
+                await backend.check_read(CONSISTENT)
+                if store.get_option(key) == value:
+                    return _OK, False, None
+                response, close = await self._write(request)
+                return response, close, None
+            # -- class C
+            case Exists(key=key, consistency=consistency):
+                await backend.check_read(consistency)
+                return encode_response(request, store.exists(key)), False, None
+            case MultiGet(keys=keys, consistency=consistency):
+                await backend.check_read(consistency)
+                # §8.3: the missing key reported is the one nearest the end of the wire order,
+                # and kv reports the first missing key of the order it is given.
+                values = store.multi_get(reversed(keys))
+                values.reverse()
+                return encode_response(request, values), False, None
+            case MultiGetOption(keys=keys, consistency=consistency):
+                await backend.check_read(consistency)
+                return encode_response(request, store.multi_get_option(keys)), False, None
+            case Range(consistency=consistency) | RangeEntries(consistency=consistency):
+                await backend.check_read(consistency)
+                read = store.range if isinstance(request, Range) else store.range_entries
+                found: list[Any] = read(
+                    request.first,
+                    request.first_inclusive,
+                    request.last,
+                    request.last_inclusive,
+                    request.max_keys,
+                )
+                return encode_response(request, found), False, len(found)
+            case RevRangeEntries(consistency=consistency):
+                await backend.check_read(consistency)
+                pairs = store.rev_range_entries(
+                    request.first,
+                    request.first_inclusive,
+                    request.last,
+                    request.last_inclusive,
+                    request.max_keys,
+                )
+                return encode_response(request, pairs), False, len(pairs)
+            case PrefixKeys(prefix=prefix, max_keys=max_keys, consistency=consistency):
+                await backend.check_read(consistency)
+                keys_found = store.prefix_keys(prefix, max_keys)
+                return encode_response(request, keys_found), False, len(keys_found)
+            case Assert(key=key, expected=expected, consistency=consistency):
+                await backend.check_read(consistency)
+                store.assert_value(key, expected)
+                return _OK, False, None
+            case AssertExists(key=key, consistency=consistency):
+                await backend.check_read(consistency)
+                store.assert_exists(key)
+                return _OK, False, None
+            case UserHook(name=name, consistency=consistency):
+                # No hooks are registered on this server (§8.5).
+                await backend.check_read(consistency)
+                return encode_error(ErrorCode.USERHOOK_NOT_FOUND, name), True, None
+            # -- class M
+            case GetKeyCount():
+                await backend.check_read(CONSISTENT)
+                return encode_response(request, store.key_count()), False, None
+            case Unsupported(code=code):
+                return await self._unsupported(request, code)
+            # -- class A
+            case Ping(cluster_id=cluster_id):
+                if cluster_id != backend.cluster_id:
+                    # §8.1 and §13 item 7: what the reference server actually answers.
+                    return UNKNOWN_FAILURE_RESPONSE, True, None
+                v = backend.version()
+                text = f"Arakoon {v.major}.{v.minor}.{v.patch}"
+                return encode_response(request, text), False, None
+            case WhoMaster():
+                return encode_response(request, backend.who_master()), False, None
+            case ExpectProgressPossible():
+                answer = backend.expect_progress_possible()
+                return encode_response(request, answer), False, None
+            case Statistics():
+                report = self.operations.report(backend.statistics())
+                return encode_response(request, report), False, None
+            case Version():
+                return encode_response(request, backend.version()), False, None
+            case CurrentState():
+                return encode_response(request, backend.current_state()), False, None
+            case GetTxid():
+                return encode_response(request, AtLeast(stamp=backend.txid())), False, None
+            case FlushStore():
+                # The store lives in memory and the WAL is made durable before every answer,
+                # so there is nothing batched to flush.
+                return _OK, False, None
+            # -- class X
+            case Collapse(tlogs_to_keep=n):
+                if n < 1:
+                    return UNKNOWN_FAILURE_RESPONSE, True, None
+                progress = await backend.collapse(n)
+                return encode_response(request, tuple(progress)), False, None
+            case DropMaster():
+                await backend.drop_master()
+                return _OK, False, None
+            case OptimizeDb() | DefragDb() | CopyDbToHead() | GetDb():
+                return _UNSUPPORTED_ADMIN, True, None
+            case _:
+                raise AssertionError(f"unhandled request {request!r}")
+
+    async def _write(self, request: AnyRequest) -> tuple[bytes, bool]:
+        result = await self.backend.write(_write_update(request))
+        return response_for_result(request, result)
+
+    async def _unsupported(self, request: Unsupported, code: int) -> tuple[bytes, bool, None]:
+        """§12: what a reference node that never had nursery configured answers."""
+        if code == CommandCode.GET_INTERVAL:
+            await self.backend.check_read(CONSISTENT)
+            return encode_response(request, None), False, None
+        if code in (CommandCode.GET_ROUTING, CommandCode.GET_NURSERY_CFG):
+            await self.backend.check_read(CONSISTENT)
+            return _NOT_FOUND_GET, False, None
+        name = CommandCode(code).name
+        message = f"{name} is not supported by this server"
+        return encode_error(ErrorCode.NOT_SUPPORTED, message), True, None
+
+
+def _write_update(request: AnyRequest) -> Any:
+    update = write_update(request)
+    if update is None:  # pragma: no cover - the dispatcher only passes write requests
+        raise AssertionError(f"{type(request).__name__} is not a write")
+    return update
+
+
+def _peer_name(stream: anyio.abc.SocketStream) -> str:
+    try:
+        address = stream.extra(SocketAttribute.remote_address)
+    except anyio.TypedAttributeLookupError:
+        return "?"
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+async def serve(
+    backend: Backend,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limits: Limits = DEFAULT_LIMITS,
+    max_connections: int | None = None,
+    linger_secs: float = LINGER_SECS_DEFAULT,
+    task_status: anyio.abc.TaskStatus[ClientServer] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host:port`` and serve the client protocol until cancelled.
+
+    Start it with ``server = await tg.start(serve, backend, ...)``: readiness is reported once
+    the socket listens, with the :class:`ClientServer` (its ``port`` is the bound port, useful
+    with ``port=0``). Each connection runs in a task of its own. Raises ``OSError`` if the port
+    cannot be bound; nothing a client does ends the service.
+    """
+    server = ClientServer(
+        backend, limits=limits, max_connections=max_connections, linger_secs=linger_secs
+    )
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    async with listener:
+        server.port = listener.extra(SocketAttribute.local_port)
+        log.info("clientserver.listening", host=host, port=server.port)
+        task_status.started(server)
+        await listener.serve(server.handle_connection)

@@ -22,6 +22,7 @@ from parakoon_client.codec import (
     NamedInt,
     NamedInt64,
     NamedList,
+    Set,
     Statistics,
     StatisticsReport,
     USequence,
@@ -165,8 +166,6 @@ async def test_at_least_read_not_yet_applied(harness: Harness) -> None:
 
 
 async def _fill(harness: Harness, pairs: dict[bytes, bytes]) -> None:
-    from parakoon_client.codec import Set
-
     async with await harness.connect() as s:
         for key, value in pairs.items():
             await s.send(encode_request(Set(key=key, value=value)))
@@ -266,8 +265,8 @@ async def test_statistics_tree(harness: Harness) -> None:
         head = await read_exactly(s, 8)
         body = await read_exactly(s, int.from_bytes(head[4:], "little"))
     decoded = decode_response(Statistics(), head + body)
-    assert not isinstance(decoded, type(None))
-    tree, _ = decoded  # type: ignore[misc]
+    assert isinstance(decoded, tuple)
+    tree, _ = decoded
     assert isinstance(tree, NamedList)
     assert tree.name == "arakoon_stats"
     names = [item.name for item in tree.items]
@@ -389,8 +388,6 @@ async def test_garbage_and_oversize_lengths_hurt_only_that_connection() -> None:
                 assert await read_to_eof(s) == b""
             # A value at the size limit: rc 0xFF "unknown failure" and close (§11 rule 20).
             async with await harness.connect() as s:
-                from parakoon_client.codec import Set
-
                 await s.send(encode_request(Set(key=b"big", value=b"x" * 1024)))
                 answer = await read_to_eof(s)
                 assert answer.hex() == "ff0000000f000000756e6b6e6f776e206661696c757265"

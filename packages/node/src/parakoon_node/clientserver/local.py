@@ -22,7 +22,7 @@ from parakoon_client.codec import (
 )
 from parakoon_kv import Result, Store
 
-from .backend import GoingDown, InconsistentRead, NotSupported
+from .backend import GoingDown, InconsistentRead, NotSupported, ReadOnly
 from .convert import to_kv_update
 
 PROTOCOL_COMPATIBLE_VERSION = (1, 8, 6)
@@ -42,7 +42,8 @@ class LocalBackend:
     ``write`` applies the update at once as transaction ``txid() + 1``; ``check_read`` refuses
     only an ``AtLeast`` stamp above the last transaction (a single node has nothing to wait
     for). ``drop_master`` is E_NOT_SUPPORTED, as on any single-node cluster; ``collapse`` has
-    nothing to collapse.
+    nothing to collapse. With ``read_only`` (the "readonly" master mode) every write is
+    E_READ_ONLY with the node's name, and every read is served.
     """
 
     def __init__(
@@ -52,7 +53,9 @@ class LocalBackend:
         node_name: str = "node_0",
         store: Store | None = None,
         version: VersionInfo | None = None,
+        read_only: bool = False,
     ) -> None:
+        self._read_only = read_only
         self._cluster_id = cluster_id
         self._node_name = node_name
         self._store = Store() if store is None else store
@@ -92,6 +95,8 @@ class LocalBackend:
     async def write(self, update: Update) -> Result:
         if self._going_down:
             raise GoingDown()
+        if self._read_only:
+            raise ReadOnly(self._node_name)
         results = self._store.apply_batch(self.txid() + 1, [to_kv_update(update)])
         return results[0]
 
@@ -110,7 +115,7 @@ class LocalBackend:
         return self._version
 
     def current_state(self) -> str:
-        return "Stable_master"
+        return "Read_only" if self._read_only else "Stable_master"
 
     def statistics(self) -> StatisticsReport:
         return StatisticsReport(node_is=((self._node_name, self.txid()),))

@@ -13,55 +13,54 @@ clause catches them all. Below it there are two families:
   (:class:`ArakoonProtocolError`), or a write may or may not have been applied
   (:class:`OutcomeUnknown`). Their ``code`` is ``None``.
 
-Which server errors close the connection is a property of the code (§4.2); it is recorded in
-:data:`CODES_KEEPING_CONNECTION` so that the clients know when to drop their socket.
+Which server errors close the connection is a property of the code (§4.2), answered by
+:func:`keeps_connection`, so that the clients know when to drop their socket. The codes
+themselves are the codec's :class:`~parakoon_client.codec.ErrorCode`.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import ClassVar, Final
 
+from parakoon_client.codec import ErrorCode, keeps_connection_open
 
-class ErrorCode(IntEnum):
-    """The return codes of §4.1 (the reference server's names without the ``E_`` prefix)."""
-
-    OK = 0x00
-    NO_MAGIC = 0x01
-    NO_HELLO = 0x03
-    NOT_MASTER = 0x04
-    NOT_FOUND = 0x05
-    WRONG_CLUSTER = 0x06
-    ASSERTION_FAILED = 0x07
-    READ_ONLY = 0x08
-    OUTSIDE_INTERVAL = 0x09
-    GOING_DOWN = 0x10
-    NOT_SUPPORTED = 0x20
-    NO_LONGER_MASTER = 0x21
-    BAD_INPUT = 0x26
-    INCONSISTENT_READ = 0x80
-    USERFUNCTION_FAILURE = 0x81
-    USERHOOK_NOT_FOUND = 0x82
-    MAX_CONNECTIONS = 0xFE
-    UNKNOWN_FAILURE = 0xFF
-
-
-# After these codes the server keeps the connection open (§4.2); after every other error it
-# writes the response and closes, so a client must drop its socket.
-CODES_KEEPING_CONNECTION: Final = frozenset(
-    {
-        ErrorCode.NOT_FOUND,
-        ErrorCode.ASSERTION_FAILED,
-        ErrorCode.NO_LONGER_MASTER,
-        ErrorCode.BAD_INPUT,
-        ErrorCode.INCONSISTENT_READ,
-    }
-)
+__all__ = [
+    "ArakoonClientError",
+    "ArakoonError",
+    "ArakoonNotConnected",
+    "ArakoonProtocolError",
+    "ArakoonServerError",
+    "ArakoonTimeout",
+    "AssertionFailed",
+    "BadInput",
+    "ErrorCode",
+    "GoingDown",
+    "InconsistentRead",
+    "MaxConnections",
+    "NoHello",
+    "NoLongerMaster",
+    "NoMagic",
+    "NoMasterFound",
+    "NotFound",
+    "NotMaster",
+    "NotSupported",
+    "OutcomeUnknown",
+    "OutsideInterval",
+    "ReadOnly",
+    "UnknownErrorCode",
+    "UnknownFailure",
+    "UserFunctionFailure",
+    "UserHookNotFound",
+    "WrongCluster",
+    "error_for_code",
+    "exception_class_for_code",
+    "keeps_connection",
+]
 
 
 def keeps_connection(code: int) -> bool:
-    """Whether the server keeps the connection open after answering ``code`` (§4.2)."""
-    return code in CODES_KEEPING_CONNECTION
+    """Whether the server keeps the connection open after answering error ``code`` (§4.2)."""
+    return code != ErrorCode.OK and keeps_connection_open(code)
 
 
 class ArakoonError(Exception):
@@ -275,7 +274,9 @@ class ArakoonNotConnected(ArakoonClientError):
     may have been applied.
     """
 
-    def __init__(self, message: str, *, node: str | None = None, request_sent: bool = False):
+    def __init__(
+        self, message: str, *, node: str | None = None, request_sent: bool = False
+    ) -> None:
         super().__init__(message)
         self.node = node
         self.request_sent = request_sent

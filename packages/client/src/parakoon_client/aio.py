@@ -1,0 +1,668 @@
+"""The async client: the same operations as :class:`~parakoon_client.blocking.Client`, on anyio.
+
+:class:`AsyncClient` runs on asyncio and trio alike. Routing, retries and the deadline rule are
+shared with the blocking client (:mod:`parakoon_client._core`); only the I/O differs: connections
+are anyio socket streams, every exchange runs under ``anyio.fail_after``, pauses use
+``anyio.sleep``.
+
+Concurrency: one instance holds at most one connection per node and the protocol answers one
+request at a time per connection, so calls on one instance are **serialized by a lock**: tasks
+may share an instance safely, but they take turns. For parallel load, give each task its own
+``AsyncClient`` (one connection each); they are cheap.
+
+Cancellation: a call cancelled while its request is in flight closes that connection (a late
+answer would otherwise be read as the answer to the next request); the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import types
+from collections.abc import Awaitable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast, overload
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from parakoon_client._core import (
+    DEFAULT_RETRY_SECS,
+    DEFAULT_TIMEOUT_SECS,
+    RECV_CHUNK_BYTES,
+    Address,
+    CallState,
+    ClientCore,
+    Op,
+    connection_survives,
+    op_assert,
+    op_assert_exists,
+    op_confirm,
+    op_current_state,
+    op_delete,
+    op_delete_prefix,
+    op_exists,
+    op_expect_progress_possible,
+    op_for_request,
+    op_get,
+    op_get_key_count,
+    op_get_txid,
+    op_multi_get,
+    op_multi_get_option,
+    op_nop,
+    op_ping,
+    op_prefix,
+    op_range,
+    op_range_entries,
+    op_replace,
+    op_rev_range_entries,
+    op_sequence,
+    op_set,
+    op_statistics,
+    op_test_and_set,
+    op_user_function,
+    op_version,
+    op_who_master,
+    server_error,
+)
+from parakoon_client.codec import (
+    CONSISTENT,
+    NEED_DATA,
+    AnyRequest,
+    AtLeast,
+    Consistency,
+    ErrorResponse,
+    NamedList,
+    RemoteProtocolError,
+    Request,
+    ResponseDecoder,
+    Update,
+    VersionInfo,
+    WhoMaster,
+    decode_response,
+    encode_prologue,
+    encode_request,
+)
+from parakoon_client.config import load_cluster_nodes
+from parakoon_client.errors import (
+    ArakoonError,
+    ArakoonNotConnected,
+    ArakoonProtocolError,
+    ArakoonTimeout,
+    NoMasterFound,
+)
+from parakoon_client.policy import Backoff, Retry
+from parakoon_client.sequence import BytesLike, SequenceBuilder
+
+R = TypeVar("R")
+
+_WHO_MASTER: Final = WhoMaster()
+_WHO_MASTER_BYTES: Final = encode_request(_WHO_MASTER)
+# Failures of an anyio stream that mean the connection is gone.
+_STREAM_ERRORS: Final = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    OSError,
+)
+
+
+class _AsyncConnection:
+    """One anyio TCP stream to one node. Raises only ArakoonError subclasses naming the node."""
+
+    __slots__ = ("_fresh", "_prologue", "busy", "node", "stream", "where")
+
+    def __init__(self, node: str, where: str, stream: anyio.abc.SocketStream, prologue: bytes):
+        self.node = node
+        self.where = where
+        self.stream = stream
+        self._prologue = prologue
+        self._fresh = True
+        # True while a request is in flight; a connection left busy (its call was cancelled)
+        # is out of step with the server and must not carry another request.
+        self.busy = False
+
+    @classmethod
+    async def open(
+        cls, node: str, address: Address, prologue: bytes, budget_secs: float
+    ) -> _AsyncConnection:
+        host, port = address
+        where = f"{node} at {host}:{port}"
+        try:
+            with anyio.fail_after(budget_secs):
+                stream = await anyio.connect_tcp(host, port)
+        except TimeoutError:
+            raise ArakoonTimeout(
+                f"connecting to {where} took more than {budget_secs:.3g} s", node=node
+            ) from None
+        except OSError as exc:
+            raise ArakoonNotConnected(
+                f"cannot connect to {where}: {exc.strerror or exc}", node=node
+            ) from None
+        return cls(node, where, stream, prologue)
+
+    async def aclose(self) -> None:
+        # Shielded: closing must finish even when the caller is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await self.stream.aclose()
+
+    def looks_closed(self) -> bool:
+        """Whether the idle connection was closed by the peer (see the blocking client)."""
+        raw = self.stream.extra(SocketAttribute.raw_socket)
+        if raw.fileno() < 0:
+            return True
+        poller = select.poll()
+        poller.register(raw.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
+    async def exchange(self, request: Request[R], payload: bytes, budget_secs: float) -> Any:
+        """Send ``payload`` (the bytes of ``request``); return the result or ErrorResponse."""
+        if self._prologue:
+            payload = self._prologue + payload
+            self._prologue = b""
+        fresh, self._fresh = self._fresh, False
+        self.busy = True
+        sent = False
+        decoder: ResponseDecoder[R] | None = None
+        try:
+            with anyio.fail_after(budget_secs):
+                await self.stream.send(payload)
+                sent = True
+                while True:
+                    chunk = await self.stream.receive(RECV_CHUNK_BYTES)
+                    if decoder is None:
+                        decoded = decode_response(request, chunk)
+                        if decoded is not NEED_DATA:
+                            event, used = decoded
+                            if used != len(chunk):
+                                raise self._trailing(len(chunk) - used)
+                            self.busy = False
+                            return event
+                        decoder = ResponseDecoder(request)
+                    decoder.feed(chunk)
+                    complete = decoder.next_event()
+                    if complete is not NEED_DATA:
+                        if decoder.trailing_data:
+                            raise self._trailing(len(decoder.trailing_data))
+                        self.busy = False
+                        return complete
+        except TimeoutError:
+            raise ArakoonTimeout(
+                f"{self.where} did not answer within {budget_secs:.3g} s",
+                node=self.node,
+                # Unlike sendall, an anyio send may return before the bytes left the process
+                # and fail after some did: once it was called, assume the request arrived.
+                request_sent=True,
+            ) from None
+        except anyio.EndOfStream:
+            hint = (
+                " (a node closes a new connection silently when the cluster id is wrong)"
+                if fresh and decoder is None
+                else ""
+            )
+            raise ArakoonNotConnected(
+                f"{self.where} closed the connection before answering{hint}",
+                node=self.node,
+                request_sent=True,
+            ) from None
+        except _STREAM_ERRORS as exc:
+            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise ArakoonNotConnected(
+                f"connection to {self.where} failed: {detail}",
+                node=self.node,
+                request_sent=sent or not isinstance(exc, anyio.ClosedResourceError),
+            ) from None
+        except RemoteProtocolError as exc:
+            raise ArakoonProtocolError(f"{self.where}: {exc}", node=self.node) from None
+
+    def _trailing(self, count: int) -> ArakoonProtocolError:
+        return ArakoonProtocolError(
+            f"{self.where} sent {count} bytes after the end of its answer", node=self.node
+        )
+
+
+class AsyncSequenceContext(SequenceBuilder):
+    """A :class:`SequenceBuilder` that sends its sequence when its ``async with`` block ends.
+
+    Nothing is sent when the block raises.
+    """
+
+    __slots__ = ("_client", "_synced")
+
+    def __init__(self, client: AsyncClient, *, synced: bool) -> None:
+        super().__init__()
+        self._client = client
+        self._synced = synced
+
+    async def __aenter__(self) -> AsyncSequenceContext:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            await self._client._run(op_sequence(self.updates, synced=self._synced))
+
+
+class AsyncClient:
+    """Async Arakoon-protocol client for one cluster (anyio: asyncio or trio).
+
+    Same arguments, methods and exceptions as :class:`~parakoon_client.blocking.Client`, with
+    ``await`` in front; use ``async with AsyncClient(...) as client`` (or ``await
+    client.aclose()``). Calls on one instance are serialized (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        cluster_id: str,
+        nodes: Mapping[str, Address],
+        *,
+        timeout_secs: float = DEFAULT_TIMEOUT_SECS,
+        retry_secs: float = DEFAULT_RETRY_SECS,
+        consistency: Consistency = CONSISTENT,
+        preferred_node: str | None = None,
+        backoff: Backoff | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._core = ClientCore(
+            cluster_id,
+            nodes,
+            timeout_secs=timeout_secs,
+            retry_secs=retry_secs,
+            consistency=consistency,
+            preferred_node=preferred_node,
+            backoff=backoff,
+            rng=random.Random(seed),
+        )
+        self._prologue = encode_prologue(cluster_id)
+        self._connections: dict[str, _AsyncConnection] = {}
+        self._lock: anyio.Lock | None = None
+
+    @classmethod
+    def from_config(cls, path: str | Path, node: str | None = None, **kwargs: Any) -> AsyncClient:
+        """A client for the cluster described by ``path`` (see ``Client.from_config``)."""
+        view = load_cluster_nodes(path)
+        return cls(view.cluster_id, view.nodes, preferred_node=node, **kwargs)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every connection. The client may be used again (it reconnects)."""
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for conn in connections:
+            await conn.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def cluster_id(self) -> str:
+        return self._core.cluster_id
+
+    @property
+    def nodes(self) -> Mapping[str, Address]:
+        return types.MappingProxyType(self._core.nodes)
+
+    @property
+    def master(self) -> str | None:
+        """The master as last found (``None`` until needed, or after it failed)."""
+        return self._core.master
+
+    @property
+    def connected_nodes(self) -> list[str]:
+        """Names of the nodes this client holds an open connection to."""
+        return sorted(self._connections)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def call(self, request: Request[R], *, node: str | None = None) -> R:
+        """Send any codec request with the client's routing and retry rules (see ``Client``)."""
+        return await self._run(op_for_request(request), node)
+
+    async def _run(self, op: Op[R], node: str | None = None) -> R:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            return await self._run_locked(op, node)
+
+    async def _run_locked(self, op: Op[R], node: str | None) -> R:
+        core = self._core
+        payload = encode_request(cast(AnyRequest, op.request))
+        call = core.start_call(op, pinned=node, now=anyio.current_time())
+        check_idle = op.retry is not Retry.ALWAYS
+        while True:
+            target = node
+            try:
+                if target is None:
+                    target = core.target(op.route)
+                    if target is None:
+                        target = await self._discover(call)
+                return await self._exchange(
+                    target, op.request, payload, call, check_idle=check_idle
+                )
+            except ArakoonError as error:
+                action = core.after_failure(call, target, error, now=anyio.current_time())
+                if action.drop and target is not None:
+                    await self._drop(target)
+                if action.error is error:
+                    raise
+                if action.error is not None:
+                    raise action.error from error
+            await anyio.sleep(action.delay_secs)
+
+    async def _exchange(
+        self,
+        target: str,
+        request: Request[R],
+        payload: bytes,
+        call: CallState,
+        *,
+        check_idle: bool,
+    ) -> R:
+        conn = self._connections.get(target)
+        if conn is not None and (conn.busy or (check_idle and conn.looks_closed())):
+            await self._drop(target)
+            conn = None
+        budget = call.attempt_budget_secs(anyio.current_time())
+        if budget <= 0:
+            raise ArakoonTimeout(
+                f"{call.op.name}: no time left to ask {target}", node=target, request_sent=False
+            )
+        if conn is None:
+            conn = await _AsyncConnection.open(
+                target, self._core.nodes[target], self._prologue, budget
+            )
+            self._connections[target] = conn
+            budget = call.attempt_budget_secs(anyio.current_time())
+            if budget <= 0:
+                raise ArakoonTimeout(
+                    f"{call.op.name}: no time left to ask {target} after connecting",
+                    node=target,
+                    request_sent=False,
+                )
+        event = await conn.exchange(request, payload, budget)
+        if isinstance(event, ErrorResponse):
+            raise server_error(event)
+        result: R = event
+        return result
+
+    async def _drop(self, node: str) -> None:
+        conn = self._connections.pop(node, None)
+        if conn is not None:
+            await conn.aclose()
+
+    async def _ask_who_master(self, node: str, call: CallState) -> str | None:
+        try:
+            return await self._exchange(
+                node, _WHO_MASTER, _WHO_MASTER_BYTES, call, check_idle=False
+            )
+        except ArakoonError as error:
+            if not connection_survives(error):
+                await self._drop(node)
+            raise
+
+    async def _discover(self, call: CallState) -> str:
+        """Find the master: a node names it, and it names itself (§6)."""
+        core = self._core
+        failures: list[str] = []
+        for name in core.discovery_order():
+            try:
+                answer = await self._ask_who_master(name, call)
+            except ArakoonError as exc:
+                failures.append(f"{name}: {exc}")
+                continue
+            if answer is None:
+                failures.append(f"{name} knows no master")
+                continue
+            if answer not in core.nodes:
+                failures.append(f"{name} names {answer!r}, which is not a node of this client")
+                continue
+            if answer != name:
+                try:
+                    confirmed = await self._ask_who_master(answer, call)
+                except ArakoonError as exc:
+                    failures.append(f"{name} names {answer}, which fails: {exc}")
+                    continue
+                if confirmed != answer:
+                    failures.append(f"{name} names {answer}, but {answer} names {confirmed}")
+                    continue
+            core.accept_master(answer)
+            keep = {answer, core.preferred_node}
+            for other in [n for n in self._connections if n not in keep]:
+                await self._drop(other)
+            return answer
+        raise NoMasterFound("no master found: " + "; ".join(failures))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def _c(self, consistency: Consistency | None) -> Consistency:
+        return self._core.consistency if consistency is None else consistency
+
+    async def get(self, key: BytesLike, *, consistency: Consistency | None = None) -> bytes:
+        """The value of ``key``. Raises ``NotFound`` if it is absent."""
+        return await self._run(op_get(key, self._c(consistency)))
+
+    async def exists(self, key: BytesLike, *, consistency: Consistency | None = None) -> bool:
+        """Whether ``key`` is present."""
+        return await self._run(op_exists(key, self._c(consistency)))
+
+    async def range(
+        self,
+        first: BytesLike | None = None,
+        last: BytesLike | None = None,
+        *,
+        first_inclusive: bool = True,
+        last_inclusive: bool = True,
+        max_keys: int = -1,
+        consistency: Consistency | None = None,
+    ) -> list[bytes]:
+        """Keys between ``first`` and ``last``, ascending (see ``Client.range``)."""
+        return await self._run(
+            op_range(
+                first,
+                last,
+                first_inclusive=first_inclusive,
+                last_inclusive=last_inclusive,
+                max_keys=max_keys,
+                consistency=self._c(consistency),
+            )
+        )
+
+    async def range_entries(
+        self,
+        first: BytesLike | None = None,
+        last: BytesLike | None = None,
+        *,
+        first_inclusive: bool = True,
+        last_inclusive: bool = True,
+        max_keys: int = -1,
+        consistency: Consistency | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs between ``first`` and ``last``, ascending."""
+        return await self._run(
+            op_range_entries(
+                first,
+                last,
+                first_inclusive=first_inclusive,
+                last_inclusive=last_inclusive,
+                max_keys=max_keys,
+                consistency=self._c(consistency),
+            )
+        )
+
+    async def rev_range_entries(
+        self,
+        first: BytesLike | None = None,
+        last: BytesLike | None = None,
+        *,
+        first_inclusive: bool = True,
+        last_inclusive: bool = True,
+        max_keys: int = -1,
+        consistency: Consistency | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Pairs from ``first`` (upper bound) down to ``last``, descending."""
+        return await self._run(
+            op_rev_range_entries(
+                first,
+                last,
+                first_inclusive=first_inclusive,
+                last_inclusive=last_inclusive,
+                max_keys=max_keys,
+                consistency=self._c(consistency),
+            )
+        )
+
+    async def prefix(
+        self, prefix: BytesLike, max_keys: int = -1, *, consistency: Consistency | None = None
+    ) -> list[bytes]:
+        """Keys starting with ``prefix``, ascending, at most ``max_keys`` (negative: all)."""
+        return await self._run(op_prefix(prefix, max_keys, self._c(consistency)))
+
+    async def multi_get(
+        self, keys: Iterable[BytesLike], *, consistency: Consistency | None = None
+    ) -> list[bytes]:
+        """The values of ``keys``, in their order. Raises ``NotFound`` if any is absent."""
+        return await self._run(op_multi_get(keys, self._c(consistency)))
+
+    async def multi_get_option(
+        self, keys: Iterable[BytesLike], *, consistency: Consistency | None = None
+    ) -> list[bytes | None]:
+        """The values of ``keys``, in their order, ``None`` for an absent key."""
+        return await self._run(op_multi_get_option(keys, self._c(consistency)))
+
+    async def assert_(
+        self,
+        key: BytesLike,
+        expected: BytesLike | None,
+        *,
+        consistency: Consistency | None = None,
+    ) -> None:
+        """Raise ``AssertionFailed`` unless ``key`` holds ``expected`` (None: is absent)."""
+        await self._run(op_assert(key, expected, self._c(consistency)))
+
+    async def assert_exists(
+        self, key: BytesLike, *, consistency: Consistency | None = None
+    ) -> None:
+        """Raise ``AssertionFailed`` unless ``key`` exists."""
+        await self._run(op_assert_exists(key, self._c(consistency)))
+
+    async def get_key_count(self) -> int:
+        """The number of keys in the store (asks the master)."""
+        return await self._run(op_get_key_count())
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def set(self, key: BytesLike, value: BytesLike) -> None:
+        """Store ``value`` under ``key``."""
+        await self._run(op_set(key, value))
+
+    async def confirm(self, key: BytesLike, value: BytesLike) -> None:
+        """Like :meth:`set`, but no consensus round when ``key`` already holds ``value``."""
+        await self._run(op_confirm(key, value))
+
+    async def delete(self, key: BytesLike) -> None:
+        """Remove ``key`` (see ``Client.delete``)."""
+        await self._run(op_delete(key))
+
+    async def test_and_set(
+        self, key: BytesLike, expected: BytesLike | None, wanted: BytesLike | None
+    ) -> bytes | None:
+        """Compare and swap; returns the value before the call (see ``Client.test_and_set``)."""
+        return await self._run(op_test_and_set(key, expected, wanted))
+
+    async def replace(self, key: BytesLike, wanted: BytesLike | None) -> bytes | None:
+        """Set ``key`` to ``wanted`` (None: delete); returns the previous value."""
+        return await self._run(op_replace(key, wanted))
+
+    async def delete_prefix(self, prefix: BytesLike) -> int:
+        """Remove every key starting with ``prefix``; returns how many were removed."""
+        return await self._run(op_delete_prefix(prefix))
+
+    async def user_function(self, name: str, argument: BytesLike | None = None) -> bytes | None:
+        """Run the server-side function ``name`` as a replicated update; returns its result."""
+        return await self._run(op_user_function(name, argument))
+
+    async def nop(self) -> None:
+        """Run an empty update through consensus."""
+        await self._run(op_nop())
+
+    @overload
+    def sequence(self, updates: None = None, *, synced: bool = False) -> AsyncSequenceContext: ...
+
+    @overload
+    def sequence(self, updates: Iterable[Update], *, synced: bool = False) -> Awaitable[None]: ...
+
+    def sequence(
+        self, updates: Iterable[Update] | None = None, *, synced: bool = False
+    ) -> AsyncSequenceContext | Awaitable[None]:
+        """Apply updates atomically, in order.
+
+        ``await client.sequence(updates)`` sends the given updates; ``async with
+        client.sequence() as seq: seq.set(...)`` sends what the block added when it ends
+        without an exception.
+        """
+        if updates is None:
+            return AsyncSequenceContext(self, synced=synced)
+        return self._run(op_sequence(updates, synced=synced))
+
+    @overload
+    def synced_sequence(self, updates: None = None) -> AsyncSequenceContext: ...
+
+    @overload
+    def synced_sequence(self, updates: Iterable[Update]) -> Awaitable[None]: ...
+
+    def synced_sequence(
+        self, updates: Iterable[Update] | None = None
+    ) -> AsyncSequenceContext | Awaitable[None]:
+        """:meth:`sequence` with ``synced=True``."""
+        return (
+            self.sequence(updates, synced=True)
+            if updates is not None
+            else self.sequence(synced=True)
+        )
+
+    # --- cluster information ------------------------------------------------------------------
+
+    async def who_master(self, *, node: str | None = None) -> str | None:
+        """The master as ``node`` (default: the read node) sees it, or ``None``."""
+        return await self._run(op_who_master(), node)
+
+    async def expect_progress_possible(self, *, node: str | None = None) -> bool:
+        """Whether the node (default: the master) sees a quorum able to make progress."""
+        return await self._run(op_expect_progress_possible(), node)
+
+    async def statistics(self, *, node: str | None = None) -> NamedList:
+        """The node's statistics tree (§10)."""
+        return await self._run(op_statistics(), node)
+
+    async def version(self, *, node: str | None = None) -> VersionInfo:
+        """The node's version."""
+        return await self._run(op_version(), node)
+
+    async def current_state(self, *, node: str | None = None) -> str:
+        """The node's consensus state, as text (informational)."""
+        return await self._run(op_current_state(), node)
+
+    async def ping(self, client_id: str = "parakoon-client", *, node: str | None = None) -> str:
+        """The node's ``"Arakoon <version>"`` greeting."""
+        return await self._run(op_ping(client_id, self._core.cluster_id), node)
+
+    async def get_txid(self, *, node: str | None = None) -> AtLeast:
+        """The node's (default: the master's) last applied transaction, as ``AtLeast(stamp)``."""
+        value = await self._run(op_get_txid(), node)
+        if isinstance(value, AtLeast):
+            return value
+        raise ArakoonProtocolError(f"get_txid answered {value!r}, expected an AtLeast stamp")

@@ -1,0 +1,679 @@
+"""The blocking client: plain sockets, one request at a time.
+
+:class:`Client` talks to an Arakoon-protocol cluster (parakoon or Arakoon itself). It keeps one
+TCP connection per node it has needed, usually just the master's; each request is one
+``sendall`` of the codec's bytes (the prologue rides along with the first request of a
+connection) and one or more ``recv`` into the codec's response decoder.
+
+Routing and retries are those of :mod:`parakoon_client._core` and :mod:`parakoon_client.policy`:
+writes and consistent reads go to the master, found with ``who_master`` and followed on
+``NotMaster``; relaxed reads go to the preferred node (else the master, else any node); transient
+failures are retried with exponential back-off and jitter until ``retry_secs`` have passed;
+writes that may have been applied and are not safe to repeat raise
+:class:`~parakoon_client.errors.OutcomeUnknown`. Every connect, send and receive is bounded by
+``timeout_secs``.
+
+A :class:`Client` is not thread-safe: use one per thread (they are cheap).
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import socket
+import time
+import types
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast, overload
+
+from parakoon_client._core import (
+    DEFAULT_RETRY_SECS,
+    DEFAULT_TIMEOUT_SECS,
+    RECV_CHUNK_BYTES,
+    Address,
+    CallState,
+    ClientCore,
+    Op,
+    connection_survives,
+    op_assert,
+    op_assert_exists,
+    op_confirm,
+    op_current_state,
+    op_delete,
+    op_delete_prefix,
+    op_exists,
+    op_expect_progress_possible,
+    op_for_request,
+    op_get,
+    op_get_key_count,
+    op_get_txid,
+    op_multi_get,
+    op_multi_get_option,
+    op_nop,
+    op_ping,
+    op_prefix,
+    op_range,
+    op_range_entries,
+    op_replace,
+    op_rev_range_entries,
+    op_sequence,
+    op_set,
+    op_statistics,
+    op_test_and_set,
+    op_user_function,
+    op_version,
+    op_who_master,
+    server_error,
+)
+from parakoon_client.codec import (
+    CONSISTENT,
+    NEED_DATA,
+    AnyRequest,
+    AtLeast,
+    Consistency,
+    ErrorResponse,
+    NamedList,
+    RemoteProtocolError,
+    Request,
+    ResponseDecoder,
+    Update,
+    VersionInfo,
+    WhoMaster,
+    decode_response,
+    encode_prologue,
+    encode_request,
+)
+from parakoon_client.config import load_cluster_nodes
+from parakoon_client.errors import (
+    ArakoonError,
+    ArakoonNotConnected,
+    ArakoonProtocolError,
+    ArakoonTimeout,
+    NoMasterFound,
+)
+from parakoon_client.policy import Backoff, Retry
+from parakoon_client.sequence import BytesLike, SequenceBuilder
+
+R = TypeVar("R")
+
+_WHO_MASTER: Final = WhoMaster()
+_WHO_MASTER_BYTES: Final = encode_request(_WHO_MASTER)
+
+
+class _Connection:
+    """One TCP connection to one node. Raises only ArakoonError subclasses naming the node."""
+
+    __slots__ = ("_fresh", "_prologue", "_timeout", "node", "sock", "where")
+
+    def __init__(self, node: str, address: Address, prologue: bytes, budget_secs: float) -> None:
+        host, port = address
+        self.node = node
+        self.where = f"{node} at {host}:{port}"
+        try:
+            self.sock = socket.create_connection(address, timeout=budget_secs)
+        except TimeoutError:
+            raise ArakoonTimeout(
+                f"connecting to {self.where} took more than {budget_secs:.3g} s", node=node
+            ) from None
+        except OSError as exc:
+            raise ArakoonNotConnected(
+                f"cannot connect to {self.where}: {exc.strerror or exc}", node=node
+            ) from None
+        # Requests are small and each is one sendall: waiting to coalesce only adds latency.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._timeout = budget_secs
+        # The server never answers the prologue; it travels with the first request.
+        self._prologue = prologue
+        self._fresh = True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def looks_closed(self) -> bool:
+        """Whether the idle connection was closed (or got unsolicited bytes) by the peer.
+
+        An idle connection has nothing to read; if it is readable, the peer closed or reset it
+        (or broke the protocol), so a request sent now would be lost. Checked without waiting.
+        """
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def exchange(self, request: Request[R], payload: bytes, budget_secs: float) -> Any:
+        """Send ``payload`` (the bytes of ``request``) and return the decoded answer.
+
+        Returns the result or an ``ErrorResponse``. Within ``budget_secs`` in total.
+        """
+        sock = self.sock
+        deadline = time.monotonic() + budget_secs
+        if budget_secs != self._timeout:
+            sock.settimeout(budget_secs)
+            self._timeout = budget_secs
+        if self._prologue:
+            payload = self._prologue + payload
+            self._prologue = b""
+        try:
+            sock.sendall(payload)
+        except OSError as exc:
+            # sendall returns only once the kernel took every byte; when it fails, the end of
+            # the request never left, so the server cannot have executed it.
+            raise self._failure(exc, budget_secs, request_sent=False) from None
+        fresh, self._fresh = self._fresh, False
+        decoder: ResponseDecoder[R] | None = None
+        try:
+            while True:
+                chunk = sock.recv(RECV_CHUNK_BYTES)
+                if not chunk:
+                    hint = (
+                        " (a node closes a new connection silently when the cluster id is wrong)"
+                        if fresh and decoder is None
+                        else ""
+                    )
+                    raise ArakoonNotConnected(
+                        f"{self.where} closed the connection before answering{hint}",
+                        node=self.node,
+                        request_sent=True,
+                    )
+                if decoder is None:
+                    # Fast path: a small answer arrives whole in the first chunk.
+                    decoded = decode_response(request, chunk)
+                    if decoded is not NEED_DATA:
+                        event, used = decoded
+                        if used != len(chunk):
+                            raise self._trailing(len(chunk) - used)
+                        return event
+                    decoder = ResponseDecoder(request)
+                decoder.feed(chunk)
+                complete = decoder.next_event()
+                if complete is not NEED_DATA:
+                    if decoder.trailing_data:
+                        raise self._trailing(len(decoder.trailing_data))
+                    return complete
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
+                self._timeout = remaining
+        except OSError as exc:
+            raise self._failure(exc, budget_secs, request_sent=True) from None
+        except RemoteProtocolError as exc:
+            raise ArakoonProtocolError(f"{self.where}: {exc}", node=self.node) from None
+
+    def _failure(self, exc: OSError, budget_secs: float, *, request_sent: bool) -> ArakoonError:
+        if isinstance(exc, TimeoutError):
+            return ArakoonTimeout(
+                f"{self.where} did not answer within {budget_secs:.3g} s",
+                node=self.node,
+                request_sent=request_sent,
+            )
+        return ArakoonNotConnected(
+            f"connection to {self.where} failed: {exc.strerror or exc}",
+            node=self.node,
+            request_sent=request_sent,
+        )
+
+    def _trailing(self, count: int) -> ArakoonProtocolError:
+        return ArakoonProtocolError(
+            f"{self.where} sent {count} bytes after the end of its answer", node=self.node
+        )
+
+
+class SequenceContext(SequenceBuilder):
+    """A :class:`SequenceBuilder` that sends its sequence when its ``with`` block ends.
+
+    Nothing is sent when the block raises, nor for a builder used outside a ``with`` block.
+    """
+
+    __slots__ = ("_client", "_synced")
+
+    def __init__(self, client: Client, *, synced: bool) -> None:
+        super().__init__()
+        self._client = client
+        self._synced = synced
+
+    def __enter__(self) -> SequenceContext:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self._client._run(op_sequence(self.updates, synced=self._synced))
+
+
+class Client:
+    """Blocking Arakoon-protocol client for one cluster.
+
+    ``nodes`` maps node names to ``(host, client_port)``. ``timeout_secs`` bounds every connect,
+    send and receive; no retry starts later than ``retry_secs`` after the call began (so a call
+    ends within ``retry_secs + timeout_secs``; ``retry_secs=0`` means one attempt).
+    ``consistency`` is the default for reads (``CONSISTENT``, ``NO_GUARANTEES`` or
+    ``AtLeast(stamp)``); relaxed reads go to ``preferred_node`` when given. ``seed`` makes the
+    jitter and node choices repeatable.
+
+    Every method raises :class:`~parakoon_client.errors.ArakoonError` subclasses only (and
+    ``ValueError``/``TypeError`` for arguments that cannot be sent, such as an unknown node
+    name). Keys and values are ``bytes`` (``str`` is accepted and sent as UTF-8); answers are
+    ``bytes``.
+    """
+
+    def __init__(
+        self,
+        cluster_id: str,
+        nodes: Mapping[str, Address],
+        *,
+        timeout_secs: float = DEFAULT_TIMEOUT_SECS,
+        retry_secs: float = DEFAULT_RETRY_SECS,
+        consistency: Consistency = CONSISTENT,
+        preferred_node: str | None = None,
+        backoff: Backoff | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._core = ClientCore(
+            cluster_id,
+            nodes,
+            timeout_secs=timeout_secs,
+            retry_secs=retry_secs,
+            consistency=consistency,
+            preferred_node=preferred_node,
+            backoff=backoff,
+            rng=random.Random(seed),
+        )
+        self._prologue = encode_prologue(cluster_id)
+        self._connections: dict[str, _Connection] = {}
+
+    @classmethod
+    def from_config(cls, path: str | Path, node: str | None = None, **kwargs: Any) -> Client:
+        """A client for the cluster described by ``path`` (a ``cluster.toml``).
+
+        ``node`` becomes the preferred node for relaxed reads; ``kwargs`` are passed on.
+        Raises :class:`~parakoon_client.config.ConfigError` for an unusable file.
+        """
+        view = load_cluster_nodes(path)
+        return cls(view.cluster_id, view.nodes, preferred_node=node, **kwargs)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection. The client may be used again (it reconnects)."""
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def cluster_id(self) -> str:
+        return self._core.cluster_id
+
+    @property
+    def nodes(self) -> Mapping[str, Address]:
+        return types.MappingProxyType(self._core.nodes)
+
+    @property
+    def master(self) -> str | None:
+        """The master as last found (``None`` until needed, or after it failed)."""
+        return self._core.master
+
+    @property
+    def connected_nodes(self) -> list[str]:
+        """Names of the nodes this client holds an open connection to."""
+        return sorted(self._connections)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def call(self, request: Request[R], *, node: str | None = None) -> R:
+        """Send any codec request with the client's routing and retry rules; return its result.
+
+        With ``node`` the request goes to that node only: no discovery, no redirects (a
+        ``NotMaster`` is raised), but reconnects and retries of transient failures still apply.
+        """
+        return self._run(op_for_request(request), node)
+
+    def _run(self, op: Op[R], node: str | None = None) -> R:
+        core = self._core
+        payload = encode_request(cast(AnyRequest, op.request))
+        call = core.start_call(op, pinned=node, now=time.monotonic())
+        # Before a write that must not be repeated, make sure the connection was not closed
+        # while idle (a restarted node): sending on it would make the outcome unknown.
+        check_idle = op.retry is not Retry.ALWAYS
+        while True:
+            target = node
+            try:
+                if target is None:
+                    target = core.target(op.route)
+                    if target is None:
+                        target = self._discover(call)
+                return self._exchange(target, op.request, payload, call, check_idle=check_idle)
+            except ArakoonError as error:
+                action = core.after_failure(call, target, error, now=time.monotonic())
+                if action.drop and target is not None:
+                    self._drop(target)
+                if action.error is error:
+                    raise
+                if action.error is not None:
+                    raise action.error from error
+            time.sleep(action.delay_secs)
+
+    def _exchange(
+        self,
+        target: str,
+        request: Request[R],
+        payload: bytes,
+        call: CallState,
+        *,
+        check_idle: bool,
+    ) -> R:
+        conn = self._connections.get(target)
+        if conn is not None and check_idle and conn.looks_closed():
+            self._drop(target)
+            conn = None
+        budget = call.attempt_budget_secs(time.monotonic())
+        if budget <= 0:
+            raise ArakoonTimeout(
+                f"{call.op.name}: no time left to ask {target}", node=target, request_sent=False
+            )
+        if conn is None:
+            conn = _Connection(target, self._core.nodes[target], self._prologue, budget)
+            self._connections[target] = conn
+            budget = call.attempt_budget_secs(time.monotonic())
+            if budget <= 0:
+                raise ArakoonTimeout(
+                    f"{call.op.name}: no time left to ask {target} after connecting",
+                    node=target,
+                    request_sent=False,
+                )
+        event = conn.exchange(request, payload, budget)
+        if isinstance(event, ErrorResponse):
+            raise server_error(event)
+        result: R = event
+        return result
+
+    def _drop(self, node: str) -> None:
+        conn = self._connections.pop(node, None)
+        if conn is not None:
+            conn.close()
+
+    def _ask_who_master(self, node: str, call: CallState) -> str | None:
+        try:
+            return self._exchange(node, _WHO_MASTER, _WHO_MASTER_BYTES, call, check_idle=False)
+        except ArakoonError as error:
+            if not connection_survives(error):
+                self._drop(node)
+            raise
+
+    def _discover(self, call: CallState) -> str:
+        """Find the master: a node names it, and it names itself (§6)."""
+        core = self._core
+        failures: list[str] = []
+        for name in core.discovery_order():
+            try:
+                answer = self._ask_who_master(name, call)
+            except ArakoonError as exc:
+                failures.append(f"{name}: {exc}")
+                continue
+            if answer is None:
+                failures.append(f"{name} knows no master")
+                continue
+            if answer not in core.nodes:
+                failures.append(f"{name} names {answer!r}, which is not a node of this client")
+                continue
+            if answer != name:
+                try:
+                    confirmed = self._ask_who_master(answer, call)
+                except ArakoonError as exc:
+                    failures.append(f"{name} names {answer}, which fails: {exc}")
+                    continue
+                if confirmed != answer:
+                    failures.append(f"{name} names {answer}, but {answer} names {confirmed}")
+                    continue
+            core.accept_master(answer)
+            keep = {answer, core.preferred_node}
+            for other in [n for n in self._connections if n not in keep]:
+                self._drop(other)
+            return answer
+        raise NoMasterFound("no master found: " + "; ".join(failures))
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def _c(self, consistency: Consistency | None) -> Consistency:
+        return self._core.consistency if consistency is None else consistency
+
+    def get(self, key: BytesLike, *, consistency: Consistency | None = None) -> bytes:
+        """The value of ``key``. Raises ``NotFound`` if it is absent."""
+        return self._run(op_get(key, self._c(consistency)))
+
+    def exists(self, key: BytesLike, *, consistency: Consistency | None = None) -> bool:
+        """Whether ``key`` is present."""
+        return self._run(op_exists(key, self._c(consistency)))
+
+    def range(
+        self,
+        first: BytesLike | None = None,
+        last: BytesLike | None = None,
+        *,
+        first_inclusive: bool = True,
+        last_inclusive: bool = True,
+        max_keys: int = -1,
+        consistency: Consistency | None = None,
+    ) -> list[bytes]:
+        """Keys between ``first`` and ``last`` (None: unbounded), ascending, at most
+        ``max_keys`` of them (the smallest; negative: all)."""
+        return self._run(
+            op_range(
+                first,
+                last,
+                first_inclusive=first_inclusive,
+                last_inclusive=last_inclusive,
+                max_keys=max_keys,
+                consistency=self._c(consistency),
+            )
+        )
+
+    def range_entries(
+        self,
+        first: BytesLike | None = None,
+        last: BytesLike | None = None,
+        *,
+        first_inclusive: bool = True,
+        last_inclusive: bool = True,
+        max_keys: int = -1,
+        consistency: Consistency | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs between ``first`` and ``last``, ascending (as :meth:`range`)."""
+        return self._run(
+            op_range_entries(
+                first,
+                last,
+                first_inclusive=first_inclusive,
+                last_inclusive=last_inclusive,
+                max_keys=max_keys,
+                consistency=self._c(consistency),
+            )
+        )
+
+    def rev_range_entries(
+        self,
+        first: BytesLike | None = None,
+        last: BytesLike | None = None,
+        *,
+        first_inclusive: bool = True,
+        last_inclusive: bool = True,
+        max_keys: int = -1,
+        consistency: Consistency | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Pairs from ``first`` (the upper bound) down to ``last``, descending; at most
+        ``max_keys`` (the largest)."""
+        return self._run(
+            op_rev_range_entries(
+                first,
+                last,
+                first_inclusive=first_inclusive,
+                last_inclusive=last_inclusive,
+                max_keys=max_keys,
+                consistency=self._c(consistency),
+            )
+        )
+
+    def prefix(
+        self, prefix: BytesLike, max_keys: int = -1, *, consistency: Consistency | None = None
+    ) -> list[bytes]:
+        """Keys starting with ``prefix``, ascending, at most ``max_keys`` (negative: all)."""
+        return self._run(op_prefix(prefix, max_keys, self._c(consistency)))
+
+    def multi_get(
+        self, keys: Iterable[BytesLike], *, consistency: Consistency | None = None
+    ) -> list[bytes]:
+        """The values of ``keys``, in their order. Raises ``NotFound`` if any is absent."""
+        return self._run(op_multi_get(keys, self._c(consistency)))
+
+    def multi_get_option(
+        self, keys: Iterable[BytesLike], *, consistency: Consistency | None = None
+    ) -> list[bytes | None]:
+        """The values of ``keys``, in their order, ``None`` for an absent key."""
+        return self._run(op_multi_get_option(keys, self._c(consistency)))
+
+    def assert_(
+        self,
+        key: BytesLike,
+        expected: BytesLike | None,
+        *,
+        consistency: Consistency | None = None,
+    ) -> None:
+        """Raise ``AssertionFailed`` unless ``key`` holds ``expected`` (None: is absent)."""
+        self._run(op_assert(key, expected, self._c(consistency)))
+
+    def assert_exists(self, key: BytesLike, *, consistency: Consistency | None = None) -> None:
+        """Raise ``AssertionFailed`` unless ``key`` exists."""
+        self._run(op_assert_exists(key, self._c(consistency)))
+
+    def get_key_count(self) -> int:
+        """The number of keys in the store (asks the master)."""
+        return self._run(op_get_key_count())
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def set(self, key: BytesLike, value: BytesLike) -> None:
+        """Store ``value`` under ``key``. Retried on transient failures (idempotent)."""
+        self._run(op_set(key, value))
+
+    def confirm(self, key: BytesLike, value: BytesLike) -> None:
+        """Like :meth:`set`, but no consensus round when ``key`` already holds ``value``."""
+        self._run(op_confirm(key, value))
+
+    def delete(self, key: BytesLike) -> None:
+        """Remove ``key``. Raises ``NotFound`` if absent, or ``OutcomeUnknown`` if it became
+        absent while an earlier attempt's outcome was unknown."""
+        self._run(op_delete(key))
+
+    def test_and_set(
+        self, key: BytesLike, expected: BytesLike | None, wanted: BytesLike | None
+    ) -> bytes | None:
+        """If ``key`` holds ``expected`` (None: absent), set it to ``wanted`` (None: delete).
+
+        Returns the value before the call: the swap happened exactly when it equals
+        ``expected``. Never repeated once sent (``OutcomeUnknown`` instead).
+        """
+        return self._run(op_test_and_set(key, expected, wanted))
+
+    def replace(self, key: BytesLike, wanted: BytesLike | None) -> bytes | None:
+        """Set ``key`` to ``wanted`` (None: delete); returns the previous value."""
+        return self._run(op_replace(key, wanted))
+
+    def delete_prefix(self, prefix: BytesLike) -> int:
+        """Remove every key starting with ``prefix``; returns how many were removed."""
+        return self._run(op_delete_prefix(prefix))
+
+    def user_function(self, name: str, argument: BytesLike | None = None) -> bytes | None:
+        """Run the server-side function ``name`` as a replicated update; returns its result."""
+        return self._run(op_user_function(name, argument))
+
+    def nop(self) -> None:
+        """Run an empty update through consensus (checks that the master makes progress)."""
+        self._run(op_nop())
+
+    @overload
+    def sequence(self, updates: None = None, *, synced: bool = False) -> SequenceContext: ...
+
+    @overload
+    def sequence(self, updates: Iterable[Update], *, synced: bool = False) -> None: ...
+
+    def sequence(
+        self, updates: Iterable[Update] | None = None, *, synced: bool = False
+    ) -> SequenceContext | None:
+        """Apply updates atomically, in order.
+
+        ``client.sequence(updates)`` sends the given updates now; ``with client.sequence() as
+        seq: seq.set(...)`` sends what the block added when it ends without an exception.
+        ``synced`` asks the node to sync its log before answering (SYNCED_SEQUENCE).
+        """
+        if updates is None:
+            return SequenceContext(self, synced=synced)
+        self._run(op_sequence(updates, synced=synced))
+        return None
+
+    @overload
+    def synced_sequence(self, updates: None = None) -> SequenceContext: ...
+
+    @overload
+    def synced_sequence(self, updates: Iterable[Update]) -> None: ...
+
+    def synced_sequence(self, updates: Iterable[Update] | None = None) -> SequenceContext | None:
+        """:meth:`sequence` with ``synced=True``."""
+        if updates is None:
+            return SequenceContext(self, synced=True)
+        self._run(op_sequence(updates, synced=True))
+        return None
+
+    # --- cluster information ------------------------------------------------------------------
+
+    def who_master(self, *, node: str | None = None) -> str | None:
+        """The master as ``node`` (default: the read node) sees it, or ``None``."""
+        return self._run(op_who_master(), node)
+
+    def expect_progress_possible(self, *, node: str | None = None) -> bool:
+        """Whether the node (default: the master) sees a quorum able to make progress."""
+        return self._run(op_expect_progress_possible(), node)
+
+    def statistics(self, *, node: str | None = None) -> NamedList:
+        """The node's statistics tree (§10; ``StatisticsReport.from_tree`` reads it)."""
+        return self._run(op_statistics(), node)
+
+    def version(self, *, node: str | None = None) -> VersionInfo:
+        """The node's version."""
+        return self._run(op_version(), node)
+
+    def current_state(self, *, node: str | None = None) -> str:
+        """The node's consensus state, as text (informational)."""
+        return self._run(op_current_state(), node)
+
+    def ping(self, client_id: str = "parakoon-client", *, node: str | None = None) -> str:
+        """The node's ``"Arakoon <version>"`` greeting."""
+        return self._run(op_ping(client_id, self._core.cluster_id), node)
+
+    def get_txid(self, *, node: str | None = None) -> AtLeast:
+        """The node's (default: the master's) last applied transaction, as ``AtLeast(stamp)``.
+
+        Read-your-writes: after a write, pass ``client.get_txid()`` as the ``consistency`` of
+        a read on any node; that node answers only once it has applied the write.
+        """
+        return _as_stamp(self._run(op_get_txid(), node))
+
+
+def _as_stamp(value: Consistency) -> AtLeast:
+    if isinstance(value, AtLeast):
+        return value
+    raise ArakoonProtocolError(f"get_txid answered {value!r}, expected an AtLeast stamp")

@@ -53,14 +53,17 @@ def _requests() -> list[AnyRequest]:
     return [r for pair in zip(sets, gets, strict=True) for r in pair]
 
 
-def best_rate(run: Callable[[], int], repeats: int) -> float:
-    """Operations per second of the fastest of ``repeats`` runs (``run`` returns its op count)."""
-    best = 0.0
+def best_rates(runs: list[Callable[[], int]], repeats: int) -> list[float]:
+    """Operations per second of the fastest of ``repeats`` runs of each (a run returns its op
+    count). The runs take turns, so that a burst of load from other work on a shared machine
+    hits every measure alike instead of one of them."""
+    best = [0.0] * len(runs)
     for _ in range(repeats):
-        start = time.perf_counter()
-        ops = run()
-        elapsed = time.perf_counter() - start
-        best = max(best, ops / elapsed)
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            ops = run()
+            elapsed = time.perf_counter() - start
+            best[i] = max(best[i], ops / elapsed)
     return best
 
 
@@ -135,8 +138,7 @@ def main() -> None:
             decode_update(blob)
         return seq_rounds * 100
 
-    rows = []
-    for name, run, unit in [
+    measures = [
         ("request encode (client)", encode_only, "requests/s"),
         ("request decode (server, feed + next_event)", decode_only, "requests/s"),
         ("**request encode+decode**", request_round_trip, "requests/s"),
@@ -144,8 +146,10 @@ def main() -> None:
         ("full exchange (request and response, both sides)", full_exchange, "exchanges/s"),
         ("sequence of 100 sets: encode_update", sequence_encode, "updates/s"),
         ("sequence of 100 sets: decode_update", sequence_decode, "updates/s"),
-    ]:
-        rate = best_rate(run, args.repeats)
+    ]
+    rates = best_rates([run for _, run, _ in measures], args.repeats)
+    rows = []
+    for (name, _, unit), rate in zip(measures, rates, strict=True):
         rows.append((name, f"{rate:,.0f}", unit))
         print(f"{name:55s} {rate:>12,.0f} {unit}")
 

@@ -33,6 +33,7 @@ from parakoon_client.codec import (
     decode_update,
     encode_prologue,
     encode_request,
+    encode_response,
     encode_update,
     first_internal_update,
 )
@@ -188,6 +189,12 @@ def test_misuse_raises_local_protocol_error() -> None:
         encode_request(Range(max_keys=2**31))
     with pytest.raises(LocalProtocolError, match="int64"):
         encode_request(Get(key=b"k", consistency=AtLeast(stamp=2**63)))
+    with pytest.raises(LocalProtocolError, match="cannot encode Set"):
+        encode_request(Set(key="text", value=b"v"))  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="cannot encode USet"):
+        encode_update(USet(key=b"k", value=None))  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="cannot be the answer"):
+        encode_response(Get(key=b"k"), 42)
     decoder = _decoder()
     _fail(decoder, b"\x00\x00\x00\x00")
     with pytest.raises(LocalProtocolError):

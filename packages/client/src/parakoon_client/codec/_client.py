@@ -9,6 +9,7 @@ Whether the connection is still usable after an error is :func:`keeps_connection
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Generic, TypeVar, assert_never, cast
 
 from ._errors import (
@@ -109,8 +110,16 @@ def encode_request(request: AnyRequest) -> bytes:
 
     Key lists (MULTI_GET, MULTI_GET_OPTION) go on the wire in the order of ``request.keys``, as
     the Python client sends them; the decoder of the answer knows the matching order. Raises
-    ``LocalProtocolError`` for values that cannot be encoded (an int that overflows its field).
+    ``LocalProtocolError`` for values that cannot be encoded (an int that overflows its field,
+    a string longer than an int32 length, a field of the wrong type).
     """
+    try:
+        return _encode_request(request)
+    except (TypeError, AttributeError, struct.error, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(request).__name__}: {exc}") from exc
+
+
+def _encode_request(request: AnyRequest) -> bytes:
     pack = I32.pack
     match request:
         # The two hot requests first: match tests its cases in order.

@@ -17,6 +17,7 @@ MultiGetOption         the request's key order              keeps
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -251,7 +252,7 @@ def encode_result(request: AnyRequest, result: Any) -> bytes:
         raise LocalProtocolError(f"not a request: {request!r}")
     try:
         return encoder(result)
-    except (TypeError, AttributeError, ValueError) as exc:
+    except (TypeError, AttributeError, ValueError, struct.error, OverflowError) as exc:
         raise LocalProtocolError(
             f"result {result!r} cannot be the answer to {type(request).__name__}: {exc}"
         ) from exc

@@ -12,6 +12,7 @@ exhausted by a hostile blob.
 
 from __future__ import annotations
 
+import struct
 from typing import assert_never
 
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -81,10 +82,16 @@ _TAG_ASSERT_RANGE = pack_i32(UpdateTag.ASSERT_RANGE)
 
 
 def encode_update(update: Update) -> bytes:
-    """The §9 bytes of one update (nested sequences included). O(total size)."""
+    """The §9 bytes of one update (nested sequences included). O(total size).
+
+    Raises ``LocalProtocolError`` for a value that cannot be encoded.
+    """
     parts: list[bytes] = []
-    _encode_into(update, parts)
-    return b"".join(parts)
+    try:
+        _encode_into(update, parts)
+        return b"".join(parts)
+    except (TypeError, AttributeError, struct.error, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(update).__name__}: {exc}") from exc
 
 
 def _encode_into(update: Update, out: list[bytes]) -> None:

@@ -554,15 +554,17 @@ class Wal:
         self._heads = heads
         self._fd = os.open(live_seg.path, os.O_WRONLY | os.O_APPEND)
         self._refresh_slots()
-        if live_seg.last_slot is not None:
-            data = read_segment_file(live_seg.path, archived=False)
+        newest = next((s for s in reversed(segments) if s.last_slot is not None), None)
+        if newest is not None:
+            assert newest.last_slot is not None
+            data = read_segment_file(newest.path, archived=newest.archived)
             records, _crc = framing.decode_records(
                 data,
                 start=framing.SEGMENT_HEADER_SIZE,
-                stop=live_seg.end,
-                prev_crc=live_seg.prev_crc,
-                from_slot=live_seg.last_slot,
-                path=str(live_seg.path),
+                stop=newest.end,
+                prev_crc=newest.prev_crc,
+                from_slot=newest.last_slot,
+                path=str(newest.path),
             )
             self._last_payload = records[-1][1]
         self.recovery = RecoveryReport(
@@ -593,14 +595,6 @@ class Wal:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _log.warning(
-            "torn tail in %s at offset %d (%s): cut %d bytes, saved to %s",
-            path,
-            offset,
-            reason,
-            len(data) - offset,
-            saved,
-        )
         return TornTail(
             path=path,
             offset=offset,

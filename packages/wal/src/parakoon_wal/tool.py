@@ -285,6 +285,7 @@ def dump(home_dir: str | os.PathLike[str], out: TextIO, from_slot: int | None = 
     for slot, path in sorted(heads.items()):
         out.write(f"# head snapshot slot={slot} file={path.name} bytes={path.stat().st_size}\n")
     count = 0
+    previous: int | None = None
     for seg in segs:
         try:
             data = read_segment_file(seg.path, archived=seg.archived)
@@ -298,7 +299,6 @@ def dump(home_dir: str | os.PathLike[str], out: TextIO, from_slot: int | None = 
         )
         offset = framing.SEGMENT_HEADER_SIZE
         crc = header.prev_crc
-        previous: int | None = None
         while offset < len(data):
             try:
                 slot, payload, end, crc = framing.decode_record(data, offset, crc, str(seg.path))

@@ -41,9 +41,10 @@ PROLOGUE = encode_prologue(CLUSTER)
 WAIT_SECS = 10.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    # The node runs on asyncio; trio keeps the server honest about structured concurrency.
+    return str(request.param)
 
 
 class Harness:
@@ -471,3 +472,34 @@ async def test_going_down_from_the_backend(harness: Harness) -> None:
         assert await read_to_eof(s) == b""
     async with await harness.connect(prologue=False) as late:
         assert (await read_to_eof(late))[:4].hex() == "10000000"
+
+
+async def test_concurrent_connections_each_one_request_at_a_time(harness: Harness) -> None:
+    """Many connections at once; each sends its requests pipelined and gets them in order."""
+    connections, per_connection = 16, 40
+
+    async def client(n: int) -> None:
+        async with await harness.connect() as s:
+            requests = [
+                encode_request(Set(key=b"c%02d-%03d" % (n, i), value=b"%d" % i))
+                for i in range(per_connection)
+            ]
+            await s.send(b"".join(requests))
+            assert await read_exactly(s, 4 * per_connection) == bytes(4 * per_connection)
+            await s.send(bytes.fromhex("0c00ffb100") + _string(b"c%02d-" % n) + _i32(-1))
+            head = await read_exactly(s, 8)
+            assert int.from_bytes(head[4:], "little") == per_connection
+
+    async with anyio.create_task_group() as tg:
+        for n in range(connections):
+            tg.start_soon(client, n)
+    assert harness.backend.store.key_count() == connections * per_connection
+    assert harness.backend.txid() == connections * per_connection
+
+
+def _string(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "little") + data
+
+
+def _i32(value: int) -> bytes:
+    return value.to_bytes(4, "little", signed=True)

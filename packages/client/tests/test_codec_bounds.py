@@ -13,7 +13,10 @@ from parakoon_client.codec import (
     NEED_DATA,
     UNKNOWN_FAILURE_RESPONSE,
     AtLeast,
+    Collapse,
     DecoderState,
+    ErrorCode,
+    ErrorResponse,
     Get,
     Limits,
     LocalProtocolError,
@@ -28,8 +31,10 @@ from parakoon_client.codec import (
     Set,
     TestAndSet,
     UMasterSet,
+    Unsupported,
     USequence,
     USet,
+    decode_response,
     decode_update,
     encode_prologue,
     encode_request,
@@ -231,3 +236,62 @@ def test_need_data_waits_for_the_announced_length() -> None:
     decoder.feed(data[-1:])
     assert decoder.next_event() == Set(key=b"k", value=b"v" * 1000)
     assert decoder.buffered_bytes == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The server decoder's states (PROLOGUE -> REQUESTS -> DEAD) against each kind of input.
+
+GET_FOO = bytes.fromhex("0800ffb10003000000666f6f")
+NURSERY_WITH_ARGS = bytes.fromhex("1700ffb100000000")
+
+
+@pytest.mark.parametrize(
+    ("state", "data", "outcome", "after"),
+    [
+        (DecoderState.PROLOGUE, b"", "need", DecoderState.PROLOGUE),
+        (DecoderState.PROLOGUE, encode_prologue("c")[:5], "need", DecoderState.PROLOGUE),
+        (DecoderState.PROLOGUE, encode_prologue("c"), Prologue(cluster_id="c"), "REQUESTS"),
+        (DecoderState.PROLOGUE, GET_FOO, "remote", DecoderState.DEAD),
+        (DecoderState.REQUESTS, b"", "need", DecoderState.REQUESTS),
+        (DecoderState.REQUESTS, GET_FOO[:7], "need", DecoderState.REQUESTS),
+        (DecoderState.REQUESTS, GET_FOO, Get(key=b"foo"), DecoderState.REQUESTS),
+        (DecoderState.REQUESTS, b"\x01\x02\x03\x04", "remote", DecoderState.DEAD),
+        (DecoderState.REQUESTS, NURSERY_WITH_ARGS, "unsupported", DecoderState.DEAD),
+        (DecoderState.DEAD, GET_FOO, "local", DecoderState.DEAD),
+    ],
+)
+def test_decoder_state_table(
+    state: DecoderState, data: bytes, outcome: object, after: DecoderState | str
+) -> None:
+    decoder = RequestDecoder(expect_prologue=state is DecoderState.PROLOGUE)
+    if state is DecoderState.DEAD:
+        _fail(decoder, b"\x00\x00\x00\x00")
+        with pytest.raises(LocalProtocolError):
+            decoder.feed(data)
+        with pytest.raises(LocalProtocolError):
+            decoder.next_event()
+        return
+    decoder.feed(data)
+    if outcome == "need":
+        assert decoder.next_event() is NEED_DATA
+    elif outcome == "remote":
+        with pytest.raises(RemoteProtocolError):
+            decoder.next_event()
+    elif outcome == "unsupported":
+        event = decoder.next_event()
+        assert isinstance(event, Unsupported)
+        assert event.has_arguments
+    else:
+        assert decoder.next_event() == outcome
+    expected = DecoderState.REQUESTS if after == "REQUESTS" else after
+    assert decoder.state is expected
+
+
+def test_collapse_stream_with_an_error_record() -> None:
+    """§8.7: an error record ends the COLLAPSE_TLOGS stream; the client sees that error."""
+    data = bytes.fromhex("000000000200000000000000d204000000000000ff00000003000000626164")
+    assert decode_response(Collapse(tlogs_to_keep=1), data) == (
+        ErrorResponse(code=ErrorCode.UNKNOWN_FAILURE, message=b"bad"),
+        len(data),
+    )
+    assert decode_response(Collapse(tlogs_to_keep=1), data[:-1]) is NEED_DATA

@@ -119,8 +119,8 @@ UNKNOWN_FAILURE_MESSAGE = b"unknown failure"
 
 def encode_error(code: int, message: bytes | str = b"") -> bytes:
     """rc and message string; for ``E_NO_MAGIC`` the rc alone, as §3.2 requires."""
-    if not 0 < code <= 0xFFFFFFFF:
-        raise LocalProtocolError(f"error code {code:#x} is not a non-zero 32-bit code")
+    if not 0 < code <= 0x7FFFFFFF:
+        raise LocalProtocolError(f"error code {code:#x} is not a positive int32")
     rc = code.to_bytes(4, "little")
     if code == ErrorCode.NO_MAGIC:
         return rc

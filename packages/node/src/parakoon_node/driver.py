@@ -247,6 +247,7 @@ class Driver:
         self.counters = DriverCounters()
         self.last_role: RoleChanged | None = None
         self.stopping = False
+        self.batch_observer: Callable[[float], None] | None = None
 
     # ---------------------------------------------------------------- queries for the server
 
@@ -393,6 +394,8 @@ class Driver:
             self._incoming.clear()
             self.counters.batches_proposed += 1
             self.counters.batch_sizes.append(len(requests))
+            if self.batch_observer is not None:
+                self.batch_observer(len(requests))
             self.handle(ClientBatch(requests=requests))
 
     async def run_ticker(self) -> None:

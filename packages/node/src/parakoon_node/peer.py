@@ -143,7 +143,8 @@ class PeerLink:
 
     def offer(self, frame: bytes) -> None:
         self.queue.put_nowait(frame)
-        if self.state.phase is conn.ConnPhase.IDLE:
+        # Before run() started, the frame just waits: run() asks for the connection itself.
+        if self._tg is not None and self.state.phase is conn.ConnPhase.IDLE:
             self._feed(conn.SendRequested(now=self._clock()))
 
     async def run(self) -> None:

@@ -28,7 +28,7 @@ import structlog
 
 from parakoon_kv import FrozenStore, Store
 from parakoon_kv import Update as KvUpdate
-from parakoon_paxos import Batch, LogEntry, MasterSet, Recovered, Value
+from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
 from parakoon_paxos.wire import value_from_wire, value_to_wire
 from parakoon_wal.collapser import Collapser
 from parakoon_wal.log import Wal
@@ -90,8 +90,12 @@ class Storage:
     # ---------------------------------------------------------------- recovery
 
     def recover(self) -> Recovered:
-        for message in self.wal.recovery.messages():
-            log.warning("wal.recovery", detail=message)
+        recovery = self.wal.recovery
+        for message in recovery.messages():
+            if recovery.torn_tail is not None:
+                log.warning("wal.recovery", detail=message)
+            else:
+                log.info("wal.recovery", detail=message)
         head = self.wal.open_head_snapshot()
         if head is not None:
             slot, stream = head
@@ -120,6 +124,8 @@ class Storage:
             log.info(
                 "recovery.replayed", entries=replayed, applied_i=self.applied_i, last_i=last_slot
             )
+        if last is None and self.applied_i >= 0:
+            last = self.snapshot_entry()
         meta = self.wal.load_meta() or {}
         promised = meta.get("promised_n", 0)
         return Recovered(
@@ -162,9 +168,21 @@ class Storage:
     # ---------------------------------------------------------------- durable writes (thread)
 
     def append_entries(self, entries: Sequence[LogEntry]) -> None:
-        """Called in a worker thread by the persister: one write, one fdatasync."""
-        sync = any(isinstance(e.value, Batch) and e.value.sync for e in entries)
-        self.wal.append([(e.i, encode_entry(e)) for e in entries], sync=True if sync else None)
+        """Called in a worker thread by the persister: one write, one fdatasync.
+
+        Right after a snapshot was installed the log is empty and continues at the snapshot's
+        slot + 1. A re-sent ``Accept`` for a slot the snapshot covers holds the chosen value,
+        which the snapshot already keeps durably: there is nothing to write for it.
+        """
+        if self.wal.last_slot is None:
+            first = self.wal.next_slot
+            todo = [e for e in entries if e.i >= first]
+        else:
+            todo = list(entries)
+        if not todo:
+            return
+        sync = any(isinstance(e.value, Batch) and e.value.sync for e in todo)
+        self.wal.append([(e.i, encode_entry(e)) for e in todo], sync=True if sync else None)
 
     def save_promise(self, n: int) -> None:
         self.wal.save_meta({"promised_n": n})
@@ -174,8 +192,17 @@ class Storage:
     def last_entry(self) -> LogEntry | None:
         last = self.wal.last_slot
         if last is None:
-            return None
+            return self.snapshot_entry() if self.applied_i >= 0 else None
         return decode_entry(last, self.wal.read(last))
+
+    def snapshot_entry(self) -> LogEntry:
+        """Stand-in for the last log entry when the log is empty after a head snapshot.
+
+        The core needs a last entry whenever something is applied (S3). The snapshot's slot is
+        chosen and applied; the entry's value is never read again (only slots above
+        ``applied_i`` are ever proposed or promised), so a ``Nop`` under ballot 0 stands for it.
+        """
+        return LogEntry(i=self.applied_i, n=0, value=NOP)
 
     # ---------------------------------------------------------------- collapse
 

@@ -1,0 +1,240 @@
+"""The node's side of the client server: :class:`NodeBackend` implements
+:class:`parakoon_node.clientserver.backend.Backend` on top of the Paxos driver and the store.
+
+* Consistent reads are served only while this node is master with a valid lease (by its own
+  clock, the leader's shortened view; §5.6 of the consensus notes). No quorum round is needed.
+* Writes are encoded as Arakoon §9 updates, which is also the replicated payload format, handed
+  to the driver, and answered when the core replies (after the slot is chosen and applied) or
+  fails them. A write that waits longer than a bound is answered ``E_NO_LONGER_MASTER``: its
+  outcome is unknown to us, which is exactly what that code tells the client.
+* ``AtLeast(s)`` reads wait (bounded) until the store has applied ``s``: followers learn a slot is
+  chosen when the next one arrives, so a short wait turns most would-be ``INCONSISTENT_READ``
+  answers into read-your-writes.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+import parakoon_kv as kv
+from parakoon_client.codec import (
+    AtLeast,
+    Consistency,
+    Consistent,
+    NoGuarantees,
+    StatisticsReport,
+    Update,
+    USequence,
+    VersionInfo,
+    decode_update,
+    encode_update,
+)
+from parakoon_paxos import FailCode, MasterMode, Role
+
+from .clientserver.backend import (
+    BackendError,
+    GoingDown,
+    InconsistentRead,
+    NoLongerMaster,
+    NotMaster,
+    NotSupported,
+    ReadOnly,
+)
+from .clientserver.convert import to_kv_update
+from .clientserver.local import default_version_info
+
+if TYPE_CHECKING:
+    from .node import Node
+
+VERSION = default_version_info()
+
+
+def decode_payload(payload: bytes) -> kv.Update:
+    """A replicated payload (an Arakoon §9 update) in the store's update language."""
+    return to_kv_update(decode_update(payload))
+
+
+class Overloaded(BackendError):
+    """Too many requests are already waiting for consensus; this one was not proposed."""
+
+
+class NodeBackend:
+    """The node as the client server sees it."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        lease = node.paxos_config.lease_period
+        # How long a write may wait for consensus before we say "outcome unknown".
+        self.write_timeout_secs = max(10.0, 5 * lease)
+        # How long an AtLeast read may wait for the store to catch up.
+        self.at_least_wait_secs = min(2.0, lease)
+        self._single = len(node.paxos_config.voters) == 1
+        self._readonly = node.paxos_config.master_mode is MasterMode.READONLY
+
+    # ---------------------------------------------------------------- identity
+
+    @property
+    def cluster_id(self) -> str:
+        return self._node.cluster.cluster_id
+
+    @property
+    def node_name(self) -> str:
+        return self._node.name
+
+    @property
+    def store(self) -> kv.Store:
+        return self._node.storage.store
+
+    @property
+    def going_down(self) -> bool:
+        return self._node.going_down
+
+    # ---------------------------------------------------------------- reads
+
+    async def check_read(self, consistency: Consistency) -> None:
+        if self._node.going_down:
+            raise GoingDown()
+        if isinstance(consistency, NoGuarantees) or self._readonly:
+            return
+        if isinstance(consistency, Consistent):
+            if self._single and self._node.driver.role() is Role.LEADER:
+                return
+            if not self._node.driver.lease_valid():
+                raise NotMaster(self.known_master())
+            return
+        if isinstance(consistency, AtLeast):
+            if self.txid() >= consistency.stamp:
+                return
+            await self._node.wait_applied(consistency.stamp, self.at_least_wait_secs)
+            if self.txid() < consistency.stamp:
+                raise InconsistentRead()
+            return
+        raise AssertionError(f"unknown consistency {consistency!r}")
+
+    # ---------------------------------------------------------------- writes
+
+    async def write(self, update: Update) -> kv.Result:
+        node = self._node
+        if node.going_down:
+            raise GoingDown()
+        if self._readonly:
+            raise ReadOnly(node.name)
+        driver = node.driver
+        if not driver.lease_valid() and not (self._single and driver.role() is Role.LEADER):
+            raise NotMaster(self.known_master())
+        sync = isinstance(update, USequence) and update.synced
+        waiter = await driver.submit_write(encode_update(update), sync=sync)
+        with anyio.move_on_after(self.write_timeout_secs):
+            await waiter.wait()
+        if not waiter.done:
+            driver.forget(waiter)
+            raise NoLongerMaster(b"no consensus within the write timeout; outcome unknown")
+        if waiter.failure is not None:
+            raise self._failure(waiter.failure)
+        result = waiter.result
+        if isinstance(result, Exception) and not isinstance(result, kv.KvError):
+            raise BackendError(f"update could not be applied: {result}")
+        return result  # type: ignore[return-value]
+
+    def _failure(self, code: FailCode) -> BackendError:
+        match code:
+            case FailCode.NOT_MASTER:
+                return NotMaster(self.known_master())
+            case FailCode.NO_LONGER_MASTER:
+                return NoLongerMaster()
+            case FailCode.READ_ONLY:
+                return ReadOnly(self._node.name)
+            case FailCode.NOT_SUPPORTED:
+                return NotSupported("drop master not supported for singletons")
+            case FailCode.OVERLOADED:
+                return Overloaded("overloaded: too many requests waiting for consensus")
+        raise AssertionError(code)
+
+    # ---------------------------------------------------------------- information
+
+    def known_master(self) -> str | None:
+        """The master whose lease this node believes live, never itself unless it leads.
+
+        A restarted node counts a remembered lease as starting now (rule R2), even when the
+        lease it remembers is its own from before the restart; it must not send clients to
+        itself for that lease, since it is not leading.
+        """
+        driver = self._node.driver
+        master = driver.master()
+        if master == self._node.name and not driver.lease_valid():
+            return None
+        return master
+
+    def who_master(self) -> str | None:
+        if self._readonly:
+            return self._node.name
+        return self.known_master()
+
+    def txid(self) -> int:
+        return max(self._node.storage.applied_i, 0)
+
+    def expect_progress_possible(self) -> bool:
+        node = self._node
+        if node.storage.applied_i < 0:
+            return False
+        voters = set(node.paxos_config.voters)
+        up = sum(1 for name, link in node.peers.links.items() if name in voters and link.connected)
+        if node.name in voters:
+            up += 1
+        return up >= node.paxos_config.quorum_size and node.driver.master() is not None
+
+    def version(self) -> VersionInfo:
+        return VERSION
+
+    def current_state(self) -> str:
+        if self._readonly:
+            return "Read_only"
+        driver = self._node.driver
+        match driver.role():
+            case Role.LEADER:
+                return "Stable_master" if driver.lease_valid() else "Master_consensus"
+            case Role.CANDIDATE:
+                return "Wait_for_promises"
+            case Role.FOLLOWER:
+                return "Slave_steady_state"
+            case Role.CATCHING_UP:
+                return "Slave_discovered_other_master"
+
+    def statistics(self) -> StatisticsReport:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        counts = gc.get_stats()
+        node = self._node
+        return StatisticsReport(
+            start=node.started_at,
+            last=time.time(),
+            mem_allocated=float(usage.ru_maxrss * 1024),
+            mem_maxrss=int(usage.ru_maxrss),
+            mem_minor_collections=int(counts[0]["collections"]) if counts else 0,
+            mem_major_collections=int(counts[-1]["collections"]) if counts else 0,
+            node_is=tuple(sorted(node.peer_slots.items())),
+        )
+
+    # ---------------------------------------------------------------- admin
+
+    async def collapse(self, tlogs_to_keep: int) -> Sequence[int]:
+        started = time.monotonic()
+        report = await self._node.collapse(force=True)
+        if report is None:
+            return []
+        elapsed_us = int((time.monotonic() - started) * 1e6)
+        return [elapsed_us for _ in range(max(1, len(report.pruned)))]
+
+    async def drop_master(self) -> None:
+        if self._single:
+            raise NotSupported("drop master not supported for singletons")
+        waiter = await self._node.driver.drop_master()
+        with anyio.move_on_after(self.write_timeout_secs):
+            await waiter.wait()
+        if waiter.failure is not None:
+            raise self._failure(waiter.failure)

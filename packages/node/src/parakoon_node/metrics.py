@@ -1,0 +1,150 @@
+"""Prometheus metrics of one node, served over HTTP on ``metrics_port`` when configured.
+
+Formatting and the HTTP endpoint are ``prometheus_client``'s (its WSGI server runs in a daemon
+thread). Gauges are computed at scrape time by a collector that reads the node's counters: those
+are plain ints and floats updated on the event loop, and reading them from the scrape thread
+sees some recent value, which is all a metric promises. Histograms (fsync latency, batch sizes)
+are observed as things happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import structlog
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = structlog.get_logger("parakoon.metrics")
+
+ROLES = ("candidate", "leader", "follower", "catching_up")
+
+
+class NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Any]:
+        node = self._node
+        driver = node.driver
+        role = GaugeMetricFamily(
+            "parakoon_role", "Current Paxos role (1 for the role held)", labels=["role"]
+        )
+        current = driver.role().value
+        for name in ROLES:
+            role.add_metric([name], 1.0 if name == current else 0.0)
+        yield role
+        yield GaugeMetricFamily(
+            "parakoon_is_master",
+            "1 while master with a valid lease",
+            value=1.0 if driver.lease_valid() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "parakoon_applied_slot",
+            "Last slot applied to the store",
+            value=float(node.storage.applied_i),
+        )
+        last = node.storage.wal.last_slot
+        yield GaugeMetricFamily(
+            "parakoon_wal_last_slot",
+            "Last slot in the write-ahead log",
+            value=float(-1 if last is None else last),
+        )
+        yield GaugeMetricFamily(
+            "parakoon_keys", "Keys in the store", value=float(node.storage.store.key_count())
+        )
+        c = driver.counters
+        yield CounterMetricFamily(
+            "parakoon_commits", "Slots applied (chosen values)", value=float(c.applied_slots)
+        )
+        yield CounterMetricFamily(
+            "parakoon_applied_updates", "Client updates applied", value=float(c.applied_updates)
+        )
+        yield CounterMetricFamily(
+            "parakoon_client_requests", "Client writes submitted", value=float(c.requests_submitted)
+        )
+        yield CounterMetricFamily(
+            "parakoon_role_changes", "Role changes", value=float(c.role_changes)
+        )
+        yield CounterMetricFamily(
+            "parakoon_fsyncs", "WAL group commits (fsyncs)", value=float(driver.persister.fsyncs)
+        )
+        yield CounterMetricFamily(
+            "parakoon_collapses", "Head snapshots written", value=float(node.storage.collapses)
+        )
+        yield CounterMetricFamily(
+            "parakoon_catchups", "Catch-ups started", value=float(node.catchups)
+        )
+        connected = GaugeMetricFamily(
+            "parakoon_peer_connected",
+            "1 while the outgoing link to the peer is up",
+            labels=["peer"],
+        )
+        dropped = CounterMetricFamily(
+            "parakoon_peer_queue_dropped",
+            "Outgoing peer frames dropped by the leaky queue",
+            labels=["peer"],
+        )
+        queued = GaugeMetricFamily(
+            "parakoon_peer_queue_items", "Frames waiting for the peer", labels=["peer"]
+        )
+        for name, link in sorted(node.peers.links.items()):
+            stats = link.queue.statistics()
+            connected.add_metric([name], 1.0 if link.connected else 0.0)
+            dropped.add_metric([name], float(stats.dropped))
+            queued.add_metric([name], float(stats.queued))
+        yield connected
+        yield dropped
+        yield queued
+        server = getattr(node, "client_server", None)
+        clients = getattr(server, "open_connections", None)
+        if isinstance(clients, int):
+            yield GaugeMetricFamily(
+                "parakoon_client_connections", "Open client connections", value=float(clients)
+            )
+
+
+def install(node: Node) -> CollectorRegistry:
+    """Build the node's registry and hook the histograms into the driver."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(NodeCollector(node))
+    fsync = Histogram(
+        "parakoon_fsync_seconds",
+        "WAL write + fdatasync latency per group commit",
+        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+        registry=registry,
+    )
+    batch = Histogram(
+        "parakoon_batch_requests",
+        "Client requests per proposed batch",
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+        registry=registry,
+    )
+    node.driver.persister.fsync_observer = fsync.observe
+    node.driver.batch_observer = batch.observe
+    return registry
+
+
+async def serve_metrics(
+    node: Node, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    assert node.me.metrics_port is not None
+    registry = install(node)
+    server, thread = start_http_server(
+        node.me.metrics_port, addr=node.me.client_host, registry=registry
+    )
+    log.info("metrics.serving", port=node.me.metrics_port)
+    task_status.started()
+    try:
+        await anyio.sleep_forever()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=2)

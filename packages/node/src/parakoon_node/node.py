@@ -1,0 +1,349 @@
+"""One parakoon node: storage, Paxos driver, peer messaging and the client server, wired together.
+
+Structure (one anyio task group, services started with ``tg.start`` so that each reports
+readiness before the next one relies on it):
+
+* the persister (WAL appends + fsync in a worker thread, group commit);
+* the batcher (client requests -> ``ClientBatch``) and the ticker (``Tick`` at the core's next
+  deadline);
+* the peer network (listener + one outgoing link per peer);
+* the client server (Arakoon protocol on ``client_port``);
+* the collapser loop (head snapshots by threshold, and on demand);
+* optionally the metrics endpoint;
+* the signal watcher.
+
+Shutdown on SIGINT/SIGTERM: the client server stops accepting and answers new connections with
+``E_GOING_DOWN``; requests still waiting for consensus are failed with ``NO_LONGER_MASTER``
+(outcome unknown); the persister finishes the writes it was given (bounded wait); then every task
+is cancelled, the WAL is closed and ``run`` returns 0.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from parakoon_paxos import Config as PaxosConfig
+from parakoon_paxos import FailCode, MasterMode, Receive, RoleChanged
+from parakoon_paxos import core as paxos
+
+from .catchup import fetch_catchup, serve_catchup
+from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
+from .driver import Driver
+from .framing import FrameDecoder
+from .peer import PeerAddress, PeerNetwork
+from .storage import Storage, StorageSettings
+
+log = structlog.get_logger("parakoon.node")
+
+SHUTDOWN_DRAIN_SECS = 5.0
+COLLAPSE_CHECK_SECS = 1.0
+
+
+def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
+    return PaxosConfig(
+        me=me,
+        voters=tuple(n.name for n in cluster.voters),
+        learners=tuple(n.name for n in cluster.learners),
+        lease_period=cluster.lease_period_secs,
+        master_mode=MasterMode(cluster.master_mode),
+        master=cluster.master,
+        preferred=cluster.preferred,
+        max_batch_count=cluster.max_batch_count,
+        max_batch_bytes=cluster.max_batch_bytes,
+        max_queued=cluster.max_queued_requests,
+    )
+
+
+def peer_address(node: NodeConfig) -> PeerAddress:
+    host, port = node.addresses[0]
+    return PeerAddress(name=node.name, host=host, port=port)
+
+
+class Node:
+    """A running node. Build it, then ``await node.run()`` inside an anyio event loop."""
+
+    def __init__(self, cluster: ClusterConfig, name: str) -> None:
+        self.cluster = cluster
+        self.me: NodeConfig = cluster.node(name)
+        self.name = name
+        self.paxos_config = paxos_config(cluster, name)
+        self.started_at = time.time()
+        self._rng = random.Random(int.from_bytes(os.urandom(8), "little"))
+        self.going_down = False
+        self._applied_event = anyio.Event()
+        self._collapse_request = anyio.Event()
+        self._collapse_lock = anyio.Lock()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.catchups = 0
+        self.role_listeners: list[Callable[[RoleChanged], None]] = []
+        self.peer_slots: dict[str, int] = {}
+
+        from .backend import decode_payload  # the §9 update decoder shared with the server
+
+        self.storage = Storage(
+            StorageSettings(
+                home_dir=self.me.home_dir,
+                fsync=cluster.fsync,
+                compressor=self.me.compressor,
+                segment_entries_max=cluster.segment_entries_max,
+                segment_bytes_max=cluster.segment_bytes_max,
+                collapse_threshold_entries=cluster.collapse_threshold_entries,
+                segments_to_keep=cluster.segments_to_keep,
+                single_voter=len(self.paxos_config.voters) == 1,
+            ),
+            decode_payload,
+        )
+        recovered = self.storage.recover()
+        log.info(
+            "node.recovered",
+            applied_i=recovered.applied_i,
+            last_i=None if recovered.last is None else recovered.last.i,
+            promised_n=recovered.promised_n,
+            keys=self.storage.store.key_count(),
+        )
+        state = paxos.initial_state(
+            self.paxos_config, recovered, time.monotonic(), self._rng.getrandbits(63)
+        )
+        others = [n for n in cluster.nodes if n.name != name]
+        self.peers = PeerNetwork(
+            cluster_id=cluster.cluster_id,
+            me=name,
+            listen=peer_address(self.me),
+            peers=[peer_address(n) for n in others],
+            on_message=self._on_peer_message,
+            on_catchup=self._serve_catchup,
+            queue_items=cluster.peer_queue_items,
+            max_frame_bytes=cluster.peer_frame_bytes_max,
+            rng=self._rng,
+            clock=time.monotonic,
+        )
+        self.driver = Driver(
+            self.paxos_config,
+            state,
+            transport=self.peers,
+            applier=self.storage,
+            write_log=self.storage,
+            start_catchup=self._start_catchup,
+            on_applied=self._on_applied,
+            on_role=self._on_role,
+        )
+
+    # ---------------------------------------------------------------- wiring callbacks
+
+    def _on_peer_message(self, src: str, msg: Any) -> None:
+        # The newest slot number each peer mentioned: STATISTICS reports it as node_is.
+        i = getattr(msg, "their_i", None)
+        if i is None:
+            i = getattr(msg, "i", None)
+        if isinstance(i, int) and i >= 0:
+            self.peer_slots[src] = i
+        self.driver.handle(Receive(src=src, msg=msg))
+
+    def _on_applied(self, i: int) -> None:
+        event = self._applied_event
+        self._applied_event = anyio.Event()
+        event.set()
+
+    def _on_role(self, change: RoleChanged) -> None:
+        for listener in self.role_listeners:
+            listener(change)
+
+    async def wait_applied(self, i: int, timeout_secs: float) -> bool:
+        """Wait until the store has applied slot ``i``; False after ``timeout_secs``."""
+        with anyio.move_on_after(timeout_secs):
+            while self.storage.applied_i < i:
+                await self._applied_event.wait()
+            return True
+        return self.storage.applied_i >= i
+
+    def _start_catchup(self, source: str, from_i: int) -> None:
+        assert self._tg is not None
+        self.catchups += 1
+        address = peer_address(self.cluster.node(source))
+        self._tg.start_soon(self._run_catchup, address, from_i)
+
+    async def _run_catchup(self, address: PeerAddress, from_i: int) -> None:
+        await fetch_catchup(
+            self.driver,
+            self.storage,
+            address,
+            from_i,
+            cluster_id=self.cluster.cluster_id,
+            me=self.name,
+            max_frame_bytes=self.cluster.peer_frame_bytes_max,
+        )
+        self._on_applied(self.storage.applied_i)
+
+    async def _serve_catchup(
+        self, peer: str, stream: anyio.abc.SocketStream, decoder: FrameDecoder, pending: list[Any]
+    ) -> None:
+        await serve_catchup(self.storage, peer, stream, decoder, pending)
+
+    # ---------------------------------------------------------------- collapse
+
+    def request_collapse(self) -> None:
+        self._collapse_request.set()
+
+    async def collapse(self, *, force: bool) -> Any:
+        """Write a head snapshot and prune, off the event loop. One at a time."""
+        async with self._collapse_lock:
+            frozen = self.storage.collapse_prepare()
+            if frozen is None:
+                return None
+            started = time.monotonic()
+            report = await anyio.to_thread.run_sync(
+                lambda: self.storage.collapse_run(frozen, force=force)
+            )
+            if report is not None:
+                log.info(
+                    "collapse.done",
+                    slot=report.snapshot_slot,
+                    pruned=len(report.pruned),
+                    archived=len(report.archived),
+                    secs=round(time.monotonic() - started, 3),
+                )
+            return report
+
+    async def _collapse_loop(self) -> None:
+        while True:
+            with anyio.move_on_after(COLLAPSE_CHECK_SECS):
+                await self._collapse_request.wait()
+            forced = self._collapse_request.is_set()
+            self._collapse_request = anyio.Event()
+            if (
+                forced
+                or self.storage.entries_since_snapshot() > self.cluster.collapse_threshold_entries
+            ):
+                try:
+                    await self.collapse(force=forced)
+                except Exception as exc:  # a failed collapse must not stop the node
+                    log.error("collapse.failed", error=f"{exc.__class__.__name__}: {exc}")
+
+    # ---------------------------------------------------------------- running
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        from .backend import NodeBackend
+        from .clientserver import serve as serve_clients
+
+        backend = NodeBackend(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self.driver.persister.run)
+                await tg.start(self.peers.serve)
+                tg.start_soon(self.driver.run_batcher)
+                tg.start_soon(self.driver.run_ticker)
+                self.client_server = await tg.start(
+                    _start_client_server, serve_clients, backend, self
+                )
+                tg.start_soon(self._collapse_loop)
+                if self.me.metrics_port is not None:
+                    from .metrics import serve_metrics
+
+                    await tg.start(serve_metrics, self)
+                log.info(
+                    "node.started",
+                    client=f"{self.me.client_host}:{self.me.client_port}",
+                    messaging=f"{self.me.messaging_host}:{self.me.messaging_port}",
+                    voters=list(self.paxos_config.voters),
+                )
+                task_status.started()
+                await self._wait_for_signal()
+                await self.shutdown(tg)
+        finally:
+            self.storage.wal.close()
+
+    async def _wait_for_signal(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("node.stopping", signal=signal.Signals(signum).name)
+                return
+
+    async def shutdown(self, tg: anyio.abc.TaskGroup) -> None:
+        self.going_down = True
+        self.driver.stopping = True
+        # Requests still in flight: their outcome is unknown to us now.
+        self.driver.fail_all_waiters(FailCode.NO_LONGER_MASTER)
+        with anyio.move_on_after(SHUTDOWN_DRAIN_SECS):
+            while not self.driver.persister.idle:
+                await anyio.sleep(0.01)
+        self.peers.close()
+        tg.cancel_scope.cancel()
+        log.info("node.stopped", applied_i=self.storage.applied_i)
+
+
+async def _start_client_server(
+    serve: Any,
+    backend: Any,
+    node: Node,
+    *,
+    task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    from parakoon_client.codec import Limits
+
+    cluster = node.cluster
+    limits = Limits(
+        max_value_bytes=cluster.max_value_bytes,
+        max_request_bytes=cluster.max_request_bytes,
+        max_string_bytes=max(cluster.max_request_bytes, cluster.max_value_bytes),
+    )
+    await serve(
+        backend,
+        host=node.me.client_host,
+        port=node.me.client_port,
+        limits=limits,
+        max_connections=cluster.max_client_connections,
+        task_status=task_status,
+    )
+
+
+def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: str) -> int:
+    """The ``parakoon node`` command: run until SIGINT/SIGTERM; return the exit code."""
+    from .logs import configure_logging
+
+    configure_logging(log_format, log_level, node_name)  # type: ignore[arg-type]
+    try:
+        node_cfg = cluster.node(node_name)
+        check_home_dir(node_cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def amain() -> int:
+        # The node is built inside the event loop: its queues and events belong to it.
+        try:
+            node = Node(cluster, node_name)
+        except Exception as exc:
+            # Corrupt WAL, locked directory, unreadable snapshot: say what and where, briefly.
+            log.error("node.start_failed", error=f"{exc.__class__.__name__}: {exc}")
+            print(f"error: cannot start {node_name}: {exc}", file=sys.stderr)
+            return 1
+        await node.run()
+        return 0
+
+    backend_options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    try:
+        return anyio.run(amain, backend="asyncio", backend_options=backend_options)
+    except OSError as exc:
+        # e.g. the client or messaging port is taken
+        log.error("node.failed", error=f"{exc.__class__.__name__}: {exc}")
+        print(f"error: {node_name}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,260 @@
+"""Shared fixtures for the cross-package and multi-process tests.
+
+``ClusterProcs`` starts real ``parakoon node`` processes from a generated ``cluster.toml`` on
+127.0.0.1 (free ports picked by the OS), and talks to them over real TCP with the client codec.
+Every wait is bounded; every process is killed at teardown; node logs are kept in the test's
+temporary folder and printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parakoon_client import codec
+
+CLUSTER_ID = "parakoon-test"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS considers free now (bound then released together, so all distinct)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class RawConnection:
+    """One Arakoon protocol connection over a blocking socket, using only the codec."""
+
+    def __init__(self, port: int, cluster_id: str = CLUSTER_ID, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.sock.sendall(codec.encode_prologue(cluster_id))
+
+    def call(self, request: Any) -> Any:
+        """Send one request; return the decoded result or an ``ErrorResponse``."""
+        self.sock.sendall(codec.encode_request(request))
+        decoder = codec.ResponseDecoder(request)
+        while True:
+            event = decoder.next_event()
+            if event is not codec.NEED_DATA:
+                return event
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            decoder.feed(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ClusterProcs:
+    """A cluster of real node processes for one test."""
+
+    def __init__(
+        self,
+        base: Path,
+        *,
+        nodes: int = 3,
+        lease_period_secs: float = 1.0,
+        cluster_extra: str = "",
+        fsync: bool = True,
+    ) -> None:
+        self.base = base
+        self.names = [f"node_{k}" for k in range(nodes)]
+        ports = free_ports(2 * nodes)
+        self.client_ports = dict(zip(self.names, ports[:nodes], strict=True))
+        self.peer_ports = dict(zip(self.names, ports[nodes:], strict=True))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.log_dir = base / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "[cluster]",
+            f'id = "{CLUSTER_ID}"',
+            f"lease_period_secs = {lease_period_secs}",
+            f"fsync = {'true' if fsync else 'false'}",
+            cluster_extra,
+            "",
+        ]
+        for name in self.names:
+            lines += [
+                "[[nodes]]",
+                f'name = "{name}"',
+                f'addresses = ["127.0.0.1:{self.peer_ports[name]}"]',
+                f"client_port = {self.client_ports[name]}",
+                f'home_dir = "data/{name}"',
+                'compressor = "zstd"',
+                "",
+            ]
+        self.config = base / "cluster.toml"
+        self.config.write_text("\n".join(lines))
+        self.lease = lease_period_secs
+
+    def home(self, name: str) -> Path:
+        return self.base / "data" / name
+
+    def start(self, name: str) -> None:
+        assert name not in self.procs or self.procs[name].poll() is not None
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.procs[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "parakoon_node",
+                "node",
+                "--config",
+                str(self.config),
+                "--node",
+                name,
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+
+    def start_all(self) -> None:
+        for name in self.names:
+            self.start(name)
+
+    def running(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        proc.wait(timeout=10)
+
+    def stop(self, name: str, timeout: float = 10.0) -> int:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout)
+
+    def pause(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGCONT)
+
+    def connect(self, name: str, timeout: float = 5.0) -> RawConnection:
+        return RawConnection(self.client_ports[name], timeout=timeout)
+
+    def call(self, name: str, request: Any, timeout: float = 5.0) -> Any:
+        with self.connect(name, timeout=timeout) as conn:
+            return conn.call(request)
+
+    def who_master(self, name: str) -> str | None:
+        try:
+            result = self.call(name, codec.WhoMaster(), timeout=2.0)
+        except OSError:
+            return None
+        return result if isinstance(result, str) else None
+
+    def wait_master(self, timeout: float = 20.0, among: list[str] | None = None) -> str:
+        """Wait until every running node (of ``among``) names the same master, and it agrees."""
+        deadline = time.monotonic() + timeout
+        names = among or [n for n in self.names if self.running(n)]
+        while time.monotonic() < deadline:
+            views = {n: self.who_master(n) for n in names}
+            values = set(views.values())
+            if len(values) == 1:
+                (master,) = values
+                if master is not None and master in names and self._serves(master):
+                    return master
+            time.sleep(0.1)
+        raise AssertionError(f"no agreed master within {timeout}s: {views}\n{self.tail_logs()}")
+
+    def _serves(self, name: str) -> bool:
+        """Whether ``name`` answers a consistent read (it holds a valid lease)."""
+        try:
+            result = self.call(name, codec.Exists(key=b"?"), timeout=2.0)
+        except OSError:
+            return False
+        return result is False or result is True
+
+    def wait_ready(self, name: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), self.connect(name, timeout=1.0) as conn:
+                conn.call(codec.WhoMaster())
+                return
+            if not self.running(name):
+                raise AssertionError(f"{name} exited\n{self.tail_logs()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{name} not serving within {timeout}s\n{self.tail_logs()}")
+
+    def tail_logs(self, lines: int = 40) -> str:
+        out = []
+        for name in self.names:
+            path = self.log_dir / f"{name}.log"
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"----- {name} -----\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def shutdown(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGCONT)
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+            del name
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    made: list[ClusterProcs] = []
+
+    def make(**kwargs: Any) -> ClusterProcs:
+        cluster = ClusterProcs(tmp_path / f"cluster{len(made)}", **kwargs)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for cluster in made:
+        cluster.shutdown()
+        if failed is not None and failed.failed:
+            print(cluster.tail_logs(80))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

@@ -1,0 +1,289 @@
+"""Real node processes over real TCP on 127.0.0.1: election, replication, failover, recovery.
+
+These are the acceptance tests of the node issue. Each starts its own cluster from a generated
+``cluster.toml`` (see ``conftest.ClusterProcs``) with a short lease so the test stays quick, and
+waits on conditions with bounds (never on bare sleeps to order events).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from parakoon_client import codec
+
+from .conftest import ClusterProcs, RawConnection
+
+LEASE = 1.0
+
+
+def write_until_ok(cluster: ClusterProcs, key: bytes, value: bytes, timeout: float) -> str:
+    """Keep trying a SET on whoever claims to be master until one is acknowledged."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        for name in cluster.names:
+            if not cluster.running(name):
+                continue
+            try:
+                result = cluster.call(name, codec.Set(key=key, value=value), timeout=2.0)
+            except OSError as exc:
+                last = exc
+                continue
+            if result is None:
+                return name
+            last = result
+        time.sleep(0.05)
+    raise AssertionError(f"no acknowledged write within {timeout}s (last: {last!r})")
+
+
+def get_from(cluster: ClusterProcs, name: str, key: bytes) -> Any:
+    return cluster.call(name, codec.Get(key=key, consistency=codec.NO_GUARANTEES))
+
+
+def wait_value(cluster: ClusterProcs, name: str, key: bytes, value: bytes, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    got: Any = None
+    while time.monotonic() < deadline:
+        try:
+            got = get_from(cluster, name, key)
+        except OSError:
+            got = None
+        if got == value:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name}: {key!r} is {got!r}, expected {value!r}")
+
+
+def test_three_nodes_elect_one_master_and_replicate(cluster_factory: Any) -> None:
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    assert cluster.call(master, codec.Set(key=b"hello", value=b"world")) is None
+    assert cluster.call(master, codec.Get(key=b"hello")) == b"world"
+    for name in cluster.names:
+        # followers learn a slot when the next one arrives; the lease renewal brings it
+        wait_value(cluster, name, b"hello", b"world", timeout=5 * LEASE)
+    slave = next(n for n in cluster.names if n != master)
+    refused = cluster.call(slave, codec.Set(key=b"x", value=b"y"))
+    assert isinstance(refused, codec.ErrorResponse)
+    assert refused.code == codec.ErrorCode.NOT_MASTER
+    assert refused.message == master.encode()
+
+
+def test_master_kill_fails_over_within_lease_and_keeps_acknowledged_writes(
+    cluster_factory: Any,
+) -> None:
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    acked = {}
+    for k in range(50):
+        key, value = f"k{k:03d}".encode(), f"v{k}".encode()
+        assert cluster.call(master, codec.Set(key=key, value=value)) is None
+        acked[key] = value
+    killed_at = time.monotonic()
+    cluster.kill(master)
+    new_master = write_until_ok(cluster, b"after", b"failover", timeout=10 * LEASE)
+    failover = time.monotonic() - killed_at
+    assert new_master != master
+    # Failover: the old lease must run out on the followers first (about one lease period),
+    # then one election round. The acceptance bound is 1.5 lease periods plus our polling.
+    assert failover < 1.5 * LEASE + 1.0, f"failover took {failover:.2f}s"
+    for key, value in acked.items():
+        assert cluster.call(new_master, codec.Get(key=key)) == value
+    # The killed node comes back and catches up.
+    cluster.start(master)
+    cluster.wait_ready(master)
+    wait_value(cluster, master, b"after", b"failover", timeout=10 * LEASE)
+    for key, value in acked.items():
+        assert get_from(cluster, master, key) == value
+
+
+def test_restarted_node_catches_up_from_head_snapshot_after_peers_collapsed(
+    cluster_factory: Any,
+) -> None:
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE,
+        cluster_extra=(
+            "segment_entries_max = 20\ncollapse_threshold_entries = 50\nsegments_to_keep = 1"
+        ),
+    )
+    cluster.start_all()
+    master = cluster.wait_master()
+    lagging = next(n for n in cluster.names if n != master)
+    cluster.kill(lagging)
+    for k in range(300):
+        assert cluster.call(master, codec.Set(key=f"s{k:04d}".encode(), value=b"x" * 20)) is None
+    # Make every live node collapse now (the threshold would also trigger it, within a second).
+    for name in cluster.names:
+        if cluster.running(name):
+            result = cluster.call(name, codec.Collapse(tlogs_to_keep=1), timeout=30.0)
+            assert not isinstance(result, codec.ErrorResponse), result
+    live_home = cluster.home(master) / "wal"
+    assert any(p.name.startswith("head") for p in live_home.iterdir()), list(live_home.iterdir())
+    cluster.start(lagging)
+    cluster.wait_ready(lagging)
+    assert cluster.call(master, codec.Set(key=b"last", value=b"one")) is None
+    wait_value(cluster, lagging, b"last", b"one", timeout=15 * LEASE)
+    assert get_from(cluster, lagging, b"s0000") == b"x" * 20
+    assert get_from(cluster, lagging, b"s0299") == b"x" * 20
+
+
+def test_kill_all_during_writes_loses_nothing_acknowledged(cluster_factory: Any) -> None:
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    acked: dict[bytes, bytes] = {}
+    with cluster.connect(master) as conn:
+        for k in range(200):
+            key, value = f"a{k:04d}".encode(), f"{k}".encode()
+            if conn.call(codec.Set(key=key, value=value)) is None:
+                acked[key] = value
+            if k == 150:
+                for name in cluster.names:
+                    cluster.kill(name)
+                break
+    assert acked
+    cluster.start_all()
+    new_master = cluster.wait_master(timeout=30)
+    for key, value in acked.items():
+        assert cluster.call(new_master, codec.Get(key=key)) == value, key
+
+
+def test_no_quorum_refuses_writes_then_recovers(cluster_factory: Any) -> None:
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    others = [n for n in cluster.names if n != master]
+    for name in others:
+        cluster.kill(name)
+    # The master's lease runs out without renewal; it must not accept writes any more.
+    deadline = time.monotonic() + 5 * LEASE
+    outcome: Any = None
+    while time.monotonic() < deadline:
+        try:
+            outcome = cluster.call(master, codec.Set(key=b"k", value=b"v"), timeout=3 * LEASE)
+        except (OSError, ConnectionError) as exc:
+            outcome = exc
+        if isinstance(outcome, codec.ErrorResponse) and outcome.code in (
+            codec.ErrorCode.NOT_MASTER,
+            codec.ErrorCode.NO_LONGER_MASTER,
+        ):
+            break
+        time.sleep(0.1)
+    assert isinstance(outcome, codec.ErrorResponse), outcome
+    assert cluster.who_master(master) is None
+    cluster.start(others[0])
+    write_until_ok(cluster, b"back", b"again", timeout=15 * LEASE)
+
+
+def test_bad_input_on_both_ports_harms_only_that_connection(cluster_factory: Any) -> None:
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    port = cluster.client_ports[master]
+    peer_port = cluster.peer_ports[master]
+    with RawConnection(port) as good:
+        assert good.call(codec.Set(key=b"a", value=b"1")) is None
+        # wrong cluster id: closed without a word
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(codec.encode_prologue("other") + codec.encode_request(codec.WhoMaster()))
+            assert s.recv(100) == b""
+        # garbage: no magic -> rc 1 then close (or just close)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(codec.encode_prologue("parakoon-test") + b"\x09\x00\x00\x00garbage")
+            data = s.recv(100)
+            assert data in (b"", b"\x01\x00\x00\x00")
+        # oversize length: a SET whose key claims 0x7fffffff bytes
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(
+                codec.encode_prologue("parakoon-test")
+                + struct.pack("<I", 0xB1FF0009)
+                + struct.pack("<I", 0x7FFFFFFF)
+                + b"abc"
+            )
+            s.settimeout(5)
+            try:
+                while s.recv(100):
+                    pass
+            except ConnectionResetError:
+                pass
+        # the peer port: garbage, a wrong cluster, an oversize frame
+        for blob in (
+            b"\xff" * 64,
+            struct.pack("<I", 0x7FFFFFFF) + b"x",
+            b"GET / HTTP/1.0\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", peer_port), timeout=5) as s:
+                s.sendall(blob)
+                s.settimeout(8)
+                # the node must close the connection (handshake refused or timed out)
+                with contextlib.suppress(ConnectionResetError):
+                    while s.recv(100):
+                        pass
+        # the good connection and the cluster still work
+        assert good.call(codec.Set(key=b"b", value=b"2")) is None
+        assert good.call(codec.Get(key=b"a")) == b"1"
+    assert cluster.running(master)
+    assert cluster.wait_master() == master
+
+
+def test_sigterm_stops_cleanly_with_exit_zero(cluster_factory: Any) -> None:
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    assert cluster.call(master, codec.Set(key=b"k", value=b"v")) is None
+    for name in cluster.names:
+        assert cluster.stop(name) == 0, cluster.tail_logs()
+    cluster.start_all()
+    new_master = cluster.wait_master(timeout=30)
+    assert cluster.call(new_master, codec.Get(key=b"k")) == b"v"
+
+
+def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path) -> None:
+    """The README's first command, on a copy of the repository's cluster.toml."""
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "cluster.toml", tmp_path / "cluster.toml")
+    log_path = tmp_path / "cluster.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "parakoon_node", "cluster", "--config", "cluster.toml"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        master = None
+        while time.monotonic() < deadline and master is None:
+            for port in (4000, 4001, 4002):
+                try:
+                    with RawConnection(port, cluster_id="parakoon", timeout=1) as conn:
+                        found = conn.call(codec.WhoMaster())
+                        if isinstance(found, str):
+                            master = found
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        assert master is not None, log_path.read_text(errors="replace")[-3000:]
+        port = 4000 + int(master.split("_")[1])
+        with RawConnection(port, cluster_id="parakoon") as conn:
+            assert conn.call(codec.Set(key=b"readme", value=b"works")) is None
+            assert conn.call(codec.Get(key=b"readme")) == b"works"
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0
+    assert (tmp_path / "data" / "node_0" / "wal").is_dir()

@@ -22,6 +22,7 @@ __all__ = [
     "E_NOT_FOUND",
     "E_UNKNOWN_FAILURE",
     "E_USERFUNCTION_FAILURE",
+    "NOT_FOUND_MESSAGE",
     "AssertionFailed",
     "BadInput",
     "BatchOrderError",

@@ -460,8 +460,9 @@ async def test_going_down(harness: Harness) -> None:
             assert (await read_to_eof(late)).hex() == "10000000" + "0e000000" + (
                 b"closing socket".hex()
             )
-        # The open connection's next request closes it, unanswered (§3.1).
-        await open_before.send(bytes.fromhex("0200ffb1"))
+        # The open connection's next request closes it, unanswered, as soon as its command
+        # word is in (§3.1): here the rest of the SET never comes.
+        await open_before.send(bytes.fromhex("0900ffb10300"))
         assert await read_to_eof(open_before) == b""
 
 

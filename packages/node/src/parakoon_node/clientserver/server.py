@@ -55,6 +55,7 @@ from parakoon_client.codec import (
     Confirm,
     CopyDbToHead,
     CurrentState,
+    DecoderState,
     DefragDb,
     Delete,
     DeletePrefix,
@@ -109,6 +110,7 @@ LINGER_SECS_DEFAULT: Final = 1.0
 LINGER_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
 """Most bytes a closing connection drains before it closes anyway."""
 MIN_CONNECTIONS_LIMIT: Final = 200
+COMMAND_WORD_BYTES: Final = 4
 
 
 def default_max_connections() -> int:
@@ -263,6 +265,14 @@ class ClientServer:
                         )
                     return
                 decoder.feed(data)
+                if (
+                    self.going_down
+                    and decoder.state is DecoderState.REQUESTS
+                    and decoder.buffered_bytes >= COMMAND_WORD_BYTES
+                ):
+                    # §3.1: during shutdown the connection closes once a command word is in,
+                    # without waiting for the rest of the request.
+                    return
                 continue
             if isinstance(event, Prologue):
                 if event.cluster_id != backend.cluster_id:

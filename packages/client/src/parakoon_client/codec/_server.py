@@ -499,14 +499,14 @@ class RequestDecoder:
                 word = unpack_u32(buf, pos)[0]
                 if word & MAGIC != MAGIC:
                     raise RemoteProtocolError(
-                        f"command word 0x{word:08x} at stream offset {self._at(pos)} has no magic",
+                        f"command word 0x{word:08x} has no magic",
                         response=NO_MAGIC_RESPONSE,
                     )
                 code = word & 0xFFFF
                 parser = _PARSERS.get(code)
                 if parser is None:
                     raise RemoteProtocolError(
-                        f"unknown command 0x{code:x} at stream offset {self._at(pos)}",
+                        f"unknown command 0x{code:x}",
                         response=unknown_command_response(code),
                     )
                 event, end = parser(buf, start, self._limits)
@@ -529,11 +529,12 @@ class RequestDecoder:
             return NEED_DATA
         except RemoteProtocolError as exc:
             self._state = _DEAD
-            if exc.response is None and "offset" not in exc.reason:
-                raise RemoteProtocolError(
-                    f"{exc.reason} (request at stream offset {self._at(pos)})"
-                ) from None
-            raise
+            # The readers name buffer offsets; say where the buffer sits in the stream.
+            raise RemoteProtocolError(
+                f"{exc.reason} (the message starts at buffer offset {pos}, "
+                f"stream offset {self._at(pos)})",
+                response=exc.response,
+            ) from None
         self._pos = end
         self._need = 0
         return event

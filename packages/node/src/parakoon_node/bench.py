@@ -1,0 +1,436 @@
+"""``parakoon bench``: a load generator for a running cluster, over the Arakoon client protocol.
+
+Several worker processes (``--procs``), each running many concurrent connections on one event
+loop, share each phase's work. Every connection does one request at a time and records the
+latency of each *acknowledged* operation; an error or a dropped connection is counted as a
+failure, never as done (a write that was not acknowledged did not happen as far as the benchmark
+is concerned). Phases:
+
+* ``set``: SET of fresh keys, on the master;
+* ``get``: consistent GET of keys written by ``set``, on the master;
+* ``get-ng``: no-guarantees GET, spread over every node;
+* ``seq10``: SEQUENCE of 10 SETs, on the master (one operation = one sequence);
+* ``mixed``: 90% consistent GET / 10% SET, on the master.
+
+Throughput is acknowledged operations divided by the phase's wall time; latencies are per
+operation (p50/p95/p99/max). ``--json PATH`` writes everything for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import socket
+import sys
+import time
+from array import array
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from parakoon_client import codec
+
+from .config import ClusterConfig, load_config
+
+PHASES = ("set", "get", "get-ng", "seq10", "mixed")
+PROGRESS_EVERY_OPS = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerJob:
+    phase: str
+    cluster_id: str
+    targets: tuple[tuple[str, int], ...]  # (host, port) to spread connections over
+    connections: int
+    ops: int  # 0 = run for duration_secs
+    duration_secs: float
+    key_size: int
+    value_size: int
+    key_space: int
+    worker: int
+    seed: int
+
+
+@dataclass(slots=True)
+class PhaseResult:
+    phase: str
+    clients: int
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    ops_per_sec: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def make_key(index: int, size: int) -> bytes:
+    text = f"k{index:015d}"
+    raw = text.encode()
+    if size <= len(raw):
+        return raw[-size:] if size > 0 else b""
+    return raw.rjust(size, b"0")
+
+
+class Connection:
+    """One protocol connection on asyncio streams, driven by the sans-I/O codec."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int, cluster_id: str) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        writer.write(codec.encode_prologue(cluster_id))
+        return cls(reader, writer)
+
+    async def call(self, request: Any) -> Any:
+        self.writer.write(codec.encode_request(request))
+        decoder = codec.ResponseDecoder(request)
+        while True:
+            event = decoder.next_event()
+            if event is not codec.NEED_DATA:
+                return event
+            data = await self.reader.read(1 << 16)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            decoder.feed(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+def _request(job: WorkerJob, rng: random.Random, n: int, value: bytes) -> Any:
+    phase = job.phase
+    if phase == "set":
+        return codec.Set(key=make_key(n, job.key_size), value=value)
+    if phase == "get":
+        return codec.Get(key=make_key(rng.randrange(job.key_space), job.key_size))
+    if phase == "get-ng":
+        return codec.Get(
+            key=make_key(rng.randrange(job.key_space), job.key_size),
+            consistency=codec.NO_GUARANTEES,
+        )
+    if phase == "seq10":
+        base = n * 10
+        return codec.Sequence(
+            updates=tuple(
+                codec.USet(key=make_key(base + k, job.key_size), value=value) for k in range(10)
+            )
+        )
+    if phase == "mixed":
+        if rng.random() < 0.9:
+            return codec.Get(key=make_key(rng.randrange(job.key_space), job.key_size))
+        return codec.Set(key=make_key(rng.randrange(job.key_space), job.key_size), value=value)
+    raise ValueError(f"unknown phase {phase!r}")
+
+
+async def _worker_main(job: WorkerJob, progress: Any) -> dict[str, Any]:
+    rng = random.Random(job.seed)
+    value = bytes(rng.getrandbits(8) for _ in range(job.value_size))
+    latencies = array("d")
+    errors: dict[str, int] = {}
+    counter = [0]
+    failed = [0]
+    deadline = time.monotonic() + job.duration_secs if job.ops == 0 else float("inf")
+    # Keys for "set" are numbered so workers never collide and "get" finds them.
+    next_op = [0]
+
+    def take() -> int | None:
+        if job.ops and next_op[0] >= job.ops:
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        k = next_op[0]
+        next_op[0] += 1
+        return job.worker * 10_000_000 + k
+
+    async def run_connection(index: int) -> None:
+        host, port = job.targets[index % len(job.targets)]
+        conn: Connection | None = None
+        crng = random.Random(job.seed * 1000 + index)
+        try:
+            while (n := take()) is not None:
+                if conn is None:
+                    try:
+                        conn = await Connection.open(host, port, job.cluster_id)
+                    except OSError as exc:
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                        failed[0] += 1
+                        await asyncio.sleep(0.05)
+                        continue
+                request = _request(job, crng, n, value)
+                started = time.perf_counter()
+                try:
+                    result = await conn.call(request)
+                except (OSError, ConnectionError, codec.ProtocolError) as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    failed[0] += 1
+                    conn.close()
+                    conn = None
+                    continue
+                elapsed = time.perf_counter() - started
+                if isinstance(result, codec.ErrorResponse):
+                    name = f"rc=0x{result.code:02x}"
+                    # Reads of keys that "set" did not reach are not failures of the cluster.
+                    if not (result.code == codec.ErrorCode.NOT_FOUND and job.phase != "set"):
+                        errors[name] = errors.get(name, 0) + 1
+                        failed[0] += 1
+                        if not codec.keeps_connection_open(result.code):
+                            conn.close()
+                            conn = None
+                        continue
+                latencies.append(elapsed)
+                counter[0] += 1
+                if counter[0] % PROGRESS_EVERY_OPS == 0:
+                    with progress.get_lock():
+                        progress.value += PROGRESS_EVERY_OPS
+        finally:
+            if conn is not None:
+                conn.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(run_connection(i) for i in range(job.connections)))
+    elapsed = time.monotonic() - started
+    with progress.get_lock():
+        progress.value += counter[0] % PROGRESS_EVERY_OPS
+    return {
+        "ok": counter[0],
+        "failed": failed[0],
+        "seconds": elapsed,
+        "latencies": latencies.tobytes(),
+        "errors": errors,
+    }
+
+
+def _worker_entry(job: WorkerJob, progress: Any, out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(_worker_main(job, progress))
+    out.send(result)
+    out.close()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    return sorted_values[k]
+
+
+def find_master(cluster: ClusterConfig, timeout_secs: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout_secs
+    while time.monotonic() < deadline:
+        for node in cluster.nodes:
+            try:
+                with socket.create_connection((node.client_host, node.client_port), 2) as s:
+                    s.sendall(codec.encode_prologue(cluster.cluster_id))
+                    s.sendall(codec.encode_request(codec.WhoMaster()))
+                    decoder = codec.ResponseDecoder(codec.WhoMaster())
+                    while (event := decoder.next_event()) is codec.NEED_DATA:
+                        data = s.recv(4096)
+                        if not data:
+                            break
+                        decoder.feed(data)
+                    if isinstance(event, str):
+                        return event
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise RuntimeError(f"no master found within {timeout_secs}s")
+
+
+def run_phase(
+    phase: str,
+    cluster: ClusterConfig,
+    master: str,
+    *,
+    clients: int,
+    procs: int,
+    ops: int,
+    duration_secs: float,
+    key_size: int,
+    value_size: int,
+    key_space: int,
+    seed: int,
+    show_progress: bool,
+) -> PhaseResult:
+    master_node = cluster.node(master)
+    if phase == "get-ng":
+        targets = tuple((n.client_host, n.client_port) for n in cluster.nodes)
+    else:
+        targets = ((master_node.client_host, master_node.client_port),)
+    procs = max(1, min(procs, clients))
+    ctx = mp.get_context("spawn")
+    progress = ctx.Value("q", 0)
+    workers = []
+    for w in range(procs):
+        conns = clients // procs + (1 if w < clients % procs else 0)
+        share = ops // procs + (1 if w < ops % procs else 0) if ops else 0
+        job = WorkerJob(
+            phase=phase,
+            cluster_id=cluster.cluster_id,
+            targets=targets,
+            connections=conns,
+            ops=share,
+            duration_secs=duration_secs,
+            key_size=key_size,
+            value_size=value_size,
+            key_space=key_space,
+            worker=w,
+            seed=seed * 100 + w,
+        )
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker_entry, args=(job, progress, child), daemon=True)
+        proc.start()
+        child.close()
+        workers.append((proc, parent))
+    started = time.monotonic()
+    results = []
+    pending = list(workers)
+    while pending:
+        for item in list(pending):
+            proc, pipe = item
+            if pipe.poll(0.05):
+                results.append(pipe.recv())
+                pending.remove(item)
+                proc.join(timeout=5)
+            elif not proc.is_alive():
+                pending.remove(item)
+                results.append(
+                    {
+                        "ok": 0,
+                        "failed": 0,
+                        "seconds": 0.0,
+                        "latencies": b"",
+                        "errors": {"worker died": 1},
+                    }
+                )
+        if show_progress:
+            _draw_progress(phase, progress.value, ops, time.monotonic() - started, duration_secs)
+    wall = time.monotonic() - started
+    if show_progress:
+        sys.stderr.write("\n")
+    lat: list[float] = []
+    result = PhaseResult(phase=phase, clients=clients)
+    for r in results:
+        result.ok += r["ok"]
+        result.failed += r["failed"]
+        arr = array("d")
+        arr.frombytes(r["latencies"])
+        lat.extend(arr)
+        for k, v in r["errors"].items():
+            result.errors[k] = result.errors.get(k, 0) + v
+    # Wall time of the slowest worker, not including process start-up.
+    result.seconds = max((r["seconds"] for r in results), default=wall) or wall
+    result.ops_per_sec = result.ok / result.seconds if result.seconds > 0 else 0.0
+    lat.sort()
+    result.p50_ms = percentile(lat, 0.50) * 1000
+    result.p95_ms = percentile(lat, 0.95) * 1000
+    result.p99_ms = percentile(lat, 0.99) * 1000
+    result.max_ms = (lat[-1] if lat else 0.0) * 1000
+    return result
+
+
+def _draw_progress(phase: str, done: int, ops: int, elapsed: float, duration: float) -> None:
+    width = 30
+    frac = min(1.0, done / ops) if ops else min(1.0, elapsed / duration if duration else 0.0)
+    filled = int(frac * width)
+    bar = "#" * filled + "-" * (width - filled)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    sys.stderr.write(f"\r{phase:>7} [{bar}] {done:>9} ops {rate:>10.0f} ops/s")
+    sys.stderr.flush()
+
+
+def format_table(results: list[PhaseResult]) -> str:
+    header = ("phase", "clients", "ok", "failed", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    rows = [
+        (
+            r.phase,
+            str(r.clients),
+            str(r.ok),
+            str(r.failed),
+            f"{r.ops_per_sec:.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p95_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.max_ms:.2f}",
+        )
+        for r in results
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    cluster = load_config(args.config)
+    phases = tuple(p.strip() for p in (args.phases or ",".join(PHASES)).split(",") if p.strip())
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        print(
+            f"error: unknown phase(s) {unknown}; choose from {', '.join(PHASES)}", file=sys.stderr
+        )
+        return 2
+    duration = float(getattr(args, "duration", None) or 0.0)
+    ops = 0 if duration > 0 else int(args.ops)
+    clients = int(args.clients)
+    procs = int(getattr(args, "procs", None) or min(4, max(1, (os.cpu_count() or 2))))
+    seed = int(getattr(args, "seed", None) or 1)
+    master = find_master(cluster)
+    show = sys.stderr.isatty()
+    key_space = max(1, ops if ops else 10_000)
+    results: list[PhaseResult] = []
+    for phase in phases:
+        result = run_phase(
+            phase,
+            cluster,
+            master,
+            clients=clients,
+            procs=procs,
+            ops=ops,
+            duration_secs=duration,
+            key_size=int(args.key_size),
+            value_size=int(args.value_size),
+            key_space=key_space,
+            seed=seed,
+            show_progress=show,
+        )
+        results.append(result)
+        if not show:
+            print(f"{phase}: {result.ok} ok, {result.ops_per_sec:.0f} ops/s", file=sys.stderr)
+    print(
+        f"master: {master}; clients: {clients}; processes: {procs}; "
+        f"value size: {args.value_size}; key size: {args.key_size}"
+    )
+    print(format_table(results))
+    if args.json:
+        payload = {
+            "master": master,
+            "clients": clients,
+            "procs": procs,
+            "ops": ops,
+            "duration_secs": duration,
+            "key_size": int(args.key_size),
+            "value_size": int(args.value_size),
+            "results": [asdict(r) for r in results],
+        }
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+    return 0 if all(r.ok > 0 for r in results) else 1

@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import anyio
+import structlog
 
 import parakoon_kv as kv
 from parakoon_client.codec import (
@@ -52,6 +54,8 @@ from .clientserver.local import default_version_info
 if TYPE_CHECKING:
     from .node import Node
 
+log = structlog.get_logger("parakoon.backend")
+
 VERSION = default_version_info()
 
 
@@ -62,6 +66,15 @@ def decode_payload(payload: bytes) -> kv.Update:
 
 class Overloaded(BackendError):
     """Too many requests are already waiting for consensus; this one was not proposed."""
+
+
+#: Test-only sabotage, for showing that the fault tests' checker bites: with
+#: ``PARAKOON_TEST_FAULT=stale-reads`` every node serves consistent reads from its local store
+#: without being master (followers trail the master by at least one slot, so a client can read
+#: a value older than one it already saw acknowledged). Never set it on a real cluster; the node
+#: logs a loud warning at start when it is set.
+TEST_FAULT_ENV = "PARAKOON_TEST_FAULT"
+TEST_FAULTS = frozenset({"stale-reads"})
 
 
 class NodeBackend:
@@ -76,6 +89,12 @@ class NodeBackend:
         self.at_least_wait_secs = min(2.0, lease)
         self._single = len(node.paxos_config.voters) == 1
         self._readonly = node.paxos_config.master_mode is MasterMode.READONLY
+        fault = os.environ.get(TEST_FAULT_ENV, "")
+        self._stale_reads = fault == "stale-reads"
+        if fault:
+            if fault not in TEST_FAULTS:
+                raise ValueError(f"{TEST_FAULT_ENV}={fault!r}: unknown test fault")
+            log.warning("node.test_fault_enabled", fault=fault, note="this node is UNSAFE")
 
     # ---------------------------------------------------------------- identity
 
@@ -103,6 +122,8 @@ class NodeBackend:
         if isinstance(consistency, NoGuarantees) or self._readonly:
             return
         if isinstance(consistency, Consistent):
+            if self._stale_reads:
+                return
             if self._single and self._node.driver.role() is Role.LEADER:
                 return
             if not self._node.driver.lease_valid():

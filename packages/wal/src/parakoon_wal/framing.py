@@ -48,8 +48,9 @@ record at offset ``p`` is a *torn tail*, and the file is cut at ``p``, when
 
 * fewer than 20 bytes remain, or the header is intact and the payload runs past the end of the
   file (the write stopped part way), or
-* the damaged bytes contain zeros that fill a whole 512-byte sector, or a sector's end up to the
-  end of the file (the file grew but the data never reached the disk).
+* a checksum fails and a 512-byte-aligned sector ``[q, q+512)`` overlapping the damaged bytes
+  is all zero from ``max(q, p)`` to ``min(q+512, end of file)`` (the file grew but that sector's
+  data never reached the disk).
 
 Any other damage, and any damage at all in an earlier segment, is corruption: opening stops with
 :class:`~parakoon_wal.errors.WalCorruptError` naming the file and offset. A flipped byte can

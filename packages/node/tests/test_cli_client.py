@@ -265,9 +265,19 @@ def test_node_not_listening_is_an_error_line_and_exit_1(tmp_path: Path) -> None:
 
 def test_no_master_found_without_node_option(tmp_path: Path) -> None:
     config = write_config(tmp_path, free_port())
-    result = parakoon("client", "--config", str(config), "set", "k", "v")
+    second = f"""
+[[nodes]]
+name = "node_1"
+addresses = ["127.0.0.1:{free_port()}"]
+client_port = {free_port()}
+home_dir = "data/node_1"
+"""
+    config.write_text(config.read_text() + second)
+    result = parakoon("client", "--config", str(config), "--retry", "0", "set", "k", "v")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: NoMasterFound: no node knows a master")
+    assert result.stderr.startswith("error: NoMasterFound: no master found: ")
+    assert "node_0: cannot connect to node_0" in result.stderr
+    assert "node_1: cannot connect to node_1" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -290,6 +300,13 @@ def test_bad_sequence_is_a_usage_error(tmp_path: Path) -> None:
     result = parakoon("client", "--config", str(config), "sequence", "set", "k")
     assert result.returncode == 2
     assert result.stderr == "error: sequence: 'set' at word 1 needs KEY VALUE, got 1 argument(s)\n"
+
+
+def test_bad_retry_is_a_usage_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port())
+    result = parakoon("client", "--config", str(config), "--retry", "-1", "get", "k")
+    assert result.returncode == 2
+    assert "expected 0..86400 seconds, got '-1'" in result.stderr
 
 
 def test_unknown_client_command_is_a_usage_error(tmp_path: Path) -> None:

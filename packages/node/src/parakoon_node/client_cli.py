@@ -25,26 +25,27 @@ Errors go to stderr as one line and the exit code is **1**::
 
 A configuration or usage problem exits with 2 (see :mod:`parakoon_node.cli`).
 
-Without ``--node`` the command goes where the client library sends it: writes and consistent
-reads to the master (found by asking the nodes), ``no-guarantees``/``at-least`` reads to any
-node. With ``--node NAME`` it goes to that node and nowhere else: no master discovery, no
-retries. That is how one reads a given node's local state (``--consistency no-guarantees``) or
-runs an administrative command (``drop-master``, ``collapse``, ``statistics``) on a given node.
+The command is sent with the blocking :class:`parakoon_client.Client` (``Client.call``), so it
+follows the library's routing and retry rules (docs/client.md). Without ``--node`` writes and
+consistent reads go to the master (found by asking the nodes), ``no-guarantees``/``at-least``
+reads to any node, and transient failures (no master yet, a node down) are retried for
+``--retry`` seconds (default 10). With ``--node NAME`` the command goes to that node and nowhere
+else: no master discovery, no redirect, and one attempt unless ``--retry`` says otherwise. That
+is how one reads a given node's local state (``--consistency no-guarantees``) or runs an
+administrative command (``drop-master``, ``collapse``, ``statistics``) on a given node.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TextIO, cast
 
+from parakoon_client.blocking import Client
 from parakoon_client.codec import (
     CONSISTENT,
-    NEED_DATA,
     NO_GUARANTEES,
     AnyRequest,
     Assert,
@@ -53,14 +54,12 @@ from parakoon_client.codec import (
     Collapse,
     Confirm,
     Consistency,
-    Consistent,
     CopyDbToHead,
     CurrentState,
     DefragDb,
     Delete,
     DeletePrefix,
     DropMaster,
-    ErrorResponse,
     Exists,
     ExpectProgressPossible,
     FlushStore,
@@ -82,10 +81,8 @@ from parakoon_client.codec import (
     PrefixKeys,
     Range,
     RangeEntries,
-    RemoteProtocolError,
     Replace,
     Request,
-    ResponseDecoder,
     RevRangeEntries,
     Sequence,
     Set,
@@ -102,18 +99,11 @@ from parakoon_client.codec import (
     Version,
     VersionInfo,
     WhoMaster,
-    encode_prologue,
-    encode_request,
 )
 from parakoon_client.errors import (
     ArakoonError,
-    ArakoonNotConnected,
-    ArakoonProtocolError,
-    ArakoonTimeout,
-    NoMasterFound,
-    error_for_code,
 )
-from parakoon_node.config import ClusterConfig, NodeConfig, load_config
+from parakoon_node.config import ClusterConfig, load_config
 
 __all__ = [
     "EXIT_ERROR",
@@ -130,10 +120,9 @@ EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
 DEFAULT_TIMEOUT_SECS: Final = 10.0
-# The answers this command reads are bounded by the node's own limits; this bound only keeps a
-# misbehaving peer from making the command read forever.
-RESPONSE_BYTES_MAX: Final = 1 << 31
-RECV_CHUNK_BYTES: Final = 256 * 1024
+# Long enough to ride out a master failover (about one lease period plus an election), short
+# enough that a command against a cluster that is down gives up while the user still waits.
+DEFAULT_RETRY_SECS: Final = 10.0
 CLIENT_ID: Final = "parakoon-cli"
 
 
@@ -171,6 +160,16 @@ def _max_keys(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if not -1 <= value < 2**31:
         raise argparse.ArgumentTypeError(f"expected -1 (no limit) or a count, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected 0..86400 seconds, got {text!r}")
     return value
 
 
@@ -594,10 +593,20 @@ def add_parser(commands: Any) -> None:
     )
     client.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_TIMEOUT_SECS,
         metavar="SECS",
-        help=f"give up after this long (default: {DEFAULT_TIMEOUT_SECS:g})",
+        help=f"bound on each connect, send and receive (default: {DEFAULT_TIMEOUT_SECS:g})",
+    )
+    client.add_argument(
+        "--retry",
+        type=_seconds,
+        default=None,
+        metavar="SECS",
+        help=(
+            "keep retrying transient failures (no master, node down) for this long; default"
+            f" {DEFAULT_RETRY_SECS:g}, or 0 (one attempt) with --node"
+        ),
     )
     subcommands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
     for command in COMMANDS:
@@ -685,131 +694,22 @@ def format_result(request: AnyRequest, result: object) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-class _NodeConnection:
-    """One blocking connection to one node, speaking the codec; used for ``--node``.
+def make_client(
+    cluster: ClusterConfig, *, timeout_secs: float, retry_secs: float, node: str | None
+) -> Client:
+    """A blocking :class:`parakoon_client.Client` for every node of ``cluster``.
 
-    Every failure becomes a :mod:`parakoon_client.errors` exception naming the node.
+    ``node`` (from ``--node``) also becomes the preferred node for relaxed reads, so that a
+    ``no-guarantees`` read without ``--node`` still has a deterministic target when given one.
     """
-
-    def __init__(self, cluster: ClusterConfig, node: NodeConfig, timeout_secs: float) -> None:
-        self.cluster = cluster
-        self.node = node
-        self.timeout_secs = timeout_secs
-        self.where = f"{node.name} at {node.client_host}:{node.client_port}"
-        try:
-            self.sock = socket.create_connection(
-                (node.client_host, node.client_port), timeout=timeout_secs
-            )
-        except TimeoutError:
-            raise ArakoonTimeout(
-                f"cannot connect to {self.where}: timed out", node=node.name
-            ) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise ArakoonNotConnected(
-                f"cannot connect to {self.where}: {reason}", node=node.name
-            ) from None
-        self.prologue_sent = False
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def call(self, request: AnyRequest) -> object:
-        data = encode_request(request)
-        if not self.prologue_sent:
-            data = encode_prologue(self.cluster.cluster_id) + data
-            self.prologue_sent = True
-        try:
-            self.sock.sendall(data)
-            # Each request type fixes its own result type; here they are all just printed.
-            decoder: ResponseDecoder[Any] = ResponseDecoder(cast("Request[Any]", request))
-            received = 0
-            while (event := decoder.next_event()) is NEED_DATA:
-                chunk = self.sock.recv(RECV_CHUNK_BYTES)
-                if not chunk:
-                    raise ArakoonNotConnected(
-                        f"{self.where} closed the connection before answering",
-                        node=self.node.name,
-                        request_sent=True,
-                    )
-                received += len(chunk)
-                if received > RESPONSE_BYTES_MAX:
-                    raise ArakoonProtocolError(
-                        f"{self.where} sent more than {RESPONSE_BYTES_MAX} bytes",
-                        node=self.node.name,
-                    )
-                decoder.feed(chunk)
-        except TimeoutError:
-            raise ArakoonTimeout(
-                f"{self.where} did not answer within {self.timeout_secs:g} s",
-                node=self.node.name,
-                request_sent=True,
-            ) from None
-        except RemoteProtocolError as exc:
-            raise ArakoonProtocolError(f"{self.where}: {exc}", node=self.node.name) from None
-        except OSError as exc:
-            raise ArakoonNotConnected(
-                f"connection to {self.where} failed: {exc.strerror or exc}",
-                node=self.node.name,
-                request_sent=True,
-            ) from None
-        if isinstance(event, ErrorResponse):
-            raise error_for_code(int(event.code), _text(event.message))
-        return event
-
-
-def _call_node(
-    cluster: ClusterConfig, node: NodeConfig, request: AnyRequest, timeout_secs: float
-) -> object:
-    connection = _NodeConnection(cluster, node, timeout_secs)
-    try:
-        return connection.call(request)
-    finally:
-        connection.close()
-
-
-def _call_cluster(cluster: ClusterConfig, request: AnyRequest, timeout_secs: float) -> object:
-    """Send ``request`` where it belongs: the master, or any node for relaxed reads."""
-    consistency = getattr(request, "consistency", None)
-    relaxed = consistency is not None and not isinstance(consistency, Consistent)
-    informational = isinstance(
-        request,
-        Ping | WhoMaster | Version | CurrentState | ExpectProgressPossible | Statistics | GetTxid,
+    nodes = {n.name: (n.client_host, n.client_port) for n in cluster.nodes}
+    return Client(
+        cluster.cluster_id,
+        nodes,
+        timeout_secs=timeout_secs,
+        retry_secs=retry_secs,
+        preferred_node=node,
     )
-    failures: list[str] = []
-    if relaxed or informational:
-        for node in cluster.nodes:
-            try:
-                return _call_node(cluster, node, request, timeout_secs)
-            except ArakoonNotConnected as exc:
-                failures.append(exc.message)
-        raise ArakoonNotConnected("no node answered: " + "; ".join(failures))
-    master = _find_master(cluster, timeout_secs, failures)
-    if master is None:
-        detail = f" ({'; '.join(failures)})" if failures else ""
-        raise NoMasterFound(f"no node knows a master{detail}")
-    return _call_node(cluster, master, request, timeout_secs)
-
-
-def _find_master(
-    cluster: ClusterConfig, timeout_secs: float, failures: list[str]
-) -> NodeConfig | None:
-    """Ask the nodes in file order who the master is; accept a master that names itself."""
-    for node in cluster.nodes:
-        try:
-            name = _call_node(cluster, node, WhoMaster(), timeout_secs)
-        except ArakoonError as exc:
-            failures.append(str(exc))
-            continue
-        if not isinstance(name, str) or name not in cluster.node_names:
-            continue
-        master = cluster.node(name)
-        if master is node:
-            return master
-        with contextlib.suppress(ArakoonError):
-            if _call_node(cluster, master, WhoMaster(), timeout_secs) == name:
-                return master
-    return None
 
 
 def describe_error(error: ArakoonError) -> str:
@@ -823,6 +723,8 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """``parakoon client ...``; returns the exit code. ConfigError propagates (exit 2)."""
     stream = out if out is not None else sys.stdout
     cluster = load_config(args.config)
+    if args.node is not None:
+        cluster.node(args.node)  # an unknown name is a configuration error (exit 2)
     command: _Command = args.client_spec
     args.cluster_id = cluster.cluster_id
     try:
@@ -830,14 +732,18 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     except SequenceSyntaxError as exc:
         print(f"error: sequence: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    retry_secs = args.retry
+    if retry_secs is None:
+        retry_secs = 0.0 if args.node is not None else DEFAULT_RETRY_SECS
+    client = make_client(cluster, timeout_secs=args.timeout, retry_secs=retry_secs, node=args.node)
     try:
-        if args.node is not None:
-            result = _call_node(cluster, cluster.node(args.node), request, args.timeout)
-        else:
-            result = _call_cluster(cluster, request, args.timeout)
+        # Every request type fixes its own result type; here they are all just printed.
+        result: object = client.call(cast("Request[Any]", request), node=args.node)
     except ArakoonError as exc:
         print(f"error: {describe_error(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        client.close()
     for line in format_result(request, result):
         stream.write(line + "\n")
     stream.flush()

@@ -1,0 +1,278 @@
+"""``parakoon client`` against a real client-protocol server over TCP on 127.0.0.1.
+
+The server is the node's own client server (``parakoon_node.clientserver.serve``) over a
+``LocalBackend`` (a one-node in-memory store), run on an event loop in a background thread. The
+command line runs in this thread through ``parakoon_node.cli.main``, exactly as the console
+script would, so every byte goes through the codec, the blocking client and a real socket.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import structlog
+from anyio.from_thread import start_blocking_portal
+
+from parakoon_node.cli import main
+from parakoon_node.clientserver import ClientServer, LocalBackend, serve
+from parakoon_node.logs import configure_logging
+
+CLUSTER_ID = "cli-server-test"
+TIMEOUT_SECS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    config: Path
+    port: int
+    backend: LocalBackend
+
+
+@pytest.fixture
+def quiet_server_logs() -> Iterator[io.StringIO]:
+    """The server shares this process: send its log lines to a buffer, not to captured stdout."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    buffer = io.StringIO()
+    configure_logging("json", "info", "node_0", stream=buffer)
+    yield buffer
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def server(tmp_path: Path, quiet_server_logs: io.StringIO) -> Iterator[Server]:
+    backend = LocalBackend(cluster_id=CLUSTER_ID, node_name="node_0")
+    with start_blocking_portal() as portal:
+        future, started = portal.start_task(
+            functools.partial(serve, backend, host="127.0.0.1", port=0, linger_secs=0.1)
+        )
+        assert isinstance(started, ClientServer)
+        assert started.port is not None
+        config = tmp_path / "cluster.toml"
+        config.write_text(
+            f"""\
+[cluster]
+id = "{CLUSTER_ID}"
+
+[[nodes]]
+name = "node_0"
+addresses = ["127.0.0.1:1"]
+client_port = {started.port}
+home_dir = "data/node_0"
+"""
+        )
+        try:
+            yield Server(config=config, port=started.port, backend=backend)
+        finally:
+            future.cancel()
+
+
+class Cli:
+    """Runs ``parakoon client --config ... ARGS`` in-process and returns (code, out, err)."""
+
+    def __init__(self, server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+        self.server = server
+        self.capsys = capsys
+
+    def __call__(self, *args: str, node: bool = False) -> tuple[int, str, str]:
+        argv = ["client", "--config", str(self.server.config), "--timeout", "10"]
+        if node:
+            argv += ["--node", "node_0"]
+        code = main([*argv, *args])
+        captured = self.capsys.readouterr()
+        # Not printed: anything printed here would be captured into the next command's output.
+        return code, captured.out, captured.err
+
+    def ok(self, *args: str, node: bool = False) -> str:
+        code, out, err = self(*args, node=node)
+        assert (code, err) == (0, ""), f"{args} failed with {code}: {err}"
+        return out
+
+
+@pytest.fixture
+def cli(server: Server, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(server, capsys)
+
+
+def test_set_get_exists_delete(cli: Cli) -> None:
+    assert cli.ok("set", "greeting", "hello world") == ""
+    assert cli.ok("get", "greeting") == "hello world\n"
+    assert cli.ok("exists", "greeting") == "true\n"
+    assert cli.ok("exists", "nobody") == "false\n"
+    assert cli.ok("delete", "greeting") == ""
+    assert cli.ok("exists", "greeting") == "false\n"
+
+
+def test_error_line_and_exit_code_1(cli: Cli) -> None:
+    assert cli("get", "missing") == (1, "", "error: NotFound (code 0x05): Not_found\n")
+    assert cli("delete", "missing") == (1, "", "error: NotFound (code 0x05): missing\n")
+    cli.ok("set", "k", "v")
+    assert cli("assert", "k", "other") == (1, "", "error: AssertionFailed (code 0x07): k\n")
+    assert cli("assert-exists", "nope") == (1, "", "error: AssertionFailed (code 0x07): nope\n")
+
+
+def test_utf8_in_and_backslashreplace_out(cli: Cli, server: Server) -> None:
+    cli.ok("set", "clé", "välue ✓")
+    assert server.backend.store.get("clé".encode()) == "välue ✓".encode()
+    assert cli.ok("get", "clé") == "välue ✓\n"
+    # Bytes that are not UTF-8 reach argv as surrogate escapes (PEP 383) and go out unchanged;
+    # on the way back they print as \xNN.
+    cli.ok("set", "raw", "ok\udcff\udcfe")
+    assert server.backend.store.get(b"raw") == b"ok\xff\xfe"
+    assert cli.ok("get", "raw") == "ok\\xff\\xfe\n"
+
+
+def test_ranges_lists_and_pairs(cli: Cli) -> None:
+    for key, value in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("x/1", "p"), ("x/2", "q")]:
+        cli.ok("set", key, value)
+    assert cli.ok("range", "--first", "a", "--last", "c") == "a\nb\nc\n"
+    assert (
+        cli.ok("range", "--first", "a", "--first-exclusive", "--last", "c", "--last-exclusive")
+        == "b\n"
+    )
+    assert cli.ok("range", "--max", "2") == "a\nb\n"
+    assert cli.ok("range-entries", "--first", "b", "--last", "d") == "b\t2\nc\t3\nd\t4\n"
+    assert (
+        cli.ok("rev-range-entries", "--first", "d", "--last", "b", "--max", "2") == "d\t4\nc\t3\n"
+    )
+    assert cli.ok("prefix", "x/") == "x/1\nx/2\n"
+    assert cli.ok("prefix", "x/", "--max", "1") == "x/1\n"
+    assert cli.ok("prefix", "nothing") == ""
+    assert cli.ok("multi-get", "a", "c") == "a\t1\nc\t3\n"
+    assert cli("multi-get", "a", "zz") == (1, "", "error: NotFound (code 0x05): zz\n")
+    assert cli.ok("multi-get-option", "a", "zz", "c") == "a\t1\nzz\nc\t3\n"
+    assert cli.ok("key-count") == "6\n"
+    assert cli.ok("delete-prefix", "x/") == "2\n"
+    assert cli.ok("delete-prefix", "x/") == "0\n"
+
+
+def test_test_and_set_replace_confirm(cli: Cli) -> None:
+    assert cli.ok("test-and-set", "k", "--wanted", "v1") == ""  # was absent: prints nothing
+    assert cli.ok("test-and-set", "k", "--expected", "nope", "--wanted", "v2") == "v1\n"
+    assert cli.ok("get", "k") == "v1\n"
+    assert cli.ok("test-and-set", "k", "--expected", "v1", "--wanted", "v2") == "v1\n"
+    assert cli.ok("replace", "k", "v3") == "v2\n"
+    assert cli.ok("replace", "k") == "v3\n"  # without VALUE: delete, prints the old value
+    assert cli.ok("replace", "k") == ""
+    assert cli.ok("confirm", "k", "v4") == ""
+    assert cli.ok("get", "k") == "v4\n"
+    assert cli.ok("assert", "k", "v4") == ""
+    assert cli.ok("assert", "absent") == ""
+
+
+def test_sequence_is_atomic(cli: Cli) -> None:
+    cli.ok("set", "old", "x")
+    assert cli.ok("sequence", "set", "a", "1", "delete", "old", "assert-exists", "a") == ""
+    assert cli.ok("multi-get-option", "a", "old") == "a\t1\nold\n"
+    code, out, err = cli("sequence", "set", "b", "2", "delete", "ghost")
+    assert (code, out, err) == (1, "", "error: NotFound (code 0x05): ghost\n")
+    assert cli.ok("exists", "b") == "false\n", "the failed sequence left nothing behind"
+    assert cli.ok("sequence", "--synced", "replace", "a", "9", "assert", "a", "9") == ""
+    assert cli.ok("sequence") == ""
+
+
+def test_information_commands(cli: Cli) -> None:
+    assert cli.ok("who-master") == "node_0\n"
+    assert cli.ok("ping").startswith("Arakoon ")
+    assert cli.ok("expect-progress-possible") in {"true\n", "false\n"}
+    version = cli.ok("version").splitlines()
+    assert version[0].count(".") == 2
+    assert cli.ok("current-state") != ""
+    cli.ok("set", "k", "v")
+    cli.ok("set", "k", "w")
+    assert int(cli.ok("get-txid")) >= 2
+    stats = dict(line.split("\t", 1) for line in cli.ok("statistics").splitlines())
+    assert "start" in stats
+    assert "set_info.n" in stats
+    assert int(stats["set_info.n"]) >= 2
+    assert cli.ok("nop") == ""
+    assert cli.ok("flush-store") == ""
+
+
+def test_consistency_option(cli: Cli) -> None:
+    cli.ok("set", "k", "v")
+    assert cli.ok("--consistency", "no-guarantees", "get", "k") == "v\n"
+    stamp = int(cli.ok("get-txid"))
+    assert cli.ok("--consistency", f"at-least:{stamp}", "get", "k") == "v\n"
+    # The client retries an unmet at-least read (the node may catch up); --retry 0 asks once.
+    code, out, err = cli("--retry", "0", "--consistency", f"at-least:{stamp + 100}", "get", "k")
+    assert (code, out) == (1, "")
+    assert err == "error: InconsistentRead (code 0x80): store not fresh enough\n"
+
+
+def test_node_option_talks_to_that_node(cli: Cli) -> None:
+    assert cli.ok("set", "k", "v", node=True) == ""
+    assert cli.ok("--consistency", "no-guarantees", "get", "k", node=True) == "v\n"
+    assert cli.ok("who-master", node=True) == "node_0\n"
+    # A single node refuses to drop mastership: an administrative error, exit 1.
+    code, out, err = cli("drop-master", node=True)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: NotSupported (code 0x20): ")
+
+
+def test_going_down_node(cli: Cli, server: Server) -> None:
+    server.backend.begin_shutdown()
+    code, out, err = cli("set", "k", "v", node=True)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: ")
+    assert "GoingDown (code 0x10)" in err or "closed the connection" in err
+
+
+def test_console_script_form_as_a_subprocess(server: Server) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "parakoon_node",
+            "client",
+            "--config",
+            str(server.config),
+            "set",
+            "from",
+            "subprocess",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECS,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "parakoon_node",
+            "client",
+            "--config",
+            str(server.config),
+            "get",
+            "from",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECS,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "subprocess\n", "")
+
+
+def test_wrong_cluster_id_is_reported(server: Server, cli: Cli) -> None:
+    text = server.config.read_text().replace(CLUSTER_ID, "someone-else")
+    server.config.write_text(text)
+    code, out, err = cli("get", "k", node=True)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: ArakoonNotConnected: ")
+    assert "cluster id" in err

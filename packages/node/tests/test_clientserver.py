@@ -504,3 +504,17 @@ def _string(data: bytes) -> bytes:
 
 def _i32(value: int) -> bytes:
     return value.to_bytes(4, "little", signed=True)
+
+
+async def test_default_value_limit_of_8_mib(harness: Harness) -> None:
+    """§11 rule 20 at its default: a value of exactly 8 MiB is refused with rc 0xFF, and the
+    client still gets that answer although it sends the whole value after it was refused."""
+    async with await harness.connect() as s:
+        await s.send(encode_request(Set(key=b"big", value=b"x" * (8 * 1024 * 1024))))
+        answer = await read_to_eof(s)
+        assert answer.hex() == "ff0000000f000000756e6b6e6f776e206661696c757265"
+    async with await harness.connect() as s:
+        value = b"y" * (8 * 1024 * 1024 - 1)
+        await s.send(encode_request(Set(key=b"big", value=value)))
+        assert await read_exactly(s, 4) == bytes(4)
+    assert harness.backend.store.get(b"big") == value

@@ -6,6 +6,7 @@ test is the real one, with small timeouts so that the whole file runs in a few s
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -440,3 +441,27 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
         Client("test", {"n0": ("127.0.0.1", 1)}, **kwargs)
     with pytest.raises(ValueError, match="at least one node"):
         Client("test", {})
+
+
+def test_an_interrupted_call_does_not_leave_its_answer_behind(scripted: Any) -> None:
+    store = Store("n0")
+
+    def first_request_hangs(conn: int, request: AnyRequest) -> bytes | str:
+        return "silent" if conn == 0 else store(conn, request)
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    server = scripted(first_request_hangs)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with client_for(("n0", server), timeout_secs=5) as client:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(KeyboardInterrupt):
+                client.get(b"k")
+            client.set(b"k", b"v")
+            assert client.get(b"k") == b"v"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert server.connections == 2

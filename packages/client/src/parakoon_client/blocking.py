@@ -104,7 +104,7 @@ _WHO_MASTER_BYTES: Final = encode_request(_WHO_MASTER)
 class _Connection:
     """One TCP connection to one node. Raises only ArakoonError subclasses naming the node."""
 
-    __slots__ = ("_fresh", "_prologue", "_timeout", "node", "sock", "where")
+    __slots__ = ("_fresh", "_prologue", "_timeout", "busy", "node", "sock", "where")
 
     def __init__(self, node: str, address: Address, prologue: bytes, budget_secs: float) -> None:
         host, port = address
@@ -126,6 +126,9 @@ class _Connection:
         # The server never answers the prologue; it travels with the first request.
         self._prologue = prologue
         self._fresh = True
+        # True while a request is in flight. A connection left busy (its call was interrupted,
+        # by KeyboardInterrupt say) is out of step with the server: it must not be used again.
+        self.busy = False
 
     def close(self) -> None:
         self.sock.close()
@@ -153,6 +156,7 @@ class _Connection:
         if self._prologue:
             payload = self._prologue + payload
             self._prologue = b""
+        self.busy = True
         try:
             sock.sendall(payload)
         except OSError as exc:
@@ -182,6 +186,7 @@ class _Connection:
                         event, used = decoded
                         if used != len(chunk):
                             raise self._trailing(len(chunk) - used)
+                        self.busy = False
                         return event
                     decoder = ResponseDecoder(request)
                 decoder.feed(chunk)
@@ -189,6 +194,7 @@ class _Connection:
                 if complete is not NEED_DATA:
                     if decoder.trailing_data:
                         raise self._trailing(len(decoder.trailing_data))
+                    self.busy = False
                     return complete
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -378,7 +384,7 @@ class Client:
         check_idle: bool,
     ) -> R:
         conn = self._connections.get(target)
-        if conn is not None and check_idle and conn.looks_closed():
+        if conn is not None and (conn.busy or (check_idle and conn.looks_closed())):
             self._drop(target)
             conn = None
         budget = call.attempt_budget_secs(time.monotonic())

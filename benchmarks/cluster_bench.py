@@ -1,0 +1,137 @@
+"""Start a fresh 3-node cluster (fsync on) and run `parakoon bench` with 1, 16 and 128 clients.
+
+Usage::
+
+    uv run --all-packages python benchmarks/cluster_bench.py [--ops 20000] [--clients 1,16,128]
+
+The cluster runs in a temporary folder on 127.0.0.1 (free ports), with the repository's
+settings otherwise (2 s lease, fsync on, 16-byte keys, 100-byte values). Results go to
+docs/performance.md (section ``cluster``) with the machine, date and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import markdown_table, write_section  # noqa: E402
+
+AIMS = (
+    "Aims (issue 8, this 2-core machine): >= 18,000 acknowledged sets/s with 128 clients, "
+    "p99 <= 30 ms; p50 <= 1.5 ms with 1 client; consistent gets >= 40,000/s."
+)
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def write_config(base: Path, fsync: bool) -> Path:
+    ports = free_ports(6)
+    lines = [
+        "[cluster]",
+        'id = "bench"',
+        "lease_period_secs = 2.0",
+        f"fsync = {'true' if fsync else 'false'}",
+        "",
+    ]
+    for k in range(3):
+        lines += [
+            "[[nodes]]",
+            f'name = "node_{k}"',
+            f'addresses = ["127.0.0.1:{ports[3 + k]}"]',
+            f"client_port = {ports[k]}",
+            f'home_dir = "data/node_{k}"',
+            "",
+        ]
+    path = base / "cluster.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=20_000, help="operations per phase")
+    parser.add_argument("--clients", default="1,16,128")
+    parser.add_argument("--phases", default="set,get,get-ng,seq10,mixed")
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="parakoon-bench-") as tmp:
+        base = Path(tmp)
+        config = write_config(base, fsync=not args.no_fsync)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "parakoon_node", "node", "--config", str(config),
+                 "--node", f"node_{k}", "--log-format", "json", "--log-level", "warning"],
+                stdout=subprocess.DEVNULL,
+                stderr=open(base / f"node_{k}.log", "wb"),  # noqa: SIM115
+            )
+            for k in range(3)
+        ]
+        try:
+            time.sleep(1.0)
+            for clients in [int(c) for c in args.clients.split(",")]:
+                ops = args.ops if clients > 1 else max(2_000, args.ops // 10)
+                out = base / f"bench-{clients}.json"
+                cmd = [
+                    sys.executable, "-m", "parakoon_node", "bench", "--config", str(config),
+                    "--clients", str(clients), "--ops", str(ops), "--phases", args.phases,
+                    "--json", str(out),
+                ]
+                print("+", " ".join(cmd[2:]), flush=True)
+                subprocess.run(cmd, check=True)
+                results.append(json.loads(out.read_text()))
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    rows = []
+    for run in results:
+        for r in run["results"]:
+            rows.append(
+                (
+                    r["phase"], run["clients"], r["ok"], r["failed"], f"{r['ops_per_sec']:.0f}",
+                    f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                    f"{r['max_ms']:.2f}",
+                )
+            )
+    table = markdown_table(
+        ("phase", "clients", "ok", "failed", "ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms"),
+        rows,
+    )
+    print(table)
+    if not args.no_write:
+        body = (
+            f"3 nodes on 127.0.0.1, fsync {'off' if args.no_fsync else 'on'}, lease 2 s, "
+            f"16-byte keys, 100-byte values, bench and nodes on the same {os.cpu_count()}-core "
+            f"machine. `seq10` counts sequences of 10 sets.\n\n{table}\n\n{AIMS}\n"
+        )
+        write_section("cluster", "Cluster: parakoon bench against 3 nodes", body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,6 +4,9 @@ Measures sets/s, gets/s, range(100)/s, apply_batch throughput with batches of 1,
 of freeze(), digest(), and dump/load seconds with the C ``crc32c`` and with the pure-Python
 CRC-32C that the package uses by default. Writes its section of docs/performance.md.
 
+Every figure is given twice: by wall-clock time, and by the CPU time this process got. On a
+shared machine the second is the steadier one (it still suffers from caches shared with others).
+
     uv run --all-packages python benchmarks/kv_bench.py [--keys N] [--no-pure-crc] [--no-write]
 """
 
@@ -29,25 +32,54 @@ from _report import markdown_table, write_section
 KEY_BYTES = 16
 VALUE_BYTES = 100
 BATCH_SETS = 1_000
+STEADY_BATCHES = 100
 RANGE_MAX = 100
 RANGE_QUERIES = 50_000
 
 
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
+class Bench:
+    """Runs measurements and collects the rows of the report."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def _run(self, action: Callable[[], object]) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        action()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    def _add(self, what: str, wall: str, cpu: str, note: str) -> None:
+        print(f"{what:<62} {wall:>12} {cpu:>12}  {note}")
+        self.rows.append((what, wall, cpu, note))
+
+    def rate(self, what: str, count: int, action: Callable[[], object], note: str = "") -> None:
+        """Report ``count`` operations done by ``action`` as operations per second."""
+        wall, cpu = self._run(action)
+        self._add(what, f"{count / wall:,.0f}", f"{count / max(cpu, 1e-9):,.0f}", note)
+
+    def seconds(self, what: str, action: Callable[[], object], note: str = "") -> None:
+        """Report how long ``action`` took."""
+        wall, cpu = self._run(action)
+        self._add(what, f"{wall:.3f} s", f"{cpu:.3f} s", note)
 
 
-def bench_apply_batch(
-    store: Store,
-    keys: list[bytes],
-    value: bytes,
-    rng: random.Random,
-    report: Callable[[str, str], None],
-) -> None:
+def bench_writes(bench: Bench, keys: list[bytes], value: bytes, rng: random.Random) -> Store:
+    """The write figures. The update objects are freed when this returns: a million live
+    dataclasses would slow down every later garbage collection, which a node does not suffer
+    (the store holds only bytes, which the collector does not track)."""
     n = len(keys)
-    # apply_batch: batches of 1,000 Set updates, as the node applies chosen values.
+    store = Store()
+
+    def fill() -> None:
+        with store.transaction(0) as txn:
+            put = txn.set
+            for key in keys:
+                put(key, value)
+        store.range(None, True, None, True, 1)  # pay for the ordered index too
+
+    bench.rate("sets/s: fresh store, one transaction", n, fill, "incl. building the index")
+    store._check()
+
     updates = [Set(key=key, value=value) for key in keys]
     batches = [updates[at : at + BATCH_SETS] for at in range(0, n, BATCH_SETS)]
 
@@ -55,41 +87,44 @@ def bench_apply_batch(
         fresh = Store()
         for i, batch in enumerate(batches):
             fresh.apply_batch(i, batch)
-        fresh.range(None, True, None, True, 1)  # pay for the index too
+        fresh.range(None, True, None, True, 1)
 
-    seconds = timed(apply_new)
-    report(
-        f"apply_batch updates/s, batches of {BATCH_SETS:,} new keys, incl. index",
-        f"{n / seconds:,.0f}",
+    bench.rate(
+        f"apply_batch updates/s: batches of {BATCH_SETS:,} sets, new keys",
+        n,
+        apply_new,
+        "incl. building the index",
     )
 
     def apply_overwrite() -> None:
         for i, batch in enumerate(batches):
             store.apply_batch(i + 1, batch)
 
-    seconds = timed(apply_overwrite)
-    report(f"apply_batch updates/s, batches of {BATCH_SETS:,} overwrites", f"{n / seconds:,.0f}")
+    bench.rate(
+        f"apply_batch updates/s: batches of {BATCH_SETS:,} sets, existing keys", n, apply_overwrite
+    )
 
-    # New keys into a full store with a range query after every batch, so the index never
-    # defers more than one batch: the steady state of a node that serves range reads.
-    extra = [Set(key=rng.randbytes(KEY_BYTES), value=value) for _ in range(100 * BATCH_SETS)]
+    # New keys into the full store with a range query after every batch, so the index never
+    # defers more than one batch: the steady state of a node that also serves range reads.
+    extra = [Set(key=rng.randbytes(KEY_BYTES), value=value) for _ in range(STEADY_BATCHES * 1000)]
     extra_batches = [extra[at : at + BATCH_SETS] for at in range(0, len(extra), BATCH_SETS)]
-    base_i = store.applied_i or 0
+    base_i = (store.applied_i or 0) + 1
 
     def apply_steady() -> None:
         for i, batch in enumerate(extra_batches):
-            store.apply_batch(base_i + 1 + i, batch)
+            store.apply_batch(base_i + i, batch)
             store.range(None, True, None, True, 1)
 
-    seconds = timed(apply_steady)
-    report(
-        f"apply_batch updates/s, new keys into {n:,}, range after each batch",
-        f"{len(extra) / seconds:,.0f}",
+    bench.rate(
+        f"apply_batch updates/s: new keys into {n:,}, range after each batch",
+        len(extra),
+        apply_steady,
     )
+    return store
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20261121)
     parser.add_argument("--no-pure-crc", action="store_true", help="skip the slow pure-Python CRC")
@@ -101,35 +136,10 @@ def main() -> None:
     load_before = os.getloadavg()
     keys = [rng.randbytes(KEY_BYTES) for _ in range(n)]
     value = rng.randbytes(VALUE_BYTES)
-    rows: list[tuple[str, str, str]] = []
+    bench = Bench()
+    print(f"{'measure':<62} {'wall':>12} {'CPU':>12}")
 
-    def report(what: str, figure: str, note: str = "") -> None:
-        print(f"{what:<58} {figure:>16}  {note}")
-        rows.append((what, figure, note))
-
-    # Sets through a transaction: the store's raw write path (dict + deferred index + undo log).
-    store = Store()
-
-    def fill() -> None:
-        with store.transaction(0) as txn:
-            put = txn.set
-            for key in keys:
-                put(key, value)
-
-    seconds = timed(fill)
-    report("sets/s, fresh store, 1 transaction (index deferred)", f"{n / seconds:,.0f}")
-    seconds_index = timed(lambda: store.range(None, True, None, True, 1))
-    report(
-        "sets/s including the index merge afterwards",
-        f"{n / (seconds + seconds_index):,.0f}",
-        f"merge took {seconds_index:.2f} s",
-    )
-    store._check()
-
-    # The update objects of the apply_batch runs are freed before the read measurements: a
-    # million live dataclasses would make every garbage collection slower, which a node does
-    # not suffer (the store itself holds only bytes, which the collector does not track).
-    bench_apply_batch(store, keys, value, rng, report)
+    store = bench_writes(bench, keys, value, rng)
     gc.collect()
 
     shuffled = keys[:]
@@ -140,8 +150,7 @@ def main() -> None:
         for key in shuffled:
             get(key)
 
-    seconds = timed(gets)
-    report("gets/s (random existing keys)", f"{n / seconds:,.0f}")
+    bench.rate("gets/s: random existing keys", n, gets)
 
     starts = shuffled[:RANGE_QUERIES]
 
@@ -149,59 +158,48 @@ def main() -> None:
         for key in starts:
             store.range(key, True, None, True, RANGE_MAX)
 
-    seconds = timed(ranges)
-    report(f"range(max={RANGE_MAX})/s", f"{len(starts) / seconds:,.0f}")
-
     def ranges_entries() -> None:
         for key in starts:
             store.range_entries(key, True, None, True, RANGE_MAX)
 
-    seconds = timed(ranges_entries)
-    report(f"range_entries(max={RANGE_MAX})/s", f"{len(starts) / seconds:,.0f}")
-
-    frozen = None
-
-    def freeze() -> None:
-        nonlocal frozen
-        frozen = store.freeze()
-
-    report(f"freeze() of {store.key_count():,} keys, seconds", f"{timed(freeze):.3f}")
-    del frozen
-    report("digest() seconds", f"{timed(store.digest):.2f}")
+    bench.rate(f"range(max={RANGE_MAX})/s", len(starts), ranges)
+    bench.rate(f"range_entries(max={RANGE_MAX})/s", len(starts), ranges_entries)
+    count = store.key_count()
+    bench.seconds(f"freeze() of {count:,} keys", store.freeze, "blocks the event loop")
+    bench.seconds(f"digest() of {count:,} keys", store.digest)
 
     stream = io.BytesIO()
-    seconds = timed(lambda: store.dump(stream, crc=c_crc32c.crc32c))
-    size = len(stream.getvalue())
-    report("dump seconds, C crc32c", f"{seconds:.2f}", f"{size / 1e6:.0f} MB")
+    bench.seconds(
+        f"dump of {count:,} keys, C crc32c", lambda: store.dump(stream, crc=c_crc32c.crc32c)
+    )
+    snapshot = stream.getvalue()
+    print(f"snapshot: {len(snapshot):,} bytes")
     loaded: list[Store] = []
-
-    def load_c() -> None:
-        loaded.append(Store.load(io.BytesIO(stream.getvalue()), crc=c_crc32c.crc32c))
-
-    report("load seconds, C crc32c (verifies order, counts, CRCs)", f"{timed(load_c):.2f}")
-    assert loaded[0].digest() == store.digest()
-    loaded.clear()
+    bench.seconds(
+        f"load of {count:,} keys, C crc32c",
+        lambda: loaded.append(Store.load(io.BytesIO(snapshot), crc=c_crc32c.crc32c)),
+        "verifies CRCs, counts, key order",
+    )
+    assert loaded.pop().digest() == store.digest()
     if not args.no_pure_crc:
         again = io.BytesIO()
-        report(
-            "dump seconds, pure-Python crc32c (the default)",
-            f"{timed(lambda: store.dump(again, crc=crc32c)):.2f}",
+        bench.seconds(
+            f"dump of {count:,} keys, pure-Python crc32c", lambda: store.dump(again, crc=crc32c)
         )
-        assert again.getvalue() == stream.getvalue()
-
-        def load_pure() -> None:
-            loaded.append(Store.load(io.BytesIO(again.getvalue())))
-
-        report("load seconds, pure-Python crc32c", f"{timed(load_pure):.2f}")
-    gc.collect()
+        assert again.getvalue() == snapshot
+        bench.seconds(
+            f"load of {count:,} keys, pure-Python crc32c",
+            lambda: loaded.append(Store.load(io.BytesIO(snapshot))),
+        )
 
     load_after = os.getloadavg()
     shared = max(load_before[0], load_after[0]) > 1.5
     note = (
-        f"Load average {load_before[0]:.1f} before and {load_after[0]:.1f} after the run on "
-        f"{os.cpu_count()} cores: "
+        f"1-minute load average {load_before[0]:.1f} before and {load_after[0]:.1f} after the run "
+        f"on {os.cpu_count()} cores: "
         + (
-            "**the machine was shared with other work**, so the figures are noisy and low."
+            "**the machine was shared with other work**, so the wall-clock figures are noisy and "
+            "low; the CPU-time column is steadier."
             if shared
             else "the machine was mostly idle."
         )
@@ -209,8 +207,9 @@ def main() -> None:
     print(note)
     body = (
         f"{n:,} keys of {KEY_BYTES} bytes, values of {VALUE_BYTES} bytes, keys in random order, "
-        f"seed {args.seed}. Python's garbage collector left on. {note}\n\n"
-        + markdown_table(("measure", "figure", "note"), rows)
+        f"seed {args.seed}; snapshot of {len(snapshot) / 1e6:.0f} MB. Python's garbage collector "
+        f"on. {note}\n\n"
+        + markdown_table(("measure", "by wall clock", "by CPU time", "note"), bench.rows)
     )
     if not args.no_write:
         write_section("kv", "parakoon_kv: the ordered store", body)

@@ -201,3 +201,22 @@ def test_collapser_rejects_bad_settings(tmp_path: Path) -> None:
             Collapser(wal, threshold_entries=1, segments_to_keep=0, snapshot=lambda: None)
         with pytest.raises(ValueError, match="threshold"):
             Collapser(wal, threshold_entries=-1, segments_to_keep=1, snapshot=lambda: None)
+
+
+def test_running_iterator_pins_what_it_still_reads(tmp_path: Path) -> None:
+    with Wal.open(tmp_path, segment_entries_max=5, fsync=False) as wal:
+        fill(wal, 50)
+        it = wal.iter_from(3)
+        assert next(it) == (3, b"v3")  # the iterator runs: slot 3 onwards is pinned
+        assert wal.statistics().pins == 1
+        collapser = Collapser(
+            wal, threshold_entries=0, segments_to_keep=1, snapshot=snapshot_at(lambda: 40)
+        )
+        report = collapser.run_once()
+        assert report is not None and report.pruned == ()
+        assert [s for s, _ in it] == list(range(4, 50))
+        assert wal.statistics().pins == 0
+        collapser._snapshot = snapshot_at(lambda: 45)
+        report = collapser.run_once()
+        assert report is not None and len(report.pruned) == 9  # all but [45..49]
+        assert wal.first_slot == 45

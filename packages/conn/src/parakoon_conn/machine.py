@@ -118,7 +118,7 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TypeAlias, assert_never
+from typing import Final, TypeAlias, assert_never
 
 __all__ = [
     "Close",
@@ -372,11 +372,16 @@ Effect: TypeAlias = Dial | CloseSocket | StartTimer | FlushQueued | StateChanged
 
 # -- the rules -----------------------------------------------------------------------------------
 
-_IDLE = ConnPhase.IDLE
-_CONNECTING = ConnPhase.CONNECTING
-_CONNECTED = ConnPhase.CONNECTED
-_BACKING_OFF = ConnPhase.BACKING_OFF
-_CLOSED = ConnPhase.CLOSED
+# Phases are compared with ``is`` against these aliases rather than matched as ``ConnPhase.X``
+# value patterns: on Python 3.11 every ``ConnPhase.X`` lookup goes through the enum's member
+# descriptor and costs about ten times a global read, and step() is on the path of every frame
+# and tick. mypy narrows ``phase is _X`` on Final aliases just as it narrows a match, so every
+# handler still ends in ``assert_never`` and a new phase cannot be forgotten.
+_IDLE: Final = ConnPhase.IDLE
+_CONNECTING: Final = ConnPhase.CONNECTING
+_CONNECTED: Final = ConnPhase.CONNECTED
+_BACKING_OFF: Final = ConnPhase.BACKING_OFF
+_CLOSED: Final = ConnPhase.CLOSED
 
 # Steps that change nothing return this one tuple instead of building an empty one each time.
 _NO_EFFECTS: tuple[Effect, ...] = ()
@@ -524,173 +529,168 @@ def _is_stable(settings: ConnSettings, state: ConnState, now: float) -> bool:
 def _on_tick(
     settings: ConnSettings, state: ConnState, event: Tick
 ) -> tuple[ConnState, tuple[Effect, ...]]:
-    match state.phase:
-        case ConnPhase.IDLE | ConnPhase.CLOSED:
+    phase = state.phase
+    if phase is _CONNECTED:
+        if state.failures and _is_stable(settings, state, event.now):
+            return replace(state, failures=0), _NO_EFFECTS
+        return state, _NO_EFFECTS
+    if phase is _CONNECTING:
+        if event.now < state.deadline:
             return state, _NO_EFFECTS
-        case ConnPhase.CONNECTING:
-            if event.now < state.deadline:
-                return state, _NO_EFFECTS
-            return _back_off(
-                settings,
-                state,
-                now=event.now,
-                jitter=event.jitter,
-                failures_before=state.failures,
-                teardown=(CloseSocket(dial_id=state.dial_id),),
-                why=f"connect timed out after {settings.connect_timeout_secs}s",
-            )
-        case ConnPhase.CONNECTED:
-            if state.failures and _is_stable(settings, state, event.now):
-                return replace(state, failures=0), _NO_EFFECTS
+        return _back_off(
+            settings,
+            state,
+            now=event.now,
+            jitter=event.jitter,
+            failures_before=state.failures,
+            teardown=(CloseSocket(dial_id=state.dial_id),),
+            why=f"connect timed out after {settings.connect_timeout_secs}s",
+        )
+    if phase is _BACKING_OFF:
+        if event.now < state.deadline:
             return state, _NO_EFFECTS
-        case ConnPhase.BACKING_OFF:
-            if event.now < state.deadline:
-                return state, _NO_EFFECTS
-            return _dial(settings, state, event.now, "backoff elapsed")
-        case _:
-            assert_never(state.phase)
+        return _dial(settings, state, event.now, "backoff elapsed")
+    if phase is _IDLE or phase is _CLOSED:
+        return state, _NO_EFFECTS
+    assert_never(phase)
 
 
 def _on_send_requested(
     settings: ConnSettings, state: ConnState, event: SendRequested
 ) -> tuple[ConnState, tuple[Effect, ...]]:
-    match state.phase:
-        case ConnPhase.IDLE:
-            return _dial(settings, state, event.now, "send requested")
-        case ConnPhase.CONNECTED:
-            return state, (FlushQueued(dial_id=state.dial_id),)
-        case ConnPhase.CONNECTING | ConnPhase.BACKING_OFF | ConnPhase.CLOSED:
-            # Connecting or backing off: the frame waits in the queue for the connection.
-            # Closed: the driver should have asked send_disposition() and dropped it.
-            return state, _NO_EFFECTS
-        case _:
-            assert_never(state.phase)
+    phase = state.phase
+    if phase is _CONNECTED:
+        return state, (FlushQueued(dial_id=state.dial_id),)
+    if phase is _IDLE:
+        return _dial(settings, state, event.now, "send requested")
+    if phase is _CONNECTING or phase is _BACKING_OFF or phase is _CLOSED:
+        # Connecting or backing off: the frame waits in the queue for the connection.
+        # Closed: the driver should have asked send_disposition() and dropped it.
+        return state, _NO_EFFECTS
+    assert_never(phase)
 
 
 def _on_connect_requested(
     settings: ConnSettings, state: ConnState, event: ConnectRequested
 ) -> tuple[ConnState, tuple[Effect, ...]]:
-    match state.phase:
-        case ConnPhase.IDLE:
-            return _dial(settings, state, event.now, "connect requested")
-        case ConnPhase.CONNECTING | ConnPhase.CONNECTED | ConnPhase.BACKING_OFF | ConnPhase.CLOSED:
-            # Already on its way, already there, deliberately waiting, or gone for good.
-            return state, _NO_EFFECTS
-        case _:
-            assert_never(state.phase)
+    phase = state.phase
+    if phase is _IDLE:
+        return _dial(settings, state, event.now, "connect requested")
+    if phase is _CONNECTING or phase is _CONNECTED or phase is _BACKING_OFF or phase is _CLOSED:
+        # Already on its way, already there, deliberately waiting, or gone for good.
+        return state, _NO_EFFECTS
+    assert_never(phase)
 
 
 def _on_connected(state: ConnState, event: Connected) -> tuple[ConnState, tuple[Effect, ...]]:
     _check_dial_id(state, event.dial_id, event)
+    phase = state.phase
     current = event.dial_id == state.dial_id
-    match state.phase:
-        case ConnPhase.CONNECTING if current:
-            new = ConnState(
-                phase=_CONNECTED,
-                addresses=state.addresses,
-                dial_id=state.dial_id,
-                connected_since=event.now,
-                failures=state.failures,
-            )
-            return new, (
-                StateChanged(old=_CONNECTING, new=_CONNECTED, reason="connected"),
-                FlushQueued(dial_id=state.dial_id),
-            )
-        case ConnPhase.CONNECTED if current:
-            # Reported twice; the socket is the live one, so closing it would be the wrong fix.
-            return state, _NO_EFFECTS
-        case (
-            ConnPhase.IDLE
-            | ConnPhase.CONNECTING
-            | ConnPhase.CONNECTED
-            | ConnPhase.BACKING_OFF
-            | ConnPhase.CLOSED
-        ):
-            # A dial we gave up on (timed out, superseded, or the link closed) succeeded after
-            # all. Nobody will use that socket, so it must be closed rather than leaked.
-            return state, (CloseSocket(dial_id=event.dial_id),)
-        case _:
-            assert_never(state.phase)
+    if phase is _CONNECTING and current:
+        new = ConnState(
+            phase=_CONNECTED,
+            addresses=state.addresses,
+            dial_id=state.dial_id,
+            connected_since=event.now,
+            failures=state.failures,
+        )
+        return new, (
+            StateChanged(old=_CONNECTING, new=_CONNECTED, reason="connected"),
+            FlushQueued(dial_id=state.dial_id),
+        )
+    if phase is _CONNECTED and current:
+        # Reported twice; the socket is the live one, so closing it would be the wrong fix.
+        return state, _NO_EFFECTS
+    if (
+        phase is _IDLE
+        or phase is _CONNECTING
+        or phase is _CONNECTED
+        or phase is _BACKING_OFF
+        or phase is _CLOSED
+    ):
+        # A dial we gave up on (timed out, superseded, or the link closed) succeeded after
+        # all. Nobody will use that socket, so it must be closed rather than leaked.
+        return state, (CloseSocket(dial_id=event.dial_id),)
+    assert_never(phase)
 
 
 def _on_connect_failed(
     settings: ConnSettings, state: ConnState, event: ConnectFailed
 ) -> tuple[ConnState, tuple[Effect, ...]]:
     _check_dial_id(state, event.dial_id, event)
-    match state.phase:
-        case ConnPhase.CONNECTING if event.dial_id == state.dial_id:
-            why = f"connect failed: {event.reason}" if event.reason else "connect failed"
-            return _back_off(
-                settings,
-                state,
-                now=event.now,
-                jitter=event.jitter,
-                failures_before=state.failures,
-                teardown=_NO_EFFECTS,
-                why=why,
-            )
-        case (
-            ConnPhase.IDLE
-            | ConnPhase.CONNECTING
-            | ConnPhase.CONNECTED
-            | ConnPhase.BACKING_OFF
-            | ConnPhase.CLOSED
-        ):
-            # About an older dial: the machine already moved on (timeout, close, new dial).
-            return state, _NO_EFFECTS
-        case _:
-            assert_never(state.phase)
+    phase = state.phase
+    if phase is _CONNECTING and event.dial_id == state.dial_id:
+        why = f"connect failed: {event.reason}" if event.reason else "connect failed"
+        return _back_off(
+            settings,
+            state,
+            now=event.now,
+            jitter=event.jitter,
+            failures_before=state.failures,
+            teardown=_NO_EFFECTS,
+            why=why,
+        )
+    if (
+        phase is _IDLE
+        or phase is _CONNECTING
+        or phase is _CONNECTED
+        or phase is _BACKING_OFF
+        or phase is _CLOSED
+    ):
+        # About an older dial: the machine already moved on (timeout, close, new dial).
+        return state, _NO_EFFECTS
+    assert_never(phase)
 
 
 def _on_connection_lost(
     settings: ConnSettings, state: ConnState, event: ConnectionLost
 ) -> tuple[ConnState, tuple[Effect, ...]]:
     _check_dial_id(state, event.dial_id, event)
-    match state.phase:
-        case ConnPhase.CONNECTED if event.dial_id == state.dial_id:
-            stable = _is_stable(settings, state, event.now)
-            why = f"connection lost: {event.reason}" if event.reason else "connection lost"
-            return _back_off(
-                settings,
-                state,
-                now=event.now,
-                jitter=event.jitter,
-                # A connection that stayed up long enough proves the peer healthy again: start
-                # the backoff from scratch rather than from where the last outage left it.
-                failures_before=0 if stable else state.failures,
-                teardown=(CloseSocket(dial_id=state.dial_id),),
-                why=why,
-            )
-        case (
-            ConnPhase.IDLE
-            | ConnPhase.CONNECTING
-            | ConnPhase.CONNECTED
-            | ConnPhase.BACKING_OFF
-            | ConnPhase.CLOSED
-        ):
-            # About an older connection, already torn down when the machine moved on.
-            return state, _NO_EFFECTS
-        case _:
-            assert_never(state.phase)
+    phase = state.phase
+    if phase is _CONNECTED and event.dial_id == state.dial_id:
+        stable = _is_stable(settings, state, event.now)
+        why = f"connection lost: {event.reason}" if event.reason else "connection lost"
+        return _back_off(
+            settings,
+            state,
+            now=event.now,
+            jitter=event.jitter,
+            # A connection that stayed up long enough proves the peer healthy again: start the
+            # backoff from scratch rather than from where the last outage left it.
+            failures_before=0 if stable else state.failures,
+            teardown=(CloseSocket(dial_id=state.dial_id),),
+            why=why,
+        )
+    if (
+        phase is _IDLE
+        or phase is _CONNECTING
+        or phase is _CONNECTED
+        or phase is _BACKING_OFF
+        or phase is _CLOSED
+    ):
+        # About an older connection, already torn down when the machine moved on.
+        return state, _NO_EFFECTS
+    assert_never(phase)
 
 
 def _on_close(state: ConnState) -> tuple[ConnState, tuple[Effect, ...]]:
-    match state.phase:
-        case ConnPhase.CLOSED:
-            return state, _NO_EFFECTS
-        case ConnPhase.IDLE | ConnPhase.BACKING_OFF:
-            teardown: tuple[Effect, ...] = _NO_EFFECTS
-        case ConnPhase.CONNECTING | ConnPhase.CONNECTED:
-            teardown = (CloseSocket(dial_id=state.dial_id),)
-        case _:
-            assert_never(state.phase)
+    phase = state.phase
+    teardown: tuple[Effect, ...]
+    if phase is _CLOSED:
+        return state, _NO_EFFECTS
+    if phase is _IDLE or phase is _BACKING_OFF:
+        teardown = _NO_EFFECTS
+    elif phase is _CONNECTING or phase is _CONNECTED:
+        teardown = (CloseSocket(dial_id=state.dial_id),)
+    else:
+        assert_never(phase)
     new = ConnState(
         phase=_CLOSED,
         addresses=state.addresses,
         dial_id=state.dial_id,
         failures=state.failures,
     )
-    return new, (*teardown, StateChanged(old=state.phase, new=_CLOSED, reason="close requested"))
+    return new, (*teardown, StateChanged(old=phase, new=_CLOSED, reason="close requested"))
 
 
 def check_state(state: ConnState) -> None:

@@ -113,119 +113,120 @@ def encode_request(request: AnyRequest) -> bytes:
     ``LocalProtocolError`` for values that cannot be encoded (an int that overflows its field,
     a string longer than an int32 length, a field of the wrong type).
     """
+    # One function, so the hot requests pay no extra call; a try costs nothing until it raises.
     try:
-        return _encode_request(request)
+        pack = I32.pack
+        match request:
+            # The two hot requests first: match tests its cases in order.
+            case Get(key=key, consistency=consistency):
+                tag = _TAG_ONLY.get(type(consistency))
+                if tag is None:
+                    tag = enc_consistency(consistency)
+                return b"".join((_W_GET, tag, pack(len(key)), key))
+            case Set(key=key, value=value):
+                return b"".join((_W_SET, pack(len(key)), key, pack(len(value)), value))
+            case Exists(key=key, consistency=consistency):
+                return _W[CommandCode.EXISTS] + enc_consistency(consistency) + enc_string(key)
+            case Delete(key=key):
+                return _W[CommandCode.DELETE] + enc_string(key)
+            case Range() | RangeEntries() | RevRangeEntries():
+                code = _RANGE_CODES[type(request)]
+                return b"".join(
+                    (
+                        _W[code],
+                        enc_consistency(request.consistency),
+                        enc_option(request.first),
+                        enc_bool(request.first_inclusive),
+                        enc_option(request.last),
+                        enc_bool(request.last_inclusive),
+                        pack_i32(check_i32(request.max_keys, "max_keys")),
+                    )
+                )
+            case PrefixKeys(prefix=prefix, max_keys=max_keys, consistency=consistency):
+                return b"".join(
+                    (
+                        _W[CommandCode.PREFIX_KEYS],
+                        enc_consistency(consistency),
+                        enc_string(prefix),
+                        pack_i32(check_i32(max_keys, "max_keys")),
+                    )
+                )
+            case TestAndSet(key=key, expected=expected, wanted=wanted):
+                return b"".join(
+                    (_W[CommandCode.TEST_AND_SET], enc_string(key), enc_option(expected))
+                ) + enc_option(wanted)
+            case Sequence(updates=updates, synced=synced):
+                code = CommandCode.SYNCED_SEQUENCE if synced else CommandCode.SEQUENCE
+                # The outer tag is 5 for both commands (§8.4); tag 13 is the server's own.
+                blob = encode_update(USequence(updates=updates))
+                return _W[code] + enc_string(blob)
+            case MultiGet(keys=keys, consistency=consistency):
+                return (
+                    _W[CommandCode.MULTI_GET] + enc_consistency(consistency) + enc_string_list(keys)
+                )
+            case MultiGetOption(keys=keys, consistency=consistency):
+                return (
+                    _W[CommandCode.MULTI_GET_OPTION]
+                    + enc_consistency(consistency)
+                    + enc_string_list(keys)
+                )
+            case Ping(client_id=client_id, cluster_id=cluster_id):
+                return _W_PING + enc_text(client_id) + enc_text(cluster_id)
+            case WhoMaster():
+                return _W[CommandCode.WHO_MASTER]
+            case ExpectProgressPossible():
+                return _W[CommandCode.EXPECT_PROGRESS_POSSIBLE]
+            case Statistics():
+                return _W[CommandCode.STATISTICS]
+            case Collapse(tlogs_to_keep=n):
+                return _W[CommandCode.COLLAPSE_TLOGS] + pack_i32(check_i32(n, "tlogs_to_keep"))
+            case UserFunction(name=name, argument=argument):
+                return _W[CommandCode.USER_FUNCTION] + enc_text(name) + enc_option(argument)
+            case Assert(key=key, expected=expected, consistency=consistency):
+                return b"".join(
+                    (_W[CommandCode.ASSERT], enc_consistency(consistency), enc_string(key))
+                ) + enc_option(expected)
+            case GetKeyCount():
+                return _W[CommandCode.GET_KEY_COUNT]
+            case GetDb():
+                return _W[CommandCode.GET_DB]
+            case Confirm(key=key, value=value):
+                return _W[CommandCode.CONFIRM] + enc_string(key) + enc_string(value)
+            case OptimizeDb():
+                return _W[CommandCode.OPT_DB]
+            case DefragDb():
+                return _W[CommandCode.DEFRAG_DB]
+            case DeletePrefix(prefix=prefix):
+                return _W[CommandCode.DELETE_PREFIX] + enc_string(prefix)
+            case Version():
+                return _W[CommandCode.VERSION]
+            case AssertExists(key=key, consistency=consistency):
+                return (
+                    _W[CommandCode.ASSERT_EXISTS] + enc_consistency(consistency) + enc_string(key)
+                )
+            case DropMaster():
+                return _W[CommandCode.DROP_MASTER]
+            case CurrentState():
+                return _W[CommandCode.CURRENT_STATE]
+            case Replace(key=key, wanted=wanted):
+                return _W[CommandCode.REPLACE] + enc_string(key) + enc_option(wanted)
+            case Nop():
+                return _W[CommandCode.NOP]
+            case FlushStore():
+                return _W[CommandCode.FLUSH_STORE]
+            case GetTxid():
+                return _W[CommandCode.GET_TXID]
+            case CopyDbToHead(tlogs_to_keep=n):
+                return _W[CommandCode.COPY_DB_TO_HEAD] + pack_i32(check_i32(n, "tlogs_to_keep"))
+            case UserHook(name=name, consistency=consistency):
+                return _W[CommandCode.USER_HOOK] + enc_consistency(consistency) + enc_text(name)
+            case Unsupported(code=code):
+                # Only the command word: this codec does not know the arguments of these commands.
+                return _W[code]
+            case _:
+                assert_never(request)
     except (TypeError, AttributeError, struct.error, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode {type(request).__name__}: {exc}") from exc
-
-
-def _encode_request(request: AnyRequest) -> bytes:
-    pack = I32.pack
-    match request:
-        # The two hot requests first: match tests its cases in order.
-        case Get(key=key, consistency=consistency):
-            tag = _TAG_ONLY.get(type(consistency))
-            if tag is None:
-                tag = enc_consistency(consistency)
-            return b"".join((_W_GET, tag, pack(len(key)), key))
-        case Set(key=key, value=value):
-            return b"".join((_W_SET, pack(len(key)), key, pack(len(value)), value))
-        case Exists(key=key, consistency=consistency):
-            return _W[CommandCode.EXISTS] + enc_consistency(consistency) + enc_string(key)
-        case Delete(key=key):
-            return _W[CommandCode.DELETE] + enc_string(key)
-        case Range() | RangeEntries() | RevRangeEntries():
-            code = _RANGE_CODES[type(request)]
-            return b"".join(
-                (
-                    _W[code],
-                    enc_consistency(request.consistency),
-                    enc_option(request.first),
-                    enc_bool(request.first_inclusive),
-                    enc_option(request.last),
-                    enc_bool(request.last_inclusive),
-                    pack_i32(check_i32(request.max_keys, "max_keys")),
-                )
-            )
-        case PrefixKeys(prefix=prefix, max_keys=max_keys, consistency=consistency):
-            return b"".join(
-                (
-                    _W[CommandCode.PREFIX_KEYS],
-                    enc_consistency(consistency),
-                    enc_string(prefix),
-                    pack_i32(check_i32(max_keys, "max_keys")),
-                )
-            )
-        case TestAndSet(key=key, expected=expected, wanted=wanted):
-            return b"".join(
-                (_W[CommandCode.TEST_AND_SET], enc_string(key), enc_option(expected))
-            ) + enc_option(wanted)
-        case Sequence(updates=updates, synced=synced):
-            code = CommandCode.SYNCED_SEQUENCE if synced else CommandCode.SEQUENCE
-            # The outer tag is 5 for both commands (§8.4); tag 13 is the server's own.
-            blob = encode_update(USequence(updates=updates))
-            return _W[code] + enc_string(blob)
-        case MultiGet(keys=keys, consistency=consistency):
-            return _W[CommandCode.MULTI_GET] + enc_consistency(consistency) + enc_string_list(keys)
-        case MultiGetOption(keys=keys, consistency=consistency):
-            return (
-                _W[CommandCode.MULTI_GET_OPTION]
-                + enc_consistency(consistency)
-                + enc_string_list(keys)
-            )
-        case Ping(client_id=client_id, cluster_id=cluster_id):
-            return _W_PING + enc_text(client_id) + enc_text(cluster_id)
-        case WhoMaster():
-            return _W[CommandCode.WHO_MASTER]
-        case ExpectProgressPossible():
-            return _W[CommandCode.EXPECT_PROGRESS_POSSIBLE]
-        case Statistics():
-            return _W[CommandCode.STATISTICS]
-        case Collapse(tlogs_to_keep=n):
-            return _W[CommandCode.COLLAPSE_TLOGS] + pack_i32(check_i32(n, "tlogs_to_keep"))
-        case UserFunction(name=name, argument=argument):
-            return _W[CommandCode.USER_FUNCTION] + enc_text(name) + enc_option(argument)
-        case Assert(key=key, expected=expected, consistency=consistency):
-            return b"".join(
-                (_W[CommandCode.ASSERT], enc_consistency(consistency), enc_string(key))
-            ) + enc_option(expected)
-        case GetKeyCount():
-            return _W[CommandCode.GET_KEY_COUNT]
-        case GetDb():
-            return _W[CommandCode.GET_DB]
-        case Confirm(key=key, value=value):
-            return _W[CommandCode.CONFIRM] + enc_string(key) + enc_string(value)
-        case OptimizeDb():
-            return _W[CommandCode.OPT_DB]
-        case DefragDb():
-            return _W[CommandCode.DEFRAG_DB]
-        case DeletePrefix(prefix=prefix):
-            return _W[CommandCode.DELETE_PREFIX] + enc_string(prefix)
-        case Version():
-            return _W[CommandCode.VERSION]
-        case AssertExists(key=key, consistency=consistency):
-            return _W[CommandCode.ASSERT_EXISTS] + enc_consistency(consistency) + enc_string(key)
-        case DropMaster():
-            return _W[CommandCode.DROP_MASTER]
-        case CurrentState():
-            return _W[CommandCode.CURRENT_STATE]
-        case Replace(key=key, wanted=wanted):
-            return _W[CommandCode.REPLACE] + enc_string(key) + enc_option(wanted)
-        case Nop():
-            return _W[CommandCode.NOP]
-        case FlushStore():
-            return _W[CommandCode.FLUSH_STORE]
-        case GetTxid():
-            return _W[CommandCode.GET_TXID]
-        case CopyDbToHead(tlogs_to_keep=n):
-            return _W[CommandCode.COPY_DB_TO_HEAD] + pack_i32(check_i32(n, "tlogs_to_keep"))
-        case UserHook(name=name, consistency=consistency):
-            return _W[CommandCode.USER_HOOK] + enc_consistency(consistency) + enc_text(name)
-        case Unsupported(code=code):
-            # Only the command word: this codec does not know the arguments of these commands.
-            return _W[code]
-        case _:
-            assert_never(request)
 
 
 _RANGE_CODES: dict[type, CommandCode] = {
@@ -244,6 +245,15 @@ def _decode_response_at(
         raise Short(start)
     rc = unpack_i32(buf, pos)[0]
     if rc == 0:
+        # Fast paths for the two hot answers: a SET's unit and a GET's value.
+        kind = type(request)
+        if kind is Set:
+            return None, start
+        if kind is Get and start + 4 <= len(buf):
+            n = unpack_i32(buf, start)[0]
+            end = start + 4 + n
+            if 0 <= n <= limits.max_string_bytes and end <= len(buf):
+                return bytes(buf[start + 4 : end]), end
         try:
             return decode_result(request, buf, start, limits)
         except CollapseFailed as failed:

@@ -17,6 +17,7 @@ __all__ = [
     "decompress",
     "fsync_dir",
     "read_segment_file",
+    "read_segment_head",
     "unique_path",
     "write_atomic",
     "writer_of",
@@ -102,6 +103,21 @@ def decompress(data: bytes, path: Path) -> bytes:
     except zstandard.ZstdError as exc:
         raise WalCorruptError(path, None, f"archived segment does not decompress: {exc}") from exc
     return out
+
+
+def read_segment_head(path: Path, *, archived: bool, size: int) -> bytes:
+    """The first ``size`` bytes of a segment (decompressing only as much as needed)."""
+    with open(path, "rb") as f:
+        if not archived:
+            return f.read(size)
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
+                out: bytes = reader.read(size)
+        except zstandard.ZstdError as exc:
+            raise WalCorruptError(
+                path, None, f"archived segment does not decompress: {exc}"
+            ) from exc
+        return out
 
 
 def read_segment_file(path: Path, *, archived: bool) -> bytes:

@@ -78,6 +78,7 @@ from ._fs import (
     decompress,
     fsync_dir,
     read_segment_file,
+    read_segment_head,
     unique_path,
     write_atomic,
     writer_of,
@@ -442,8 +443,8 @@ class Wal:
             path = archived[seq] if is_archived else plain[seq]
             m = SEGMENT_RE.match(path.name)
             assert m is not None
-            data = read_segment_file(path, archived=is_archived)
-            header = framing.decode_segment_header(data, str(path))
+            head = read_segment_head(path, archived=is_archived, size=framing.SEGMENT_HEADER_SIZE)
+            header = framing.decode_segment_header(head, str(path))
             if header.seq != seq or header.next_slot != int(m.group(2)):
                 raise WalCorruptError(
                     path,
@@ -459,7 +460,7 @@ class Wal:
                     reset=header.reset,
                     path=path,
                     archived=is_archived,
-                    end=len(data),
+                    end=len(head),
                     final_crc=header.prev_crc,
                 )
             )
@@ -508,6 +509,7 @@ class Wal:
 
         torn: TornTail | None = None
         prev: _Segment | None = None
+        newest_data: bytes | None = None  # of the newest segment holding records
         for k, seg in enumerate(segments):
             live = k == len(segments) - 1
             if live and seg.archived:
@@ -543,6 +545,8 @@ class Wal:
             seg.first_slot = result.first_slot
             seg.last_slot = result.last_slot
             seg.final_crc = result.crc
+            if result.count:
+                newest_data = data
             prev = seg
 
         if not segments:
@@ -556,10 +560,9 @@ class Wal:
         self._refresh_slots()
         newest = next((s for s in reversed(segments) if s.last_slot is not None), None)
         if newest is not None:
-            assert newest.last_slot is not None
-            data = read_segment_file(newest.path, archived=newest.archived)
+            assert newest.last_slot is not None and newest_data is not None
             records, _crc = framing.decode_records(
-                data,
+                newest_data,
                 start=framing.SEGMENT_HEADER_SIZE,
                 stop=newest.end,
                 prev_crc=newest.prev_crc,

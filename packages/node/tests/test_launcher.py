@@ -59,7 +59,13 @@ CHILD = textwrap.dedent(
 class Launcher:
     """A launcher subprocess whose stdout lines are collected by a reader thread."""
 
-    def __init__(self, tmp_path: Path, children: dict[str, str], stop_timeout_secs: float) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        children: dict[str, str],
+        stop_timeout_secs: float,
+        repeat_grace_secs: float = 1.0,
+    ) -> None:
         script = tmp_path / "child.py"
         script.write_text(CHILD)
         specs = [
@@ -72,7 +78,9 @@ class Launcher:
             from parakoon_node.launcher import ChildSpec, run_children
             raw = json.loads(sys.argv[1])
             specs = [ChildSpec(name=s["name"], argv=tuple(s["argv"])) for s in raw]
-            sys.exit(run_children(specs, stop_timeout_secs={stop_timeout_secs}))
+            sys.exit(run_children(
+                specs, stop_timeout_secs={stop_timeout_secs}, repeat_grace_secs={repeat_grace_secs}
+            ))
             """
         )
         self.process = subprocess.Popen(
@@ -213,7 +221,10 @@ def test_child_ignoring_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> N
 
 
 def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
-    launcher = Launcher(tmp_path, {"stubborn": "stubborn"}, stop_timeout_secs=60)
+    # No grace: any later signal is the second Ctrl-C (the default grace is tested below).
+    launcher = Launcher(
+        tmp_path, {"stubborn": "stubborn"}, stop_timeout_secs=60, repeat_grace_secs=0
+    )
     try:
         launcher.wait_for(lambda line: line == "stubborn | ready", "ready")
         launcher.process.send_signal(signal.SIGINT)
@@ -226,6 +237,35 @@ def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
         launcher.kill()
     assert code == 1
     assert "launcher | second signal: killing all nodes (SIGKILL)" in launcher.lines
+
+
+def test_a_repeated_signal_within_the_grace_is_the_same_request(tmp_path: Path) -> None:
+    # `uv run parakoon cluster` + Ctrl-C: the launcher gets SIGINT from the terminal and again
+    # from uv, at once. That is one request to stop, not the second one that kills. A long grace
+    # makes the test independent of the machine's speed; the child ignores SIGTERM so that the
+    # launcher is still there for the repeat.
+    launcher = Launcher(
+        tmp_path, {"stubborn": "stubborn"}, stop_timeout_secs=60, repeat_grace_secs=30
+    )
+    try:
+        pid = pid_of(launcher, "stubborn")
+        launcher.wait_for(lambda line: line == "stubborn | ready", "ready")
+        launcher.process.send_signal(signal.SIGINT)
+        launcher.wait_for(lambda line: line == "stubborn | ignoring SIGTERM", "SIGTERM seen")
+        launcher.process.send_signal(signal.SIGINT)
+        launcher.wait_for(
+            lambda line: (
+                line == "launcher | SIGINT again at once: taken as the same request to stop"
+            ),
+            "the repeat noticed",
+        )
+        assert launcher.process.poll() is None
+        os.kill(pid, signal.SIGKILL)  # end the test without waiting for the stop timeout
+        code = launcher.finish()
+    finally:
+        launcher.kill()
+    assert code == 1
+    assert not any("killing all nodes" in line for line in launcher.lines)
 
 
 def test_a_child_exiting_on_its_own_leaves_the_others_running(tmp_path: Path) -> None:

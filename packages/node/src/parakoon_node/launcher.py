@@ -17,7 +17,9 @@ then stops the cluster in one controlled way:
 1. SIGINT or SIGTERM to the launcher: SIGTERM to every running child at once;
 2. wait up to ``stop_timeout_secs`` for all of them to exit (a node stops accepting work,
    finishes what it has made durable, closes its files and exits 0);
-3. children still running then get SIGKILL, and so do all of them on a second Ctrl-C.
+3. children still running then get SIGKILL, and so do all of them on a second Ctrl-C (one
+   that comes at least :data:`REPEAT_SIGNAL_GRACE_SECS` after the first: ``uv run`` forwards
+   the terminal's SIGINT to us although we got it already, so one Ctrl-C may arrive twice).
 
 On Linux each child also asks the kernel for SIGTERM should the launcher die without cleaning
 up (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the launcher leaves no orphaned nodes behind.
@@ -56,6 +58,10 @@ LINE_BYTES_MAX: Final = 64 * 1024
 READ_CHUNK_BYTES: Final = 64 * 1024
 # How often the loop looks at the children even when no output arrives (to notice exits).
 POLL_SECS: Final = 0.2
+# A terminal's Ctrl-C reaches every process of the foreground group, and wrappers such as
+# `uv run` also forward the SIGINT they got to us: one key press can arrive twice within
+# milliseconds. Signals this close to the first are the same request, not the second Ctrl-C.
+REPEAT_SIGNAL_GRACE_SECS: Final = 1.0
 LAUNCHER_NAME: Final = "launcher"
 
 # One ANSI color per node, cycled; launcher messages are bold.
@@ -193,11 +199,14 @@ def run_children(
     out: TextIO | None = None,
     colors: bool = False,
     on_started: Callable[[Sequence[int]], None] | None = None,
+    repeat_grace_secs: float = REPEAT_SIGNAL_GRACE_SECS,
 ) -> int:
     """Run ``specs`` as children, relay their output, stop them on SIGINT/SIGTERM (see module).
 
     Must run in the main thread (it installs signal handlers, and restores the old ones on exit).
     ``on_started`` receives the children's pids once all have started (tests use it).
+    A signal within ``repeat_grace_secs`` of the first is taken as a repeat of it, not as the
+    second Ctrl-C that kills (see :data:`REPEAT_SIGNAL_GRACE_SECS`).
     """
     stream = out if out is not None else sys.stdout
     relay = _Relay(stream, [spec.name for spec in specs], colors)
@@ -205,10 +214,11 @@ def run_children(
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
-    signals_seen: list[int] = []
+    # (signal number, monotonic arrival time); appended by the handler, read by the loop.
+    signals_seen: list[tuple[int, float]] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        signals_seen.append(signum)
+        signals_seen.append((signum, time.monotonic()))
         with contextlib.suppress(BlockingIOError):
             os.write(wake_write, b"\0")
 
@@ -232,7 +242,7 @@ def run_children(
                 )
             except OSError as exc:
                 relay.say(f"cannot start {spec.name}: {exc}; stopping the others")
-                signals_seen.append(signal.SIGTERM)
+                signals_seen.append((signal.SIGTERM, time.monotonic()))
                 break
             assert process.stdout is not None
             os.set_blocking(process.stdout.fileno(), False)
@@ -249,6 +259,7 @@ def run_children(
             signals_seen=signals_seen,
             relay=relay,
             stop_timeout_secs=stop_timeout_secs,
+            repeat_grace_secs=repeat_grace_secs,
             start_failed=len(children) < len(specs),
         )
     finally:
@@ -270,28 +281,32 @@ def _supervise(
     *,
     selector: selectors.BaseSelector,
     wake_read: int,
-    signals_seen: list[int],
+    signals_seen: list[tuple[int, float]],
     relay: _Relay,
     stop_timeout_secs: float,
+    repeat_grace_secs: float,
     start_failed: bool,
 ) -> int:
     """The launcher's loop: relay output, notice exits, carry out the stop sequence."""
     stopping_since: float | None = None
+    first_signal_at = 0.0
     killed = False
     handled_signals = 0
     failed = start_failed
     while True:
         # Signals first: the first one starts the stop, a second one (or the timeout) kills.
-        if len(signals_seen) > handled_signals:
-            new = signals_seen[handled_signals:]
-            handled_signals = len(signals_seen)
+        while handled_signals < len(signals_seen):
+            signum, arrived = signals_seen[handled_signals]
+            handled_signals += 1
+            name = signal.Signals(signum).name
             if stopping_since is None:
-                name = signal.Signals(new[0]).name
                 relay.say(f"{name}: stopping all nodes (SIGTERM; Ctrl-C again to kill)")
                 stopping_since = time.monotonic()
+                first_signal_at = arrived
                 _signal_all(children, signal.SIGTERM)
-                new = new[1:]
-            if new and not killed:
+            elif arrived - first_signal_at < repeat_grace_secs:
+                relay.say(f"{name} again at once: taken as the same request to stop")
+            elif not killed:
                 relay.say("second signal: killing all nodes (SIGKILL)")
                 killed = _kill_all(children) or killed
         if (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from parakoon_client import errors
 from parakoon_client._core import (
@@ -235,3 +237,80 @@ def test_settings_are_checked(kwargs: dict[str, object], needle: str) -> None:
         ClientCore("test", NODES, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cluster_id"):
         ClientCore("", NODES)
+
+
+# --- The retry loop as a whole, on a simulated clock. -------------------------------------------
+
+FAILURES = [
+    NOT_SENT,
+    SENT,
+    errors.ArakoonTimeout("slow", node="a", request_sent=True),
+    NotMaster("b"),
+    NotMaster("None"),
+    errors.GoingDown("closing socket"),
+    errors.NoLongerMaster("lost"),
+    errors.InconsistentRead("store not fresh enough"),
+    errors.NotFound("k"),
+]
+
+
+@given(
+    outcomes=st.lists(st.sampled_from(range(len(FAILURES) + 1)), min_size=1, max_size=60),
+    which=st.sampled_from(["get", "set", "delete", "test_and_set"]),
+    retry_secs=st.floats(min_value=0.0, max_value=5.0),
+)
+def test_the_loop_keeps_its_promises(outcomes: list[int], which: str, retry_secs: float) -> None:
+    """Drive after_failure like the clients do, each attempt taking a full timeout.
+
+    Promises: the call ends within retry_secs + timeout_secs; an operation that is not safe to
+    repeat is never sent again once it may have been executed; a write whose outcome may be
+    unknown never ends in a plain error that hides it.
+    """
+    c = ClientCore(
+        "test",
+        NODES,
+        timeout_secs=1.0,
+        retry_secs=retry_secs,
+        backoff=Backoff(backoff_secs_min=0.1, backoff_secs_max=1.0),
+        rng=random.Random(0),
+    )
+    op = {
+        "get": op_get(b"k", CONSISTENT),
+        "set": op_set(b"k", b"v"),
+        "delete": op_delete(b"k"),
+        "test_and_set": op_test_and_set(b"k", None, b"v"),
+    }[which]
+    now = 0.0
+    call = c.start_call(op, pinned=None, now=now)
+    maybe_executed = 0
+    for index in outcomes:
+        now += min(call.timeout_secs, call.deadline - now)  # the attempt used its whole budget
+        if index == len(FAILURES):
+            break  # success
+        error = FAILURES[index]
+        if errors_executed(error):
+            maybe_executed += 1
+        action = c.after_failure(call, "a", error, now=now)
+        if action.error is not None:
+            if op.is_write and maybe_executed and not isinstance(error, errors.NotFound):
+                assert isinstance(action.error, OutcomeUnknown) or not _is_transient(error)
+            break
+        assert 0 <= action.delay_secs <= 1.0
+        now += action.delay_secs
+        assert now <= call.retry_deadline
+    assert now <= retry_secs + 1.0 + 1e-9
+    if op.retry is Retry.UNTIL_SENT:
+        assert maybe_executed <= 1
+
+
+def errors_executed(error: errors.ArakoonError) -> bool:
+    return isinstance(error, errors.NoLongerMaster) or (
+        isinstance(error, ArakoonNotConnected) and error.request_sent
+    )
+
+
+def _is_transient(error: errors.ArakoonError) -> bool:
+    return isinstance(
+        error,
+        ArakoonNotConnected | NotMaster | errors.GoingDown | errors.NoLongerMaster,
+    )

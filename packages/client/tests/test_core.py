@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from parakoon_client import errors
 from parakoon_client._core import (
     ClientCore,
+    Op,
     Route,
     op_delete,
     op_for_request,
@@ -274,12 +276,13 @@ def test_the_loop_keeps_its_promises(outcomes: list[int], which: str, retry_secs
         backoff=Backoff(backoff_secs_min=0.1, backoff_secs_max=1.0),
         rng=random.Random(0),
     )
-    op = {
+    ops: dict[str, Op[Any]] = {
         "get": op_get(b"k", CONSISTENT),
         "set": op_set(b"k", b"v"),
         "delete": op_delete(b"k"),
         "test_and_set": op_test_and_set(b"k", None, b"v"),
-    }[which]
+    }
+    op = ops[which]
     now = 0.0
     call = c.start_call(op, pinned=None, now=now)
     maybe_executed = 0

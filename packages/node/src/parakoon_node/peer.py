@@ -142,6 +142,8 @@ class PeerLink:
         return self.state.phase is conn.ConnPhase.CONNECTED
 
     def offer(self, frame: bytes) -> None:
+        if self.queue.closed:
+            return  # shutting down: a message now would go nowhere anyway
         self.queue.put_nowait(frame)
         # Before run() started, the frame just waits: run() asks for the connection itself.
         if self._tg is not None and self.state.phase is conn.ConnPhase.IDLE:
@@ -241,7 +243,7 @@ class PeerLink:
                 stream = self._streams.get(dial_id)
                 if stream is None:
                     # The connection went away while we waited: these frames are lost, which
-                    # the protocol tolerates (counted as drops by the queue's statistics).
+                    # the protocol tolerates (the queue counts them as taken, not dropped).
                     return
                 await stream.send(b"".join(frames))
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:

@@ -245,3 +245,12 @@ async def test_many_clients_in_parallel() -> None:
             for index in range(clients_n):
                 tg.start_soon(worker, index, partial(client_for, {"node_0": port}))
         assert backend.store.key_count() == clients_n * ops_n
+
+
+async def test_large_answers_arrive_in_many_pieces() -> None:
+    async with servers() as srv:
+        port = await srv.start(LocalBackend(cluster_id=CLUSTER_ID))
+        big = bytes(range(256)) * 16 * 1024
+        async with client_for({"node_0": port}) as client:
+            await client.set(b"big", big)
+            assert await client.get(b"big") == big

@@ -547,3 +547,18 @@ def test_node_down_for_good(start: Callable[..., RunningServer]) -> None:
     with client, pytest.raises(ArakoonNotConnected, match="cannot connect"):
         client.get(b"k")
     assert time.monotonic() - started < 0.3 + 1.0
+
+
+def test_large_answers_arrive_in_many_pieces(start: Callable[..., RunningServer]) -> None:
+    _, client = single(start)
+    big = bytes(range(256)) * 16 * 1024  # 4 MiB: many receives, below the 8 MiB value limit
+    with client:
+        client.set(b"big", big)
+        assert client.get(b"big") == big
+        with client.sequence() as seq:
+            for i in range(2000):
+                seq.set(f"many{i:05d}".encode(), b"x" * 100)
+        entries = client.range_entries(b"many")
+        assert len(entries) == 2000
+        assert entries[0] == (b"many00000", b"x" * 100)
+        assert client.prefix(b"many", max_keys=3) == [b"many00000", b"many00001", b"many00002"]

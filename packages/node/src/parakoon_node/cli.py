@@ -193,10 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--phases",
         default=None,
         metavar="LIST",
-        help="comma-separated phases to run (default: all the bench offers)",
+        help="comma-separated phases (default: all: set,get,get-ng,seq10,mixed)",
     )
     bench.add_argument(
         "--json", default=None, metavar="PATH", help="also write the results as JSON to PATH"
+    )
+    bench.add_argument(
+        "--procs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the clients (default: min(4, CPUs))",
+    )
+    bench.add_argument(
+        "--seed", type=int, default=1, metavar="N", help="seed of the key choices (default: 1)"
     )
     bench.set_defaults(run=run_bench)
 

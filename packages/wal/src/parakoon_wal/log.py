@@ -349,7 +349,10 @@ class Wal:
             append_entries_max=append_entries_max,
         )
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            # the new directory's own entry must survive a crash too
+            fsync_dir(path.resolve().parent)
         lock_fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -585,7 +588,9 @@ class Wal:
 
     def _cut_torn_tail(self, path: Path, data: bytes, offset: int, reason: str) -> TornTail:
         torn_dir = self._dir / TORN_DIR
-        torn_dir.mkdir(exist_ok=True)
+        if not torn_dir.is_dir():
+            torn_dir.mkdir()
+            fsync_dir(self._dir)
         saved = unique_path(torn_dir / f"{path.name}.{offset:012d}.torn")
         with open(saved, "wb") as f:
             f.write(data[offset:])

@@ -7,6 +7,8 @@ exact bytes the reference server writes before closing, or None for a silent clo
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from parakoon_client.codec import (
@@ -21,10 +23,13 @@ from parakoon_client.codec import (
     Limits,
     LocalProtocolError,
     MultiGet,
+    MultiGetOption,
     Prologue,
     Range,
+    RangeEntries,
     RemoteProtocolError,
     Replace,
+    Request,
     RequestDecoder,
     ResponseDecoder,
     Sequence,
@@ -295,3 +300,33 @@ def test_collapse_stream_with_an_error_record() -> None:
         len(data),
     )
     assert decode_response(Collapse(tlogs_to_keep=1), data[:-1]) is NEED_DATA
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4096])
+def test_long_lists_in_small_chunks(chunk: int) -> None:
+    """A long list arriving in many chunks decodes to the same value on both sides (the
+    decoders skip over what arrived instead of re-parsing from the start, see ListScan)."""
+    keys = tuple(b"key-%05d" % i for i in range(2000 if chunk > 1 else 300))
+    request = MultiGet(keys=keys)
+    data = encode_request(request)
+    decoder = _decoder()
+    events = []
+    for i in range(0, len(data), chunk):
+        decoder.feed(data[i : i + chunk])
+        while (event := decoder.next_event()) is not NEED_DATA:
+            events.append(event)
+    assert events == [request]
+    cases: list[tuple[Request[Any], object]] = [
+        (Range(), list(keys)),
+        (RangeEntries(), [(k, k + b"!") for k in keys]),
+        (MultiGetOption(keys=keys), [None if i % 3 else k for i, k in enumerate(keys)]),
+    ]
+    for kind, result in cases:
+        response = encode_response(kind, result)
+        client: ResponseDecoder[Any] = ResponseDecoder(kind)
+        got: object = NEED_DATA
+        for i in range(0, len(response), chunk):
+            assert got is NEED_DATA
+            client.feed(response[i : i + chunk])
+            got = client.next_event()
+        assert got == result

@@ -69,7 +69,9 @@ from ._types import (
 from ._updates import encode_update
 from ._wire import (
     I32,
+    ListScan,
     Short,
+    ShortInList,
     check_i32,
     enc_bool,
     enc_consistency,
@@ -79,6 +81,7 @@ from ._wire import (
     enc_text,
     pack_i32,
     read_string,
+    scan_list,
     unpack_i32,
 )
 
@@ -296,17 +299,19 @@ class ResponseDecoder(Generic[R]):
     server never sends any, so a client may treat them as a protocol error).
 
     Re-parsing is bounded: after an incomplete attempt the decoder waits until the buffer holds
-    at least the length the attempt stopped at, so a response arriving in k chunks is parsed
-    O(k) times only when every chunk crosses a field boundary.
+    at least the length the attempt stopped at, and a long list is skipped over from where the
+    last attempt left it (``ListScan``), so a response is parsed in full once, however many
+    chunks it arrives in.
     """
 
-    __slots__ = ("_buf", "_done", "_limits", "_need", "_request", "_trailing")
+    __slots__ = ("_buf", "_done", "_limits", "_need", "_request", "_scan", "_trailing")
 
     def __init__(self, request: Request[R], *, limits: Limits = DEFAULT_LIMITS) -> None:
         self._request = cast(AnyRequest, request)
         self._limits = limits
         self._buf = bytearray()
         self._need = 4
+        self._scan: ListScan | None = None
         self._done = False
         self._trailing = b""
 
@@ -328,6 +333,10 @@ class ResponseDecoder(Generic[R]):
         if len(buf) < self._need:
             return NEED_DATA
         try:
+            if self._scan is not None:
+                # Skip the list elements that arrived since the last attempt (see ListScan).
+                scan_list(buf, self._scan)
+                self._scan = None
             value, end = _decode_response_at(self._request, buf, 0, self._limits)
         except Short as short:
             if short.needed > self._limits.max_request_bytes:
@@ -335,6 +344,8 @@ class ResponseDecoder(Generic[R]):
                     f"response needs {short.needed} bytes, over the limit of "
                     f"{self._limits.max_request_bytes}"
                 ) from None
+            if isinstance(short, ShortInList):
+                self._scan = short.scan
             self._need = short.needed
             return NEED_DATA
         self._done = True

@@ -71,7 +71,10 @@ from ._wire import (
     NONE,
     TRUE,
     Buffer,
+    ListScan,
+    Shape,
     Short,
+    ShortInList,
     check_i32,
     check_i64,
     enc_consistency,
@@ -294,18 +297,23 @@ def _dec_keys_reversed(buf: Buffer, pos: int, limits: Limits) -> tuple[list[byte
     keys: list[bytes] = []
     append = keys.append
     size = len(buf)
-    for _ in range(n):
+    for i in range(n):
         # Inlined read_string: this loop is the hot part of every range answer.
         start = pos + 4
-        if start > size:
-            raise Short(start)
-        length = unpack_i32(buf, pos)[0]
-        if length < 0 or length > smax:
-            read_string(buf, pos, smax, "list element")  # raises with the full message
-        pos = start + length
-        if pos > size:
-            raise Short(pos)
-        append(bytes(buf[start:pos]))
+        if start <= size:
+            length = unpack_i32(buf, pos)[0]
+            end = start + length
+            if end <= size and 0 <= length <= smax:
+                append(bytes(buf[start:end]))
+                pos = end
+                continue
+        # Incomplete or invalid: the general reader raises the right error, or Short.
+        try:
+            read_string(buf, pos, smax, "list element")
+        except Short as short:
+            scan = ListScan(resume=pos, remaining=n - i, shape=Shape.STRING, limit=smax)
+            raise ShortInList(short.needed, scan) from None
+        raise AssertionError("unreachable: read_string accepted what the fast path refused")
     keys.reverse()
     return keys, pos
 
@@ -316,10 +324,15 @@ def _dec_pairs_reversed(
     n, pos = read_count(buf, pos, limits.max_list_items, "pair list result")
     smax = limits.max_string_bytes
     pairs: list[tuple[bytes, bytes]] = []
-    for _ in range(n):
-        key, pos = read_string(buf, pos, smax, "pair key")
-        value, pos = read_string(buf, pos, smax, "pair value")
+    for i in range(n):
+        try:
+            key, after_key = read_string(buf, pos, smax, "pair key")
+            value, after_value = read_string(buf, after_key, smax, "pair value")
+        except Short as short:
+            scan = ListScan(resume=pos, remaining=n - i, shape=Shape.PAIR, limit=smax)
+            raise ShortInList(short.needed, scan) from None
         pairs.append((key, value))
+        pos = after_value
     pairs.reverse()
     return pairs, pos
 
@@ -328,9 +341,14 @@ def _dec_options_same(buf: Buffer, pos: int, limits: Limits) -> tuple[list[bytes
     n, pos = read_count(buf, pos, limits.max_list_items, "option list result")
     smax = limits.max_string_bytes
     values: list[bytes | None] = []
-    for _ in range(n):
-        value, pos = read_option(buf, pos, smax, "option list element")
+    for i in range(n):
+        try:
+            value, after = read_option(buf, pos, smax, "option list element")
+        except Short as short:
+            scan = ListScan(resume=pos, remaining=n - i, shape=Shape.OPTION, limit=smax)
+            raise ShortInList(short.needed, scan) from None
         values.append(value)
+        pos = after
     return values, pos
 
 

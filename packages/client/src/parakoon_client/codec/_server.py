@@ -98,7 +98,9 @@ from ._types import (
 from ._updates import decode_update_prefix
 from ._wire import (
     Buffer,
+    ListScan,
     Short,
+    ShortInList,
     enc_string,
     read_bool,
     read_consistency,
@@ -107,6 +109,7 @@ from ._wire import (
     read_string,
     read_string_list,
     read_text,
+    scan_list,
     unpack_i32,
     unpack_u32,
 )
@@ -429,7 +432,7 @@ class RequestDecoder:
     returns one, and O(1) when the buffer is still shorter than the last attempt needed.
     """
 
-    __slots__ = ("_buf", "_consumed", "_limits", "_need", "_pos", "_state")
+    __slots__ = ("_buf", "_consumed", "_limits", "_need", "_pos", "_scan", "_state")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, *, expect_prologue: bool = True) -> None:
         self._limits = limits
@@ -438,6 +441,7 @@ class RequestDecoder:
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._need = 0
+        self._scan: ListScan | None = None  # where a long key list was left off (see ListScan)
         self._consumed = 0  # stream offset of self._buf[0], for error messages
         self._state = _PROLOGUE if expect_prologue else _REQUESTS
 
@@ -463,25 +467,28 @@ class RequestDecoder:
         pos = self._pos
         if pos == len(buf):
             # Nothing pending: keep the chunk itself (bytes() of a bytes object is no copy).
-            self._consumed += pos
             self._buf = data if type(data) is bytes else bytes(data)
-            self._pos = 0
-            if self._need:
-                self._need -= pos
+            if pos:
+                self._shift(pos)
             return
         if type(buf) is bytes:
-            self._consumed += pos
             buf = bytearray(memoryview(buf)[pos:])
-            self._need -= pos
-            self._pos = 0
+            self._shift(pos)
         elif isinstance(buf, bytearray) and pos > 65536 and pos * 2 > len(buf):
             # Drop consumed bytes once they are the larger part, keeping appends amortised O(1).
             del buf[:pos]
-            self._consumed += pos
-            self._need -= pos
-            self._pos = 0
+            self._shift(pos)
         buf += data
         self._buf = buf
+
+    def _shift(self, dropped: int) -> None:
+        """The first ``dropped`` bytes of the buffer are gone: move every offset kept."""
+        if dropped:
+            self._consumed += dropped
+            self._pos -= dropped
+            self._need = max(0, self._need - dropped)
+            if self._scan is not None:
+                self._scan.resume -= dropped
 
     def next_event(self) -> Prologue | AnyRequest | NeedData:
         """The next prologue or request, or NEED_DATA."""
@@ -492,6 +499,10 @@ class RequestDecoder:
         state = self._state
         event: Prologue | AnyRequest
         try:
+            if self._scan is not None:
+                # Skip the list elements that arrived since the last attempt (see ListScan).
+                scan_list(buf, self._scan)
+                self._scan = None
             if state is _REQUESTS:
                 start = pos + 4
                 if start > len(buf):
@@ -525,6 +536,8 @@ class RequestDecoder:
                     f"request at stream offset {self._at(pos)} needs more than "
                     f"{self._limits.max_request_bytes} bytes"
                 ) from None
+            if isinstance(short, ShortInList):
+                self._scan = short.scan
             self._need = short.needed
             return NEED_DATA
         except RemoteProtocolError as exc:

@@ -12,7 +12,9 @@ Byte order is little-endian everywhere (§2, §13 item 1), always spelled out wi
 
 from __future__ import annotations
 
+import enum
 import struct
+from dataclasses import dataclass
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._types import CONSISTENT, NO_GUARANTEES, AtLeast, Consistency, Consistent, NoGuarantees
@@ -49,6 +51,89 @@ class Short(Exception):
     def __init__(self, needed: int) -> None:
         super().__init__(needed)
         self.needed = needed
+
+
+class Shape(enum.Enum):
+    """What one element of a list is, for skipping over it without building it."""
+
+    STRING = "string"
+    PAIR = "pair of strings"
+    OPTION = "option of string"
+
+
+@dataclass(slots=True)
+class ListScan:
+    """Where a list that ended the buffer was left off: the next element starts at ``resume``
+    and ``remaining`` elements of ``shape`` (strings of at most ``limit`` bytes) are missing.
+
+    A decoder keeps this after ``NEED_DATA`` and, when more bytes arrive, first skips over the
+    new elements from ``resume`` (:func:`scan_list`) instead of parsing the whole message again.
+    Without it a list arriving in k chunks would be parsed k times from its start: quadratic.
+    """
+
+    resume: int
+    remaining: int
+    shape: Shape
+    limit: int
+
+
+class ShortInList(Short):
+    """A :class:`Short` raised inside a list, with where to resume skipping."""
+
+    __slots__ = ("scan",)
+
+    def __init__(self, needed: int, scan: ListScan) -> None:
+        super().__init__(needed)
+        self.scan = scan
+
+
+def _skip_string(buf: Buffer, pos: int, limit: int) -> int:
+    """End of the string at ``pos``; -1 if its length is invalid (the full parse reports it)."""
+    start = pos + 4
+    if start > len(buf):
+        raise Short(start)
+    n: int = unpack_i32(buf, pos)[0]
+    if n < 0 or n > limit:
+        return -1
+    end = start + n
+    if end > len(buf):
+        raise Short(end)
+    return end
+
+
+def scan_list(buf: Buffer, scan: ListScan) -> bool:
+    """Skip the list's elements that are complete in ``buf``, updating ``scan`` in place.
+
+    Returns True once the list is complete (or malformed: the full parse then says how), and
+    raises :class:`Short` when the buffer ends inside an element. O(elements skipped).
+    """
+    pos = scan.resume
+    remaining = scan.remaining
+    shape = scan.shape
+    limit = scan.limit
+    while remaining:
+        if shape is Shape.STRING:
+            pos = _skip_string(buf, pos, limit)
+        elif shape is Shape.PAIR:
+            pos = _skip_string(buf, pos, limit)
+            if pos >= 0:
+                pos = _skip_string(buf, pos, limit)
+        else:
+            if pos >= len(buf):
+                raise Short(pos + 1)
+            tag = buf[pos]
+            if tag == 1:
+                pos = _skip_string(buf, pos + 1, limit)
+            elif tag == 0:
+                pos += 1
+            else:
+                pos = -1
+        if pos < 0:
+            return True
+        remaining -= 1
+        scan.resume = pos
+        scan.remaining = remaining
+    return True
 
 
 # --- writers -----------------------------------------------------------------------------------
@@ -202,8 +287,12 @@ def read_string_list(
     n, pos = read_count(buf, pos, count_limit, what)
     items: list[bytes] = []
     append = items.append
-    for _ in range(n):
-        item, pos = read_string(buf, pos, string_limit, what)
+    for i in range(n):
+        try:
+            item, pos = read_string(buf, pos, string_limit, what)
+        except Short as short:
+            scan = ListScan(resume=pos, remaining=n - i, shape=Shape.STRING, limit=string_limit)
+            raise ShortInList(short.needed, scan) from None
         append(item)
     return items, pos
 

@@ -4,6 +4,28 @@ The vocabulary is in :mod:`parakoon_paxos.types`, the transition rules and the e
 :mod:`parakoon_paxos.core`, the wire helpers in :mod:`parakoon_paxos.wire`.
 """
 
+from .core import (
+    Candidate,
+    CatchingUp,
+    Common,
+    Follower,
+    Leader,
+    Proposal,
+    RecoveryError,
+    RequestQueue,
+    State,
+    applied_i,
+    ballot,
+    check_invariants,
+    initial_state,
+    lease_valid,
+    master,
+    next_ballot,
+    next_deadline,
+    owner,
+    role,
+    step,
+)
 from .types import (
     NOP,
     Accept,
@@ -54,6 +76,26 @@ from .wire import (
 )
 
 __all__ = [
+    "Candidate",
+    "CatchingUp",
+    "Common",
+    "Follower",
+    "Leader",
+    "Proposal",
+    "RecoveryError",
+    "RequestQueue",
+    "State",
+    "applied_i",
+    "ballot",
+    "check_invariants",
+    "initial_state",
+    "lease_valid",
+    "master",
+    "next_ballot",
+    "next_deadline",
+    "owner",
+    "role",
+    "step",
     "NOP",
     "Accept",
     "Accepted",

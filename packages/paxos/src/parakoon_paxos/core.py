@@ -1,0 +1,1114 @@
+# The private handlers take (config, state, ..., now, out) positionally on the hot path.
+# ruff: noqa: PLR0917
+"""The transition rules of parakoon's Multi-Paxos core: ``step(config, state, event, now)``.
+
+Theory of operation
+===================
+
+A cluster of voters agrees on a sequence of *slots* 0, 1, 2, ..., each holding one *value*: a
+client :class:`~parakoon_paxos.types.Batch` or a lease value
+:class:`~parakoon_paxos.types.MasterSet`. This module is the whole protocol of one node as a pure
+function. It reads no clock (``now`` is an argument, the node's monotonic seconds), draws no
+randomness of its own (a xorshift generator lives in the state, seeded by the driver), does no I/O
+and logs nothing: what must happen in the world is returned as a list of *effects*, and what
+happened in the world comes back as *events*. Section numbers (§5.2, S6, R2, ...) refer to
+``multipaxos-design-notes.md``.
+
+Ballots (§1). The voter of rank r (position in the sorted names) owns the ballots n > 0 with
+n mod N = r, so a ballot names its owner; ``Accepted(n, i)`` goes to ``owner(n)``. Negative
+ballots are probes that never win.
+
+Roles. A node is in exactly one of four frozen states, each carrying the :class:`Common` part
+(ballot, applied slot, last log entry, lease view, respect window, generator):
+
+* ``Follower``: accepts from the leader of the highest ballot it has seen, learns that slot i is
+  chosen when slot i+1 arrives under the same ballot, and runs an election when its view of the
+  lease has run out (checked L x 1.1-1.2 after the last lease it applied).
+* ``Candidate``: has broadcast ``Prepare(n, i)`` with ``i = applied_i + 1`` and counts promises.
+  Once Q promises (itself included) are in, it proposes the highest-ballot value any of them
+  reported for slot i (**[stronger]**, textbook Paxos), or, if none, whatever an idle leader
+  would propose.
+* ``Leader``: one slot in flight (S5). A slot is chosen when the leader's own ``Persisted`` plus
+  ``Accepted`` from distinct voters reach Q; it then emits ``Apply``, waits for ``Applied``,
+  replies to the clients of that batch and proposes the next value: a lease renewal when due, else
+  every queued client request up to the batch bounds, else a ``Nop`` right after a ``MasterSet``
+  (followers learn a slot only when the next one arrives).
+* ``CatchingUp``: has asked the driver (``StartCatchup``) to copy every chosen slot from a peer
+  that is ahead; ``CatchupDone`` makes it a follower again.
+
+Every node answers ``Prepare`` by §5.2 in order: learners' prepares are refused; a live lease
+held by someone other than the sender makes the node ignore it (the lease guard); a stale ballot
+or a candidate that is behind gets a ``Nak`` with our ballot and next slot; a recent promise to
+another candidate (the respect window, L/4) makes us ignore it; otherwise we persist the promise
+(**[stronger]**), answer ``Promise(n, my_next, entry at my_next)`` and follow, or catch up if the
+candidate is ahead of us.
+
+Following (§5.5), with ``a = applied_i``: an ``Accept(n', i')`` with ``n'`` below our ballot
+gets a ``Nak`` (so a deposed leader learns quickly); ``i' = a + 1`` is written (it may replace an
+unchosen last entry, S3); ``i' = a + 2`` when our last entry is ``(a + 1, n')`` first applies that
+entry (the leader of n' proposes a+2 only once a+1 is chosen, and it proposed exactly one value at
+a+1 under n', the one we hold) and then writes; ``i' <= a`` is re-acknowledged (or rewritten under
+the newer ballot); anything further ahead means we are behind: catch up from the sender.
+
+Leases (§5.6). The lease is a log value. A node that applies ``MasterSet(m)`` records the view
+``(m, now)``; while ``now - start < L`` it ignores prepares from anyone but m. The leader starts
+its own lease at the *proposal* time of a fresh ``MasterSet(me)`` and trusts it only for
+``L * (1 - d) / (1 + d)``, d being ``Config.clock_drift``: every follower that applied the value
+started later and measures a full L on a clock whose rate differs by at most d, so its guard ends
+after the leader's belief does. A ``MasterSet`` re-proposed from an older ballot never grants the
+leader a lease (its followers' views may have started long ago); and a new leader whose applied
+view names another live holder (for instance because it just re-proposed that holder's lease)
+waits until that view expires before proposing ``MasterSet(me)``. A restarted node that has a log
+treats the remembered lease as starting now (R2), holder unknown if the driver cannot tell.
+
+Effect contract
+===============
+
+``step`` returns ``(new_state, effects)``. The driver must:
+
+1. Execute effects in list order, except that a ``Send``, ``Broadcast`` or ``Reply`` must not go
+   out before every ``Persist`` / ``PersistPromise`` that precedes it *in the same list* is
+   durable. The lists are built so that this is exactly what correctness needs: a leader's
+   ``Broadcast(Accept)`` comes *before* its own ``Persist`` (it need not wait; it counts itself
+   only on ``Persisted``), while ``Promise`` comes after the ``PersistPromise`` it depends on.
+   A follower's ``Accepted`` is never in the list with its ``Persist``: it is emitted when the
+   driver reports ``Persisted(i, n)``.
+2. Answer every ``Persist(entry)`` with ``Persisted(entry.i, entry.n)`` once it is durable (a lost
+   answer only delays the protocol; a false one breaks S2).
+3. Execute ``Apply`` effects in the order emitted (they are in slot order, S4), each atomically
+   with the store's ``applied_i`` (R6), and answer each with ``Applied(i, results)``: one result
+   per payload of the batch. The leader replies to clients only after ``Applied`` (S9).
+4. Answer ``StartCatchup`` with ``CatchupDone`` (after the copied slots are durable and applied)
+   or ``CatchupFailed``. The source must serve only slots up to its own applied slot (S8).
+5. Call ``step`` with ``Tick()`` at least every ~L/20, or at ``next_deadline``.
+
+A crash may cut an effect list anywhere: everything the core relies on after a restart comes
+from ``Recovered``, i.e. from what ``Persist``/``PersistPromise``/``Apply`` made durable.
+
+Deviations from the notes (deliberate): the election vote is the textbook highest-ballot rule
+(§5.3 **[stronger]**); timers are deadlines in the state rather than ``StartTimer`` effects; a
+stale ``Accept`` is answered with a ``Nak`` rather than ignored; after catch-up the node simply
+follows (the next ``Accept`` tells it whether it is still behind) instead of probing with
+``Prepare(-2)``; the R3 probe on restart is likewise left to the next ``Accept``. A non-preferred
+node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Final, TypeAlias, assert_never
+
+from .types import (
+    NOP,
+    Accept,
+    Accepted,
+    Applied,
+    Apply,
+    Batch,
+    Broadcast,
+    CatchupDone,
+    CatchupFailed,
+    ClientBatch,
+    ClientRequest,
+    Config,
+    DropMaster,
+    Effect,
+    Event,
+    Fail,
+    FailCode,
+    LogEntry,
+    MasterMode,
+    MasterSet,
+    Message,
+    Nak,
+    Persist,
+    Persisted,
+    PersistPromise,
+    Prepare,
+    Promise,
+    Receive,
+    Recovered,
+    Reply,
+    Role,
+    RoleChanged,
+    Send,
+    StartCatchup,
+    Tick,
+    Value,
+)
+
+NEVER: Final = float("inf")
+LONG_AGO: Final = float("-inf")
+_MASK64: Final = (1 << 64) - 1
+# How close (in slots) a preferred master must be before the leader hands over (§8).
+PREFERRED_HANDOVER_SLOTS: Final = 5
+
+
+class RecoveryError(ValueError):
+    """``Recovered`` violates S3/R1 (e.g. the store is ahead of the log)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The client request queue: a persistent FIFO, so that a frozen leader state can hold it without
+# copying it on every step. Appends cons a whole ClientBatch onto ``back`` (O(1)); the front is a
+# tuple read from ``pos`` on; it is rebuilt from ``back`` only when exhausted (amortised O(1)).
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    requests: tuple[ClientRequest, ...]
+    prev: _Chunk | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestQueue:
+    front: tuple[ClientRequest, ...] = ()
+    pos: int = 0
+    back: _Chunk | None = None
+    size: int = 0
+
+    def push(self, requests: tuple[ClientRequest, ...]) -> RequestQueue:
+        return RequestQueue(
+            front=self.front,
+            pos=self.pos,
+            back=_Chunk(requests, self.back),
+            size=self.size + len(requests),
+        )
+
+    def _normalised(self) -> RequestQueue:
+        if self.pos < len(self.front) or self.back is None:
+            return self
+        chunks: list[tuple[ClientRequest, ...]] = []
+        node: _Chunk | None = self.back
+        while node is not None:
+            chunks.append(node.requests)
+            node = node.prev
+        front: list[ClientRequest] = []
+        for chunk in reversed(chunks):
+            front.extend(chunk)
+        return RequestQueue(front=tuple(front), pos=0, back=None, size=self.size)
+
+    def take(
+        self, max_count: int, max_bytes: int
+    ) -> tuple[tuple[ClientRequest, ...], RequestQueue]:
+        """Up to ``max_count`` requests and ``max_bytes`` payload bytes (at least one)."""
+        q = self
+        taken: list[ClientRequest] = []
+        nbytes = 0
+        while len(taken) < max_count and q.size > 0:
+            q = q._normalised()
+            front, pos = q.front, q.pos
+            end = len(front)
+            start = pos
+            while pos < end and len(taken) < max_count:
+                req = front[pos]
+                if taken and nbytes + len(req.payload) > max_bytes:
+                    break
+                taken.append(req)
+                nbytes += len(req.payload)
+                pos += 1
+            q = RequestQueue(front=front, pos=pos, back=q.back, size=q.size - (pos - start))
+            if pos < end:
+                break  # a bound was hit inside this front
+        return tuple(taken), q
+
+    def all(self) -> tuple[ClientRequest, ...]:
+        reqs, _ = self.take(self.size or 1, 1 << 62)
+        return reqs
+
+
+EMPTY_QUEUE: Final = RequestQueue()
+
+
+# ---------------------------------------------------------------------------------------------
+# States.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Common:
+    """What every role has.
+
+    ``n`` is the highest ballot promised, followed or owned (persisted as ``promised_n`` or
+    implied by a persisted log entry); ``applied_i`` the highest slot known chosen and handed to
+    ``Apply``; ``last`` the newest log entry written or being written (``last.i`` is
+    ``applied_i`` or ``applied_i + 1``, S3) and ``last_durable`` whether its ``Persisted`` came.
+    The lease view is ``(lease_holder, lease_start)``; a holder of ``None`` with a finite start
+    means "someone, unknown" (R2).
+    """
+
+    n: int
+    max_seen: int
+    applied_i: int
+    last: LogEntry | None
+    last_durable: bool
+    lease_holder: str | None
+    lease_start: float
+    respect: str | None
+    respect_until: float
+    rng: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Follower:
+    """``heard_at``: when we last accepted from a leader. A leader that is still sending keeps
+    us from running for election even if our lease view ran out (its next lease value may just
+    not be applied here yet); this is a liveness heuristic, the lease guard alone is for safety.
+    """
+
+    c: Common
+    leader: str | None
+    check_at: float
+    heard_at: float = LONG_AGO
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    c: Common
+    i: int
+    own: LogEntry | None
+    promises: tuple[tuple[str, Promise], ...]
+    deadline: float
+    retries: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Proposal:
+    i: int
+    value: Value
+    rids: tuple[int, ...]
+    acks: frozenset[str]
+    self_durable: bool
+    chosen: bool
+    resend_at: float
+    proposed_at: float
+    fresh_lease: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leader:
+    c: Common
+    prop: Proposal | None
+    queue: RequestQueue
+    my_lease_start: float
+    renew_at: float
+    need_nop: bool
+    drop_rids: tuple[int, ...]
+    drop_deadline: float  # NEVER unless dropping
+    pref_i: int  # highest slot the preferred master acknowledged (preferred mode)
+    pref_check_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchingUp:
+    c: Common
+    source: str
+    from_i: int
+
+
+State: TypeAlias = Follower | Candidate | Leader | CatchingUp
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers.
+
+
+def _rand(c: Common) -> tuple[float, Common]:
+    """A float in [0, 1) from the state's xorshift64 generator, and the advanced Common."""
+    x = c.rng
+    x ^= (x << 13) & _MASK64
+    x ^= x >> 7
+    x ^= (x << 17) & _MASK64
+    return (x >> 11) / float(1 << 53), replace(c, rng=x)
+
+
+def owner(config: Config, n: int) -> str:
+    """The voter that owns ballot ``n`` (n > 0)."""
+    return config.sorted_voters[n % len(config.sorted_voters)]
+
+
+def next_ballot(config: Config, above: int) -> int:
+    """My smallest ballot strictly greater than ``above`` (and > 0)."""
+    size = len(config.sorted_voters)
+    b = (max(above, 0) // size) * size + config.rank
+    while b <= above or b <= 0:
+        b += size
+    return b
+
+
+def _lease_live(config: Config, c: Common, now: float) -> bool:
+    return now - c.lease_start < config.lease_period
+
+
+def _respecting(c: Common, other: str, now: float) -> bool:
+    """Inside the respect window for a candidate other than ``other`` (§5.2 rule 4)."""
+    return c.respect is not None and c.respect != other and now < c.respect_until
+
+
+def _can_elect(config: Config) -> bool:
+    if not config.is_voter:
+        return False
+    if config.master_mode is MasterMode.FORCED:
+        return config.master == config.me
+    return True
+
+
+def _check_delay(config: Config, r: float) -> float:
+    """The follower's lease-check margin after the view expires (§8: L x 0.1-0.2 past L)."""
+    extra = 0.0
+    if config.preferred and config.me != config.master:
+        extra = config.lease_period / 2  # let the preferred master win the race
+    return config.lease_period * (0.1 + 0.1 * r) + extra
+
+
+def _entry_at(c: Common, i: int) -> LogEntry | None:
+    last = c.last
+    return last if last is not None and last.i == i else None
+
+
+def _master_set_applied(c: Common, value: Value, now: float) -> Common:
+    if isinstance(value, MasterSet):
+        return replace(c, lease_holder=value.node, lease_start=now)
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction and queries.
+
+
+def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -> State:
+    """The state of a node that has just started from ``recovered`` (rules R1-R3).
+
+    The node is always a follower at first; its first lease check is due at once when it may run
+    an election right away (empty log, single voter, forced master), else one lease period plus
+    the check margin from ``now`` (R2: a remembered lease counts as starting now).
+    """
+    last, applied = recovered.last, recovered.applied_i
+    if applied < -1:
+        raise RecoveryError(f"Recovered.applied_i: {applied} < -1")
+    if last is None:
+        if applied != -1:
+            raise RecoveryError(f"Recovered: store applied slot {applied} but the log is empty")
+    elif not applied <= last.i <= applied + 1:
+        raise RecoveryError(
+            f"Recovered: log ends at slot {last.i} but the store applied {applied}; the log must "
+            "be replayed up to last_i - 1 before start (R1), and a store ahead of the log is fatal"
+        )
+    n = max(recovered.promised_n, last.n if last is not None else 0)
+    rng = (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK64 or 0x2545F4914F6CDD1D
+    remembered = last is not None or recovered.lease_holder is not None
+    alone = len(config.sorted_voters) == 1
+    lease_start = now if remembered and not alone else LONG_AGO
+    c = Common(
+        n=n,
+        max_seen=n,
+        applied_i=applied,
+        last=last,
+        last_durable=True,
+        lease_holder=recovered.lease_holder,
+        lease_start=lease_start,
+        respect=None,
+        respect_until=LONG_AGO,
+        rng=rng,
+    )
+    r, c = _rand(c)
+    forced_master = config.master_mode is MasterMode.FORCED and config.master == config.me
+    if forced_master or alone or lease_start == LONG_AGO:
+        # A cold start: a short random delay so that not every voter prepares at once.
+        check_at = now if forced_master or alone else now + config.lease_period * 0.05 * r
+    else:
+        check_at = lease_start + config.lease_period + _check_delay(config, r)
+    return Follower(c=c, leader=None, check_at=check_at)
+
+
+def role(state: State) -> Role:
+    match state:
+        case Follower():
+            return Role.FOLLOWER
+        case Candidate():
+            return Role.CANDIDATE
+        case Leader():
+            return Role.LEADER
+        case CatchingUp():
+            return Role.CATCHING_UP
+        case _:
+            assert_never(state)
+
+
+def applied_i(state: State) -> int:
+    return state.c.applied_i
+
+
+def ballot(state: State) -> int:
+    return state.c.n
+
+
+def lease_valid(config: Config, state: State, now: float) -> bool:
+    """Am I master with a valid lease (may serve consistent reads and accept writes)?"""
+    return (
+        isinstance(state, Leader)
+        and state.my_lease_start <= now
+        and now - state.my_lease_start < config.leader_lease
+    )
+
+
+def master(config: Config, state: State, now: float) -> str | None:
+    """Who this node believes is master now (``None`` when nobody, as far as it knows)."""
+    if lease_valid(config, state, now):
+        return config.me
+    c = state.c
+    if c.lease_holder is not None and _lease_live(config, c, now):
+        return c.lease_holder
+    return None
+
+
+def next_deadline(config: Config, state: State) -> float | None:
+    """The earliest time at which a ``Tick`` may change something (``None``: only events will)."""
+    t = NEVER
+    match state:
+        case Follower(check_at=check_at):
+            if _can_elect(config):
+                t = check_at
+        case Candidate(deadline=deadline):
+            t = deadline
+        case Leader():
+            prop = state.prop
+            if prop is not None:
+                if not prop.chosen:
+                    t = prop.resend_at
+            elif state.drop_deadline == NEVER:
+                t = state.renew_at
+                c = state.c
+                if c.lease_holder != config.me and c.lease_start != LONG_AGO:
+                    # We may not propose our own lease before the foreign one runs out.
+                    t = max(t, c.lease_start + config.lease_period)
+            t = min(t, state.drop_deadline, state.pref_check_at)
+        case CatchingUp():
+            pass
+        case _:
+            assert_never(state)
+    return None if t == NEVER else t
+
+
+# ---------------------------------------------------------------------------------------------
+# The step function.
+
+
+def step(config: Config, state: State, event: Event, now: float) -> tuple[State, list[Effect]]:
+    """Apply one event; return the new state and the effects to execute (see the contract)."""
+    out: list[Effect] = []
+    match event:
+        case Tick():
+            new = _on_tick(config, state, now, out)
+        case Receive(src=src, msg=msg):
+            new = _on_message(config, state, src, msg, now, out)
+        case ClientBatch(requests=requests):
+            new = _on_client(config, state, requests, now, out)
+        case Persisted(i=i, n=n):
+            new = _on_persisted(config, state, i, n, now, out)
+        case Applied(i=i, results=results):
+            new = _on_applied(config, state, i, results, now, out)
+        case CatchupDone():
+            new = _on_catchup_done(config, state, event, now, out)
+        case CatchupFailed(source=source):
+            if isinstance(state, CatchingUp) and state.source == source:
+                new = _become_follower(config, state.c, None, now, out)
+            else:
+                new = state
+        case DropMaster(rid=rid):
+            new = _on_drop_master(config, state, rid, now, out)
+        case _:
+            assert_never(event)
+    return new, out
+
+
+# --- ticks ------------------------------------------------------------------------------------
+
+
+def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> State:
+    match state:
+        case Follower():
+            if now < state.check_at or not _can_elect(config):
+                return state
+            c = state.c
+            forced = config.master_mode is MasterMode.FORCED
+            quiet = now - state.heard_at >= config.lease_period
+            if forced or (quiet and not _lease_live(config, c, now) and now >= c.respect_until):
+                return _start_election(config, c, 0, now, out)
+            r, c = _rand(c)
+            base = max(
+                c.lease_start + config.lease_period,
+                state.heard_at + config.lease_period,
+                c.respect_until,
+                now,
+            )
+            return replace(state, c=c, check_at=base + _check_delay(config, r))
+        case Candidate():
+            if now < state.deadline:
+                return state
+            return _start_election(config, state.c, state.retries + 1, now, out)
+        case Leader():
+            return _leader_tick(config, state, now, out)
+        case CatchingUp():
+            return state
+        case _:
+            assert_never(state)
+
+
+def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Leader | State:
+    if now >= s.drop_deadline:
+        # Nobody took over within 2.2 L after a drop-master: run an election ourselves (§5.7).
+        c = _step_down(config, s, out)
+        return _start_election(config, c, 0, now, out)
+    if config.preferred and now >= s.pref_check_at:
+        s = replace(s, pref_check_at=now + config.lease_period)
+        pref = config.master
+        if (
+            pref is not None
+            and pref != config.me
+            and s.drop_deadline == NEVER
+            and s.pref_i >= s.c.applied_i - PREFERRED_HANDOVER_SLOTS
+        ):
+            # Hand over to the preferred master: stop renewing and let the leases run out.
+            s = replace(s, drop_deadline=now + 2.2 * config.lease_period)
+    prop = s.prop
+    if prop is not None:
+        if prop.chosen or now < prop.resend_at:
+            return s
+        r, c = _rand(s.c)
+        msg = Accept(n=c.n, i=prop.i, value=prop.value)
+        for v in config.other_voters:
+            if v not in prop.acks:
+                out.append(Send(to=v, msg=msg))
+        resend_at = now + config.lease_period / 4 * (1.0 + 0.1 * r)
+        return replace(s, c=c, prop=replace(prop, resend_at=resend_at))
+    return _maybe_propose(config, s, now, out)
+
+
+# --- client requests and admin ------------------------------------------------------------------
+
+
+def _on_client(
+    config: Config,
+    state: State,
+    requests: tuple[ClientRequest, ...],
+    now: float,
+    out: list[Effect],
+) -> State:
+    if not isinstance(state, Leader) or state.drop_deadline != NEVER:
+        out.extend(Fail(rid=r.rid, code=FailCode.NOT_MASTER) for r in requests)
+        return state
+    if config.master_mode is MasterMode.READONLY:
+        out.extend(Fail(rid=r.rid, code=FailCode.READ_ONLY) for r in requests)
+        return state
+    room = config.max_queued - state.queue.size
+    if room < len(requests):
+        out.extend(Fail(rid=r.rid, code=FailCode.OVERLOADED) for r in requests[max(room, 0) :])
+        requests = requests[: max(room, 0)]
+    if not requests:
+        return state
+    s = replace(state, queue=state.queue.push(requests))
+    return _maybe_propose(config, s, now, out)
+
+
+def _on_drop_master(config: Config, state: State, rid: int, now: float, out: list[Effect]) -> State:
+    if len(config.sorted_voters) == 1 or config.master_mode is MasterMode.FORCED:
+        out.append(Fail(rid=rid, code=FailCode.NOT_SUPPORTED))
+        return state
+    if not isinstance(state, Leader):
+        out.append(Fail(rid=rid, code=FailCode.NOT_MASTER))
+        return state
+    deadline = state.drop_deadline
+    if deadline == NEVER:
+        deadline = now + 2.2 * config.lease_period
+    # Requests already queued may still go out while the lease lasts; new ones are refused.
+    return replace(state, drop_rids=(*state.drop_rids, rid), drop_deadline=deadline)
+
+
+# --- persistence and application -------------------------------------------------------------
+
+
+def _on_persisted(
+    config: Config, state: State, i: int, n: int, now: float, out: list[Effect]
+) -> State:
+    c = state.c
+    last = c.last
+    if last is None or last.i != i or last.n != n or c.last_durable:
+        return state  # a stale answer, for an entry since rewritten
+    c = replace(c, last_durable=True)
+    if isinstance(state, Leader):
+        prop = state.prop
+        s = replace(state, c=c)
+        if prop is not None and prop.i == i and n == c.n and not prop.self_durable:
+            s = replace(s, prop=replace(prop, self_durable=True))
+            return _maybe_chosen(config, s, now, out)
+        return s
+    if config.is_voter and n > 0 and owner(config, n) != config.me:
+        out.append(Send(to=owner(config, n), msg=Accepted(n=n, i=i)))
+    return _with_common(state, c)
+
+
+def _on_applied(
+    config: Config,
+    state: State,
+    i: int,
+    results: tuple[object, ...],
+    now: float,
+    out: list[Effect],
+) -> State:
+    if not isinstance(state, Leader):
+        return state
+    prop = state.prop
+    if prop is None or not prop.chosen or prop.i != i:
+        return state
+    for k, rid in enumerate(prop.rids):
+        out.append(Reply(rid=rid, result=results[k] if k < len(results) else None))
+    s = replace(state, prop=None)
+    return _maybe_propose(config, s, now, out)
+
+
+def _on_catchup_done(
+    config: Config, state: State, ev: CatchupDone, now: float, out: list[Effect]
+) -> State:
+    if not isinstance(state, CatchingUp):
+        return state
+    c = state.c
+    last = ev.last
+    if ev.applied_i < c.applied_i or (
+        last is not None and not ev.applied_i <= last.i <= ev.applied_i + 1
+    ):
+        # The driver reported less than we already had, or a tail it did not apply: trust only
+        # what is consistent with S3 and retry from the next Accept.
+        return _become_follower(config, c, None, now, out)
+    n = max(c.n, last.n if last is not None else 0)
+    c = replace(
+        c, applied_i=ev.applied_i, last=last, last_durable=True, n=n, max_seen=max(c.max_seen, n)
+    )
+    if ev.lease_holder is not None:
+        c = replace(c, lease_holder=ev.lease_holder, lease_start=now)
+    return _become_follower(config, c, state.source, now, out)
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def _on_message(
+    config: Config, state: State, src: str, msg: Message, now: float, out: list[Effect]
+) -> State:
+    match msg:
+        case Prepare():
+            return _on_prepare(config, state, src, msg, now, out)
+        case Promise():
+            if isinstance(state, Candidate):
+                return _on_promise(config, state, src, msg, now, out)
+            return state
+        case Nak():
+            return _on_nak(config, state, src, msg, now, out)
+        case Accept():
+            return _on_accept(config, state, src, msg, now, out)
+        case Accepted():
+            if isinstance(state, Leader):
+                return _on_accepted(config, state, src, msg, now, out)
+            return state
+        case _:
+            assert_never(msg)
+
+
+def _on_prepare(
+    config: Config, state: State, src: str, m: Prepare, now: float, out: list[Effect]
+) -> State:
+    c = state.c
+    my_next = c.applied_i + 1
+    if not config.is_voter:
+        return state  # learners never vote
+    if src not in config.sorted_voters:
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))  # rule 1
+        return state
+    if m.n >= 0 and c.lease_holder != src and _lease_live(config, c, now):
+        return state  # rule 2: the lease guard
+    if m.n == c.n and m.n > 0 and owner(config, m.n) == src and not isinstance(state, Leader):
+        # A duplicate of the Prepare we promised: promise again (idempotent).
+        out.append(PersistPromise(n=m.n))
+        out.append(Send(to=src, msg=Promise(n=m.n, i=my_next, accepted=_entry_at(c, my_next))))
+        return state
+    if m.n <= c.n or m.i < my_next:
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))  # rule 3
+        if m.n > c.max_seen:
+            return _with_common(state, replace(c, max_seen=m.n))
+        return state
+    if _respecting(c, src, now):
+        return state  # rule 4
+    if config.master_mode is MasterMode.FORCED and config.master == config.me:
+        # A forced master never yields: refuse, and run again above the intruder.
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))
+        if isinstance(state, Leader):
+            return state
+        return _start_election(config, replace(c, max_seen=max(c.max_seen, m.n)), 0, now, out)
+    # Rule 5: promise.
+    if isinstance(state, Leader | Candidate):
+        c = _step_down(config, state, out)
+    c = replace(
+        c,
+        n=m.n,
+        max_seen=max(c.max_seen, m.n),
+        respect=src,
+        respect_until=now + config.lease_period / 4,
+    )
+    out.append(PersistPromise(n=m.n))
+    out.append(Send(to=src, msg=Promise(n=m.n, i=my_next, accepted=_entry_at(c, my_next))))
+    if isinstance(state, CatchingUp):
+        return replace(state, c=c)  # one transfer at a time; the next Accept says the rest
+    if m.i > my_next:
+        return _start_catchup(config, c, src, out)
+    return _become_follower(config, c, src, now, out)
+
+
+def _on_promise(
+    config: Config, s: Candidate, src: str, m: Promise, now: float, out: list[Effect]
+) -> State:
+    if m.n != s.c.n or src not in config.other_voters or m.i > s.i:
+        return s
+    promises = (*(p for p in s.promises if p[0] != src), (src, m))
+    s = replace(s, promises=promises)
+    if len(promises) + 1 >= config.quorum_size:
+        return _decide(config, s, now, out)
+    return s
+
+
+def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> State:
+    """Q promises are in: lead, re-proposing the highest-ballot value reported for slot i."""
+    best = s.own
+    for _, p in s.promises:
+        acc = p.accepted
+        if p.i == s.i and acc is not None and acc.i == s.i and (best is None or acc.n > best.n):
+            best = acc
+    c = s.c
+    r, c = _rand(c)
+    leader = Leader(
+        c=c,
+        prop=None,
+        queue=EMPTY_QUEUE,
+        my_lease_start=LONG_AGO,
+        renew_at=now,
+        need_nop=False,
+        drop_rids=(),
+        drop_deadline=NEVER,
+        pref_i=-1,
+        pref_check_at=now + config.lease_period * (1 + r) if config.preferred else NEVER,
+    )
+    out.append(RoleChanged(role=Role.LEADER, n=c.n, master=config.me))
+    if best is not None:
+        return _propose(config, leader, s.i, best.value, (), now, out, fresh_lease=False)
+    return _maybe_propose(config, leader, now, out)
+
+
+def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: list[Effect]) -> State:
+    c = state.c
+    if m.their_n > c.max_seen:
+        c = replace(c, max_seen=m.their_n)
+    ahead = m.their_i > c.applied_i + 1
+    match state:
+        case Follower() | CatchingUp():
+            if ahead and isinstance(state, Follower) and src in config.peers:
+                return _start_catchup(config, c, src, out)
+            return _with_common(state, c)
+        case Candidate():
+            if m.n != c.n:
+                return _with_common(state, c)
+            if ahead:
+                c = _step_down(config, replace(state, c=c), out)
+                return _start_catchup(config, c, src, out)
+            # A higher ballot is out there; the election timer will retry above it.
+            return replace(state, c=c)
+        case Leader():
+            if m.n != c.n:
+                return replace(state, c=c)
+            if ahead:
+                c = _step_down(config, replace(state, c=c), out)
+                return _start_catchup(config, c, src, out)
+            if m.their_n > c.n:
+                # A voter promised a higher ballot (typically a node that lagged, saw no lease
+                # and ran for election). It will refuse our Accepts for good, so run again above
+                # it: while our lease is live the other voters' guard lets only us through.
+                c = _step_down(config, replace(state, c=c), out)
+                return _start_election(config, c, 0, now, out)
+            return replace(state, c=c)
+        case _:
+            assert_never(state)
+
+
+def _on_accept(
+    config: Config, state: State, src: str, m: Accept, now: float, out: list[Effect]
+) -> State:
+    c = state.c
+    match state:
+        case CatchingUp():
+            return state
+        case Candidate():
+            if m.n < c.n:
+                if m.i > c.applied_i + 1:
+                    c = _step_down(config, state, out)
+                    return _start_catchup(config, c, src, out)
+                return state
+            c = _step_down(config, state, out)
+            state = _become_follower(config, c, src, now, out)
+        case Leader():
+            if m.n == c.n:
+                return state  # our own ballot echoed back; nothing to do
+            if m.n < c.n:
+                out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=c.applied_i + 1)))
+                return state
+            if lease_valid(config, state, now):
+                return state  # §5.6: a leader with a valid lease ignores higher Accepts
+            c = _step_down(config, state, out)
+            state = _become_follower(config, c, src, now, out)
+        case Follower():
+            pass
+        case _:
+            assert_never(state)
+    return _follower_accept(config, state, src, m, now, out)
+
+
+def _follower_accept(
+    config: Config, s: Follower, src: str, m: Accept, now: float, out: list[Effect]
+) -> State:
+    c = s.c
+    if m.n < c.n:
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=c.applied_i + 1)))
+        return s
+    a = c.applied_i
+    last = c.last
+    i = m.i
+    if i <= a:
+        # A re-send for a slot we know is chosen: acknowledge what we durably hold, or rewrite it
+        # under the newer ballot (the value is necessarily the chosen one).
+        if last is None or last.i != i:
+            return s
+        if last.n == m.n:
+            if c.last_durable and config.is_voter:
+                out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
+            return s
+        entry = LogEntry(i=i, n=m.n, value=m.value)
+        out.append(Persist(entry=entry, sync=_sync(m.value)))
+        c = replace(c, n=m.n, max_seen=max(c.max_seen, m.n), last=entry, last_durable=False)
+        return Follower(c=c, leader=src, check_at=s.check_at, heard_at=now)
+    if i == a + 2 and last is not None and last.i == a + 1 and last.n == m.n:
+        out.append(Apply(i=last.i, value=last.value))
+        c = replace(c, applied_i=last.i)
+        c = _master_set_applied(c, last.value, now)
+        a = last.i
+    if i == a + 1:
+        if last is not None and last.i == i and last.n == m.n and last.value == m.value:
+            # A duplicate of what we hold: acknowledge once durable (Persisted will do it).
+            if c.last_durable and config.is_voter:
+                out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
+            return Follower(c=c, leader=src, check_at=s.check_at, heard_at=now)
+        entry = LogEntry(i=i, n=m.n, value=m.value)
+        out.append(Persist(entry=entry, sync=_sync(m.value)))
+        if m.n != c.n or s.leader != src:
+            out.append(RoleChanged(role=Role.FOLLOWER, n=m.n, master=c.lease_holder))
+        c = replace(c, n=m.n, max_seen=max(c.max_seen, m.n), last=entry, last_durable=False)
+        return Follower(c=c, leader=src, check_at=s.check_at, heard_at=now)
+    # Further ahead than one slot: we missed chosen slots. Fetch them from the sender.
+    return _start_catchup(config, c, src, out)
+
+
+def _on_accepted(
+    config: Config, s: Leader, src: str, m: Accepted, now: float, out: list[Effect]
+) -> State:
+    if config.preferred and src == config.master and m.i > s.pref_i:
+        s = replace(s, pref_i=m.i)
+    prop = s.prop
+    if (
+        prop is None
+        or m.n != s.c.n
+        or m.i != prop.i
+        or prop.chosen
+        or src in prop.acks
+        or src not in config.other_voters
+    ):
+        if m.n > s.c.max_seen:
+            return replace(s, c=replace(s.c, max_seen=m.n))
+        return s
+    s = replace(s, prop=replace(prop, acks=prop.acks | {src}))
+    return _maybe_chosen(config, s, now, out)
+
+
+# --- leader mechanics -------------------------------------------------------------------------
+
+
+def _sync(value: Value) -> bool:
+    return isinstance(value, Batch) and value.sync
+
+
+def _propose(
+    config: Config,
+    s: Leader,
+    i: int,
+    value: Value,
+    rids: tuple[int, ...],
+    now: float,
+    out: list[Effect],
+    *,
+    fresh_lease: bool,
+) -> State:
+    """Phase 2 for slot i: broadcast first (no need to wait), then persist our own copy."""
+    c = s.c
+    entry = LogEntry(i=i, n=c.n, value=value)
+    if len(config.sorted_voters) > 1 or config.learners:
+        out.append(Broadcast(msg=Accept(n=c.n, i=i, value=value)))
+    out.append(Persist(entry=entry, sync=_sync(value)))
+    r, c = _rand(c)
+    c = replace(c, last=entry, last_durable=False)
+    prop = Proposal(
+        i=i,
+        value=value,
+        rids=rids,
+        acks=frozenset(),
+        self_durable=False,
+        chosen=False,
+        resend_at=now + config.lease_period / 4 * (1.0 + 0.1 * r),
+        proposed_at=now,
+        fresh_lease=fresh_lease,
+    )
+    return replace(s, c=c, prop=prop)
+
+
+def _maybe_propose(config: Config, s: Leader, now: float, out: list[Effect]) -> State:
+    """When idle, propose the next value (§5.4 step 4); may do nothing."""
+    if s.prop is not None:
+        return s
+    c = s.c
+    i = c.applied_i + 1
+    dropping = s.drop_deadline != NEVER
+    foreign_live = c.lease_holder != config.me and _lease_live(config, c, now)
+    lease_ok = lease_valid(config, s, now)
+    if not dropping and not foreign_live and (not lease_ok or now >= s.renew_at):
+        s = replace(s, renew_at=now + config.lease_period / 2, need_nop=False)
+        return _propose(config, s, i, MasterSet(node=config.me), (), now, out, fresh_lease=True)
+    if s.queue.size > 0 and (lease_ok or not dropping):
+        reqs, queue = s.queue.take(config.max_batch_count, config.max_batch_bytes)
+        batch = Batch(payloads=tuple(r.payload for r in reqs), sync=any(r.sync for r in reqs))
+        s = replace(s, queue=queue, need_nop=False)
+        rids = tuple(r.rid for r in reqs)
+        return _propose(config, s, i, batch, rids, now, out, fresh_lease=False)
+    if s.need_nop:
+        s = replace(s, need_nop=False)
+        return _propose(config, s, i, NOP, (), now, out, fresh_lease=False)
+    return s
+
+
+def _maybe_chosen(config: Config, s: Leader, now: float, out: list[Effect]) -> State:
+    prop = s.prop
+    assert prop is not None
+    if prop.chosen:
+        return s
+    votes = len(prop.acks) + (1 if prop.self_durable else 0)
+    if votes < config.quorum_size:
+        return s
+    # Chosen (S1): hand it to the store; reply to clients once it is applied (S9).
+    out.append(Apply(i=prop.i, value=prop.value))
+    c = replace(s.c, applied_i=prop.i)
+    my_lease_start = s.my_lease_start
+    need_nop = s.need_nop
+    value = prop.value
+    if isinstance(value, MasterSet):
+        need_nop = True  # followers learn this slot only when the next one arrives
+        if value.node == config.me and prop.fresh_lease:
+            my_lease_start = prop.proposed_at
+            c = replace(c, lease_holder=config.me, lease_start=prop.proposed_at)
+        else:
+            # Someone else's lease (or an old one of ours) re-proposed: it starts now for us and
+            # grants us nothing; _maybe_propose waits for it to run out.
+            c = _master_set_applied(c, value, now)
+    return replace(
+        s, c=c, prop=replace(prop, chosen=True), my_lease_start=my_lease_start, need_nop=need_nop
+    )
+
+
+# --- role changes -----------------------------------------------------------------------------
+
+
+def _with_common(state: State, c: Common) -> State:
+    if c is state.c:
+        return state
+    return replace(state, c=c)
+
+
+def _step_down(config: Config, state: Leader | Candidate, out: list[Effect]) -> Common:
+    """Leave the leader/candidate role: fail what we held (outcome unknown), answer drops."""
+    if isinstance(state, Leader):
+        if state.prop is not None:
+            out.extend(Fail(rid=r, code=FailCode.NO_LONGER_MASTER) for r in state.prop.rids)
+        out.extend(Fail(rid=r.rid, code=FailCode.NO_LONGER_MASTER) for r in state.queue.all())
+        out.extend(Reply(rid=r, result=None) for r in state.drop_rids)
+    return state.c
+
+
+def _become_follower(
+    config: Config, c: Common, leader: str | None, now: float, out: list[Effect]
+) -> Follower:
+    r, c = _rand(c)
+    base = max(c.lease_start + config.lease_period, now)
+    out.append(RoleChanged(role=Role.FOLLOWER, n=c.n, master=leader))
+    return Follower(c=c, leader=leader, check_at=base + _check_delay(config, r))
+
+
+def _start_catchup(config: Config, c: Common, source: str, out: list[Effect]) -> CatchingUp:
+    out.append(StartCatchup(source=source, from_i=c.applied_i + 1))
+    out.append(RoleChanged(role=Role.CATCHING_UP, n=c.n, master=None))
+    return CatchingUp(c=c, source=source, from_i=c.applied_i + 1)
+
+
+def _start_election(
+    config: Config, c: Common, retries: int, now: float, out: list[Effect]
+) -> State:
+    """§5.1: a new ballot above everything seen, for slot applied_i + 1."""
+    n = next_ballot(config, max(c.n, c.max_seen))
+    i = c.applied_i + 1
+    r, c = _rand(c)
+    c = replace(c, n=n, max_seen=n, respect=None, respect_until=LONG_AGO)
+    wait = config.lease_period / 2 * (1.0 + 0.1 * r)
+    if config.preferred and config.me != config.master:
+        wait += config.lease_period / 2
+    s = Candidate(c=c, i=i, own=_entry_at(c, i), promises=(), deadline=now + wait, retries=retries)
+    if config.other_voters:
+        out.append(Broadcast(msg=Prepare(n=n, i=i)))
+    out.append(PersistPromise(n=n))
+    out.append(RoleChanged(role=Role.CANDIDATE, n=n, master=None))
+    if config.quorum_size <= 1:
+        return _decide(config, s, now, out)
+    return s
+
+
+def check_invariants(config: Config, state: State) -> None:
+    """Assert the structural invariants of one node's state (for tests and the simulator).
+
+    Raises ``AssertionError`` naming the broken invariant.
+    """
+    c = state.c
+    last = c.last
+    if last is None:
+        assert c.applied_i == -1, f"S3: no log but applied_i={c.applied_i}"
+    else:
+        assert c.applied_i <= last.i <= c.applied_i + 1, (
+            f"S3: last_i={last.i} with applied_i={c.applied_i}"
+        )
+        assert last.n <= c.n, f"S6: last entry ballot {last.n} above our ballot {c.n}"
+    assert c.max_seen >= c.n or c.n <= 0, f"max_seen {c.max_seen} < n {c.n}"
+    match state:
+        case Leader(prop=prop):
+            assert config.is_voter, "a learner became leader"
+            assert owner(config, c.n) == config.me, f"leading with a ballot {c.n} we do not own"
+            if prop is not None:
+                assert prop.i == (c.applied_i if prop.chosen else c.applied_i + 1), (
+                    f"S5: proposal for slot {prop.i} with applied_i={c.applied_i}"
+                )
+                assert last is not None and last.i == prop.i, "proposal not in our log"
+            assert state.queue.size >= 0
+        case Candidate(i=i):
+            assert i == c.applied_i + 1, f"candidate for slot {i} with applied_i={c.applied_i}"
+            assert owner(config, c.n) == config.me
+        case Follower() | CatchingUp():
+            pass
+        case _:
+            assert_never(state)

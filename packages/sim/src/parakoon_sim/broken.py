@@ -1,0 +1,106 @@
+"""Deliberately broken cores, for testing that the simulator's checkers have teeth.
+
+Each variant wraps the real ``step`` and breaks exactly one rule of the protocol. They exist
+only for tests and the ``--variant`` option of the command line; nothing else may use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from parakoon_paxos import (
+    Accept,
+    Accepted,
+    Config,
+    Effect,
+    Event,
+    Follower,
+    Leader,
+    Persist,
+    PersistPromise,
+    Receive,
+    Send,
+    State,
+    step,
+)
+from parakoon_paxos.core import owner
+
+from .sim import StepFn
+
+
+def ack_before_persist(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks S2: a follower acknowledges an Accept before its Persist is durable."""
+    new, effects = step(config, state, event, now)
+    if isinstance(new, Follower) and config.is_voter:
+        out: list[Effect] = []
+        for eff in effects:
+            if isinstance(eff, Persist) and eff.entry.n > 0:
+                out.append(
+                    Send(to=owner(config, eff.entry.n), msg=Accepted(n=eff.entry.n, i=eff.entry.i))
+                )
+            out.append(eff)
+        return new, out
+    return new, effects
+
+
+def skip_promise_persist(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks S2/S6 [stronger]: the promised ballot is never made durable."""
+    new, effects = step(config, state, event, now)
+    return new, [e for e in effects if not isinstance(e, PersistPromise)]
+
+
+def accept_lower_ballot(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks S6: a follower accepts an Accept from a ballot lower than the one it promised."""
+    if (
+        isinstance(state, Follower)
+        and isinstance(event, Receive)
+        and isinstance(event.msg, Accept)
+        and 0 < event.msg.n < state.c.n
+    ):
+        promised = state.c.n
+        state = replace(state, c=replace(state.c, n=event.msg.n))
+        new, effects = step(config, state, event, now)
+        if new.c.n < promised:  # keep claiming the higher promise we broke
+            new = replace(new, c=replace(new.c, n=promised, max_seen=max(new.c.max_seen, promised)))
+        return new, effects
+    return step(config, state, event, now)
+
+
+def ignore_lease_guard(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks §5.2 rule 2: promise to anyone, whatever lease is live."""
+    if isinstance(event, Receive) and event.msg.__class__.__name__ == "Prepare":
+        state = replace(state, c=replace(state.c, lease_start=float("-inf")))
+    return step(config, state, event, now)
+
+
+def optimistic_renewal(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks §5.6: the leader extends its lease when it *proposes* a renewal, before the
+    renewal is chosen (so a leader cut off from the others keeps believing in its lease)."""
+    new, effects = step(config, state, event, now)
+    if (
+        isinstance(new, Leader)
+        and new.prop is not None
+        and new.prop.fresh_lease
+        and float("-inf") < new.my_lease_start < new.prop.proposed_at
+    ):
+        new = replace(new, my_lease_start=new.prop.proposed_at)
+    return new, effects
+
+
+VARIANTS: dict[str, StepFn] = {
+    "optimistic_renewal": optimistic_renewal,
+    "ack_before_persist": ack_before_persist,
+    "skip_promise_persist": skip_promise_persist,
+    "accept_lower_ballot": accept_lower_ballot,
+    "ignore_lease_guard": ignore_lease_guard,
+}

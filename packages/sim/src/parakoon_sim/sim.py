@@ -1,0 +1,813 @@
+"""A deterministic simulation of a parakoon cluster: N copies of the real ``step`` in one thread.
+
+Everything random comes from one ``random.Random(seed)``, so a seed replays exactly. The world
+around the pure cores is modelled as follows.
+
+* **Time.** A priority queue of timed happenings on a true clock. Each node reads its own clock
+  ``offset + rate * t`` with ``rate`` within ``1 ± drift`` (drift 5%; ``Config.clock_drift``
+  tells the cores the same bound).
+* **Disk.** Per node: the log (slot -> entry, only the last slot ever rewritten), the promised
+  ballot and the store (the list of applied values). ``Persist``/``PersistPromise`` are queued
+  writes that become durable, in order, after a random fsync latency; then ``Persisted`` is
+  delivered. A crash discards writes not yet durable (a torn tail) and the rest of the effect
+  list being executed. ``Apply`` writes the store atomically with its applied slot (R6).
+  A restart replays the log into the store up to ``last_i - 1`` (R1) and gives the core only
+  ``Recovered``.
+* **Driver contract.** Effects run in order; a message that follows a ``Persist`` in the same
+  list leaves only when that write is durable.
+* **Network.** Per message: drop, duplicate, delay (so reordering); partitions that isolate a
+  random subset and heal later.
+* **Clients.** Submit unique payloads to the node they believe is master; a refused or failed
+  request is not retried (its outcome may be unknown).
+
+Checkers run after every step (``Violation`` names the seed, the true time and the rule):
+
+* agreement (S1): no slot has two chosen values; every store applies exactly the chosen value
+  of each slot, in order (so all stores are prefixes of one history);
+* validity: every chosen value was proposed, every chosen payload was submitted, no payload is
+  chosen twice;
+* durability (S9): every acknowledged request's payload is in the chosen history;
+* lease exclusion (S7): no two nodes believe they hold a valid lease at the same true time;
+* persist before acknowledge (S2): ``Accepted(n, i)`` leaves only when (i, n) is durable on the
+  sender, ``Promise(n)`` only when ``promised_n >= n`` is durable;
+* structural invariants of every core state (``check_invariants``).
+
+"Chosen" is judged by the simulator itself: (i, n, v) is chosen once a quorum of voters has it
+durable on disk, whatever the cores believe.
+
+Liveness: after the faulty phase the network heals, every node restarts, and the cluster must
+have a master and commit fresh client updates within a few lease periods.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from parakoon_paxos import (
+    Accept,
+    Accepted,
+    Applied,
+    Apply,
+    Batch,
+    Broadcast,
+    CatchupDone,
+    CatchupFailed,
+    ClientBatch,
+    ClientRequest,
+    Config,
+    DropMaster,
+    Effect,
+    Event,
+    Fail,
+    LogEntry,
+    MasterSet,
+    Message,
+    Persist,
+    Persisted,
+    PersistPromise,
+    Promise,
+    Receive,
+    Recovered,
+    Reply,
+    RoleChanged,
+    Send,
+    StartCatchup,
+    State,
+    Tick,
+    Value,
+    check_invariants,
+    initial_state,
+    lease_valid,
+    master,
+    next_deadline,
+    step,
+)
+
+StepFn = Callable[[Config, State, Event, float], tuple[State, list[Effect]]]
+
+# Bounds (every loop and queue of the simulator has one).
+MAX_EVENTS_PER_SEED = 2_000_000
+MAX_TRACE_LINES = 200_000
+
+
+class Violation(AssertionError):
+    """A checker failed. ``str()`` names the rule, the seed and the true time."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Faults:
+    """The fault profile of one run (drawn from the seed unless given)."""
+
+    drop: float = 0.02
+    duplicate: float = 0.02
+    delay_min: float = 0.001
+    delay_max: float = 0.05
+    fsync_min: float = 0.0005
+    fsync_max: float = 0.01
+    apply_latency: float = 0.001
+    crash_rate: float = 0.05  # expected crashes per node per lease period
+    crash_mid_effects: float = 0.01  # chance to crash before each effect of a list
+    down_min: float = 0.1
+    down_max: float = 3.0
+    partition_rate: float = 0.05  # expected partitions per lease period
+    partition_min: float = 0.5
+    partition_max: float = 5.0
+    drift: float = 0.05
+    client_rate: float = 50.0  # client requests per simulated second
+    drop_master_rate: float = 0.0  # drop-master requests per lease period
+    pause_rate: float = 0.0  # expected pauses (a frozen process, e.g. GC) per lease period
+    pause_min: float = 0.3
+    pause_max: float = 3.0
+
+    @staticmethod
+    def harsh(rng: random.Random) -> Faults:
+        """Many partitions, pauses and stale messages: what the broken-variant tests use."""
+        return Faults(
+            drop=rng.choice((0.0, 0.05)),
+            duplicate=0.05,
+            delay_max=rng.choice((0.02, 0.1)),
+            fsync_max=0.02,
+            crash_rate=0.05,
+            crash_mid_effects=0.0,
+            partition_rate=0.4,
+            partition_min=0.5,
+            partition_max=2.0,
+            pause_rate=0.3,
+            pause_min=0.5,
+            pause_max=2.0,
+            client_rate=50.0,
+        )
+
+    @staticmethod
+    def draw(rng: random.Random) -> Faults:
+        return Faults(
+            drop=rng.choice((0.0, 0.01, 0.05, 0.15)),
+            duplicate=rng.choice((0.0, 0.02, 0.1)),
+            delay_min=0.001,
+            delay_max=rng.choice((0.005, 0.02, 0.1)),
+            fsync_max=rng.choice((0.002, 0.02, 0.1)),
+            crash_rate=rng.choice((0.0, 0.05, 0.2, 0.5)),
+            crash_mid_effects=rng.choice((0.0, 0.01, 0.05)),
+            down_max=rng.choice((0.5, 3.0, 8.0)),
+            partition_rate=rng.choice((0.0, 0.05, 0.2)),
+            client_rate=rng.choice((10.0, 50.0, 200.0)),
+            drop_master_rate=rng.choice((0.0, 0.0, 0.1)),
+            pause_rate=rng.choice((0.0, 0.05, 0.2)),
+        )
+
+
+@dataclass(slots=True)
+class Disk:
+    log: dict[int, LogEntry] = field(default_factory=dict)
+    last_i: int = -1
+    promised_n: int = 0
+    store: list[Value] = field(default_factory=list)
+    lease_holder: str | None = None
+    durable: set[tuple[int, int]] = field(default_factory=set)  # (i, n) ever made durable
+
+    @property
+    def applied_i(self) -> int:
+        return len(self.store) - 1
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    config: Config
+    rate: float
+    offset: float
+    disk: Disk = field(default_factory=Disk)
+    state: State | None = None
+    incarnation: int = 0
+    write_free_at: float = 0.0  # true time at which the disk queue is empty
+    next_tick: float = 0.0
+    partition: int = 0  # nodes talk only within the same partition number
+    paused_until: float = 0.0  # a paused node handles nothing until then (its inbox waits)
+
+    def local(self, t: float) -> float:
+        return self.offset + self.rate * t
+
+    def true_time(self, local: float) -> float:
+        return (local - self.offset) / self.rate
+
+
+@dataclass(slots=True, kw_only=True)
+class Result:
+    seed: int
+    voters: int
+    learners: int
+    chosen: int
+    acked: int
+    submitted: int
+    events: int
+    crashes: int
+    elections: int
+    trace: list[str]
+
+
+class Sim:
+    """One seeded run. ``run()`` returns a :class:`Result` or raises :class:`Violation`."""
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        voters: int | None = None,
+        learners: int | None = None,
+        lease_period: float = 1.0,
+        duration: float | None = None,
+        faults: Faults | None = None,
+        harsh: bool = False,
+        step_fn: StepFn = step,
+        trace: bool = False,
+        max_batch_count: int = 64,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        rng = self.rng
+        nv = voters if voters is not None else rng.choice((1, 2, 3, 3, 3, 3, 5, 5))
+        nl = learners if learners is not None else rng.choice((0, 0, 0, 1))
+        self.L = lease_period
+        self.duration = duration if duration is not None else rng.uniform(8.0, 16.0) * self.L
+        if faults is None:
+            faults = Faults.harsh(rng) if harsh else Faults.draw(rng)
+        self.faults = faults
+        self.step_fn = step_fn
+        self.tracing = trace
+        self.trace: list[str] = []
+        voter_names = tuple(f"n{k}" for k in range(nv))
+        learner_names = tuple(f"l{k}" for k in range(nl))
+        self.voters = voter_names
+        self.quorum = nv // 2 + 1
+        self.nodes: dict[str, Node] = {}
+        d = self.faults.drift
+        for name in voter_names + learner_names:
+            config = Config(
+                me=name,
+                voters=voter_names,
+                learners=learner_names,
+                lease_period=lease_period,
+                clock_drift=d,
+                max_batch_count=max_batch_count,
+                max_queued=1000,
+            )
+            self.nodes[name] = Node(
+                name=name,
+                config=config,
+                rate=rng.uniform(1 - d, 1 + d),
+                offset=rng.uniform(0, 1000),
+            )
+        self.now = 0.0
+        self.seq = 0
+        self.queue: list[tuple[float, int, str, Any]] = []
+        # Global knowledge for the checkers.
+        self.accepts: dict[tuple[int, int], tuple[Value, set[str]]] = {}
+        self.chosen: dict[int, Value] = {}
+        self.chosen_payload_slot: dict[bytes, int] = {}
+        self.proposed: set[Value] = set()
+        self.submitted: dict[int, bytes] = {}
+        self.acked: set[int] = set()
+        self.answered: set[int] = set()
+        self.next_rid = 0
+        self.events = 0
+        self.crashes = 0
+        self.elections = 0
+        self.calm = False
+        self.final_rids: list[int] = []
+        self.last_master_at = float("-inf")
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _at(self, t: float, kind: str, data: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (t, self.seq, kind, data))
+
+    def _log(self, text: str) -> None:
+        if self.tracing and len(self.trace) < MAX_TRACE_LINES:
+            self.trace.append(f"{self.now:9.4f} {text}")
+
+    def fail(self, rule: str, detail: str) -> Violation:
+        return Violation(
+            f"seed={self.seed} t={self.now:.4f}: {rule}: {detail}\n"
+            f"replay: uv run --all-packages python -m parakoon_sim --seed {self.seed} --trace"
+        )
+
+    # --- node lifecycle ------------------------------------------------------------------------
+
+    def _start(self, node: Node) -> None:
+        disk = node.disk
+        # The store is in memory (as in parakoon): a restart rebuilds it from the log. R1:
+        # replay up to last_i - 1 (last_i on a single voter, where every durable entry is
+        # chosen).
+        disk.store = []
+        disk.lease_holder = None
+        upto = disk.last_i if len(self.voters) == 1 and node.config.is_voter else disk.last_i - 1
+        for i in range(disk.applied_i + 1, upto + 1):
+            self._store_apply(node, i, disk.log[i].value, "replay")
+        last = disk.log.get(disk.last_i) if disk.last_i >= 0 else None
+        rec = Recovered(
+            last=last,
+            applied_i=disk.applied_i,
+            promised_n=disk.promised_n,
+            lease_holder=disk.lease_holder,
+        )
+        node.incarnation += 1
+        node.write_free_at = self.now
+        node.state = initial_state(node.config, rec, node.local(self.now), self.rng.getrandbits(63))
+        self._log(f"{node.name} start {rec}")
+        self._schedule_tick(node)
+
+    def _crash(self, node: Node) -> None:
+        if node.state is None:
+            return
+        self.crashes += 1
+        node.state = None
+        node.incarnation += 1  # in-flight disk writes, Persisted/Applied and ticks are void
+        self._log(f"{node.name} CRASH")
+        if not self.calm:
+            down = self.rng.uniform(self.faults.down_min, self.faults.down_max) * self.L
+            self._at(self.now + down, "restart", node.name)
+
+    def _schedule_tick(self, node: Node) -> None:
+        assert node.state is not None
+        period = self.L / 20
+        t = self.now + period * self.rng.uniform(0.5, 1.0)
+        dl = next_deadline(node.config, node.state)
+        if dl is not None:
+            t_dl = node.true_time(dl) + 1e-6
+            if t_dl < t:
+                t = max(t_dl, self.now + 1e-6)
+        node.next_tick = t
+        self._at(t, "tick", (node.name, node.incarnation, t))
+
+    # --- stepping ------------------------------------------------------------------------------
+
+    def _step(self, node: Node, event: Event) -> None:
+        assert node.state is not None
+        self.events += 1
+        local = node.local(self.now)
+        state, effects = self.step_fn(node.config, node.state, event, local)
+        node.state = state
+        if self.tracing and (effects or not isinstance(event, Tick)):
+            self._log(f"{node.name} <- {_fmt(event)}")
+        self._execute(node, effects)
+        if node.state is not None:
+            try:
+                check_invariants(node.config, node.state)
+            except AssertionError as e:
+                raise self.fail("invariant", f"{node.name}: {e}") from None
+            if node.next_tick > self.now:
+                dl = next_deadline(node.config, node.state)
+                if dl is not None and node.true_time(dl) < node.next_tick - 1e-9:
+                    self._schedule_tick(node)
+        self._check_leases()
+
+    def _execute(self, node: Node, effects: list[Effect]) -> None:
+        f = self.faults
+        send_after = self.now  # messages wait for the preceding writes of this list (contract)
+        inc = node.incarnation
+        for eff in effects:
+            if not self.calm and f.crash_mid_effects and self.rng.random() < f.crash_mid_effects:
+                self._crash(node)
+                return
+            if self.tracing:
+                self._log(f"{node.name} -> {_fmt(eff)}")
+            match eff:
+                case Send(to=to, msg=msg):
+                    self._send(node, to, msg, send_after)
+                case Broadcast(msg=msg):
+                    targets = node.config.other_voters
+                    if isinstance(msg, Accept):
+                        targets = node.config.peers
+                    for to in targets:
+                        self._send(node, to, msg, send_after)
+                case Persist(entry=entry):
+                    # Writes complete in order; _write_done checks S3 (no gap, no rewrite
+                    # below the last slot) when each one lands.
+                    node.write_free_at = max(node.write_free_at, self.now) + self.rng.uniform(
+                        f.fsync_min, f.fsync_max
+                    )
+                    send_after = node.write_free_at
+                    self._at(node.write_free_at, "write", (node.name, inc, entry))
+                case PersistPromise(n=n):
+                    node.write_free_at = max(node.write_free_at, self.now) + self.rng.uniform(
+                        f.fsync_min, f.fsync_max
+                    )
+                    send_after = node.write_free_at
+                    self._at(node.write_free_at, "promise", (node.name, inc, n))
+                case Apply(i=i, value=value):
+                    self._store_apply(node, i, value, "apply")
+                    results = (
+                        tuple(len(p) for p in value.payloads) if isinstance(value, Batch) else ()
+                    )
+                    self._at(
+                        self.now + f.apply_latency,
+                        "event",
+                        (node.name, inc, Applied(i=i, results=results)),
+                    )
+                case Reply(rid=rid):
+                    self._on_reply(node, rid)
+                case Fail(rid=rid):
+                    self.answered.add(rid)
+                case StartCatchup(source=source):
+                    delay = self.rng.uniform(f.delay_min, f.delay_max) * 2
+                    self._at(self.now + delay, "catchup", (node.name, inc, source))
+                case RoleChanged(role=r):
+                    if r.value == "candidate":
+                        self.elections += 1
+                case _:
+                    raise AssertionError(f"unknown effect {eff!r}")
+
+    def _send(self, node: Node, to: str, msg: Message, not_before: float) -> None:
+        f = self.faults
+        copies = 1
+        if not self.calm:
+            if self.rng.random() < f.drop:
+                copies = 0
+            elif self.rng.random() < f.duplicate:
+                copies = 2
+        for _ in range(copies):
+            t = max(not_before, self.now) + self.rng.uniform(f.delay_min, f.delay_max)
+            self._at(not_before, "depart", (node.name, node.incarnation, to, msg, t))
+
+    # --- disk ----------------------------------------------------------------------------------
+
+    def _write_done(self, node: Node, entry: LogEntry) -> None:
+        disk = node.disk
+        if entry.i == disk.last_i + 1 or entry.i == disk.last_i:
+            disk.log[entry.i] = entry
+            disk.last_i = entry.i
+        elif entry.i < disk.last_i:
+            raise self.fail(
+                "S3", f"{node.name} rewrites slot {entry.i} below its last {disk.last_i}"
+            )
+        else:
+            raise self.fail("S3", f"{node.name} appends slot {entry.i} after {disk.last_i}")
+        disk.durable.add((entry.i, entry.n))
+        if node.config.is_voter:
+            value, who = self.accepts.setdefault((entry.i, entry.n), (entry.value, set()))
+            if value != entry.value:
+                raise self.fail(
+                    "S1",
+                    f"slot {entry.i} ballot {entry.n} has {value} and {entry.value}",
+                )
+            who.add(node.name)
+            if len(who) >= self.quorum:
+                self._choose(entry.i, entry.value)
+
+    def _choose(self, i: int, value: Value) -> None:
+        old = self.chosen.get(i)
+        if old is not None:
+            if old != value:
+                raise self.fail("agreement", f"slot {i} chosen twice: {old} and {value}")
+            return
+        if value not in self.proposed:
+            raise self.fail("validity", f"slot {i} chose {value} which nobody proposed")
+        self.chosen[i] = value
+        self._log(f"CHOSEN {i} {_fmt_value(value)}")
+        if isinstance(value, Batch):
+            for p in value.payloads:
+                if p in self.chosen_payload_slot:
+                    raise self.fail("validity", f"payload {p!r} chosen twice")
+                if int(p.split(b":")[0]) not in self.submitted:
+                    raise self.fail("validity", f"payload {p!r} was never submitted")
+                self.chosen_payload_slot[p] = i
+
+    def _store_apply(self, node: Node, i: int, value: Value, how: str) -> None:
+        disk = node.disk
+        if i != disk.applied_i + 1:
+            raise self.fail("S4", f"{node.name} {how} slot {i} after {disk.applied_i}")
+        chosen = self.chosen.get(i)
+        if chosen is None:
+            raise self.fail(
+                "agreement", f"{node.name} {how} slot {i} = {value} which is not chosen"
+            )
+        if chosen != value:
+            raise self.fail("agreement", f"{node.name} {how} slot {i} = {value}, chosen {chosen}")
+        disk.store.append(value)
+        if isinstance(value, MasterSet):
+            disk.lease_holder = value.node
+
+    def _catchup(self, node: Node, source: str) -> None:
+        if node.write_free_at > self.now:
+            # The driver installs caught-up data after the log writes already queued.
+            self._at(node.write_free_at + 1e-6, "catchup", (node.name, node.incarnation, source))
+            return
+        src = self.nodes[source]
+        if src.state is None or src.partition != node.partition:
+            self._step(node, CatchupFailed(source=source))
+            return
+        disk, sdisk = node.disk, src.disk
+        # The source serves only chosen slots that are durable in its log (S8).
+        for i in range(disk.applied_i + 1, min(sdisk.applied_i, sdisk.last_i) + 1):
+            entry = sdisk.log[i]
+            if entry.value != sdisk.store[i]:
+                raise self.fail("S8", f"{source} log slot {i} differs from its store")
+            # Copied data is durable before it is applied (the driver's job).
+            if i < disk.last_i:
+                raise self.fail("S3", f"{node.name} catch-up below its log end")
+            disk.log[i] = entry
+            disk.last_i = i
+            disk.durable.add((i, entry.n))
+            self._store_apply(node, i, entry.value, "catch-up")
+        last = disk.log.get(disk.last_i) if disk.last_i >= 0 else None
+        self._step(
+            node,
+            CatchupDone(applied_i=disk.applied_i, last=last, lease_holder=disk.lease_holder),
+        )
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def _client_submit(self) -> None:
+        live = [n for n in self.nodes.values() if n.state is not None]
+        if not live:
+            return
+        probe = self.rng.choice(live)
+        assert probe.state is not None
+        target = master(probe.config, probe.state, probe.local(self.now)) or probe.name
+        count = self.rng.choice((1, 1, 2, 5))
+        reqs = []
+        for _ in range(count):
+            rid = self.next_rid
+            self.next_rid += 1
+            payload = f"{rid}:{self.seed}".encode() + b"x" * self.rng.randrange(0, 40)
+            self.submitted[rid] = payload
+            reqs.append(ClientRequest(rid=rid, payload=payload, sync=self.rng.random() < 0.1))
+            if self.calm:
+                self.final_rids.append(rid)
+        delay = self.rng.uniform(self.faults.delay_min, self.faults.delay_max)
+        self._at(self.now + delay, "client", (target, tuple(reqs)))
+
+    def _on_reply(self, node: Node, rid: int) -> None:
+        if rid not in self.submitted:
+            self.answered.add(rid)  # an admin request (drop-master)
+            return
+        payload = self.submitted[rid]
+        if payload not in self.chosen_payload_slot:
+            raise self.fail(
+                "durability", f"{node.name} acknowledged rid {rid} but it is not chosen"
+            )
+        self.acked.add(rid)
+        self.answered.add(rid)
+
+    # --- checkers ------------------------------------------------------------------------------
+
+    def _check_leases(self) -> None:
+        holders = [
+            n.name
+            for n in self.nodes.values()
+            if n.state is not None and lease_valid(n.config, n.state, n.local(self.now))
+        ]
+        if holders:
+            self.last_master_at = self.now
+        if len(holders) > 1:
+            raise self.fail("lease exclusion", f"{holders} all believe they hold the lease")
+
+    def _check_depart(self, node: Node, msg: Message) -> None:
+        if isinstance(msg, Accepted) and (msg.i, msg.n) not in node.disk.durable:
+            raise self.fail(
+                "persist before acknowledge",
+                f"{node.name} sends Accepted(n={msg.n}, i={msg.i}) without it on disk",
+            )
+        if isinstance(msg, Promise) and node.disk.promised_n < msg.n:
+            raise self.fail(
+                "persist before acknowledge",
+                f"{node.name} sends Promise(n={msg.n}) with promised_n="
+                f"{node.disk.promised_n} on disk",
+            )
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        f = self.faults
+        rng = self.rng
+        for node in self.nodes.values():
+            self._start(node)
+        # Faults and load for the faulty phase.
+        end = self.duration
+        t = 0.0
+        while f.client_rate > 0:
+            t += rng.expovariate(f.client_rate)
+            if t >= end:
+                break
+            self._at(t, "submit", None)
+        names = list(self.nodes)
+        for name in names:
+            t = 0.0
+            while f.crash_rate > 0:
+                t += rng.expovariate(f.crash_rate / self.L)
+                if t >= end:
+                    break
+                self._at(t, "crash", name)
+        t = 0.0
+        while f.partition_rate > 0 and len(names) > 1:
+            t += rng.expovariate(f.partition_rate / self.L)
+            if t >= end:
+                break
+            self._at(t, "partition", None)
+        t = 0.0
+        while f.drop_master_rate > 0:
+            t += rng.expovariate(f.drop_master_rate / self.L)
+            if t >= end:
+                break
+            self._at(t, "drop_master", None)
+        for name in names:
+            t = 0.0
+            while f.pause_rate > 0:
+                t += rng.expovariate(f.pause_rate / self.L)
+                if t >= end:
+                    break
+                self._at(t, "pause", name)
+        self._at(end, "calm", None)
+        calm_len = 8 * self.L
+        stop = end + calm_len
+        # Fresh load once the cluster has had 3 lease periods to settle.
+        for k in range(8):
+            self._at(end + 3 * self.L + k * 0.5 * self.L, "submit", None)
+        self._at(stop, "stop", None)
+
+        while self.queue:
+            if self.events > MAX_EVENTS_PER_SEED:
+                raise self.fail("bound", f"more than {MAX_EVENTS_PER_SEED} events")
+            t, _, kind, data = heapq.heappop(self.queue)
+            self.now = t
+            if kind == "stop":
+                break
+            self._dispatch(kind, data)
+        self._check_liveness()
+        return Result(
+            seed=self.seed,
+            voters=len(self.voters),
+            learners=len(self.nodes) - len(self.voters),
+            chosen=len(self.chosen),
+            acked=len(self.acked),
+            submitted=len(self.submitted),
+            events=self.events,
+            crashes=self.crashes,
+            elections=self.elections,
+            trace=self.trace,
+        )
+
+    @staticmethod
+    def _alive(node: Node, incarnation: int) -> bool:
+        return node.state is not None and node.incarnation == incarnation
+
+    def _deferred(self, name: str, kind: str, data: Any) -> bool:
+        """A paused node handles nothing: put the happening back until the pause ends."""
+        until = self.nodes[name].paused_until
+        if self.now < until:
+            self._at(until, kind, data)
+            return True
+        return False
+
+    def _dispatch(self, kind: str, data: Any) -> None:
+        nodes = self.nodes
+        if kind in ("tick", "event", "catchup") and self._deferred(data[0], kind, data):
+            return
+        if kind == "deliver" and self._deferred(data[1], kind, data):
+            return
+        if kind == "client" and self._deferred(data[0], kind, data):
+            return
+        if kind == "tick":
+            name, inc, t = data
+            node = nodes[name]
+            if node.state is None or node.incarnation != inc or node.next_tick != t:
+                return
+            self._step(node, Tick())
+            if self._alive(node, inc):  # the step may have crashed it
+                self._schedule_tick(node)
+        elif kind == "depart":
+            name, inc, to, msg, arrive = data
+            node = nodes[name]
+            if node.state is None or node.incarnation != inc:
+                return  # the node crashed before its write was durable: never sent
+            self._check_depart(node, msg)
+            if isinstance(msg, Accept):
+                self.proposed.add(msg.value)
+            self._at(arrive, "deliver", (name, to, msg))
+        elif kind == "deliver":
+            src, to, msg = data
+            node = nodes[to]
+            if node.state is None or nodes[src].partition != node.partition:
+                return
+            self._step(node, Receive(src=src, msg=msg))
+        elif kind == "write":
+            name, inc, entry = data
+            node = nodes[name]
+            if node.incarnation != inc:
+                return  # torn: the crash came first
+            if node.config.is_voter and entry.n > 0 and _owner(node.config, entry.n) == name:
+                self.proposed.add(entry.value)
+            self._write_done(node, entry)
+            if node.state is not None and not self._deferred(
+                name, "event", (name, inc, Persisted(i=entry.i, n=entry.n))
+            ):
+                self._step(node, Persisted(i=entry.i, n=entry.n))
+        elif kind == "promise":
+            name, inc, n = data
+            node = nodes[name]
+            if node.incarnation != inc:
+                return
+            node.disk.promised_n = max(node.disk.promised_n, n)
+        elif kind == "event":
+            name, inc, event = data
+            node = nodes[name]
+            if node.state is not None and node.incarnation == inc:
+                self._step(node, event)
+        elif kind == "catchup":
+            name, inc, source = data
+            node = nodes[name]
+            if node.state is not None and node.incarnation == inc:
+                self._catchup(node, source)
+        elif kind == "client":
+            target, reqs = data
+            node = nodes[target]
+            if node.state is None:
+                self.answered.update(r.rid for r in reqs)
+                return
+            self._step(node, ClientBatch(requests=reqs))
+        elif kind == "submit":
+            self._client_submit()
+        elif kind == "crash":
+            if not self.calm:
+                self._crash(nodes[data])
+        elif kind == "restart":
+            node = nodes[data]
+            if node.state is None:
+                self._start(node)
+        elif kind == "partition":
+            if self.calm:
+                return
+            for node in nodes.values():
+                node.partition = 0
+            side = [n for n in nodes if self.rng.random() < 0.4]
+            for name in side:
+                nodes[name].partition = 1
+            self._log(f"PARTITION {side}")
+            heal = self.rng.uniform(self.faults.partition_min, self.faults.partition_max) * self.L
+            self._at(self.now + heal, "heal", None)
+        elif kind == "heal":
+            for node in nodes.values():
+                node.partition = 0
+            self._log("HEAL")
+        elif kind == "drop_master":
+            live = [n for n in nodes.values() if n.state is not None]
+            if live:
+                node = self.rng.choice(live)
+                rid = -1 - self.next_rid
+                self.next_rid += 1
+                self._step(node, DropMaster(rid=rid))
+        elif kind == "pause":
+            node = nodes[data]
+            if not self.calm and node.state is not None:
+                length = self.rng.uniform(self.faults.pause_min, self.faults.pause_max) * self.L
+                node.paused_until = max(node.paused_until, self.now + length)
+                self._log(f"{data} PAUSED until {node.paused_until:.4f}")
+        elif kind == "calm":
+            self.calm = True
+            self._log("CALM: network healed, every node up")
+            for node in nodes.values():
+                node.partition = 0
+                if node.state is None:
+                    self._start(node)
+        else:
+            raise AssertionError(kind)
+
+    def _check_liveness(self) -> None:
+        if self.now - self.last_master_at > self.L:
+            raise self.fail("liveness", "no master after 8 calm lease periods")
+        missing = [rid for rid in self.final_rids if rid not in self.acked]
+        if missing:
+            # A request sent to a node that was not master is refused; only those that reached
+            # the master must commit. Resubmitting is the client's job, so judge only the ones a
+            # master accepted: they must have been acknowledged.
+            unanswered = [rid for rid in missing if rid not in self.answered]
+            if unanswered:
+                raise self.fail("liveness", f"calm-phase requests never answered: {unanswered}")
+        if self.final_rids and not any(rid in self.acked for rid in self.final_rids):
+            raise self.fail("liveness", "no calm-phase request committed")
+
+
+def _owner(config: Config, n: int) -> str:
+    return config.sorted_voters[n % len(config.sorted_voters)]
+
+
+def _fmt_value(v: Value) -> str:
+    if isinstance(v, MasterSet):
+        return f"MasterSet({v.node})"
+    if not v.payloads:
+        return "Nop"
+    return f"Batch({len(v.payloads)}{', sync' if v.sync else ''})"
+
+
+def _fmt(obj: object) -> str:
+    text = repr(obj)
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def run_seed(seed: int, *, trace: bool = False, step_fn: StepFn = step, **kw: Any) -> Result:
+    return Sim(seed, trace=trace, step_fn=step_fn, **kw).run()

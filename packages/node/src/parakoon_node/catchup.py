@@ -141,6 +141,7 @@ async def fetch_catchup(
     except Exception as exc:
         driver.catchup_failed(source.name, f"dial: {exc.__class__.__name__}: {exc}")
         return
+    epoch = storage.lease_epoch
     try:
         async with stream, driver.persister.lock:
             await stream.send(encode_frame(["fetch", from_i]))
@@ -149,7 +150,12 @@ async def fetch_catchup(
         driver.catchup_failed(source.name, f"{exc.__class__.__name__}: {exc}")
         return
     log.info("catchup.received", source=source.name, entries=received, applied_i=storage.applied_i)
-    driver.catchup_done(storage.applied_i, storage.last_entry(), storage.lease_holder)
+    # Only a lease value applied *by this transfer* is news for the core's lease view (which it
+    # then starts at now, conservatively). Re-announcing the lease it already knew would restart
+    # that view and hold off elections for another lease period for nothing: after an idle
+    # leader's last slot (followers always trail it by one), that kept drop-master from working.
+    holder = storage.lease_holder if storage.lease_epoch != epoch else None
+    driver.catchup_done(storage.applied_i, storage.last_entry(), holder)
 
 
 async def _receive(

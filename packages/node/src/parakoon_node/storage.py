@@ -83,6 +83,9 @@ class Storage:
         )
         self.store = Store()
         self.lease_holder: str | None = None
+        # Counts applied MasterSet values: catch-up reports a lease holder to the core only
+        # when it applied a newer lease than the node already knew (see catchup.py).
+        self.lease_epoch = 0
         self.collapses = 0
         self.collapsing = False
         self.snapshot_slot: int | None = None
@@ -149,6 +152,7 @@ class Storage:
         """Apply chosen slot ``i`` to the store; one result per client update."""
         if isinstance(value, MasterSet):
             self.lease_holder = value.node
+            self.lease_epoch += 1
             self.store.apply_batch(i, ())
             return ()
         assert isinstance(value, Batch)

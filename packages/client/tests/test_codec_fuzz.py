@@ -358,7 +358,7 @@ def _drive_garbage(decoder: RequestDecoder, chunks: list[bytes], limits: Limits)
         assert exc.response is None or exc.response[:4] != b"\x00\x00\x00\x00"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=600), st.lists(st.integers(0, 10**6), max_size=8), st.booleans())
 def test_garbage_only_raises_remote_protocol_error(
     data: bytes, cuts: list[int], prologue: bool
@@ -368,7 +368,7 @@ def test_garbage_only_raises_remote_protocol_error(
         _drive_garbage(decoder, _split(data, cuts), limits)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(REQUESTS, min_size=1, max_size=4),
     st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
@@ -385,7 +385,7 @@ def test_corrupted_streams_only_raise_remote_protocol_error(
         _drive_garbage(decoder, _split(bytes(stream), cuts), limits)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(REQUESTS, st.binary(max_size=300))
 def test_garbage_responses_only_raise_remote_protocol_error(
     request: AnyRequest, data: bytes
@@ -399,7 +399,7 @@ def test_garbage_responses_only_raise_remote_protocol_error(
             assert exc.reason
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_garbage_updates_only_raise_remote_protocol_error(data: bytes) -> None:
     for limits in (SMALL, Limits()):
@@ -409,7 +409,7 @@ def test_garbage_updates_only_raise_remote_protocol_error(data: bytes) -> None:
             assert exc.reason
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(sorted(CommandCode)),
     st.binary(max_size=200),
@@ -425,7 +425,7 @@ def test_known_command_with_garbage_arguments(
         _drive_garbage(decoder, _split(stream, cuts), limits)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_sequence_blob_garbage_gets_unknown_failure(blob: bytes) -> None:
     """A garbage SEQUENCE blob is either a valid sequence or rc 0xFF "unknown failure" (§8.4)."""

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.abc
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import parakoon_kv as kv
@@ -226,6 +226,7 @@ STORE_UPDATES: st.SearchStrategy[Update] = st.recursive(
 )
 
 
+@settings(deadline=None)  # shared CI machines: no per-example deadline
 @given(STORE_UPDATES)
 def test_codec_and_store_updates_convert_both_ways(update: Update) -> None:
     assert to_codec_update(to_kv_update(update)) == update

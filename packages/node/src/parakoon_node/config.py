@@ -72,6 +72,8 @@ LEASE_PERIOD_SECS_MAX: Final = 60.0
 NODE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 NODE_NAME_RULE: Final = "1 to 64 characters from A-Z a-z 0-9 _ . -"
 
+# TOML's bare keys; any other key is written quoted.
+_BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_\-]+")
 # Hosts that bind every interface: a port used on one of them clashes with that port on any host.
 _WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 
@@ -387,7 +389,10 @@ class _Parser:
             if key not in known:
                 hint = difflib.get_close_matches(key, known, n=1)
                 more = f" (did you mean {hint[0]!r}?)" if hint else ""
-                where = f"{prefix}.{key}" if prefix else key
+                # A key that is not a bare TOML key is shown quoted, as it would be written, so
+                # that spaces, dots or control characters cannot blur or break the message.
+                shown = key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key)
+                where = f"{prefix}.{shown}" if prefix else shown
                 raise self.fail(where, f"unknown key{more}; known keys: {', '.join(known)}")
 
     def require(self, table: Mapping[str, object], key: str, prefix: str) -> object:

@@ -369,8 +369,11 @@ class Wal:
         return wal
 
     def close(self) -> None:
-        """Close the files and release the directory lock. Idempotent."""
-        with self._write_lock:
+        """Close the files and release the directory lock. Idempotent.
+
+        Waits for a running append and a running collapse to finish first.
+        """
+        with self._collapse_lock, self._write_lock:
             self._abandon("closed")
 
     def __enter__(self) -> Wal:

@@ -46,7 +46,7 @@ Threading
 One thread may append while others read, archive or prune:
 
 * ``_write_lock`` serialises everything that writes the live segment or replaces the set of
-  segments wholesale (append, roll-over, install, truncate, close);
+  segments wholesale (append, roll-over, install, reset, close);
 * ``_collapse_lock`` allows one collapse (snapshot, archive, prune) or install at a time;
 * ``_lock`` guards the shared state (segment list, published end, last slot, pins) and is held
   only briefly, never across an ``fdatasync``. Files are opened for reading under ``_lock`` so

@@ -276,3 +276,14 @@ def test_wrong_cluster_id_is_reported(server: Server, cli: Cli) -> None:
     assert (code, out) == (1, "")
     assert err.startswith("error: ArakoonNotConnected: ")
     assert "cluster id" in err
+
+
+def test_refusals_keep_the_error_format(cli: Cli) -> None:
+    code, out, err = cli("user-function", "nosuch", "arg")
+    assert (code, out) == (1, "")
+    assert err == 'error: BadInput (code 0x26): User function "nosuch" could not be found\n'
+    for admin in (("optimize-db",), ("defrag-db",), ("copy-db-to-head", "2")):
+        code, out, err = cli(*admin, node=True)
+        assert (code, out) == (1, ""), admin
+        assert err.startswith("error: NotSupported (code 0x20): "), admin
+    assert cli.ok("collapse", node=True) == ""

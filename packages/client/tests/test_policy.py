@@ -13,7 +13,6 @@ from parakoon_client.policy import (
     Backoff,
     Retry,
     Verdict,
-    bounded_delay_secs,
     decide,
     makes_outcome_unknown,
 )
@@ -136,10 +135,3 @@ def test_backoff_rejects_bad_inputs() -> None:
         Backoff().delay_secs(-1, 0.5)
     with pytest.raises(ValueError, match="uniform"):
         Backoff().delay_secs(0, 2.0)
-
-
-def test_delay_never_passes_the_deadline() -> None:
-    assert bounded_delay_secs(0.5, remaining_secs=2.0) == 0.5
-    assert bounded_delay_secs(0.5, remaining_secs=0.2) == 0.2
-    assert bounded_delay_secs(0.5, remaining_secs=0.0) is None
-    assert bounded_delay_secs(0.5, remaining_secs=-1.0) is None

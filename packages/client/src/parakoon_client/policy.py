@@ -174,14 +174,3 @@ class Backoff:
         # Cap the exponent: 2**64 times anything positive is past any sane maximum already.
         ceiling: float = min(self.backoff_secs_max, self.backoff_secs_min * 2.0 ** min(attempt, 64))
         return ceiling * (1 - self.jitter * uniform)
-
-
-def bounded_delay_secs(delay_secs: float, *, remaining_secs: float) -> float | None:
-    """The pause to take before the next attempt, or ``None`` when the deadline forbids one.
-
-    A call never starts an attempt after its deadline, and never sleeps past it: when less time
-    remains than the back-off asks for, the last attempt starts right at the deadline's edge.
-    """
-    if remaining_secs <= 0:
-        return None
-    return min(delay_secs, remaining_secs)

@@ -135,7 +135,9 @@ def check_file(package: str, path: Path, rel: Path, *, is_test: bool) -> list[Vi
     """Check one file of ``package`` (``rel`` is its path inside src/ or tests/)."""
     rule = RULES[package]
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    pure = rule.pure or is_codec_module(package, rel)
+    # Purity is a property of the package's code; its tests may read files and environment
+    # variables (scenario scripts, PARAKOON_SEED), which the pure core itself never does.
+    pure = (rule.pure or is_codec_module(package, rel)) and not is_test
     out: list[Violation] = []
     for line, module in imported_modules(tree):
         top = module.split(".")[0]
@@ -271,6 +273,15 @@ def test_checker_accepts_allowed_imports(tmp_path: Path) -> None:
     _fake_tree(tmp_path, "node", "driver.py", "import anyio\nfrom parakoon_paxos import step\n")
     _fake_tree(tmp_path, "sim", "run.py", "import random\nfrom parakoon_client.codec import x\n")
     assert check_tree(tmp_path) == []
+
+
+def test_pure_package_tests_may_read_files_but_not_import_other_packages(tmp_path: Path) -> None:
+    tests = tmp_path / "paxos" / "tests"
+    tests.mkdir(parents=True)
+    (tests / "test_x.py").write_text("import os\nfrom pathlib import Path\n")
+    assert check_tree(tmp_path) == []
+    (tests / "test_y.py").write_text("import parakoon_kv\n")
+    assert [v.module for v in check_tree(tmp_path)] == ["parakoon_kv"]
 
 
 def test_node_is_imported_by_nobody(tmp_path: Path) -> None:

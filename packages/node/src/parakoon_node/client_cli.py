@@ -236,9 +236,8 @@ class _Command:
     name: str
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
+    # Reads with a consistency argument (class C) take --consistency; other commands ignore it.
     build: Callable[[argparse.Namespace], AnyRequest]
-    # Whether --consistency applies (class C commands); others ignore it.
-    reads: bool = False
 
 
 def _key(parser: argparse.ArgumentParser) -> None:
@@ -397,21 +396,18 @@ COMMANDS: Final[tuple[_Command, ...]] = (
         name="get",
         help="the value of KEY",
         arguments=_key,
-        reads=True,
         build=lambda a: Get(key=_utf8(a.key), consistency=a.consistency),
     ),
     _Command(
         name="exists",
         help="whether KEY exists (true/false)",
         arguments=_key,
-        reads=True,
         build=lambda a: Exists(key=_utf8(a.key), consistency=a.consistency),
     ),
     _Command(
         name="assert",
         help="fail unless KEY holds VALUE (or is absent, without VALUE)",
         arguments=_optional_value,
-        reads=True,
         build=lambda a: Assert(
             key=_utf8(a.key), expected=_optional(a.value), consistency=a.consistency
         ),
@@ -420,48 +416,41 @@ COMMANDS: Final[tuple[_Command, ...]] = (
         name="assert-exists",
         help="fail unless KEY exists",
         arguments=_key,
-        reads=True,
         build=lambda a: AssertExists(key=_utf8(a.key), consistency=a.consistency),
     ),
     _Command(
         name="multi-get",
         help="key<TAB>value for every KEY (fails if one is missing)",
         arguments=_keys,
-        reads=True,
         build=lambda a: MultiGet(keys=tuple(map(_utf8, a.keys)), consistency=a.consistency),
     ),
     _Command(
         name="multi-get-option",
         help="key<TAB>value for every KEY, the bare key for a missing one",
         arguments=_keys,
-        reads=True,
         build=lambda a: MultiGetOption(keys=tuple(map(_utf8, a.keys)), consistency=a.consistency),
     ),
     _Command(
         name="range",
         help="keys in a range, ascending, one per line",
-        reads=True,
         arguments=_range_arguments,
         build=lambda a: Range(**_range_fields(a)),
     ),
     _Command(
         name="range-entries",
         help="key<TAB>value in a range, ascending",
-        reads=True,
         arguments=_range_arguments,
         build=lambda a: RangeEntries(**_range_fields(a)),
     ),
     _Command(
         name="rev-range-entries",
         help="key<TAB>value in a range, descending from --first",
-        reads=True,
         arguments=lambda p: _range_arguments(p, reverse=True),
         build=lambda a: RevRangeEntries(**_range_fields(a)),
     ),
     _Command(
         name="prefix",
         help="keys starting with PREFIX, ascending",
-        reads=True,
         arguments=_prefix_arguments,
         build=lambda a: PrefixKeys(
             prefix=_utf8(a.prefix), max_keys=a.max, consistency=a.consistency

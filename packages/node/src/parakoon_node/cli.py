@@ -28,11 +28,10 @@ cannot stop the others from starting.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import metadata
-from typing import Any, Final
+from typing import Final
 
 from parakoon_node.config import ConfigError, check_home_dir, load_config
 from parakoon_node.logs import LOG_FORMATS, LOG_LEVELS, LogFormat
@@ -214,34 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_entry_point(module_name: str, attribute: str, what: str) -> Callable[..., Any] | None:
-    """Import ``module_name.attribute`` lazily; say so (and return None) if the module is absent.
-
-    Imported by name rather than with an import statement because these modules are written
-    under other issues: the command line must work, and type-check, before they land.
-    """
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        fail(f"{what} ({module_name}) is not part of this installation yet")
-        return None
-    entry: Callable[..., Any] = getattr(module, attribute)
-    return entry
-
-
 def run_node(args: argparse.Namespace) -> int:
     """``parakoon node``: validate everything we can, then hand over to the node driver."""
     cluster = load_config(args.config)
     node = cluster.node(args.node)
     check_home_dir(node)
-    run = _load_entry_point("parakoon_node.node", "run", "the node driver")
-    if run is None:
-        return EXIT_FAILURE
+    from parakoon_node.node import run
+
     log_format: LogFormat = args.log_format
-    code = run(cluster, node.name, log_format=log_format, log_level=args.log_level)
-    return int(code)
+    return run(cluster, node.name, log_format=log_format, log_level=args.log_level)
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -260,10 +240,9 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     load_config(args.config)  # fail early and cleanly on a bad file, before any client starts
-    bench_main = _load_entry_point("parakoon_node.bench", "main", "the benchmark")
-    if bench_main is None:
-        return EXIT_FAILURE
-    return int(bench_main(args))
+    from parakoon_node.bench import main as bench_main
+
+    return bench_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

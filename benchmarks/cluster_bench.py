@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _report import markdown_table, write_section  # noqa: E402
+from _report import markdown_table, write_section
 
 AIMS = (
     "Aims (issue 8, this 2-core machine): >= 18,000 acknowledged sets/s with 128 clients, "

@@ -83,12 +83,16 @@ class ClusterProcs:
         lease_period_secs: float = 1.0,
         cluster_extra: str = "",
         fsync: bool = True,
+        metrics: bool = False,
     ) -> None:
         self.base = base
         self.names = [f"node_{k}" for k in range(nodes)]
-        ports = free_ports(2 * nodes)
+        ports = free_ports(3 * nodes)
         self.client_ports = dict(zip(self.names, ports[:nodes], strict=True))
-        self.peer_ports = dict(zip(self.names, ports[nodes:], strict=True))
+        self.peer_ports = dict(zip(self.names, ports[nodes : 2 * nodes], strict=True))
+        self.metrics_ports = (
+            dict(zip(self.names, ports[2 * nodes :], strict=True)) if metrics else {}
+        )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = base / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +112,10 @@ class ClusterProcs:
                 f"client_port = {self.client_ports[name]}",
                 f'home_dir = "data/{name}"',
                 'compressor = "zstd"',
-                "",
             ]
+            if name in self.metrics_ports:
+                lines.append(f"metrics_port = {self.metrics_ports[name]}")
+            lines.append("")
         self.config = base / "cluster.toml"
         self.config.write_text("\n".join(lines))
         self.lease = lease_period_secs

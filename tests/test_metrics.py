@@ -1,0 +1,58 @@
+"""The Prometheus endpoint of a real node: scraped over HTTP, and the figures move with writes."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from parakoon_client import codec
+
+from .conftest import ClusterProcs
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_metrics_endpoint_reports_role_and_moves_with_writes(cluster_factory: Any) -> None:
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=1.0, metrics=True)
+    cluster.start_all()
+    master = cluster.wait_master()
+    port = cluster.metrics_ports[master]
+    before = scrape(port)
+    assert value(before, "parakoon_is_master") == 1.0
+    assert value(before, "parakoon_role", role="leader") == 1.0
+    follower = next(n for n in cluster.names if n != master)
+    assert value(scrape(cluster.metrics_ports[follower]), "parakoon_role", role="follower") == 1.0
+    for k in range(20):
+        assert cluster.call(master, codec.Set(key=b"m%d" % k, value=b"v")) is None
+    deadline = time.monotonic() + 10
+    after = scrape(port)
+    while value(after, "parakoon_applied_updates_total") < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after = scrape(port)
+    assert value(after, "parakoon_commits_total") > value(before, "parakoon_commits_total")
+    assert value(after, "parakoon_applied_updates_total") >= 20
+    assert value(after, "parakoon_applied_slot") > value(before, "parakoon_applied_slot")
+    assert value(after, "parakoon_keys") >= 20
+    assert value(after, "parakoon_fsync_seconds_count") > value(
+        before, "parakoon_fsync_seconds_count"
+    )
+    assert value(after, "parakoon_batch_requests_count") >= 1
+    for peer in cluster.names:
+        if peer != master:
+            assert value(after, "parakoon_peer_connected", peer=peer) == 1.0
+            assert ("parakoon_peer_queue_dropped_total", (("peer", peer),)) in after

@@ -314,3 +314,15 @@ def test_unknown_client_command_is_a_usage_error(tmp_path: Path) -> None:
     result = parakoon("client", "--config", str(config), "frobnicate")
     assert result.returncode == 2
     assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_keys_and_values_starting_with_a_dash() -> None:
+    from parakoon_node.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["client", "set", "--", "-k", "-v"])
+    assert (args.key, args.value) == ("-k", "-v")
+    args = parser.parse_args(["client", "sequence", "--", "set", "-k", "-v", "delete", "-x"])
+    assert parse_sequence(args.words) == (USet(key=b"-k", value=b"-v"), UDelete(key=b"-x"))
+    args = parser.parse_args(["client", "range", "--first=-a", "--last", "z"])
+    assert (args.first, args.last) == ("-a", "z")

@@ -304,3 +304,17 @@ def test_blocks_are_bounded_by_entry_count() -> None:
             data=dict.fromkeys([b"a", b"b", b"c"], b""),
             block_entries_max=2,
         )
+
+
+def test_oversized_block_length_is_refused_before_reading() -> None:
+    """A block header announcing more than BLOCK_PAYLOAD_BYTES_MAX is refused (even with a valid
+    header checksum), so a hostile snapshot cannot make the reader allocate without bound."""
+    from parakoon_kv.snapshot import BLOCK_PAYLOAD_BYTES_MAX
+
+    header = struct.pack("<8sIIqQ", MAGIC, 1, 0, 1, 1)
+    out = header + struct.pack("<I", crc32c(header))
+    body = struct.pack("<III", BLOCK_PAYLOAD_BYTES_MAX + 1, 1, 0)
+    out += body + struct.pack("<I", crc32c(body))
+    with pytest.raises(SnapshotError, match="exceeds") as info:
+        load(io.BytesIO(out))
+    assert info.value.offset == 36

@@ -37,10 +37,13 @@ blocks add up to ``key_count``; ``payload_len`` is exactly 8n plus the sum of th
 
 The writer closes a block once its payload reaches ``block_bytes`` (1 MiB by default), so the
 checksum is called rarely, or once it holds ``BLOCK_ENTRIES_MAX`` (65,536) entries, which bounds
-the writer's working lists. One entry never spans two blocks: an entry larger than
-``block_bytes`` gets a block of its own. The column layout is what makes the format fast in pure
-Python: lengths are read and written as whole ``array`` objects, keys and values are joined and
-sliced by list comprehensions, and no Python-level loop runs per entry.
+the writer's working lists. No payload may exceed ``BLOCK_PAYLOAD_BYTES_MAX`` (1 GiB), so a
+reader never allocates more than that for one block. One entry never spans two blocks: an entry
+larger than ``block_bytes`` gets a block of its own.
+
+The column layout is what makes the format fast in pure Python: lengths are read and written as
+whole ``array`` objects, keys and values are joined and sliced by list comprehensions, and no
+Python-level loop runs per entry.
 
 The reader stops right after the end block and never reads beyond it, so a snapshot can be
 embedded in a longer stream; a caller that holds a whole file checks for trailing bytes itself.
@@ -63,6 +66,7 @@ from parakoon_kv.errors import SnapshotError
 __all__ = [
     "BLOCK_BYTES_DEFAULT",
     "BLOCK_ENTRIES_MAX",
+    "BLOCK_PAYLOAD_BYTES_MAX",
     "MAGIC",
     "VERSION",
     "SnapshotReader",
@@ -77,6 +81,10 @@ VERSION: Final = 1
 BLOCK_BYTES_DEFAULT: Final = 1 << 20
 #: Entries after which the writer closes a block whatever its size.
 BLOCK_ENTRIES_MAX: Final = 1 << 16
+#: Largest block payload a reader accepts (and a writer produces): a damaged or hostile length
+#: must not make the reader allocate without limit. Real blocks are about ``block_bytes`` plus
+#: at most one large entry, and replicated values are far below this (§11 rule 23: 32 MiB).
+BLOCK_PAYLOAD_BYTES_MAX: Final = 1 << 30
 
 _HEADER_BODY = struct.Struct("<8sIIqQ")
 _U32 = struct.Struct("<I")
@@ -171,6 +179,12 @@ def write_snapshot(
         start = 0
         while start < len(chunk):
             stop = min(bisect_left(ends, ends[start] + block_bytes, start + 1), len(chunk))
+            if ends[stop] - ends[start] > BLOCK_PAYLOAD_BYTES_MAX:
+                raise ValueError(
+                    f"entry {chunk[start][:32]!r}... needs a block of "
+                    f"{ends[stop] - ends[start]} bytes, more than the format allows "
+                    f"({BLOCK_PAYLOAD_BYTES_MAX})"
+                )
             payload = b"".join(
                 (
                     _lengths_bytes(key_lengths[start:stop]),
@@ -249,6 +263,11 @@ def read_snapshot(
                 raise SnapshotError("end block does not close the checksum chain", offset=offset)
             break
         lengths_size = count * _LENGTHS_PER_ENTRY
+        if payload_len > BLOCK_PAYLOAD_BYTES_MAX:
+            raise SnapshotError(
+                f"block payload of {payload_len} bytes exceeds {BLOCK_PAYLOAD_BYTES_MAX}",
+                offset=block_offset,
+            )
         if count == 0 or payload_len < lengths_size:
             raise SnapshotError(
                 f"block claims {count} entries in {payload_len} bytes", offset=block_offset

@@ -300,9 +300,14 @@ class Leader:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CatchingUp:
+    """``replay``: the newest Accept that arrived (or triggered the catch-up), with its sender;
+    it is handled as soon as the transfer is done, so the node rejoins the slot in flight
+    instead of always trailing the leader by one slot."""
+
     c: Common
     source: str
     from_i: int
+    replay: tuple[str, Accept] | None = None
 
 
 State: TypeAlias = Follower | Candidate | Leader | CatchingUp
@@ -456,7 +461,9 @@ def master(config: Config, state: State, now: float) -> str | None:
     if lease_valid(config, state, now):
         return config.me
     c = state.c
-    if c.lease_holder is not None and _lease_live(config, c, now):
+    # Our own name only ever comes from lease_valid: the (longer) view of our own lease that
+    # followers keep is not a licence for us.
+    if c.lease_holder not in (None, config.me) and _lease_live(config, c, now):
         return c.lease_holder
     return None
 
@@ -685,7 +692,11 @@ def _on_catchup_done(
     )
     if ev.lease_holder is not None:
         c = replace(c, lease_holder=ev.lease_holder, lease_start=now)
-    return _become_follower(config, c, state.source, now, out)
+    follower = _become_follower(config, c, state.source, now, out)
+    if state.replay is not None:
+        src, accept = state.replay
+        return _follower_accept(config, follower, src, accept, now, out)
+    return follower
 
 
 # --- messages --------------------------------------------------------------------------------
@@ -842,6 +853,8 @@ def _on_accept(
     c = state.c
     match state:
         case CatchingUp():
+            if m.n >= c.n and (state.replay is None or m.i >= state.replay[1].i):
+                return replace(state, replay=(src, m))
             return state
         case Candidate():
             if m.n < c.n:
@@ -905,11 +918,12 @@ def _follower_accept(
         entry = LogEntry(i=i, n=m.n, value=m.value)
         out.append(Persist(entry=entry, sync=_sync(m.value)))
         if m.n != c.n or s.leader != src:
-            out.append(RoleChanged(role=Role.FOLLOWER, n=m.n, master=c.lease_holder))
+            out.append(RoleChanged(role=Role.FOLLOWER, n=m.n, master=src))
         c = replace(c, n=m.n, max_seen=max(c.max_seen, m.n), last=entry, last_durable=False)
         return Follower(c=c, leader=src, check_at=s.check_at, heard_at=now)
-    # Further ahead than one slot: we missed chosen slots. Fetch them from the sender.
-    return _start_catchup(config, c, src, out)
+    # Further ahead than one slot: we missed chosen slots. Fetch them from the sender, then
+    # handle this Accept again.
+    return _start_catchup(config, c, src, out, replay=(src, m))
 
 
 def _on_accepted(
@@ -1053,10 +1067,16 @@ def _become_follower(
     return Follower(c=c, leader=leader, check_at=base + _check_delay(config, r))
 
 
-def _start_catchup(config: Config, c: Common, source: str, out: list[Effect]) -> CatchingUp:
+def _start_catchup(
+    config: Config,
+    c: Common,
+    source: str,
+    out: list[Effect],
+    replay: tuple[str, Accept] | None = None,
+) -> CatchingUp:
     out.append(StartCatchup(source=source, from_i=c.applied_i + 1))
     out.append(RoleChanged(role=Role.CATCHING_UP, n=c.n, master=None))
-    return CatchingUp(c=c, source=source, from_i=c.applied_i + 1)
+    return CatchingUp(c=c, source=source, from_i=c.applied_i + 1, replay=replay)
 
 
 def _start_election(

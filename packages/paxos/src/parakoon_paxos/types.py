@@ -280,7 +280,8 @@ class CatchupDone:
     """The driver copied and applied every chosen slot up to ``applied_i`` from the source.
 
     ``last`` is the node's last log entry afterwards; ``lease_holder`` is the node named by the
-    newest ``MasterSet`` among the applied slots, if any was seen (see rule R2).
+    newest ``MasterSet`` among the slots *this transfer* applied (``None`` if it applied none):
+    the node cannot tell how recent that lease is, so it counts it as starting now (R2).
     """
 
     applied_i: int

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(result.trace))
         print(
             f"seed={result.seed} ok: {result.voters} voters, {result.learners} learners, "
+            f"mode {result.mode}, "
             f"{result.chosen} slots chosen, {result.acked}/{result.submitted} client updates "
             f"acknowledged, {result.events} events, {result.crashes} crashes, "
             f"{result.elections} elections"

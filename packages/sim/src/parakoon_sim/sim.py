@@ -64,6 +64,7 @@ from parakoon_paxos import (
     Event,
     Fail,
     LogEntry,
+    MasterMode,
     MasterSet,
     Message,
     Persist,
@@ -200,6 +201,7 @@ class Result:
     seed: int
     voters: int
     learners: int
+    mode: str
     chosen: int
     acked: int
     submitted: int
@@ -225,11 +227,15 @@ class Sim:
         step_fn: StepFn = step,
         trace: bool = False,
         max_batch_count: int = 64,
+        mode: str | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         rng = self.rng
         nv = voters if voters is not None else rng.choice((1, 2, 3, 3, 3, 3, 5, 5))
+        if mode is None:
+            mode = rng.choice(("elected",) * 17 + ("forced", "preferred", "readonly"))
+        self.mode = mode
         nl = learners if learners is not None else rng.choice((0, 0, 0, 1))
         self.L = lease_period
         self.duration = duration if duration is not None else rng.uniform(8.0, 16.0) * self.L
@@ -254,6 +260,12 @@ class Sim:
                 clock_drift=d,
                 max_batch_count=max_batch_count,
                 max_queued=1000,
+                master_mode={
+                    "forced": MasterMode.FORCED,
+                    "readonly": MasterMode.READONLY,
+                }.get(mode, MasterMode.ELECTED),
+                master="n0" if mode in ("forced", "preferred") else None,
+                preferred=mode == "preferred",
             )
             self.nodes[name] = Node(
                 name=name,
@@ -502,6 +514,7 @@ class Sim:
             self._step(node, CatchupFailed(source=source))
             return
         disk, sdisk = node.disk, src.disk
+        copied_lease: str | None = None
         # The source serves only chosen slots that are durable in its log (S8).
         for i in range(disk.applied_i + 1, min(sdisk.applied_i, sdisk.last_i) + 1):
             entry = sdisk.log[i]
@@ -514,10 +527,12 @@ class Sim:
             disk.last_i = i
             disk.durable.add((i, entry.n))
             self._store_apply(node, i, entry.value, "catch-up")
+            if isinstance(entry.value, MasterSet):
+                copied_lease = entry.value.node
         last = disk.log.get(disk.last_i) if disk.last_i >= 0 else None
         self._step(
             node,
-            CatchupDone(applied_i=disk.applied_i, last=last, lease_holder=disk.lease_holder),
+            CatchupDone(applied_i=disk.applied_i, last=last, lease_holder=copied_lease),
         )
 
     # --- clients -------------------------------------------------------------------------------
@@ -643,6 +658,7 @@ class Sim:
             seed=self.seed,
             voters=len(self.voters),
             learners=len(self.nodes) - len(self.voters),
+            mode=self.mode,
             chosen=len(self.chosen),
             acked=len(self.acked),
             submitted=len(self.submitted),
@@ -788,6 +804,10 @@ class Sim:
             unanswered = [rid for rid in missing if rid not in self.answered]
             if unanswered:
                 raise self.fail("liveness", f"calm-phase requests never answered: {unanswered}")
+        if self.mode == "readonly":
+            if self.acked:
+                raise self.fail("read-only", f"{len(self.acked)} writes acknowledged")
+            return
         if self.final_rids and not any(rid in self.acked for rid in self.final_rids):
             raise self.fail("liveness", "no calm-phase request committed")
 

@@ -80,8 +80,20 @@ def main() -> int:
         config = write_config(base, fsync=not args.no_fsync)
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "parakoon_node", "node", "--config", str(config),
-                 "--node", f"node_{k}", "--log-format", "json", "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "parakoon_node",
+                    "node",
+                    "--config",
+                    str(config),
+                    "--node",
+                    f"node_{k}",
+                    "--log-format",
+                    "json",
+                    "--log-level",
+                    "warning",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=open(base / f"node_{k}.log", "wb"),  # noqa: SIM115
             )
@@ -93,9 +105,20 @@ def main() -> int:
                 ops = args.ops if clients > 1 else max(2_000, args.ops // 10)
                 out = base / f"bench-{clients}.json"
                 cmd = [
-                    sys.executable, "-m", "parakoon_node", "bench", "--config", str(config),
-                    "--clients", str(clients), "--ops", str(ops), "--phases", args.phases,
-                    "--json", str(out),
+                    sys.executable,
+                    "-m",
+                    "parakoon_node",
+                    "bench",
+                    "--config",
+                    str(config),
+                    "--clients",
+                    str(clients),
+                    "--ops",
+                    str(ops),
+                    "--phases",
+                    args.phases,
+                    "--json",
+                    str(out),
                 ]
                 print("+", " ".join(cmd[2:]), flush=True)
                 subprocess.run(cmd, check=True)
@@ -113,8 +136,14 @@ def main() -> int:
         for r in run["results"]:
             rows.append(
                 (
-                    r["phase"], run["clients"], r["ok"], r["failed"], f"{r['ops_per_sec']:.0f}",
-                    f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                    r["phase"],
+                    run["clients"],
+                    r["ok"],
+                    r["failed"],
+                    f"{r['ops_per_sec']:.0f}",
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p95_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
                     f"{r['max_ms']:.2f}",
                 )
             )

@@ -230,13 +230,15 @@ def check_history(
     steps_max_per_key: int = STEPS_MAX_PER_KEY_DEFAULT,
     time_budget_secs: float = 60.0,
     context_ops_max: int = CONTEXT_OPS_MAX_DEFAULT,
+    t0: float | None = None,
 ) -> CheckReport:
     """Check a whole history, key by key. Keys start absent unless ``initial`` says otherwise.
 
     Operations with outcome ``FAILED`` are dropped, and so are ``get`` operations whose outcome
     is not ``OK``. The verdict is VIOLATION if any key has one, else UNKNOWN if any key ran out
     of its budget, else LINEARIZABLE. Keys are checked in order of their name, every key even
-    after a violation, as long as the time budget lasts.
+    after a violation, as long as the time budget lasts. Reports show times relative to ``t0``
+    (default: each key's first call).
     """
     started = time.monotonic()
     deadline = started + time_budget_secs
@@ -254,6 +256,7 @@ def check_history(
                 steps_max=steps_max_per_key,
                 deadline=deadline,
                 context_ops_max=context_ops_max,
+                t0=t0,
             )
         )
     verdicts = {r.verdict for r in reports}
@@ -286,6 +289,7 @@ def check_key(
     steps_max: int = STEPS_MAX_PER_KEY_DEFAULT,
     deadline: float = INFINITY,
     context_ops_max: int = CONTEXT_OPS_MAX_DEFAULT,
+    t0: float | None = None,
 ) -> KeyReport:
     """Search for a linearization of one key's operations (see the module docstring)."""
     ops = relevant(history)
@@ -422,7 +426,7 @@ def check_key(
                     ops=n,
                     steps=steps,
                     context=_violation_context(
-                        key, ops, initial, best_order, best_state, best_stuck, context_ops_max
+                        key, ops, initial, best_order, best_state, best_stuck, context_ops_max, t0
                     ),
                 )
             if unknown_mask:
@@ -555,11 +559,13 @@ def _violation_context(
     best_state: bytes | None,
     stuck: int,
     context_ops_max: int,
+    t0: float | None,
 ) -> str:
     """Explain where the search got stuck: the deepest partial linearization, the completed
     operation that could not be placed after it, and the operations whose intervals surround
     that one."""
-    t0 = min((op.t_call for op in ops), default=0.0)
+    if t0 is None:
+        t0 = min((op.t_call for op in ops), default=0.0)
     lines = [f"key {key!r}: NOT linearizable ({len(ops)} ops, initial state {initial!r})"]
     lines.append(
         f"  deepest partial linearization places {len(best_order)} ops, ending in state "

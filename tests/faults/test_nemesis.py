@@ -1,0 +1,353 @@
+"""Fault injection: a 3-node cluster of real processes under client load and a seeded nemesis.
+
+Recording clients (``workload.py``) run get / set / test_and_set / compare-and-set on a few keys
+over raw codec connections while the nemesis kills (SIGKILL) and restarts nodes, and pauses
+(SIGSTOP) and resumes them, the master most often. Some pauses outlast the lease, so that an old
+master comes back after a new one was elected: if it served a consistent read from its stale
+store, the checker would see a stale read. Then every node is healed, the load stops, and:
+
+* a final marker written through the master must reach every node, and every node's whole
+  store (a no-guarantees ``RANGE_ENTRIES``) must hash to the same digest;
+* a final consistent read of every key joins the history (so that a lost acknowledged write
+  cannot hide behind a key nobody read again), and ``lincheck`` must find the history
+  linearizable.
+
+The run is seeded (``seed=N`` is printed; ``PARAKOON_SEED=N`` replays the nemesis schedule and
+the clients' choices, though not the machine's timing). The CI version loads the cluster for
+about 40 s; ``PARAKOON_LONG=1`` runs 10 minutes with more clients and keys, and lets the nemesis
+take down two nodes at once now and then (no quorum), which the short version never does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parakoon_client import codec
+
+from .lincheck import INFINITY, Operation, OpKind, Outcome, Verdict, check_history
+from .workload import Cluster, WorkloadConfig, cluster_id_of, keys_of, run_clients
+
+LONG = bool(os.environ.get("PARAKOON_LONG"))
+LEASE = 1.0
+LOAD_SECS = 600.0 if LONG else 40.0
+CHECK_BUDGET_SECS = 300.0 if LONG else 20.0
+WORKLOAD = (
+    WorkloadConfig(clients=8, keys=10, key_window_secs=8.0)
+    if LONG
+    else WorkloadConfig(clients=4, keys=5, key_window_secs=8.0)
+)
+
+
+def seeded() -> int:
+    seed = int(os.environ.get("PARAKOON_SEED", random.randrange(1 << 32)))
+    print(f"seed={seed}")
+    return seed
+
+
+# ---------------------------------------------------------------------------------------------
+# The nemesis
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NemesisEvent:
+    at_secs: float
+    action: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NemesisConfig:
+    #: Pause between two faults (uniform in this range).
+    gap_secs: tuple[float, float] = (1.0, 2.0)
+    #: How long a killed node stays down before it is restarted.
+    down_secs: tuple[float, float] = (0.2, 2.5)
+    #: How long a paused node stays stopped; the upper half outlasts the lease, so a paused
+    #: master is replaced and then comes back believing nothing happened.
+    pause_secs: tuple[float, float] = (0.3, 3.0 * LEASE)
+    #: Share of faults aimed at the current master (the rest hit a random node).
+    master_share: float = 0.6
+    #: Most nodes down (killed or paused) at once; 1 keeps a quorum throughout.
+    down_max: int = 1
+
+
+class Nemesis:
+    """Seeded faults on a cluster of node processes, one at a time (or two, with ``down_max=2``).
+
+    Every fault is undone before the next one starts, and ``run`` heals everything before it
+    returns, so the cluster leaves it whole.
+    """
+
+    def __init__(
+        self, cluster: Cluster, rng: random.Random, t0: float, config: NemesisConfig
+    ) -> None:
+        self.cluster = cluster
+        self.rng = rng
+        self.t0 = t0
+        self.config = config
+        self.events: list[NemesisEvent] = []
+        self.killed: set[str] = set()
+        self.paused: set[str] = set()
+
+    def note(self, action: str, node: str) -> None:
+        self.events.append(
+            NemesisEvent(at_secs=time.monotonic() - self.t0, action=action, node=node)
+        )
+
+    def timeline(self) -> str:
+        return "\n".join(f"  {e.at_secs:8.3f} {e.action:8} {e.node}" for e in self.events)
+
+    def master_faults(self) -> int:
+        return sum(1 for e in self.events if e.node.endswith("(master)"))
+
+    def current_master(self, wait_secs: float = 2.0) -> str | None:
+        """The master some live node names; waits a little while an election is under way."""
+        deadline = time.monotonic() + wait_secs
+        while True:
+            for name in self.cluster.names:
+                if name in self.killed or name in self.paused:
+                    continue
+                master = self.cluster.who_master(name)
+                if master is not None:
+                    return master
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+    def pick_victim(self, exclude: set[str]) -> tuple[str, bool]:
+        """A node to hit, and whether it is the master as far as the others can tell."""
+        candidates = [n for n in self.cluster.names if n not in exclude]
+        master = self.current_master()
+        if master in candidates and self.rng.random() < self.config.master_share:
+            return master, True
+        victim = self.rng.choice(candidates)
+        return victim, victim == master
+
+    def fault(self, victim: str, is_master: bool) -> None:
+        role = " (master)" if is_master else ""
+        if self.rng.random() < 0.5:
+            self.cluster.kill(victim)
+            self.killed.add(victim)
+            self.note("kill", victim + role)
+        else:
+            self.cluster.pause(victim)
+            self.paused.add(victim)
+            self.note("pause", victim + role)
+
+    def heal(self, name: str) -> None:
+        if name in self.killed:
+            self.cluster.start(name)
+            self.killed.discard(name)
+            self.note("restart", name)
+        if name in self.paused:
+            self.cluster.resume(name)
+            self.paused.discard(name)
+            self.note("resume", name)
+
+    def heal_all(self) -> None:
+        for name in sorted(self.killed | self.paused):
+            self.heal(name)
+
+    def run(self, deadline: float) -> None:
+        """Inject faults until shortly before ``deadline``; leave every node running."""
+        cfg = self.config
+        # The last fault must be over in time for the cluster to settle before the load ends.
+        last_start = deadline - max(cfg.down_secs[1], cfg.pause_secs[1]) - 2.0
+        try:
+            while time.monotonic() < last_start:
+                time.sleep(self.rng.uniform(*cfg.gap_secs))
+                if time.monotonic() >= last_start:
+                    break
+                victims = [self.pick_victim(set())]
+                if cfg.down_max > 1 and self.rng.random() < 0.15:
+                    victims.append(self.pick_victim({victims[0][0]}))
+                for victim, is_master in victims:
+                    self.fault(victim, is_master)
+                hold = self.rng.uniform(
+                    *(cfg.down_secs if victims[0][0] in self.killed else cfg.pause_secs)
+                )
+                time.sleep(hold)
+                self.heal_all()
+        finally:
+            self.heal_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# After the storm: convergence and the final reads
+
+
+def store_digest(cluster: Cluster, name: str) -> tuple[str, int]:
+    """SHA-256 over a node's whole store (a no-guarantees RANGE_ENTRIES) and its key count."""
+    entries = cluster.call(
+        name,
+        codec.RangeEntries(first=None, max_keys=-1, consistency=codec.NO_GUARANTEES),
+        timeout=10.0,
+    )
+    assert isinstance(entries, list), f"{name}: RANGE_ENTRIES answered {entries!r}"
+    h = hashlib.sha256()
+    for key, value in entries:
+        h.update(len(key).to_bytes(4, "little") + key + len(value).to_bytes(4, "little") + value)
+    return h.hexdigest(), len(entries)
+
+
+def write_through_master(cluster: Cluster, key: bytes, value: bytes, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        master = cluster.wait_master(timeout=max(1.0, deadline - time.monotonic()))
+        try:
+            last = cluster.call(master, codec.Set(key=key, value=value), timeout=5.0)
+        except OSError as exc:
+            last = exc
+            continue
+        if last is None:
+            return master
+        time.sleep(0.1)
+    raise AssertionError(f"marker write not acknowledged within {timeout}s: {last!r}")
+
+
+def wait_converged(cluster: Cluster, marker: tuple[bytes, bytes], timeout: float) -> str:
+    """Wait until every node has the marker, then until all digests agree; return the digest."""
+    key, value = marker
+    deadline = time.monotonic() + timeout
+    views: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for name in cluster.names:
+            try:
+                views[name] = cluster.call(
+                    name, codec.Get(key=key, consistency=codec.NO_GUARANTEES), timeout=2.0
+                )
+            except OSError as exc:
+                views[name] = exc
+        if all(v == value for v in views.values()):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"marker did not reach every node within {timeout}s: {views}")
+    digests: dict[str, tuple[str, int]] = {}
+    while time.monotonic() < deadline:
+        digests = {name: store_digest(cluster, name) for name in cluster.names}
+        if len({d for d, _ in digests.values()}) == 1:
+            return next(iter(digests.values()))[0]
+        time.sleep(0.2)
+    raise AssertionError(f"stores differ after healing: {digests}")
+
+
+def final_reads(cluster: Cluster, keys: list[bytes], timeout: float) -> list[Operation]:
+    """A consistent read of every key through the master, recorded as operations."""
+    out: list[Operation] = []
+    deadline = time.monotonic() + timeout
+    master = cluster.wait_master(timeout=timeout)
+    for n, key in enumerate(keys):
+        while True:
+            assert time.monotonic() < deadline, f"final reads not done within {timeout}s"
+            t_call = time.monotonic()
+            try:
+                answer = cluster.call(master, codec.Get(key=key), timeout=5.0)
+            except OSError:
+                master = cluster.wait_master(timeout=max(1.0, deadline - time.monotonic()))
+                continue
+            t_return = time.monotonic()
+            if isinstance(answer, codec.ErrorResponse):
+                if answer.code == codec.ErrorCode.NOT_FOUND:
+                    answer = None
+                else:
+                    master = cluster.wait_master(timeout=max(1.0, deadline - time.monotonic()))
+                    continue
+            out.append(
+                Operation(
+                    op_id=900_000_000 + n,
+                    client=-1,
+                    kind=OpKind.GET,
+                    key=key,
+                    t_call=t_call,
+                    t_return=t_return,
+                    outcome=Outcome.OK,
+                    result=answer,
+                    detail=f"final read on {master}",
+                )
+            )
+            break
+    return out
+
+
+def dump_history(path: Path, ops: list[Operation], t0: float) -> None:
+    """One JSON object per operation, times relative to the start, for reading a failure."""
+
+    def text(v: bytes | bool | None) -> Any:
+        return v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
+
+    with path.open("w") as f:
+        for op in sorted(ops, key=lambda o: o.t_call):
+            row = {
+                "id": op.op_id,
+                "client": op.client,
+                "kind": op.kind.value,
+                "key": text(op.key),
+                "value": text(op.value),
+                "expected": text(op.expected),
+                "t_call": round(op.t_call - t0, 6),
+                "t_return": None if op.t_return == INFINITY else round(op.t_return - t0, 6),
+                "outcome": op.outcome.value,
+                "result": text(op.result),
+                "detail": op.detail,
+            }
+            f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The test
+
+
+@pytest.mark.timeout(LOAD_SECS + 110)
+def test_nemesis_history_is_linearizable_and_stores_converge(
+    cluster_factory: Any, tmp_path: Path
+) -> None:
+    seed = seeded()
+    rng = random.Random(seed)
+    cluster: Cluster = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    cluster.wait_master(timeout=30)
+    t0 = time.monotonic()
+    nemesis = Nemesis(
+        cluster, random.Random(rng.randrange(1 << 32)), t0, NemesisConfig(down_max=2 if LONG else 1)
+    )
+    result = run_clients(
+        seed=rng.randrange(1 << 32),
+        ports=cluster.client_ports,
+        cluster_id=cluster_id_of(cluster),
+        config=WORKLOAD,
+        duration_secs=LOAD_SECS,
+        t0=t0,
+        during=nemesis.run,
+    )
+    print(f"load: {result.summary()}")
+    print(f"nemesis ({len(nemesis.events)} events):\n{nemesis.timeline()}")
+    assert all(cluster.running(n) for n in cluster.names), cluster.tail_logs()
+
+    marker = (b"__final_marker__", f"seed-{seed}".encode())
+    write_through_master(cluster, *marker, timeout=30.0)
+    digest = wait_converged(cluster, marker, timeout=30.0)
+    print(f"converged: every node's store has digest {digest[:16]}")
+
+    ops = list(result.ops) + final_reads(cluster, keys_of(result.ops), timeout=30.0)
+    history = tmp_path / "history.jsonl"
+    dump_history(history, ops, t0)
+    report = check_history(ops, t0=t0, time_budget_secs=CHECK_BUDGET_SECS)
+    print(report.describe())
+    # Enough must have happened for a pass to mean something: completed operations, failovers.
+    completed = sum(1 for op in ops if op.outcome is Outcome.OK)
+    assert completed > 100, f"only {completed} operations completed: {result.summary()}"
+    assert len(nemesis.events) >= 8, nemesis.timeline()
+    assert nemesis.master_faults() >= 1, nemesis.timeline()
+    assert report.verdict is Verdict.LINEARIZABLE, (
+        f"seed={seed}\n{report.describe()}\nnemesis:\n{nemesis.timeline()}\nhistory: {history}"
+    )

@@ -143,6 +143,7 @@ async def fetch_catchup(
         return
     epoch = storage.lease_epoch
     try:
+        await driver.persister.wait_idle()
         async with stream, driver.persister.lock:
             await stream.send(encode_frame(["fetch", from_i]))
             received = await _receive(stream, decoder, pending, storage, on_store_replaced)

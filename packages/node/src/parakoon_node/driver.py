@@ -155,6 +155,15 @@ class Persister:
     def idle(self) -> bool:
         return not self._jobs and not self.lock.locked()
 
+    async def wait_idle(self) -> None:
+        """Return once every write queued so far is done (bounded by the writes themselves).
+
+        Catch-up calls this before it takes the log over: a ``Persist`` queued just before the
+        core switched to catching up must land before the transfer moves the log past it.
+        """
+        while not self.idle:
+            await anyio.sleep(0.001)
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()

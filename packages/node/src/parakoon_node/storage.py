@@ -178,11 +178,16 @@ class Storage:
         slot + 1. A re-sent ``Accept`` for a slot the snapshot covers holds the chosen value,
         which the snapshot already keeps durably: there is nothing to write for it.
         """
-        if self.wal.last_slot is None:
+        last = self.wal.last_slot
+        if last is None:
             first = self.wal.next_slot
             todo = [e for e in entries if e.i >= first]
         else:
-            todo = list(entries)
+            # Below the last slot the log is immutable and chosen (S3). A write for such a slot
+            # can only be a stale one overtaken by a catch-up; the core ignores its Persisted.
+            todo = [e for e in entries if e.i >= last]
+            if len(todo) != len(entries):
+                log.warning("wal.stale_write_skipped", below=last, slots=[e.i for e in entries])
         if not todo:
             return
         sync = any(isinstance(e.value, Batch) and e.value.sync for e in todo)

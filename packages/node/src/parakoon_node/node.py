@@ -342,8 +342,22 @@ def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: s
         pass
     try:
         return anyio.run(amain, backend="asyncio", backend_options=backend_options)
-    except OSError as exc:
-        # e.g. the client or messaging port is taken
-        log.error("node.failed", error=f"{exc.__class__.__name__}: {exc}")
-        print(f"error: {node_name}: {exc}", file=sys.stderr)
+    except (Exception, BaseExceptionGroup) as exc:
+        # A port already taken, a log write that failed (disk full, I/O error): the node cannot
+        # go on safely. Say what happened in one line per cause and exit non-zero; the log
+        # lines (and a restart) tell the rest.
+        causes = _leaf_exceptions(exc)
+        for cause in causes:
+            log.error("node.failed", error=f"{cause.__class__.__name__}: {cause}")
+        reasons = "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
+        print(f"error: {node_name} stopped: {reasons}", file=sys.stderr)
         return 1
+
+
+def _leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for inner in exc.exceptions:
+            out.extend(_leaf_exceptions(inner))
+        return out
+    return [exc]

@@ -147,3 +147,18 @@ def test_every_event_in_every_role(role_name: str, config: Any, node: Any, leade
                     assert any(isinstance(p, PersistPromise) and p.n >= e.msg.n for p in e1[:k]), (
                         f"{role_name} {ev}: Promise before PersistPromise"
                     )
+
+
+def test_evolve_equals_dataclasses_replace(config: Any, node: Any, leader: Any) -> None:
+    """The fast copier of the core gives exactly what dataclasses.replace gives."""
+    import dataclasses
+
+    from parakoon_paxos.core import evolve
+
+    for role_name in ROLES:
+        state = reach(role_name, config, node, leader).state
+        for f in dataclasses.fields(state):
+            value = getattr(state, f.name)
+            changed = {f.name: value if not isinstance(value, int) else value + 1}
+            assert evolve(state, **changed) == dataclasses.replace(state, **changed)
+        assert evolve(state) == state

@@ -95,8 +95,8 @@ node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Final, TypeAlias, assert_never
+from dataclasses import MISSING, Field, dataclass, fields
+from typing import Any, Final, TypeAlias, TypeVar, assert_never
 
 from .types import (
     NOP,
@@ -247,23 +247,26 @@ class Common:
     respect_until: float
     rng: int
 
+    @property
+    def c(self) -> Common:
+        """The common part, i.e. the state itself (kept so that ``state.c.n`` reads well)."""
+        return self
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Follower:
+class Follower(Common):
     """``heard_at``: when we last accepted from a leader. A leader that is still sending keeps
     us from running for election even if our lease view ran out (its next lease value may just
     not be applied here yet); this is a liveness heuristic, the lease guard alone is for safety.
     """
 
-    c: Common
     leader: str | None
     check_at: float
     heard_at: float = LONG_AGO
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Candidate:
-    c: Common
+class Candidate(Common):
     i: int
     own: LogEntry | None
     promises: tuple[tuple[str, Promise], ...]
@@ -285,8 +288,7 @@ class Proposal:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Leader:
-    c: Common
+class Leader(Common):
     prop: Proposal | None
     queue: RequestQueue
     my_lease_start: float
@@ -299,12 +301,11 @@ class Leader:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CatchingUp:
+class CatchingUp(Common):
     """``replay``: the newest Accept that arrived (or triggered the catch-up), with its sender;
     it is handled as soon as the transfer is done, so the node rejoins the slot in flight
     instead of always trailing the leader by one slot."""
 
-    c: Common
     source: str
     from_i: int
     replay: tuple[str, Accept] | None = None
@@ -312,18 +313,94 @@ class CatchingUp:
 
 State: TypeAlias = Follower | Candidate | Leader | CatchingUp
 
+_COMMON_NAMES: Final = tuple(f.name for f in fields(Common))
+_ROLE_FIELDS: Final[dict[type, tuple[Field[Any], ...]]] = {
+    cls: tuple(f for f in fields(cls) if f.name not in _COMMON_NAMES)
+    for cls in (Follower, Candidate, Leader, CatchingUp)
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Copy-with-changes for the frozen states. ``dataclasses.replace`` walks ``fields()`` and calls
+# the frozen ``__init__`` (about 3 us for Common); every event copies one or two states, so the
+# hot path uses a copier generated once per class (about 1 us): it allocates the instance and
+# sets each slot, taking the new value where one was given. The result is equal to what
+# ``replace`` returns (tests check this for every state class).
+
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="Common")
+_UNSET: Final = object()
+_EVOLVERS: dict[type, Any] = {}
+
+
+def _make_evolver(cls: type) -> Any:
+    names = [f.name for f in fields(cls)]
+    params = ", ".join(f"{n}=_UNSET" for n in names)
+    body = "\n".join(f"    _set(x, {n!r}, o.{n} if {n} is _UNSET else {n})" for n in names)
+    source = f"def evolve(o, *, {params}):\n    x = _new(_cls)\n{body}\n    return x\n"
+    namespace: dict[str, Any] = {
+        "_UNSET": _UNSET,
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+        "_cls": cls,
+    }
+    exec(source, namespace)  # the same technique dataclasses uses to build __init__
+    return namespace["evolve"]
+
+
+def _to(cls: type[_S], base: Common, **role_fields: Any) -> _S:
+    """A state of role ``cls`` with the common fields of ``base`` and the given role fields."""
+    x = object.__new__(cls)
+    for name in _COMMON_NAMES:
+        object.__setattr__(x, name, getattr(base, name))
+    for f in _ROLE_FIELDS[cls]:
+        if f.name in role_fields:
+            value = role_fields[f.name]
+        elif f.default is not MISSING:
+            value = f.default
+        else:
+            raise TypeError(f"{cls.__name__}: missing field {f.name!r}")
+        object.__setattr__(x, f.name, value)
+    return x
+
+
+def evolve(obj: _T, **changes: Any) -> _T:
+    """``dataclasses.replace`` for the core's frozen state classes, faster.
+
+    ``c=other`` means "start from ``other``" (a copy of ``obj`` already carrying the new common
+    fields, as every role state *is* its common part).
+    """
+    if "c" in changes:
+        base = changes.pop("c")
+        assert type(base) is type(obj), f"evolve: {type(base).__name__} for {type(obj).__name__}"
+        obj = base
+        if not changes:
+            return obj
+    try:
+        fn = _EVOLVERS[type(obj)]
+    except KeyError:
+        fn = _EVOLVERS[type(obj)] = _make_evolver(type(obj))
+    result: _T = fn(obj, **changes)
+    return result
+
 
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers.
 
 
-def _rand(c: Common) -> tuple[float, Common]:
-    """A float in [0, 1) from the state's xorshift64 generator, and the advanced Common."""
-    x = c.rng
+def _draw(rng: int) -> tuple[float, int]:
+    """One step of the xorshift64 generator: a float in [0, 1) and the next generator state."""
+    x = rng
     x ^= (x << 13) & _MASK64
     x ^= x >> 7
     x ^= (x << 17) & _MASK64
-    return (x >> 11) / float(1 << 53), replace(c, rng=x)
+    return (x >> 11) / float(1 << 53), x
+
+
+def _rand(c: _S) -> tuple[float, _S]:
+    """A float in [0, 1) from the state's generator, and the state with the generator advanced."""
+    r, x = _draw(c.rng)
+    return r, evolve(c, rng=x)
 
 
 def owner(config: Config, n: int) -> str:
@@ -372,7 +449,7 @@ def _entry_at(c: Common, i: int) -> LogEntry | None:
 
 def _master_set_applied(c: Common, value: Value, now: float) -> Common:
     if isinstance(value, MasterSet):
-        return replace(c, lease_holder=value.node, lease_start=now)
+        return evolve(c, lease_holder=value.node, lease_start=now)
     return c
 
 
@@ -403,7 +480,9 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
     remembered = last is not None or recovered.lease_holder is not None
     alone = len(config.sorted_voters) == 1
     lease_start = now if remembered and not alone else LONG_AGO
-    c = Common(
+    c = Follower(
+        leader=None,
+        check_at=NEVER,
         n=n,
         max_seen=n,
         applied_i=applied,
@@ -422,7 +501,7 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
         check_at = now if forced_master or alone else now + config.lease_period * 0.05 * r
     else:
         check_at = lease_start + config.lease_period + _check_delay(config, r)
-    return Follower(c=c, leader=None, check_at=check_at)
+    return evolve(c, check_at=check_at)
 
 
 def role(state: State) -> Role:
@@ -548,7 +627,7 @@ def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> Sta
                 c.respect_until,
                 now,
             )
-            return replace(state, c=c, check_at=base + _check_delay(config, r))
+            return evolve(state, c=c, check_at=base + _check_delay(config, r))
         case Candidate():
             if now < state.deadline:
                 return state
@@ -567,7 +646,7 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
         c = _step_down(config, s, out)
         return _start_election(config, c, 0, now, out)
     if config.preferred and now >= s.pref_check_at:
-        s = replace(s, pref_check_at=now + config.lease_period)
+        s = evolve(s, pref_check_at=now + config.lease_period)
         pref = config.master
         if (
             pref is not None
@@ -576,7 +655,7 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
             and s.pref_i >= s.c.applied_i - PREFERRED_HANDOVER_SLOTS
         ):
             # Hand over to the preferred master: stop renewing and let the leases run out.
-            s = replace(s, drop_deadline=now + 2.2 * config.lease_period)
+            s = evolve(s, drop_deadline=now + 2.2 * config.lease_period)
     prop = s.prop
     if prop is not None:
         if prop.chosen or now < prop.resend_at:
@@ -587,7 +666,7 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
             if v not in prop.acks:
                 out.append(Send(to=v, msg=msg))
         resend_at = now + config.lease_period / 4 * (1.0 + 0.1 * r)
-        return replace(s, c=c, prop=replace(prop, resend_at=resend_at))
+        return evolve(s, c=c, prop=evolve(prop, resend_at=resend_at))
     return _maybe_propose(config, s, now, out)
 
 
@@ -613,7 +692,7 @@ def _on_client(
         requests = requests[: max(room, 0)]
     if not requests:
         return state
-    s = replace(state, queue=state.queue.push(requests))
+    s = evolve(state, queue=state.queue.push(requests))
     return _maybe_propose(config, s, now, out)
 
 
@@ -628,7 +707,7 @@ def _on_drop_master(config: Config, state: State, rid: int, now: float, out: lis
     if deadline == NEVER:
         deadline = now + 2.2 * config.lease_period
     # Requests already queued may still go out while the lease lasts; new ones are refused.
-    return replace(state, drop_rids=(*state.drop_rids, rid), drop_deadline=deadline)
+    return evolve(state, drop_rids=(*state.drop_rids, rid), drop_deadline=deadline)
 
 
 # --- persistence and application -------------------------------------------------------------
@@ -641,17 +720,15 @@ def _on_persisted(
     last = c.last
     if last is None or last.i != i or last.n != n or c.last_durable:
         return state  # a stale answer, for an entry since rewritten
-    c = replace(c, last_durable=True)
     if isinstance(state, Leader):
         prop = state.prop
-        s = replace(state, c=c)
         if prop is not None and prop.i == i and n == c.n and not prop.self_durable:
-            s = replace(s, prop=replace(prop, self_durable=True))
-            return _maybe_chosen(config, s, now, out)
-        return s
+            prop = evolve(prop, self_durable=True)
+            return _maybe_chosen(config, state, prop, now, out, last_durable=True)
+        return evolve(state, last_durable=True)
     if config.is_voter and n > 0 and owner(config, n) != config.me:
         out.append(Send(to=owner(config, n), msg=Accepted(n=n, i=i)))
-    return _with_common(state, c)
+    return evolve(state, last_durable=True)
 
 
 def _on_applied(
@@ -669,8 +746,7 @@ def _on_applied(
         return state
     for k, rid in enumerate(prop.rids):
         out.append(Reply(rid=rid, result=results[k] if k < len(results) else None))
-    s = replace(state, prop=None)
-    return _maybe_propose(config, s, now, out)
+    return _maybe_propose(config, state, now, out, idle=True)
 
 
 def _on_catchup_done(
@@ -687,11 +763,11 @@ def _on_catchup_done(
         # what is consistent with S3 and retry from the next Accept.
         return _become_follower(config, c, None, now, out)
     n = max(c.n, last.n if last is not None else 0)
-    c = replace(
+    c = evolve(
         c, applied_i=ev.applied_i, last=last, last_durable=True, n=n, max_seen=max(c.max_seen, n)
     )
     if ev.lease_holder is not None:
-        c = replace(c, lease_holder=ev.lease_holder, lease_start=now)
+        c = evolve(c, lease_holder=ev.lease_holder, lease_start=now)
     follower = _become_follower(config, c, state.source, now, out)
     if state.replay is not None:
         src, accept = state.replay
@@ -744,7 +820,7 @@ def _on_prepare(
     if m.n <= c.n or m.i < my_next:
         out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))  # rule 3
         if m.n > c.max_seen:
-            return _with_common(state, replace(c, max_seen=m.n))
+            return _with_common(state, evolve(c, max_seen=m.n))
         return state
     if _respecting(c, src, now):
         return state  # rule 4
@@ -753,11 +829,11 @@ def _on_prepare(
         out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))
         if isinstance(state, Leader):
             return state
-        return _start_election(config, replace(c, max_seen=max(c.max_seen, m.n)), 0, now, out)
+        return _start_election(config, evolve(c, max_seen=max(c.max_seen, m.n)), 0, now, out)
     # Rule 5: promise.
     if isinstance(state, Leader | Candidate):
         c = _step_down(config, state, out)
-    c = replace(
+    c = evolve(
         c,
         n=m.n,
         max_seen=max(c.max_seen, m.n),
@@ -767,7 +843,7 @@ def _on_prepare(
     out.append(PersistPromise(n=m.n))
     out.append(Send(to=src, msg=Promise(n=m.n, i=my_next, accepted=_entry_at(c, my_next))))
     if isinstance(state, CatchingUp):
-        return replace(state, c=c)  # one transfer at a time; the next Accept says the rest
+        return evolve(state, c=c)  # one transfer at a time; the next Accept says the rest
     if m.i > my_next:
         return _start_catchup(config, c, src, out)
     return _become_follower(config, c, src, now, out)
@@ -779,7 +855,7 @@ def _on_promise(
     if m.n != s.c.n or src not in config.other_voters or m.i > s.i:
         return s
     promises = (*(p for p in s.promises if p[0] != src), (src, m))
-    s = replace(s, promises=promises)
+    s = evolve(s, promises=promises)
     if len(promises) + 1 >= config.quorum_size:
         return _decide(config, s, now, out)
     return s
@@ -794,8 +870,9 @@ def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> Stat
             best = acc
     c = s.c
     r, c = _rand(c)
-    leader = Leader(
-        c=c,
+    leader = _to(
+        Leader,
+        c,
         prop=None,
         queue=EMPTY_QUEUE,
         my_lease_start=LONG_AGO,
@@ -815,7 +892,7 @@ def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> Stat
 def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: list[Effect]) -> State:
     c = state.c
     if m.their_n > c.max_seen:
-        c = replace(c, max_seen=m.their_n)
+        c = evolve(c, max_seen=m.their_n)
     ahead = m.their_i > c.applied_i + 1
     match state:
         case Follower() | CatchingUp():
@@ -826,23 +903,23 @@ def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: lis
             if m.n != c.n:
                 return _with_common(state, c)
             if ahead:
-                c = _step_down(config, replace(state, c=c), out)
+                c = _step_down(config, evolve(state, c=c), out)
                 return _start_catchup(config, c, src, out)
             # A higher ballot is out there; the election timer will retry above it.
-            return replace(state, c=c)
+            return evolve(state, c=c)
         case Leader():
             if m.n != c.n:
-                return replace(state, c=c)
+                return evolve(state, c=c)
             if ahead:
-                c = _step_down(config, replace(state, c=c), out)
+                c = _step_down(config, evolve(state, c=c), out)
                 return _start_catchup(config, c, src, out)
             if m.their_n > c.n:
                 # A voter promised a higher ballot (typically a node that lagged, saw no lease
                 # and ran for election). It will refuse our Accepts for good, so run again above
                 # it: while our lease is live the other voters' guard lets only us through.
-                c = _step_down(config, replace(state, c=c), out)
+                c = _step_down(config, evolve(state, c=c), out)
                 return _start_election(config, c, 0, now, out)
-            return replace(state, c=c)
+            return evolve(state, c=c)
         case _:
             assert_never(state)
 
@@ -854,7 +931,7 @@ def _on_accept(
     match state:
         case CatchingUp():
             if m.n >= c.n and (state.replay is None or m.i >= state.replay[1].i):
-                return replace(state, replay=(src, m))
+                return evolve(state, replay=(src, m))
             return state
         case Candidate():
             if m.n < c.n:
@@ -902,25 +979,42 @@ def _follower_accept(
             return s
         entry = LogEntry(i=i, n=m.n, value=m.value)
         out.append(Persist(entry=entry, sync=_sync(m.value)))
-        c = replace(c, n=m.n, max_seen=max(c.max_seen, m.n), last=entry, last_durable=False)
-        return Follower(c=c, leader=src, check_at=s.check_at, heard_at=now)
+        return evolve(
+            s,
+            n=m.n,
+            max_seen=max(c.max_seen, m.n),
+            last=entry,
+            last_durable=False,
+            leader=src,
+            heard_at=now,
+        )
+    changes: dict[str, Any] = {}
     if i == a + 2 and last is not None and last.i == a + 1 and last.n == m.n:
         out.append(Apply(i=last.i, value=last.value))
-        c = replace(c, applied_i=last.i)
-        c = _master_set_applied(c, last.value, now)
-        a = last.i
+        changes["applied_i"] = a = last.i
+        if isinstance(last.value, MasterSet):
+            changes["lease_holder"] = last.value.node
+            changes["lease_start"] = now
     if i == a + 1:
         if last is not None and last.i == i and last.n == m.n and last.value == m.value:
             # A duplicate of what we hold: acknowledge once durable (Persisted will do it).
             if c.last_durable and config.is_voter:
                 out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
-            return Follower(c=c, leader=src, check_at=s.check_at, heard_at=now)
+            return evolve(s, leader=src, heard_at=now, **changes)
         entry = LogEntry(i=i, n=m.n, value=m.value)
         out.append(Persist(entry=entry, sync=_sync(m.value)))
         if m.n != c.n or s.leader != src:
             out.append(RoleChanged(role=Role.FOLLOWER, n=m.n, master=src))
-        c = replace(c, n=m.n, max_seen=max(c.max_seen, m.n), last=entry, last_durable=False)
-        return Follower(c=c, leader=src, check_at=s.check_at, heard_at=now)
+        return evolve(
+            s,
+            n=m.n,
+            max_seen=max(c.max_seen, m.n),
+            last=entry,
+            last_durable=False,
+            leader=src,
+            heard_at=now,
+            **changes,
+        )
     # Further ahead than one slot: we missed chosen slots. Fetch them from the sender, then
     # handle this Accept again.
     return _start_catchup(config, c, src, out, replay=(src, m))
@@ -930,7 +1024,7 @@ def _on_accepted(
     config: Config, s: Leader, src: str, m: Accepted, now: float, out: list[Effect]
 ) -> State:
     if config.preferred and src == config.master and m.i > s.pref_i:
-        s = replace(s, pref_i=m.i)
+        s = evolve(s, pref_i=m.i)
     prop = s.prop
     if (
         prop is None
@@ -941,10 +1035,9 @@ def _on_accepted(
         or src not in config.other_voters
     ):
         if m.n > s.c.max_seen:
-            return replace(s, c=replace(s.c, max_seen=m.n))
+            return evolve(s, c=evolve(s.c, max_seen=m.n))
         return s
-    s = replace(s, prop=replace(prop, acks=prop.acks | {src}))
-    return _maybe_chosen(config, s, now, out)
+    return _maybe_chosen(config, s, evolve(prop, acks=prop.acks | {src}), now, out)
 
 
 # --- leader mechanics -------------------------------------------------------------------------
@@ -964,15 +1057,17 @@ def _propose(
     out: list[Effect],
     *,
     fresh_lease: bool,
+    **changes: Any,
 ) -> State:
-    """Phase 2 for slot i: broadcast first (no need to wait), then persist our own copy."""
-    c = s.c
-    entry = LogEntry(i=i, n=c.n, value=value)
+    """Phase 2 for slot i: broadcast first (no need to wait), then persist our own copy.
+
+    ``changes`` are further fields of the new leader state (one copy for the whole step).
+    """
+    entry = LogEntry(i=i, n=s.n, value=value)
     if len(config.sorted_voters) > 1 or config.learners:
-        out.append(Broadcast(msg=Accept(n=c.n, i=i, value=value)))
+        out.append(Broadcast(msg=Accept(n=s.n, i=i, value=value)))
     out.append(Persist(entry=entry, sync=_sync(value)))
-    r, c = _rand(c)
-    c = replace(c, last=entry, last_durable=False)
+    r, rng = _draw(s.rng)
     prop = Proposal(
         i=i,
         value=value,
@@ -984,68 +1079,85 @@ def _propose(
         proposed_at=now,
         fresh_lease=fresh_lease,
     )
-    return replace(s, c=c, prop=prop)
+    return evolve(s, rng=rng, last=entry, last_durable=False, prop=prop, **changes)
 
 
-def _maybe_propose(config: Config, s: Leader, now: float, out: list[Effect]) -> State:
-    """When idle, propose the next value (§5.4 step 4); may do nothing."""
-    if s.prop is not None:
+def _maybe_propose(
+    config: Config, s: Leader, now: float, out: list[Effect], *, idle: bool = False
+) -> State:
+    """When idle, propose the next value (§5.4 step 4); may do nothing.
+
+    ``idle=True``: the slot in flight (``s.prop``) has just been applied and is to be dropped.
+    """
+    if s.prop is not None and not idle:
         return s
-    c = s.c
-    i = c.applied_i + 1
+    i = s.applied_i + 1
     dropping = s.drop_deadline != NEVER
-    foreign_live = c.lease_holder != config.me and _lease_live(config, c, now)
+    foreign_live = s.lease_holder != config.me and _lease_live(config, s, now)
     lease_ok = lease_valid(config, s, now)
     if not dropping and not foreign_live and (not lease_ok or now >= s.renew_at):
-        s = replace(s, renew_at=now + config.lease_period / 2, need_nop=False)
-        return _propose(config, s, i, MasterSet(node=config.me), (), now, out, fresh_lease=True)
+        return _propose(
+            config,
+            s,
+            i,
+            MasterSet(node=config.me),
+            (),
+            now,
+            out,
+            fresh_lease=True,
+            renew_at=now + config.lease_period / 2,
+            need_nop=False,
+        )
     if s.queue.size > 0 and (lease_ok or not dropping):
         reqs, queue = s.queue.take(config.max_batch_count, config.max_batch_bytes)
         batch = Batch(payloads=tuple(r.payload for r in reqs), sync=any(r.sync for r in reqs))
-        s = replace(s, queue=queue, need_nop=False)
         rids = tuple(r.rid for r in reqs)
-        return _propose(config, s, i, batch, rids, now, out, fresh_lease=False)
+        return _propose(
+            config, s, i, batch, rids, now, out, fresh_lease=False, queue=queue, need_nop=False
+        )
     if s.need_nop:
-        s = replace(s, need_nop=False)
-        return _propose(config, s, i, NOP, (), now, out, fresh_lease=False)
-    return s
+        return _propose(config, s, i, NOP, (), now, out, fresh_lease=False, need_nop=False)
+    return evolve(s, prop=None) if idle else s
 
 
-def _maybe_chosen(config: Config, s: Leader, now: float, out: list[Effect]) -> State:
-    prop = s.prop
-    assert prop is not None
+def _maybe_chosen(
+    config: Config,
+    s: Leader,
+    prop: Proposal,
+    now: float,
+    out: list[Effect],
+    **changes: Any,
+) -> State:
+    """``prop`` (the new version of ``s.prop``) has one more vote: is it chosen now?"""
     if prop.chosen:
-        return s
+        return evolve(s, prop=prop, **changes)
     votes = len(prop.acks) + (1 if prop.self_durable else 0)
     if votes < config.quorum_size:
-        return s
+        return evolve(s, prop=prop, **changes)
     # Chosen (S1): hand it to the store; reply to clients once it is applied (S9).
     out.append(Apply(i=prop.i, value=prop.value))
-    c = replace(s.c, applied_i=prop.i)
-    my_lease_start = s.my_lease_start
-    need_nop = s.need_nop
     value = prop.value
     if isinstance(value, MasterSet):
-        need_nop = True  # followers learn this slot only when the next one arrives
+        changes["need_nop"] = True  # followers learn this slot only when the next one arrives
         if value.node == config.me and prop.fresh_lease:
-            my_lease_start = prop.proposed_at
-            c = replace(c, lease_holder=config.me, lease_start=prop.proposed_at)
+            changes["my_lease_start"] = prop.proposed_at
+            changes["lease_holder"] = config.me
+            changes["lease_start"] = prop.proposed_at
         else:
             # Someone else's lease (or an old one of ours) re-proposed: it starts now for us and
             # grants us nothing; _maybe_propose waits for it to run out.
-            c = _master_set_applied(c, value, now)
-    return replace(
-        s, c=c, prop=replace(prop, chosen=True), my_lease_start=my_lease_start, need_nop=need_nop
-    )
+            changes["lease_holder"] = value.node
+            changes["lease_start"] = now
+    return evolve(s, applied_i=prop.i, prop=evolve(prop, chosen=True), **changes)
 
 
 # --- role changes -----------------------------------------------------------------------------
 
 
 def _with_common(state: State, c: Common) -> State:
-    if c is state.c:
-        return state
-    return replace(state, c=c)
+    """``c`` is ``state`` with changed common fields (every role state is its common part)."""
+    assert type(c) is type(state)
+    return c
 
 
 def _step_down(config: Config, state: Leader | Candidate, out: list[Effect]) -> Common:
@@ -1064,7 +1176,7 @@ def _become_follower(
     r, c = _rand(c)
     base = max(c.lease_start + config.lease_period, now)
     out.append(RoleChanged(role=Role.FOLLOWER, n=c.n, master=leader))
-    return Follower(c=c, leader=leader, check_at=base + _check_delay(config, r))
+    return _to(Follower, c, leader=leader, check_at=base + _check_delay(config, r))
 
 
 def _start_catchup(
@@ -1076,7 +1188,7 @@ def _start_catchup(
 ) -> CatchingUp:
     out.append(StartCatchup(source=source, from_i=c.applied_i + 1))
     out.append(RoleChanged(role=Role.CATCHING_UP, n=c.n, master=None))
-    return CatchingUp(c=c, source=source, from_i=c.applied_i + 1, replay=replay)
+    return _to(CatchingUp, c, source=source, from_i=c.applied_i + 1, replay=replay)
 
 
 def _start_election(
@@ -1086,11 +1198,13 @@ def _start_election(
     n = next_ballot(config, max(c.n, c.max_seen))
     i = c.applied_i + 1
     r, c = _rand(c)
-    c = replace(c, n=n, max_seen=n, respect=None, respect_until=LONG_AGO)
+    c = evolve(c, n=n, max_seen=n, respect=None, respect_until=LONG_AGO)
     wait = config.lease_period / 2 * (1.0 + 0.1 * r)
     if config.preferred and config.me != config.master:
         wait += config.lease_period / 2
-    s = Candidate(c=c, i=i, own=_entry_at(c, i), promises=(), deadline=now + wait, retries=retries)
+    s = _to(
+        Candidate, c, i=i, own=_entry_at(c, i), promises=(), deadline=now + wait, retries=retries
+    )
     if config.other_voters:
         out.append(Broadcast(msg=Prepare(n=n, i=i)))
     out.append(PersistPromise(n=n))

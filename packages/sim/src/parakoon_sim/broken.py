@@ -64,10 +64,10 @@ def accept_lower_ballot(
         and 0 < event.msg.n < state.c.n
     ):
         promised = state.c.n
-        state = replace(state, c=replace(state.c, n=event.msg.n))
+        state = replace(state, n=event.msg.n)
         new, effects = step(config, state, event, now)
         if new.c.n < promised:  # keep claiming the higher promise we broke
-            new = replace(new, c=replace(new.c, n=promised, max_seen=max(new.c.max_seen, promised)))
+            new = replace(new, n=promised, max_seen=max(new.max_seen, promised))
         return new, effects
     return step(config, state, event, now)
 
@@ -77,7 +77,7 @@ def ignore_lease_guard(
 ) -> tuple[State, list[Effect]]:
     """Breaks §5.2 rule 2: promise to anyone, whatever lease is live."""
     if isinstance(event, Receive) and event.msg.__class__.__name__ == "Prepare":
-        state = replace(state, c=replace(state.c, lease_start=float("-inf")))
+        state = replace(state, lease_start=float("-inf"))
     return step(config, state, event, now)
 
 

@@ -45,7 +45,8 @@ compare the search with a brute-force enumeration to keep that honest):
   does not match) is never placed; not placing it is the same.
 * **U2**: a blind write never directly follows an unknown operation: the unknown one's effect
   would vanish unseen, and the same write placed without it reaches a configuration with more
-  options left.
+  options left. (Configurations therefore also record whether the last operation placed had an
+  unknown outcome: the two kinds are explored differently.)
 * **Dominance**: a configuration that failed and had used a *subset* of the unknown operations
   that another one with the same completed operations and the same state has used, proves that
   the other one fails too (see ``_dominated``). Completed operations are tried before unknown
@@ -56,7 +57,7 @@ test-and-set answered it, no operation expects it) behaves like every other such
 of them become one marker and the memo merges the configurations that differ only there.
 
 A write that failed with a *definite* error (``E_NOT_MASTER`` before it was proposed, a refused
-connection) had no effect and is not passed to the checker at all. Reads that fail are dropped
+connection) had no effect; the checker drops it (outcome ``FAILED``). Reads that fail are dropped
 too: a read has no effect, and a failed one observed nothing.
 
 The register model

@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import anyio
 import structlog
 
 import parakoon_kv as kv
@@ -83,8 +82,6 @@ class NodeBackend:
     def __init__(self, node: Node) -> None:
         self._node = node
         lease = node.paxos_config.lease_period
-        # How long a write may wait for consensus before we say "outcome unknown".
-        self.write_timeout_secs = max(10.0, 5 * lease)
         # How long an AtLeast read may wait for the store to catch up.
         self.at_least_wait_secs = min(2.0, lease)
         self._single = len(node.paxos_config.voters) == 1
@@ -150,11 +147,9 @@ class NodeBackend:
         if not driver.lease_valid() and not (self._single and driver.role() is Role.LEADER):
             raise NotMaster(self.known_master())
         sync = isinstance(update, USequence) and update.synced
-        waiter = await driver.submit_write(encode_update(update), sync=sync)
-        with anyio.move_on_after(self.write_timeout_secs):
-            await waiter.wait()
-        if not waiter.done:
-            driver.forget(waiter)
+        waiter = driver.submit_write(encode_update(update), sync=sync, decoded=to_kv_update(update))
+        await waiter.wait()
+        if waiter.timed_out:
             raise NoLongerMaster(b"no consensus within the write timeout; outcome unknown")
         if waiter.failure is not None:
             raise self._failure(waiter.failure)
@@ -255,7 +250,6 @@ class NodeBackend:
         if self._single:
             raise NotSupported("drop master not supported for singletons")
         waiter = await self._node.driver.drop_master()
-        with anyio.move_on_after(self.write_timeout_secs):
-            await waiter.wait()
+        await waiter.wait()
         if waiter.failure is not None:
             raise self._failure(waiter.failure)

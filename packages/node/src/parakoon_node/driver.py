@@ -26,6 +26,7 @@ together). The core answers with ``Reply`` (after the slot is chosen and applied
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import time
@@ -93,29 +94,46 @@ class WriteLog(Protocol):
 
 
 class Waiter:
-    """One parked client request: set once by ``Reply`` or ``Fail``."""
+    """One parked client request, resolved once by ``Reply``, ``Fail`` or the write timeout.
 
-    __slots__ = ("_event", "failure", "result")
+    A plain asyncio future: the node always runs anyio on its asyncio backend (uvloop where
+    available), and on the hot path of every write a future is several times cheaper than an
+    ``anyio.Event`` plus a cancel scope for the timeout. Timeouts are swept by the ticker
+    instead (:meth:`Driver.expire_waiters`), so awaiting needs no cancel scope at all.
+    """
 
-    def __init__(self) -> None:
-        self._event = anyio.Event()
+    __slots__ = ("deadline", "decoded", "failure", "future", "payload", "result", "timed_out")
+
+    def __init__(self, deadline: float, payload: bytes = b"", decoded: object = None) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.result: object = None
         self.failure: FailCode | None = None
+        self.timed_out = False
+        self.deadline = deadline
+        self.payload = payload
+        self.decoded = decoded
 
     def resolve(self, result: object) -> None:
-        self.result = result
-        self._event.set()
+        if not self.future.done():
+            self.result = result
+            self.future.set_result(None)
 
     def fail(self, code: FailCode) -> None:
-        self.failure = code
-        self._event.set()
+        if not self.future.done():
+            self.failure = code
+            self.future.set_result(None)
+
+    def expire(self) -> None:
+        if not self.future.done():
+            self.timed_out = True
+            self.future.set_result(None)
 
     @property
     def done(self) -> bool:
-        return self._event.is_set()
+        return self.future.done()
 
     async def wait(self) -> None:
-        await self._event.wait()
+        await self.future
 
 
 @dataclass(slots=True)
@@ -248,6 +266,11 @@ class Driver:
         self._on_role = on_role
         self.persister = Persister(write_log, self._write_done)
         self._waiters: dict[int, Waiter] = {}
+        # Leader only: the store update of each payload we proposed, so that applying our own
+        # batch does not decode what we encoded a moment ago. Keyed by the payload object's id;
+        # the waiter keeps the object alive, and the entry goes when the waiter is settled.
+        self.decoded: dict[int, Waiter] = {}
+        self.write_timeout_secs = max(10.0, 5 * config.lease_period)
         self._rids = itertools.count(1)
         self._incoming: list[ClientRequest] = []
         self._batch_wake = anyio.Event()
@@ -333,10 +356,12 @@ class Driver:
             case Reply(rid=rid, result=result):
                 waiter = self._waiters.pop(rid, None)
                 if waiter is not None:
+                    self.decoded.pop(id(waiter.payload), None)
                     waiter.resolve(result)
             case Fail(rid=rid, code=code):
                 waiter = self._waiters.pop(rid, None)
                 if waiter is not None:
+                    self.decoded.pop(id(waiter.payload), None)
                     waiter.fail(code)
             case StartCatchup(source=source, from_i=from_i):
                 log.info("catchup.start", source=source, from_i=from_i)
@@ -366,26 +391,52 @@ class Driver:
 
     # ---------------------------------------------------------------- client requests
 
-    async def submit_write(self, payload: bytes, *, sync: bool = False) -> Waiter:
-        """Queue one client update for the next batch; return its waiter (not yet resolved)."""
+    def submit_write(self, payload: bytes, *, sync: bool = False, decoded: object = None) -> Waiter:
+        """Queue one client update for the next batch; return its waiter (not yet resolved).
+
+        ``decoded`` is the store's form of ``payload`` when the caller has it: applying the
+        batch on this node then skips decoding the payload again.
+        """
         rid = next(self._rids)
-        waiter = Waiter()
+        waiter = Waiter(self._clock() + self.write_timeout_secs, payload, decoded)
         self._waiters[rid] = waiter
+        if decoded is not None:
+            self.decoded[id(payload)] = waiter
         self._incoming.append(ClientRequest(rid=rid, payload=payload, sync=sync))
         self.counters.requests_submitted += 1
         self._batch_wake.set()
         return waiter
+
+    def take_decoded(self, payload: bytes) -> object:
+        """The store update registered for this very payload object, or None."""
+        waiter = self.decoded.pop(id(payload), None)
+        if waiter is None or waiter.payload is not payload:
+            return None
+        return waiter.decoded
+
+    def expire_waiters(self) -> None:
+        """Answer, as timed out, every waiter past its deadline (oldest first: rids grow)."""
+        now = self._clock()
+        while self._waiters:
+            rid = next(iter(self._waiters))
+            waiter = self._waiters[rid]
+            if waiter.deadline > now:
+                return
+            del self._waiters[rid]
+            self.decoded.pop(id(waiter.payload), None)
+            waiter.expire()
 
     def forget(self, waiter: Waiter) -> None:
         """Drop a waiter whose caller gave up (its request may still be applied)."""
         for rid, w in list(self._waiters.items()):
             if w is waiter:
                 del self._waiters[rid]
+                self.decoded.pop(id(w.payload), None)
                 return
 
     async def drop_master(self) -> Waiter:
         rid = next(self._rids)
-        waiter = Waiter()
+        waiter = Waiter(self._clock() + self.write_timeout_secs)
         self._waiters[rid] = waiter
         self.handle(DropMaster(rid=rid))
         return waiter
@@ -417,6 +468,7 @@ class Driver:
             delay = ceiling if deadline is None else min(ceiling, max(floor, deadline - now))
             await anyio.sleep(delay)
             self.handle(Tick())
+            self.expire_waiters()
 
     # ---------------------------------------------------------------- catch-up results
 
@@ -432,6 +484,7 @@ class Driver:
         for waiter in self._waiters.values():
             waiter.fail(code)
         self._waiters.clear()
+        self.decoded.clear()
 
 
 def lease_holder_of(value: Value) -> str | None:

@@ -137,6 +137,7 @@ class Node:
             on_applied=self._on_applied,
             on_role=self._on_role,
         )
+        self.storage.take_decoded = self.driver.take_decoded
 
     # ---------------------------------------------------------------- wiring callbacks
 

@@ -89,6 +89,8 @@ class Storage:
         self.collapses = 0
         self.collapsing = False
         self.snapshot_slot: int | None = None
+        # Set by the node to the driver's take_decoded (see Driver.decoded).
+        self.take_decoded: Callable[[bytes], object] | None = None
 
     # ---------------------------------------------------------------- recovery
 
@@ -158,7 +160,13 @@ class Storage:
         assert isinstance(value, Batch)
         updates: list[KvUpdate] = []
         bad: dict[int, object] = {}
+        take = self.take_decoded
         for k, payload in enumerate(value.payloads):
+            if take is not None:
+                known = take(payload)
+                if known is not None:
+                    updates.append(known)  # type: ignore[arg-type]
+                    continue
             try:
                 updates.append(self._decode_payload(payload))
             except Exception as exc:  # a payload the leader accepted must decode; be safe

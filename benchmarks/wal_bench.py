@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -90,8 +91,22 @@ def wal_group_rate(directory: Path, group: int, secs: float) -> float:
         return slot / (time.perf_counter() - start)
 
 
-def replay(directory: Path, entries: int) -> tuple[float, float, float, int]:
-    """Replay rates (live, archived) in entries/s, the zstd ratio and the number of segments."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replay:
+    live_iter: float  # entries/s of iter_from over plain segments, cold cache
+    live_open: float  # entries/s of Wal.open (verifies every record) over plain segments
+    archived_iter: float
+    archived_open: float
+    ratio: float
+    segments: int
+
+
+def replay(directory: Path, entries: int) -> Replay:
+    """Replay rates over plain and over archived segments, the zstd ratio, the segment count.
+
+    Each pass opens the log afresh (so nothing is cached) and times the open (which verifies
+    every record) and one full ``iter_from`` separately; the best of three passes counts.
+    """
     shutil.rmtree(directory, ignore_errors=True)
     rng = random.Random(2)
     payloads = [realistic_payload(rng, 100) for _ in range(1000)]
@@ -103,21 +118,33 @@ def replay(directory: Path, entries: int) -> tuple[float, float, float, int]:
         segments = len(wal.segments())
         plain_bytes = sum(s.size_bytes for s in wal.segments()[:-1])
 
-        def timed() -> float:
-            best = 0.0
-            for _ in range(3):
-                start = time.perf_counter()
+    def timed() -> tuple[float, float]:
+        best_open = best_iter = 0.0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            with Wal.open(directory) as log:
+                t1 = time.perf_counter()
                 n = 0
-                for _slot, _data in wal.iter_from(0):
+                for _slot, _data in log.iter_from(0):
                     n += 1
-                best = max(best, n / (time.perf_counter() - start))
-            return best
+                t2 = time.perf_counter()
+            best_open = max(best_open, n / (t1 - t0))
+            best_iter = max(best_iter, n / (t2 - t1))
+        return best_iter, best_open
 
-        live_rate = timed()
+    live_iter, live_open = timed()
+    with Wal.open(directory) as wal:
         archived = wal.archive_completed()
-        packed_bytes = sum(p.stat().st_size for p in archived)
-        archived_rate = timed()
-    return live_rate, archived_rate, plain_bytes / packed_bytes, segments
+    packed_bytes = sum(p.stat().st_size for p in archived)
+    archived_iter, archived_open = timed()
+    return Replay(
+        live_iter=live_iter,
+        live_open=live_open,
+        archived_iter=archived_iter,
+        archived_open=archived_open,
+        ratio=plain_bytes / packed_bytes,
+        segments=segments,
+    )
 
 
 def main() -> None:
@@ -132,7 +159,7 @@ def main() -> None:
         raw_rate, single_rate = raw_and_single_rates(work, args.single_secs)
         group100 = wal_group_rate(work / "g100", 100, 3.0)
         group1000 = wal_group_rate(work / "g1000", 1000, 3.0)
-        live_rate, archived_rate, ratio, segments = replay(work / "replay", args.replay_entries)
+        rep = replay(work / "replay", args.replay_entries)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()[0]
@@ -158,18 +185,20 @@ def main() -> None:
             ("met" if group1000 >= 200_000 else "missed") + f" ({group1000 / 1000:,.0f} fsyncs/s)",
         ],
         [
-            "replay, live (plain) segments",
-            f"{live_rate:,.0f} entries/s",
+            "replay (iter_from), live (plain) segments",
+            f"{rep.live_iter:,.0f} entries/s",
             ">= 500,000",
-            "met" if live_rate >= 500_000 else "missed",
+            "met" if rep.live_iter >= 500_000 else "missed",
         ],
         [
-            "replay, archived (zstd) segments",
-            f"{archived_rate:,.0f} entries/s",
+            "replay (iter_from), archived (zstd) segments",
+            f"{rep.archived_iter:,.0f} entries/s",
             ">= 500,000",
-            "met" if archived_rate >= 500_000 else "missed",
+            "met" if rep.archived_iter >= 500_000 else "missed",
         ],
-        ["zstd ratio (plain / compressed)", f"{ratio:.2f}", "", ""],
+        ["open (verifies every record), plain", f"{rep.live_open:,.0f} entries/s", "", ""],
+        ["open (verifies every record), archived", f"{rep.archived_open:,.0f} entries/s", "", ""],
+        ["zstd ratio (plain / compressed)", f"{rep.ratio:.2f}", "", ""],
     ]
     body = (
         markdown_table(["measure", "result", "aim", "verdict"], rows)
@@ -177,7 +206,8 @@ def main() -> None:
         + f"- raw and single-entry appends: interleaved call by call for {args.single_secs:g} s "
         "(raw, WAL, raw, WAL, ...), each rate = calls / time spent in those calls\n"
         f"- group commit runs: 3 s each; replay: {args.replay_entries:,} entries of 100 bytes "
-        f"in {segments} segments of up to 100,000 entries, best of 3 full passes; payloads "
+        f"in {rep.segments} segments of up to 100,000 entries, best of 3 passes, each on a "
+        "freshly opened log (nothing cached); payloads "
         "look like client batches (opcode, structured key, text value)\n"
         f"- files in {work.parent} (same disk for every measure), fsync on except while "
         "building the replay log\n"

@@ -340,7 +340,9 @@ def test_byte_flips_are_refused_or_harmless(tmp_path: Path, seed: int, long_mode
         try:
             wal = Wal.open(work, segment_entries_max=SEGMENT_ENTRIES)
         except WalDiskError as exc:
-            assert exc.path.name == target.name or exc.path == work, (what, exc)
+            # The error names the damaged file; a completed segment cut exactly at a record
+            # boundary is only detectable from the next segment, whose error names both.
+            assert target.name in str(exc) or exc.path == work, (what, exc)
             refused += 1
             shutil.rmtree(work)
             continue

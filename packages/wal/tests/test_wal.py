@@ -398,3 +398,34 @@ def test_write_failure_poisons_the_log(tmp_path: Path) -> None:
     wal.close()
     with Wal.open(tmp_path) as again:
         assert list(again.iter_from(0)) == [(0, b"a")]
+
+
+@pytest.mark.parametrize("cache", [0, 2])
+def test_read_batch_streams_and_tails(tmp_path: Path, payload: Payload, cache: int) -> None:
+    with Wal.open(tmp_path, segment_entries_max=50, fsync=False, decoded_segments_max=cache) as wal:
+        for k in range(0, 120, 10):
+            wal.append([(j, payload(j, 0)) for j in range(k, k + 10)])
+        expected = [(k, payload(k, 0)) for k in range(120)]
+        got: list[tuple[int, bytes]] = []
+        slot = 0
+        for _ in range(100):  # bounded: 120 records in batches of 7
+            batch = wal.read_batch(slot, entries_max=7, bytes_max=100_000)
+            if not batch:
+                break
+            assert len(batch) <= 7
+            got += batch
+            slot = batch[-1][0] + 1
+        assert got == expected
+        assert len(wal.read_batch(0, bytes_max=1)) == 1
+        assert wal.read_batch(120) == []
+        # a reader tailing the live segment sees appends and rewrites
+        assert wal.read_batch(115)[-1] == (119, payload(119, 0))
+        wal.append([(119, b"rewritten"), (120, b"new")])
+        assert wal.read_batch(118) == [(118, payload(118, 0)), (119, b"rewritten"), (120, b"new")]
+        wal.append([(120, b"newer")])
+        assert wal.read(120) == b"newer"
+        assert wal.read_batch(119) == [(119, b"rewritten"), (120, b"newer")]
+        assert wal.read(60) == payload(60, 0)
+        wal._check()
+    with pytest.raises(ValueError, match="decoded_segments_max"):
+        Wal.open(tmp_path, decoded_segments_max=-1)

@@ -346,12 +346,14 @@ def decode_records(
     prev_crc: int,
     from_slot: int,
     path: str,
+    base: int = 0,
 ) -> tuple[list[tuple[int, bytes]], int]:
     """The hot replay loop: every record of ``buf[start:stop]`` with slot >= ``from_slot``.
 
     Verifies the crc chain (bit rot since the log was opened is still caught) and keeps only the
     newest copy of a rewritten slot. Returns the records and the final crc. The slot rule was
-    checked when the log was opened or appended, so here only the chain is verified.
+    checked when the log was opened or appended, so here only the chain is verified. ``base``
+    is the file offset of ``buf[0]`` (for error messages when ``buf`` is a piece of a file).
     """
     out: list[tuple[int, bytes]] = []
     append = out.append
@@ -362,12 +364,12 @@ def decode_records(
     last_slot = -1
     while offset < stop:
         if stop - offset < RECORD_HEADER_SIZE:
-            raise WalCorruptError(path, offset, "record header truncated")
+            raise WalCorruptError(path, base + offset, "record header truncated")
         rec_crc, length, slot, _head = unpack(buf, offset)
         body = offset + RECORD_HEADER_SIZE
         end = body + length
         if end > stop or crc32c(mv[offset + 4 : end], crc) != rec_crc:
-            raise WalCorruptError(path, offset, "record checksum mismatch")
+            raise WalCorruptError(path, base + offset, "record checksum mismatch")
         crc = rec_crc
         if slot >= from_slot:
             if slot == last_slot:

@@ -65,6 +65,7 @@ import os
 import re
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,11 @@ APPEND_ENTRIES_MAX = 65_536
 #: Largest metadata record, in bytes of msgpack.
 META_BYTES_MAX = 64 * 1024
 ZSTD_LEVEL = 3
+#: How many decoded segments readers keep in memory (see ``Wal._records_of``).
+DECODED_SEGMENTS_MAX = 2
+#: Default bounds of one :meth:`Wal.read_batch`.
+READ_BATCH_ENTRIES_MAX = 1024
+READ_BATCH_BYTES_MAX = 4 * 1024 * 1024
 
 SEGMENT_RE = re.compile(r"^(\d{10})-(\d{20})\.wal(\.zst)?$")
 HEAD_RE = re.compile(r"^head-(\d{20})\.snap$")
@@ -207,6 +213,22 @@ class WalStatistics(NamedTuple):
     pins: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Decoded:
+    """A segment's records decoded up to byte ``end`` (chain crc ``crc`` there)."""
+
+    end: int
+    crc: int
+    records: list[tuple[int, bytes]]
+
+
+def _index_of(records: list[tuple[int, bytes]], slot: int) -> int:
+    """Index of ``slot`` in deduplicated records (slots go up by one), clamped to the list."""
+    if not records:
+        return 0
+    return min(max(slot - records[0][0], 0), len(records))
+
+
 @dataclass(slots=True)
 class _Segment:
     """Mutable bookkeeping of one segment (guarded by ``Wal._lock``)."""
@@ -253,6 +275,7 @@ class _Options:
     compressor: Compressor
     zstd_level: int
     append_entries_max: int
+    decoded_segments_max: int
 
 
 def _check_slot(slot: object, what: str) -> None:
@@ -288,6 +311,7 @@ class Wal:
         self._heads: dict[int, Path] = {}
         self._pins: dict[int, int] = {}
         self._pin_ids = itertools.count(1)
+        self._decoded: OrderedDict[int, _Decoded] = OrderedDict()
         self._appends = 0
         self._records_appended = 0
         self._bytes_appended = 0
@@ -316,6 +340,7 @@ class Wal:
         compressor: Compressor = "zstd",
         zstd_level: int = ZSTD_LEVEL,
         append_entries_max: int = APPEND_ENTRIES_MAX,
+        decoded_segments_max: int = DECODED_SEGMENTS_MAX,
         faults: FaultPoints | None = None,
     ) -> Wal:
         """Open (creating if needed) the log in ``directory`` and recover it (rule R1).
@@ -323,7 +348,9 @@ class Wal:
         ``fsync`` is the default durability of :meth:`append`. A segment rolls over once it
         holds ``segment_entries_max`` records or ``segment_bytes_max`` bytes (a batch is never
         split, so a segment may exceed the bound by one batch). ``compressor`` chooses how
-        :meth:`archive_completed` stores completed segments. ``faults`` arms test fault points.
+        :meth:`archive_completed` stores completed segments. Readers cache the decoded records
+        of up to ``decoded_segments_max`` segments (memory: about two segments' worth of
+        payloads; 0 turns the cache off). ``faults`` arms test fault points.
 
         The result's :attr:`recovery` says what was repaired. Raises :class:`WalCorruptError`
         (damaged record or header, with file and offset), :class:`WalMissingSegmentError` (a hole
@@ -332,6 +359,8 @@ class Wal:
         """
         if compressor not in COMPRESSORS:
             raise ValueError(f"compressor must be one of {COMPRESSORS}, not {compressor!r}")
+        if decoded_segments_max < 0:
+            raise ValueError(f"decoded_segments_max must be >= 0, not {decoded_segments_max!r}")
         bounds: list[tuple[str, object]] = [
             ("segment_entries_max", segment_entries_max),
             ("segment_bytes_max", segment_bytes_max),
@@ -347,6 +376,7 @@ class Wal:
             compressor=compressor,
             zstd_level=zstd_level,
             append_entries_max=append_entries_max,
+            decoded_segments_max=decoded_segments_max,
         )
         path = Path(directory)
         if not path.is_dir():
@@ -835,32 +865,65 @@ class Wal:
                 return seg
         return None
 
-    def _records_of(self, seq: int, from_slot: int) -> list[tuple[int, bytes]]:
-        """Records of segment ``seq`` with slot >= ``from_slot``, newest copies only."""
+    def _records_of(self, seq: int, from_slot: int) -> tuple[list[tuple[int, bytes]], int]:
+        """All records of segment ``seq`` (newest copies, so slots go up by one) and the index of
+        ``from_slot`` in them (``len`` if beyond). The list must not be modified.
+
+        Decoded segments are cached (``decoded_segments_max``): a catch-up stream reading a
+        segment in batches decodes it once, and a reader tailing the live segment decodes only
+        what was appended since its last read.
+        """
         with self._lock:
             self._ensure_usable()
             seg = self._find(seq)
             if seg is None:
                 raise WalSlotPrunedError(from_slot, self._first_slot)
             path, is_archived, end, prev_crc = seg.path, seg.archived, seg.end, seg.prev_crc
+            cached = self._decoded.get(seq)
+            if cached is not None and cached.end == end:
+                self._decoded.move_to_end(seq)
+                return cached.records, _index_of(cached.records, from_slot)
             # Opened under the lock so archive/prune cannot unlink the file first; an open
             # descriptor keeps the data readable after an unlink.
             f = open(path, "rb")  # noqa: SIM115 - closed right below
+        prefix: list[tuple[int, bytes]] = []
+        start, seed = framing.SEGMENT_HEADER_SIZE, prev_crc
         with f:
-            data = f.read() if is_archived else f.read(end)
-        if is_archived:
-            data = decompress(data, path)
-        if len(data) != end:
-            raise WalCorruptError(path, len(data), f"segment is {len(data)} bytes, expected {end}")
-        records, _crc = framing.decode_records(
+            if is_archived:
+                data = decompress(f.read(), path)
+                if len(data) != end:
+                    raise WalCorruptError(path, len(data), f"segment is not {end} bytes")
+                base = 0
+            else:
+                if cached is not None and cached.end < end:
+                    prefix, start, seed = cached.records, cached.end, cached.crc
+                f.seek(start)
+                data = f.read(end - start)
+                if len(data) != end - start:
+                    raise WalCorruptError(path, start + len(data), f"segment is not {end} bytes")
+                base, start = start, 0
+        records, crc = framing.decode_records(
             data,
-            start=framing.SEGMENT_HEADER_SIZE,
-            stop=end,
-            prev_crc=prev_crc,
-            from_slot=from_slot,
+            start=start,
+            stop=len(data),
+            prev_crc=seed,
+            from_slot=0,
             path=str(path),
+            base=base,
         )
-        return records
+        if prefix and records and records[0][0] == prefix[-1][0]:
+            records = prefix[:-1] + records
+        elif prefix:
+            records = prefix + records
+        if self._opts.decoded_segments_max > 0:
+            with self._lock:
+                current = self._decoded.get(seq)
+                if self._find(seq) is not None and (current is None or current.end < end):
+                    self._decoded[seq] = _Decoded(end=end, crc=crc, records=records)
+                    self._decoded.move_to_end(seq)
+                    while len(self._decoded) > self._opts.decoded_segments_max:
+                        self._decoded.popitem(last=False)
+        return records, _index_of(records, from_slot)
 
     def read(self, slot: int) -> bytes:
         """The newest payload at ``slot``.
@@ -882,10 +945,10 @@ class Wal:
                 for s in reversed(self._segments)
                 if s.first_slot is not None and s.first_slot <= slot <= s.end_slot
             )
-        records = self._records_of(seq, slot)
-        if not records or records[0][0] != slot:
+        records, index = self._records_of(seq, slot)
+        if index >= len(records) or records[index][0] != slot:
             raise WalCorruptError(self._dir, None, f"slot {slot} not found where indexed")
-        return records[0][1]
+        return records[index][1]
 
     def iter_from(self, slot: int) -> Iterator[tuple[int, bytes]]:
         """Iterate ``(slot, payload)`` from ``slot`` to the end, newest copies only.
@@ -914,18 +977,43 @@ class Wal:
                 if not todo:
                     break
                 for seq in todo:
-                    records = self._records_of(seq, slot)
+                    records, index = self._records_of(seq, slot)
                     done_seq = seq
-                    if not records:
+                    n = len(records)
+                    if index >= n:
                         continue
-                    if pending is not None and records[0][0] != pending[0]:
+                    if pending is not None and records[index][0] != pending[0]:
                         yield pending
-                    yield from records[:-1]
-                    pending = records[-1]
+                    for k in range(index, n - 1):
+                        yield records[k]
+                    pending = records[n - 1]
             if pending is not None:
                 yield pending
         finally:
             self._pin_release(token)
+
+    def read_batch(
+        self,
+        from_slot: int,
+        *,
+        entries_max: int = READ_BATCH_ENTRIES_MAX,
+        bytes_max: int = READ_BATCH_BYTES_MAX,
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``entries_max`` records (and about ``bytes_max`` payload bytes, at least one
+        record) from ``from_slot`` on, newest copies only; ``[]`` past the end.
+
+        Meant for catch-up streaming from a worker thread (``anyio.to_thread.run_sync``): each
+        call does bounded work, and consecutive calls reuse the decoded segment. Raises
+        :class:`WalSlotPrunedError` if ``from_slot`` is gone.
+        """
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        for record in self.iter_from(from_slot):
+            out.append(record)
+            size += len(record[1])
+            if len(out) >= entries_max or size >= bytes_max:
+                break
+        return out
 
     # ------------------------------------------------------------------ pins
 
@@ -1085,6 +1173,7 @@ class Wal:
             old_segments = self._segments
             old_fd = self._fd
             self._segments = [new]
+            self._decoded.clear()
             self._fd = fd
             self._heads[slot] = head_path
             old_heads = [p for s, p in self._heads.items() if s < slot]
@@ -1177,6 +1266,8 @@ class Wal:
             if not victims:
                 return []
             self._segments = self._segments[len(victims) :]
+            for seg in victims:
+                self._decoded.pop(seg.seq, None)
             self._refresh_slots()
         removed: list[Path] = []
         with self._crash_guard():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -332,3 +334,52 @@ def test_command_that_cannot_start(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "launcher | cannot start ghost: " in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_a_closed_output_does_not_kill_the_nodes(tmp_path: Path) -> None:
+    # `parakoon cluster | head`: once the reader is gone the launcher keeps supervising, and a
+    # later SIGINT still stops every child cleanly. The pipe is our own so that this thread can
+    # read it without a reader thread and then close it.
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    specs = [{"name": n, "argv": [sys.executable, str(script), n, "normal"]} for n in ("n0", "n1")]
+    program = textwrap.dedent(
+        """
+        import json, sys
+        from parakoon_node.launcher import ChildSpec, run_children
+        raw = json.loads(sys.argv[1])
+        specs = [ChildSpec(name=s["name"], argv=tuple(s["argv"])) for s in raw]
+        sys.exit(run_children(specs, stop_timeout_secs=10))
+        """
+    )
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-c", program, json.dumps(specs)], stdout=write_end, stderr=write_end
+    )
+    os.close(write_end)
+    try:
+        received = b""
+        deadline = time.monotonic() + WAIT_SECS
+        while received.count(b"| ready\n") < 2:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"children not ready: {received[-2000:]!r}"
+            ready, _, _ = select.select([read_end], [], [], remaining)
+            if ready:
+                chunk = os.read(read_end, 65536)
+                assert chunk, f"launcher output ended: {received[-2000:]!r}"
+                received += chunk
+        pids = [int(m) for m in re.findall(rb"\| pid=(\d+)", received)]
+        assert len(pids) == 2
+        os.close(read_end)  # the reader goes away
+        read_end = -1
+        process.send_signal(signal.SIGINT)  # the launcher writes a line now: EPIPE for it
+        code = process.wait(timeout=WAIT_SECS)
+    finally:
+        if read_end >= 0:
+            os.close(read_end)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 0
+    for pid in pids:
+        wait_gone(pid)

@@ -155,6 +155,7 @@ class _Relay:
         self.width = max(len(name) for name in [*names, LAUNCHER_NAME])
         self.colors = colors
         self.names = list(names)
+        self.broken = False
 
     def prefix(self, name: str) -> bytes:
         label = f"{name:<{self.width}} | "
@@ -166,15 +167,26 @@ class _Relay:
         return f"{color}{label}{_RESET}".encode()
 
     def write(self, prefix: bytes, line: bytes) -> None:
+        if self.broken:
+            return
         buffer = getattr(self.out, "buffer", None)
         data = prefix + line.rstrip(b"\r\n") + b"\n"
-        if buffer is not None:
-            self.out.flush()
-            buffer.write(data)
-            buffer.flush()
-        else:
-            self.out.write(data.decode("utf-8", "backslashreplace"))
-            self.out.flush()
+        try:
+            if buffer is not None:
+                self.out.flush()
+                buffer.write(data)
+                buffer.flush()
+            else:
+                self.out.write(data.decode("utf-8", "backslashreplace"))
+                self.out.flush()
+        except (BrokenPipeError, ValueError):
+            # The reader went away (`parakoon cluster | head`) or closed our stdout. The nodes
+            # must not die of it: keep supervising them, without output, until told to stop.
+            self.broken = True
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.fileno())
+                os.close(devnull)
 
     def say(self, message: str) -> None:
         self.write(self.prefix(LAUNCHER_NAME), message.encode())

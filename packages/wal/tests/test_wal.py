@@ -429,3 +429,22 @@ def test_read_batch_streams_and_tails(tmp_path: Path, payload: Payload, cache: i
         wal._check()
     with pytest.raises(ValueError, match="decoded_segments_max"):
         Wal.open(tmp_path, decoded_segments_max=-1)
+
+
+def test_reset_after_snapshot_crash_at_commit_gives_new_state(tmp_path: Path) -> None:
+    from parakoon_wal import FaultPoint, FaultPoints, SimulatedCrash
+
+    faults = FaultPoints()
+    wal = Wal.open(tmp_path, faults=faults)
+    wal.append([(k, b"x") for k in range(5)])
+    wal.write_head_snapshot(4, writes(b"s4"))
+    faults.arm(FaultPoint.INSTALL_AFTER_COMMIT)
+    with pytest.raises(SimulatedCrash):
+        wal.reset_after_snapshot(4)
+    assert faults.fired == [FaultPoint.INSTALL_AFTER_COMMIT]
+    with pytest.raises(WalClosedError, match="simulated crash"):
+        wal.append([(5, b"y")])
+    with Wal.open(tmp_path) as again:
+        assert (again.last_slot, again.next_slot) == (None, 5)
+        assert any("superseded" in line for line in again.recovery.finished)
+        assert len(seg_files(tmp_path)) == 1

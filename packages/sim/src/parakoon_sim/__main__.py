@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         "--variant", choices=sorted(VARIANTS), help="run a deliberately broken core (test only)"
     )
     parser.add_argument(
+        "--progress", type=int, default=0, metavar="K", help="print a progress line every K seeds"
+    )
+    parser.add_argument(
         "--harsh", action="store_true", help="use the harsh fault profile (partitions, pauses)"
     )
     args = parser.parse_args(argv)
@@ -66,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failures = 0
     start = time.perf_counter()
-    for seed in args.seeds:
+    for k, seed in enumerate(args.seeds, 1):
         try:
             run_seed(seed, **kw)
         except Violation as v:
             failures += 1
             print(f"FAIL {v}", file=sys.stderr)
+        if args.progress and k % args.progress == 0:
+            took = time.perf_counter() - start
+            line = f"... {k} seeds (up to seed {seed}), {failures} failures, {took:.0f} s"
+            print(line, flush=True)
     took = time.perf_counter() - start
     print(f"{len(args.seeds)} seeds, {failures} failures, {took:.1f} s")
     return 1 if failures else 0

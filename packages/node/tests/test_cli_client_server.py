@@ -287,3 +287,36 @@ def test_refusals_keep_the_error_format(cli: Cli) -> None:
         assert (code, out) == (1, ""), admin
         assert err.startswith("error: NotSupported (code 0x20): "), admin
     assert cli.ok("collapse", node=True) == ""
+
+
+def test_binary_values_round_trip_with_value_file_and_raw(
+    cli: Cli, server: Server, tmp_path: Path
+) -> None:
+    payload = bytes(range(256)) * 3 + b"\n\x00end"
+    (tmp_path / "value.bin").write_bytes(payload)
+    assert cli.ok("set", "blob", "--value-file", str(tmp_path / "value.bin")) == ""
+    assert server.backend.store.get(b"blob") == payload
+    command = [sys.executable, "-m", "parakoon_node", "client", "--config", str(server.config)]
+    result = subprocess.run(
+        [*command, "get", "blob", "--raw"], capture_output=True, timeout=TIMEOUT_SECS, check=False
+    )
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert result.stdout == payload
+    result = subprocess.run(
+        [*command, "confirm", "piped", "--value-file", "-"],
+        input=b"from\x00stdin",
+        capture_output=True,
+        timeout=TIMEOUT_SECS,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert server.backend.store.get(b"piped") == b"from\x00stdin"
+
+
+def test_value_and_value_file_are_exclusive(cli: Cli, tmp_path: Path) -> None:
+    expected = "error: set: give VALUE or --value-file PATH (exactly one)\n"
+    assert cli("set", "k") == (2, "", expected)
+    assert cli("set", "k", "v", "--value-file", "x") == (2, "", expected)
+    code, out, err = cli("set", "k", "--value-file", str(tmp_path / "missing"))
+    assert (code, out) == (2, "")
+    assert err == f"error: set: --value-file {tmp_path / 'missing'}: No such file or directory\n"

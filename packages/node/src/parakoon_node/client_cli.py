@@ -16,7 +16,9 @@ Output rules (stdout), the same for every command:
   without a value is printed alone (``key`` with no tab);
 * an absent optional answer (``who-master`` with no master, ``test-and-set``/``replace`` on an
   absent key, a user function returning nothing): **nothing at all**, exit code 0;
-* commands without an answer (``set``, ``delete``, ``assert``, ...): nothing, exit code 0.
+* commands without an answer (``set``, ``delete``, ``assert``, ...): nothing, exit code 0;
+* ``get --raw`` writes the value's bytes exactly, without a newline (``set``/``confirm`` take
+  ``--value-file PATH``, ``-`` for stdin, for the other direction), so binary values round-trip.
 
 Errors go to stderr as one line and the exit code is **1**::
 
@@ -246,7 +248,38 @@ def _key(parser: argparse.ArgumentParser) -> None:
 
 def _key_value(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("key", metavar="KEY")
-    parser.add_argument("value", metavar="VALUE")
+    parser.add_argument("value", metavar="VALUE", nargs="?", help="the value as text")
+    parser.add_argument(
+        "--value-file",
+        metavar="PATH",
+        help="take the value's bytes from PATH instead ('-' for stdin), for binary values",
+    )
+
+
+class ValueSourceError(ValueError):
+    """Neither or both of VALUE and --value-file, or the file cannot be read."""
+
+
+def _value(args: argparse.Namespace) -> bytes:
+    """The value of ``set``/``confirm``: VALUE as UTF-8, or the bytes of ``--value-file``."""
+    if (args.value is None) == (args.value_file is None):
+        raise ValueSourceError("give VALUE or --value-file PATH (exactly one)")
+    if args.value is not None:
+        return _utf8(args.value)
+    if args.value_file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(args.value_file, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueSourceError(f"--value-file {args.value_file}: {exc.strerror or exc}") from None
+
+
+def _get_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("key", metavar="KEY")
+    parser.add_argument(
+        "--raw", action="store_true", help="write the value's bytes as they are, no newline"
+    )
 
 
 def _keys(parser: argparse.ArgumentParser) -> None:
@@ -395,7 +428,7 @@ COMMANDS: Final[tuple[_Command, ...]] = (
     _Command(
         name="get",
         help="the value of KEY",
-        arguments=_key,
+        arguments=_get_arguments,
         build=lambda a: Get(key=_utf8(a.key), consistency=a.consistency),
     ),
     _Command(
@@ -467,13 +500,13 @@ COMMANDS: Final[tuple[_Command, ...]] = (
         name="set",
         help="store VALUE under KEY",
         arguments=_key_value,
-        build=lambda a: Set(key=_utf8(a.key), value=_utf8(a.value)),
+        build=lambda a: Set(key=_utf8(a.key), value=_value(a)),
     ),
     _Command(
         name="confirm",
         help="set, unless KEY already holds VALUE",
         arguments=_key_value,
-        build=lambda a: Confirm(key=_utf8(a.key), value=_utf8(a.value)),
+        build=lambda a: Confirm(key=_utf8(a.key), value=_value(a)),
     ),
     _Command(
         name="delete",
@@ -721,6 +754,9 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     except SequenceSyntaxError as exc:
         print(f"error: sequence: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ValueSourceError as exc:
+        print(f"error: {command.name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     retry_secs = args.retry
     if retry_secs is None:
         retry_secs = 0.0 if args.node is not None else DEFAULT_RETRY_SECS
@@ -733,6 +769,11 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         return EXIT_ERROR
     finally:
         client.close()
+    if getattr(args, "raw", False) and isinstance(result, bytes):
+        stream.flush()
+        stream.buffer.write(result)
+        stream.buffer.flush()
+        return EXIT_OK
     for line in format_result(request, result):
         stream.write(line + "\n")
     stream.flush()

@@ -448,3 +448,17 @@ def test_reset_after_snapshot_crash_at_commit_gives_new_state(tmp_path: Path) ->
         assert (again.last_slot, again.next_slot) == (None, 5)
         assert any("superseded" in line for line in again.recovery.finished)
         assert len(seg_files(tmp_path)) == 1
+
+
+def test_iterator_never_skips_records_appended_while_it_runs(tmp_path: Path) -> None:
+    with Wal.open(tmp_path, segment_entries_max=10, fsync=False) as wal:
+        wal.append([(k, b"a") for k in range(5)])
+        it = wal.iter_from(0)
+        assert next(it) == (0, b"a")  # the live segment (slots 0..4) is read now
+        wal.append([(k, b"b") for k in range(5, 10)])  # fills it up and rolls over
+        wal.append([(k, b"c") for k in range(10, 13)])  # into the next segment
+        rest = [s for s, _ in it]
+        assert [0, *rest] == list(range(len(rest) + 1)), "a gap in the iteration"
+        assert list(wal.iter_from(0)) == [
+            (k, b"a" if k < 5 else b"b" if k < 10 else b"c") for k in range(13)
+        ]

@@ -955,38 +955,32 @@ class Wal:
 
         Reads archived and live segments, one whole segment at a time, verifying the crc chain.
         While the iterator runs it pins ``slot`` (see :meth:`pin`), so the collapser will not
-        prune what it still has to read. It covers the records published when it reaches each
-        segment; later appends may or may not appear. Raises (on the first ``next``)
+        prune what it still has to read. It yields a contiguous run of slots from ``slot`` up
+        to at least the last slot published when it started; records appended later may or may
+        not appear (continue with ``iter_from(last + 1)``). Raises (on the first ``next``)
         :class:`WalSlotPrunedError` if ``slot`` is below the oldest slot held.
         """
         token = self._pin_acquire(slot)
         try:
-            done_seq = -1
+            # One pass over the segments that exist now. Following later roll-overs could skip
+            # records appended to a segment after this iterator read it, leaving a gap; a
+            # caller that wants more continues with iter_from(last + 1).
+            with self._lock:
+                self._ensure_usable()
+                todo = [
+                    s.seq for s in self._segments if s.last_slot is not None and s.last_slot >= slot
+                ]
             pending: tuple[int, bytes] | None = None
-            # Each pass of the outer loop handles the segments that exist at its start; the
-            # loop ends when a pass finds no newer segment, which happens once the iterator
-            # has caught up with the live segment (at most one extra pass per roll-over).
-            while True:
-                with self._lock:
-                    self._ensure_usable()
-                    todo = [
-                        s.seq
-                        for s in self._segments
-                        if s.seq > done_seq and s.last_slot is not None and s.last_slot >= slot
-                    ]
-                if not todo:
-                    break
-                for seq in todo:
-                    records, index = self._records_of(seq, slot)
-                    done_seq = seq
-                    n = len(records)
-                    if index >= n:
-                        continue
-                    if pending is not None and records[index][0] != pending[0]:
-                        yield pending
-                    for k in range(index, n - 1):
-                        yield records[k]
-                    pending = records[n - 1]
+            for seq in todo:
+                records, index = self._records_of(seq, slot)
+                n = len(records)
+                if index >= n:
+                    continue
+                if pending is not None and records[index][0] != pending[0]:
+                    yield pending
+                for k in range(index, n - 1):
+                    yield records[k]
+                pending = records[n - 1]
             if pending is not None:
                 yield pending
         finally:

@@ -1,6 +1,7 @@
 """The simulator over many seeds, and the proof that its checkers have teeth.
 
-* ``test_seeds``: ``PARAKOON_SIM_SEEDS`` seeds (default 1000; e.g. 100000 for a long run) of
+* ``test_seeds``: ``PARAKOON_SIM_SEEDS`` seeds (default 1000, 10000 with ``PARAKOON_LONG=1``;
+  e.g. 100000 for a long run) of
   random clusters (1, 2, 3 or 5 voters, sometimes a learner, elected/forced/preferred/read-only)
   under random faults, every checker on. Failing seeds are printed with the command that
   replays them. ``PARAKOON_SEED=N`` runs only seed N.
@@ -26,6 +27,8 @@ def _seeds(default: int) -> range:
     if "PARAKOON_SEED" in os.environ:
         seed = int(os.environ["PARAKOON_SEED"])
         return range(seed, seed + 1)
+    if os.environ.get("PARAKOON_LONG") == "1":
+        default *= 10
     return range(int(os.environ.get("PARAKOON_SIM_SEEDS", str(default))))
 
 

@@ -35,8 +35,9 @@ Checkers run after every step (``Violation`` names the seed, the true time and t
 "Chosen" is judged by the simulator itself: (i, n, v) is chosen once a quorum of voters has it
 durable on disk, whatever the cores believe.
 
-Liveness: after the faulty phase the network heals, every node restarts, and the cluster must
-have a master and commit fresh client updates within a few lease periods.
+Liveness: after the faulty phase the network heals and every node restarts (sometimes a
+minority of voters stays down instead), and the cluster must have a master and commit fresh
+client updates within a few lease periods.
 """
 
 from __future__ import annotations
@@ -785,10 +786,18 @@ class Sim:
                 self._log(f"{data} PAUSED until {node.paused_until:.4f}")
         elif kind == "calm":
             self.calm = True
-            self._log("CALM: network healed, every node up")
+            # Liveness needs only a majority: sometimes a minority of voters stays down.
+            kept_down: list[str] = []
+            minority = (len(self.voters) - 1) // 2
+            if minority and self.rng.random() < 0.3:
+                candidates = [v for v in self.voters if not (self.mode == "forced" and v == "n0")]
+                kept_down = self.rng.sample(candidates, self.rng.randint(1, minority))
+            self._log(f"CALM: network healed, every node up except {kept_down}")
             for node in nodes.values():
                 node.partition = 0
-                if node.state is None:
+                if node.name in kept_down:
+                    self._crash(node)
+                elif node.state is None:
                     self._start(node)
         else:
             raise AssertionError(kind)

@@ -82,6 +82,7 @@ __all__ = [
     "encode_record",
     "encode_records",
     "encode_segment_header",
+    "find_intact_record",
     "scan",
 ]
 
@@ -318,6 +319,35 @@ def scan(
             end=offset, count=count, first_slot=first, last_slot=last, crc=crc, torn=torn
         )
     return ScanResult(end=offset, count=count, first_slot=first, last_slot=last, crc=crc, torn=None)
+
+
+def find_intact_record(
+    buf: bytes | memoryview, start: int, *, window: int
+) -> tuple[int, int, int, int] | None:
+    """After damage, the first offset in ``[start, start + window]`` where an intact record
+    seems to begin: ``(offset, end, crc, slot)`` or ``None``.
+
+    Used by the offline ``verify`` to go on checking past a damaged record. A candidate needs a
+    valid ``head_crc`` and must either end exactly at the end of ``buf`` or chain into a next
+    record that verifies; its own ``crc`` cannot be checked (its seed is in the damage).
+    """
+    unpack = _RECORD_HEADER.unpack_from
+    eof = len(buf)
+    mv = memoryview(buf)
+    for q in range(start, min(eof - RECORD_HEADER_SIZE, start + window) + 1):
+        rec_crc, length, slot, head_crc = unpack(buf, q)
+        if length > RECORD_BYTES_MAX or crc32c(mv[q + 4 : q + 16]) != head_crc:
+            continue
+        end = q + RECORD_HEADER_SIZE + length
+        if end == eof:
+            return q, end, rec_crc, slot
+        if end > eof - RECORD_HEADER_SIZE:
+            continue
+        next_crc, next_length, _slot, _head = unpack(buf, end)
+        next_end = end + RECORD_HEADER_SIZE + next_length
+        if next_end <= eof and crc32c(mv[end + 4 : next_end], rec_crc) == next_crc:
+            return q, end, rec_crc, slot
+    return None
 
 
 def decode_record(

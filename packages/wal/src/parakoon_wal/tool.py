@@ -50,6 +50,10 @@ __all__ = [
 
 #: How many payload bytes ``dump`` shows per record (as hex).
 DUMP_PAYLOAD_BYTES_MAX = 48
+#: How far ``verify`` searches past damage for the next intact record.
+VERIFY_RESYNC_BYTES_MAX = 1024 * 1024
+#: How many damaged spots ``verify`` reports per segment before it gives up on the segment.
+VERIFY_DAMAGE_MAX = 100
 
 
 def resolve_wal_dir(home_dir: str | os.PathLike[str]) -> Path:
@@ -154,8 +158,9 @@ def verify(home_dir: str | os.PathLike[str]) -> VerifyReport:
 
     Reports, with file and offset: unreadable or inconsistent segment headers, holes in the
     segment sequence, slots before the first segment that no head snapshot covers, broken
-    chains between segments, the first damaged record of each segment (a torn tail of the live
-    segment is a warning: opening cuts it), and an unreadable ``meta`` record.
+    chains between segments, every damaged record (after damage it resumes at the next intact
+    record, searching up to ``VERIFY_RESYNC_BYTES_MAX`` bytes), a torn tail of the live segment
+    (a warning: opening cuts it), and an unreadable ``meta`` record.
     """
     directory = resolve_wal_dir(home_dir)
     problems: list[Problem] = []
@@ -223,37 +228,92 @@ def verify(home_dir: str | os.PathLike[str]) -> VerifyReport:
                 error(seg.path, 0, "chain seed does not match the previous segment")
         if live and seg.archived:
             error(seg.path, None, "the newest segment must not be archived")
-        try:
-            result = framing.scan(
-                data,
-                start=framing.SEGMENT_HEADER_SIZE,
-                prev_crc=header.prev_crc,
-                next_slot=header.next_slot,
-                rewrite_first_ok=not header.reset and header.next_slot > 0,
-                path=str(seg.path),
-                torn_ok=live,
-            )
-        except WalCorruptError as exc:
-            error(seg.path, exc.offset, exc.detail)
-            prev_end = None
-            continue
-        if result.torn is not None:
-            problems.append(
-                Problem(
-                    severity="warning",
-                    path=seg.path,
-                    offset=result.end,
-                    message=f"torn tail ({result.torn}): opening cuts "
-                    f"{len(data) - result.end} bytes",
+        offset = framing.SEGMENT_HEADER_SIZE
+        seed, next_slot = header.prev_crc, header.next_slot
+        rewrite_ok = not header.reset and header.next_slot > 0
+        chain_intact = True
+        seg_last: int | None = None
+        # Each pass checks from ``offset`` to the end or the next damage; after damage, checking
+        # resumes at the next intact-looking record, so every damaged spot gets reported.
+        for _pass in range(VERIFY_DAMAGE_MAX + 1):
+            try:
+                result = framing.scan(
+                    data,
+                    start=offset,
+                    prev_crc=seed,
+                    next_slot=next_slot,
+                    rewrite_first_ok=rewrite_ok,
+                    path=str(seg.path),
+                    torn_ok=live,
                 )
-            )
-        records += result.count
-        if first is None:
-            first = result.first_slot
-        if result.last_slot is not None:
-            last = result.last_slot
-        end_slot = result.last_slot if result.last_slot is not None else header.next_slot - 1
-        prev_end = (end_slot, result.crc)
+            except WalCorruptError as exc:
+                error(seg.path, exc.offset, exc.detail)
+                chain_intact = False
+                damaged_at = exc.offset if exc.offset is not None else offset
+                # count the good records before the damage: they scan cleanly on their own
+                before = framing.scan(
+                    data[:damaged_at],
+                    start=offset,
+                    prev_crc=seed,
+                    next_slot=next_slot,
+                    rewrite_first_ok=rewrite_ok,
+                    path=str(seg.path),
+                    torn_ok=True,
+                )
+                if before.torn is None:
+                    records += before.count
+                    if first is None:
+                        first = before.first_slot
+                    if before.last_slot is not None:
+                        last = seg_last = before.last_slot
+                found = framing.find_intact_record(
+                    data, damaged_at + 1, window=VERIFY_RESYNC_BYTES_MAX
+                )
+                if found is None:
+                    error(
+                        seg.path,
+                        damaged_at,
+                        "no intact record found after the damage "
+                        f"(searched {VERIFY_RESYNC_BYTES_MAX} bytes); the rest is unchecked",
+                    )
+                    break
+                resume, end, seed, slot = found
+                problems.append(
+                    Problem(
+                        severity="warning",
+                        path=seg.path,
+                        offset=resume,
+                        message=f"checking resumes here at slot {slot}, "
+                        f"{resume - damaged_at} bytes after the damage",
+                    )
+                )
+                records += 1
+                first = slot if first is None else first
+                last = seg_last = slot
+                offset, next_slot, rewrite_ok = end, slot + 1, True
+                continue
+            if result.torn is not None:
+                problems.append(
+                    Problem(
+                        severity="warning",
+                        path=seg.path,
+                        offset=result.end,
+                        message=f"torn tail ({result.torn}): opening cuts "
+                        f"{len(data) - result.end} bytes",
+                    )
+                )
+            records += result.count
+            if first is None:
+                first = result.first_slot
+            if result.last_slot is not None:
+                last = seg_last = result.last_slot
+            seed = result.crc
+            break
+        else:
+            error(seg.path, offset, f"more than {VERIFY_DAMAGE_MAX} damaged spots; stopped here")
+            chain_intact = False
+        end_slot = seg_last if seg_last is not None else header.next_slot - 1
+        prev_end = (end_slot, seed) if chain_intact else None
     meta: dict[str, int | str] | None = None
     try:
         meta = load_meta_file(directory / META_NAME)

@@ -652,6 +652,7 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
             pref is not None
             and pref != config.me
             and s.drop_deadline == NEVER
+            and s.pref_i >= 0  # it has acknowledged something in this term: it is alive
             and s.pref_i >= s.c.applied_i - PREFERRED_HANDOVER_SLOTS
         ):
             # Hand over to the preferred master: stop renewing and let the leases run out.

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parakoon_paxos import (
     Accept,
@@ -48,6 +50,7 @@ from parakoon_paxos import (
     Batch,
     Broadcast,
     CatchupDone,
+    CatchupFailed,
     ClientBatch,
     ClientRequest,
     Config,
@@ -167,6 +170,11 @@ class Cluster:
         self.now = 0.0
         self.seed = 0
         self.isolated: set[str] = set()
+        # Global knowledge for the safety checks (as in parakoon_sim, in miniature): (i, n) is
+        # chosen once a quorum of voters has it durable.
+        self.accepts: dict[tuple[int, int], tuple[Value, set[str]]] = {}
+        self.chosen: dict[int, Value] = {}
+        self.payloads: dict[int, bytes] = {}
 
     # --- stepping ---
 
@@ -193,13 +201,24 @@ class Cluster:
                     node.writes.append(current)
                 case Apply(i=i, value=v):
                     assert i == len(node.store), f"{node.name}: Apply {i} out of order"
+                    assert self.chosen.get(i) == v, f"{node.name}: Apply {i} {v} not chosen"
                     node.store.append(v)
                     results = tuple(len(p) for p in v.payloads) if isinstance(v, Batch) else ()
                     node.applies.append(Applied(i=i, results=results))
                 case StartCatchup(source=source):
                     node.catchups.append(source)
-                case Reply() | Fail() | RoleChanged():
+                case Reply(rid=rid):
+                    if rid in self.payloads:  # S9: acknowledged only once chosen
+                        chosen = [v for v in self.chosen.values() if isinstance(v, Batch)]
+                        assert any(self.payloads[rid] in v.payloads for v in chosen), rid
+                case Fail() | RoleChanged():
                     pass
+        leases = [
+            n.name
+            for n in self.nodes.values()
+            if n.state is not None and lease_valid(n.config, n.state, self.now)
+        ]
+        assert len(leases) <= 1, f"S7: {leases} all hold the lease"
 
     def _send(self, node: SimNode, write: Write | None, to: list[str], msg: Message) -> None:
         for dst in to:
@@ -300,6 +319,13 @@ class Cluster:
                     assert e.i in (node.last_i, node.last_i + 1), f"{name}: S3 write {e.i}"
                     node.log[e.i] = e
                     node.last_i = e.i
+                    if node.config.is_voter:
+                        value, who = self.accepts.setdefault((e.i, e.n), (e.value, set()))
+                        assert value == e.value, f"two values at slot {e.i} ballot {e.n}"
+                        who.add(name)
+                        if len(who) >= node.config.quorum_size:
+                            old = self.chosen.setdefault(e.i, e.value)
+                            assert old == e.value, f"S1: slot {e.i} chosen twice"
                 self.net.extend(w.held)
                 if w.entry is not None and node.state is not None:
                     self.step(node, Persisted(i=w.entry.i, n=w.entry.n))
@@ -317,6 +343,10 @@ class Cluster:
             sources, node.catchups = node.catchups, []
             for source in sources:
                 src = self.nodes[source]
+                if src.state is None:
+                    self.out.append(f"{name}: catch-up source {source} is down")
+                    self.step(node, CatchupFailed(source=source))
+                    continue
                 top = min(len(src.store) - 1, src.last_i)
                 holder = None  # the newest lease among the copied slots (R2)
                 for i in range(len(node.store), top + 1):
@@ -340,6 +370,7 @@ class Cluster:
         for a in args[1:]:
             rid, _, payload = a.partition(":")
             reqs.append(ClientRequest(rid=int(rid), payload=payload.encode()))
+            self.payloads[int(rid)] = payload.encode()
         self.step(self.nodes[args[0]], ClientBatch(requests=tuple(reqs)))
 
     def cmd_dropmaster(self, args: list[str]) -> None:
@@ -444,3 +475,58 @@ def test_every_required_scenario_exists() -> None:
         "restart_torn_last_entry",
     }
     assert required <= names, f"missing scenarios: {sorted(required - names)}"
+
+
+# --- random interleavings (hypothesis) ------------------------------------------------------
+
+ACTIONS = st.lists(
+    st.tuples(st.integers(0, 11), st.integers(0, 1000), st.sampled_from([0.0, 0.1, 0.6, 2.5])),
+    max_size=120,
+)
+
+
+@settings(max_examples=int(os.environ.get("PARAKOON_HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+@given(actions=ACTIONS, voters=st.sampled_from([1, 2, 3, 5]))
+def test_random_interleavings_are_safe(actions: list[tuple[int, int, float]], voters: int) -> None:
+    """Any order of deliveries, drops, duplicates, writes, applies, catch-ups, ticks, client
+    requests, crashes and restarts keeps S1/S4 (every Apply is the chosen value, in order), S7
+    (one lease holder at a time) and S9 (a Reply only for a chosen update); the Cluster checks
+    them on every step, and check_invariants checks each state."""
+    cluster = Cluster([])
+    names = [f"n{k}" for k in range(voters)]
+    cluster.cmd_cluster([",".join(names), "lease=2.0"])
+    rid = 0
+    for kind, pick, dt in actions:
+        name = names[pick % voters]
+        node = cluster.nodes[name]
+        if kind <= 2 and cluster.net:
+            k = pick % len(cluster.net)
+            src, dst, msg = cluster.net[k]
+            if kind == 0:
+                del cluster.net[k]
+                target = cluster.nodes[dst]
+                if target.state is not None:
+                    cluster.step(target, Receive(src=src, msg=msg))
+            elif kind == 1:
+                del cluster.net[k]  # lost
+            else:
+                cluster.net.append((src, dst, msg))  # duplicated
+        elif kind == 3 and node.state is not None:
+            cluster.cmd_persist([name])
+        elif kind == 4 and node.state is not None:
+            cluster.cmd_apply([name])
+        elif kind == 5 and node.state is not None:
+            cluster.cmd_catchup([name])
+        elif kind in (6, 7):
+            cluster.now += dt
+            if node.state is not None:
+                cluster.step(node, Tick())
+        elif kind == 8 and node.state is not None:
+            rid += 1
+            cluster.cmd_client([name, f"{rid}:p{rid}"])
+        elif kind == 9 and node.state is not None and pick % 4 == 0:
+            cluster.cmd_crash([name])
+        elif kind == 10 and node.state is None:
+            cluster.cmd_restart([name])
+        elif kind == 11:
+            cluster.cmd_stabilize([])

@@ -772,7 +772,11 @@ def _on_catchup_done(
     follower = _become_follower(config, c, state.source, now, out)
     if state.replay is not None:
         src, accept = state.replay
-        return _follower_accept(config, follower, src, accept, now, out)
+        # Only an Accept we can now take: one still out of reach would start another transfer
+        # at once, and a driver whose source had nothing new would loop without end. The
+        # leader's re-send (or its next slot) brings a fresh Accept soon enough.
+        if accept.i <= c.applied_i + 2:
+            return _follower_accept(config, follower, src, accept, now, out)
     return follower
 
 

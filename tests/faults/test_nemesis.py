@@ -1,10 +1,13 @@
 """Fault injection: a 3-node cluster of real processes under client load and a seeded nemesis.
 
 Recording clients (``workload.py``) run get / set / test_and_set / compare-and-set on a few keys
-over raw codec connections while the nemesis kills (SIGKILL) and restarts nodes, and pauses
-(SIGSTOP) and resumes them, the master most often. Some pauses outlast the lease, so that an old
-master comes back after a new one was elected: if it served a consistent read from its stale
-store, the checker would see a stale read. Then every node is healed, the load stops, and:
+over raw codec connections while the nemesis, every 1-2 s, does one of: kill a node (SIGKILL)
+and restart it; pause it (SIGSTOP) and resume it; isolate it by blackholing every peer link to
+and from it (``links.py``; clients still reach it); or blackhole one direction of one peer link.
+The master is the victim most of the time. Many faults outlast the lease, so that an old master
+comes back, or keeps serving its clients from the wrong side of a partition, after a new one was
+elected: if it answered a consistent read from its stale store, the checker would see a stale
+read. Then every fault is healed, the load stops, and:
 
 * a final marker written through the master must reach every node, and every node's whole
   store (a no-guarantees ``RANGE_ENTRIES``) must hash to the same digest;
@@ -14,26 +17,30 @@ store, the checker would see a stale read. Then every node is healed, the load s
 
 The run is seeded (``seed=N`` is printed; ``PARAKOON_SEED=N`` replays the nemesis schedule and
 the clients' choices, though not the machine's timing). The CI version loads the cluster for
-about 40 s; ``PARAKOON_LONG=1`` runs 10 minutes with more clients and keys, and lets the nemesis
-take down two nodes at once now and then (no quorum), which the short version never does.
+about 40 s and never has more than one node down (killed, paused or isolated) at a time;
+``PARAKOON_LONG=1`` runs 10 minutes with more clients and keys, and lets the nemesis take down
+two nodes at once now and then (no quorum for a while).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import pytest
 
 from parakoon_client import codec
 
 from .lincheck import INFINITY, Operation, OpKind, Outcome, Verdict, check_history
+from .links import LinkedCluster
 from .workload import Cluster, WorkloadConfig, cluster_id_of, keys_of, run_clients
 
 LONG = bool(os.environ.get("PARAKOON_LONG"))
@@ -57,6 +64,13 @@ def seeded() -> int:
 # The nemesis
 
 
+class Fault(enum.Enum):
+    KILL = "kill"  # SIGKILL, restarted later
+    PAUSE = "pause"  # SIGSTOP, SIGCONT later
+    ISOLATE = "isolate"  # every peer link to and from the node blackholed; clients still reach it
+    CUT = "cut"  # one direction of one peer link blackholed
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NemesisEvent:
     at_secs: float
@@ -68,26 +82,26 @@ class NemesisEvent:
 class NemesisConfig:
     #: Pause between two faults (uniform in this range).
     gap_secs: tuple[float, float] = (1.0, 2.0)
-    #: How long a killed node stays down before it is restarted.
-    down_secs: tuple[float, float] = (0.2, 2.5)
-    #: How long a paused node stays stopped; the upper half outlasts the lease, so a paused
-    #: master is replaced and then comes back believing nothing happened.
-    pause_secs: tuple[float, float] = (0.3, 3.0 * LEASE)
+    #: How long a fault lasts before it is undone. The upper part outlasts the lease, so a
+    #: paused or isolated master is replaced and then comes back believing nothing happened.
+    hold_secs: tuple[float, float] = (0.3, 3.0 * LEASE)
+    #: Relative weights of the faults, in the order of ``Fault``.
+    weights: tuple[int, int, int, int] = (3, 3, 3, 1)
     #: Share of faults aimed at the current master (the rest hit a random node).
     master_share: float = 0.6
-    #: Most nodes down (killed or paused) at once; 1 keeps a quorum throughout.
+    #: Most nodes down (killed, paused or isolated) at once; 1 keeps a quorum throughout.
     down_max: int = 1
 
 
 class Nemesis:
-    """Seeded faults on a cluster of node processes, one at a time (or two, with ``down_max=2``).
+    """Seeded faults on a :class:`LinkedCluster`, one at a time (or two, with ``down_max=2``).
 
     Every fault is undone before the next one starts, and ``run`` heals everything before it
     returns, so the cluster leaves it whole.
     """
 
     def __init__(
-        self, cluster: Cluster, rng: random.Random, t0: float, config: NemesisConfig
+        self, cluster: LinkedCluster, rng: random.Random, t0: float, config: NemesisConfig
     ) -> None:
         self.cluster = cluster
         self.rng = rng
@@ -96,6 +110,7 @@ class Nemesis:
         self.events: list[NemesisEvent] = []
         self.killed: set[str] = set()
         self.paused: set[str] = set()
+        self.cut_links = False
 
     def note(self, action: str, node: str) -> None:
         self.events.append(
@@ -131,36 +146,52 @@ class Nemesis:
         victim = self.rng.choice(candidates)
         return victim, victim == master
 
-    def fault(self, victim: str, is_master: bool) -> None:
+    def fault(self, victim: str, is_master: bool, *, single: bool) -> None:
         role = " (master)" if is_master else ""
-        if self.rng.random() < 0.5:
-            self.cluster.kill(victim)
-            self.killed.add(victim)
-            self.note("kill", victim + role)
-        else:
-            self.cluster.pause(victim)
-            self.paused.add(victim)
-            self.note("pause", victim + role)
-
-    def heal(self, name: str) -> None:
-        if name in self.killed:
-            self.cluster.start(name)
-            self.killed.discard(name)
-            self.note("restart", name)
-        if name in self.paused:
-            self.cluster.resume(name)
-            self.paused.discard(name)
-            self.note("resume", name)
+        kinds = list(Fault) if single else [Fault.KILL, Fault.PAUSE, Fault.ISOLATE]
+        kind = self.rng.choices(kinds, weights=self.config.weights[: len(kinds)])[0]
+        match kind:
+            case Fault.KILL:
+                self.cluster.kill(victim)
+                self.killed.add(victim)
+                self.note("kill", victim + role)
+            case Fault.PAUSE:
+                self.cluster.pause(victim)
+                self.paused.add(victim)
+                self.note("pause", victim + role)
+            case Fault.ISOLATE:
+                self.cluster.isolate(victim)
+                self.cut_links = True
+                self.note("isolate", victim + role)
+            case Fault.CUT:
+                # One direction only: the victim stops hearing from (or reaching) one peer.
+                peer = self.rng.choice([n for n in self.cluster.names if n != victim])
+                src, dst = (victim, peer) if self.rng.random() < 0.5 else (peer, victim)
+                self.cluster.cut(src, dst)
+                self.cut_links = True
+                self.note("cut", f"{src} -> {dst}{role}")
+            case _:
+                assert_never(kind)
 
     def heal_all(self) -> None:
-        for name in sorted(self.killed | self.paused):
-            self.heal(name)
+        for name in sorted(self.killed):
+            self.cluster.start(name)
+            self.note("restart", name)
+        for name in sorted(self.paused):
+            self.cluster.resume(name)
+            self.note("resume", name)
+        if self.cut_links:
+            self.cluster.heal_links()
+            self.note("heal", "links")
+        self.killed.clear()
+        self.paused.clear()
+        self.cut_links = False
 
     def run(self, deadline: float) -> None:
         """Inject faults until shortly before ``deadline``; leave every node running."""
         cfg = self.config
         # The last fault must be over in time for the cluster to settle before the load ends.
-        last_start = deadline - max(cfg.down_secs[1], cfg.pause_secs[1]) - 2.0
+        last_start = deadline - cfg.hold_secs[1] - 3.0
         try:
             while time.monotonic() < last_start:
                 time.sleep(self.rng.uniform(*cfg.gap_secs))
@@ -170,11 +201,8 @@ class Nemesis:
                 if cfg.down_max > 1 and self.rng.random() < 0.15:
                     victims.append(self.pick_victim({victims[0][0]}))
                 for victim, is_master in victims:
-                    self.fault(victim, is_master)
-                hold = self.rng.uniform(
-                    *(cfg.down_secs if victims[0][0] in self.killed else cfg.pause_secs)
-                )
-                time.sleep(hold)
+                    self.fault(victim, is_master, single=len(victims) == 1)
+                time.sleep(self.rng.uniform(*cfg.hold_secs))
                 self.heal_all()
         finally:
             self.heal_all()
@@ -307,13 +335,25 @@ def dump_history(path: Path, ops: list[Operation], t0: float) -> None:
 # The test
 
 
+@pytest.fixture
+def linked_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LinkedCluster]:
+    """A 3-node cluster whose peer links run through proxies; killed and closed at teardown,
+    with the node logs printed when the test failed (as ``cluster_factory`` does)."""
+    cluster = LinkedCluster(tmp_path / "cluster", lease_period_secs=LEASE)
+    yield cluster
+    cluster.shutdown()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(cluster.tail_logs(80))
+
+
 @pytest.mark.timeout(LOAD_SECS + 110)
 def test_nemesis_history_is_linearizable_and_stores_converge(
-    cluster_factory: Any, tmp_path: Path
+    linked_cluster: LinkedCluster, tmp_path: Path
 ) -> None:
     seed = seeded()
     rng = random.Random(seed)
-    cluster: Cluster = cluster_factory(lease_period_secs=LEASE)
+    cluster = linked_cluster
     cluster.start_all()
     cluster.wait_master(timeout=30)
     t0 = time.monotonic()

@@ -18,12 +18,15 @@ Ballots (§1). The voter of rank r (position in the sorted names) owns the ballo
 n mod N = r, so a ballot names its owner; ``Accepted(n, i)`` goes to ``owner(n)``. Negative
 ballots are probes that never win.
 
-Roles. A node is in exactly one of four frozen states, each carrying the :class:`Common` part
-(ballot, applied slot, last log entry, lease view, respect window, generator):
+Roles. A node is in exactly one of four frozen states, each a subclass of :class:`Common` (the
+ballot, applied slot, last log entry, lease view, respect window and generator every role has;
+``state.c`` names that part for readability). Each step copies its state once, with a generated
+copier (:func:`evolve`), because copying frozen dataclasses is the core's main cost.
 
 * ``Follower``: accepts from the leader of the highest ballot it has seen, learns that slot i is
   chosen when slot i+1 arrives under the same ballot, and runs an election when its view of the
-  lease has run out (checked L x 1.1-1.2 after the last lease it applied).
+  lease has run out (checked L x 1.1-1.2 after the last lease it applied) and it has not
+  accepted anything from a leader for L.
 * ``Candidate``: has broadcast ``Prepare(n, i)`` with ``i = applied_i + 1`` and counts promises.
   Once Q promises (itself included) are in, it proposes the highest-ballot value any of them
   reported for slot i (**[stronger]**, textbook Paxos), or, if none, whatever an idle leader
@@ -79,7 +82,9 @@ Effect contract
    with the store's ``applied_i`` (R6), and answer each with ``Applied(i, results)``: one result
    per payload of the batch. The leader replies to clients only after ``Applied`` (S9).
 4. Answer ``StartCatchup`` with ``CatchupDone`` (after the copied slots are durable and applied)
-   or ``CatchupFailed``. The source must serve only slots up to its own applied slot (S8).
+   or ``CatchupFailed``. The source must serve only slots up to its own applied slot that are
+   durable in its log (S8); ``CatchupDone.lease_holder`` names the newest ``MasterSet`` among the
+   slots this transfer applied.
 5. Call ``step`` with ``Tick()`` at least every ~L/20, or at ``next_deadline``.
 
 A crash may cut an effect list anywhere: everything the core relies on after a restart comes
@@ -90,7 +95,12 @@ Deviations from the notes (deliberate): the election vote is the textbook highes
 stale ``Accept`` is answered with a ``Nak`` rather than ignored; after catch-up the node simply
 follows (the next ``Accept`` tells it whether it is still behind) instead of probing with
 ``Prepare(-2)``; the R3 probe on restart is likewise left to the next ``Accept``. A non-preferred
-node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds).
+node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds). A leader that gets a
+``Nak`` carrying a higher ballot runs again above it at once (a voter that lagged and ran for
+election would otherwise refuse its Accepts for good; the lease guard keeps everyone else from
+winning meanwhile). A follower that accepted from a leader within the last L does not run for
+election even if its lease view ran out (liveness only: the renewal may be accepted there but not
+yet applied).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Seeded model test: read requests over TCP against a plain-Python oracle of §8.3 and §11.
+"""Seeded model tests: requests over TCP against a plain-Python oracle of §8.3, §8.4 and §11.
 
 A random store (the empty key included, to exercise §11 rule 4) is written through the server;
 then random RANGE, RANGE_ENTRIES, REV_RANGE_ENTRIES, PREFIX_KEYS, MULTI_GET_OPTION, EXISTS and
@@ -22,6 +22,11 @@ import pytest
 from parakoon_client.codec import (
     NEED_DATA,
     AnyRequest,
+    Assert,
+    AssertExists,
+    Confirm,
+    Delete,
+    DeletePrefix,
     ErrorCode,
     ErrorResponse,
     Exists,
@@ -30,10 +35,17 @@ from parakoon_client.codec import (
     PrefixKeys,
     Range,
     RangeEntries,
+    Replace,
     Request,
     ResponseDecoder,
     RevRangeEntries,
+    Sequence,
     Set,
+    TestAndSet,
+    UAssert,
+    UDelete,
+    Update,
+    USet,
     encode_prologue,
     encode_request,
 )
@@ -161,4 +173,120 @@ async def test_reads_agree_with_the_oracle() -> None:
                 request = random_request(rng)
                 got = await _ask(stream, request)
                 assert got == oracle(request, data), f"round {n}: {request!r}"
+        tg.cancel_scope.cancel()
+
+
+def apply_oracle(request: AnyRequest, data: dict[bytes, bytes]) -> object:
+    """The answer §8.4/§11 give for a write, applying it to ``data`` (all or nothing)."""
+    match request:
+        case Set(key=k, value=v) | Confirm(key=k, value=v):
+            data[k] = v
+            return None
+        case Delete(key=k):
+            if k not in data:
+                return ErrorResponse(code=ErrorCode.NOT_FOUND, message=k)
+            del data[k]
+            return None
+        case TestAndSet(key=k, expected=e, wanted=w):
+            old = data.get(k)
+            if old == e:
+                if w is None:
+                    data.pop(k, None)
+                else:
+                    data[k] = w
+            return old
+        case Replace(key=k, wanted=w):
+            old = data.get(k)
+            if w is None:
+                data.pop(k, None)
+            else:
+                data[k] = w
+            return old
+        case DeletePrefix(prefix=p):
+            doomed = [k for k in data if k.startswith(p)]
+            for k in doomed:
+                del data[k]
+            return len(doomed)
+        case Assert(key=k, expected=e):
+            ok = data.get(k) == e
+            return None if ok else ErrorResponse(code=ErrorCode.ASSERTION_FAILED, message=k)
+        case AssertExists(key=k):
+            ok = k in data
+            return None if ok else ErrorResponse(code=ErrorCode.ASSERTION_FAILED, message=k)
+        case Sequence(updates=updates):
+            trial = dict(data)
+            for update in updates:
+                match update:
+                    case USet(key=k, value=v):
+                        trial[k] = v
+                    case UDelete(key=k):
+                        if k not in trial:
+                            return ErrorResponse(code=ErrorCode.NOT_FOUND, message=k)
+                        del trial[k]
+                    case UAssert(key=k, expected=e):
+                        if trial.get(k) != e:
+                            return ErrorResponse(code=ErrorCode.ASSERTION_FAILED, message=k)
+                    case _:
+                        raise AssertionError(f"no oracle for {update!r}")
+            data.clear()
+            data.update(trial)
+            return None
+    raise AssertionError(f"no oracle for {request!r}")
+
+
+def random_write(rng: random.Random) -> AnyRequest:
+    kind = rng.randrange(9)
+    key, value, opt = _key(rng), _key(rng), _bound(rng)
+    if kind == 0:
+        return Set(key=key, value=value)
+    if kind == 1:
+        return Delete(key=key)
+    if kind == 2:
+        return TestAndSet(key=key, expected=opt, wanted=_bound(rng))
+    if kind == 3:
+        return Replace(key=key, wanted=opt)
+    if kind == 4:
+        return DeletePrefix(prefix=key[:1])
+    if kind == 5:
+        return Confirm(key=key, value=value)
+    if kind == 6:
+        return Assert(key=key, expected=opt)
+    if kind == 7:
+        return AssertExists(key=key)
+    updates: list[Update] = []
+    for _ in range(rng.randrange(4)):
+        choice = rng.randrange(3)
+        if choice == 0:
+            updates.append(USet(key=_key(rng), value=_key(rng)))
+        elif choice == 1:
+            updates.append(UDelete(key=_key(rng)))
+        else:
+            updates.append(UAssert(key=_key(rng), expected=_bound(rng)))
+    return Sequence(updates=tuple(updates), synced=rng.random() < 0.3)
+
+
+READS = (Range, RangeEntries, RevRangeEntries, PrefixKeys, MultiGetOption, Exists, Get)
+
+
+async def test_writes_agree_with_the_oracle() -> None:
+    seed = int(os.environ.get("PARAKOON_SEED", random.randrange(2**32)))
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    rounds = 2000 if os.environ.get("PARAKOON_LONG") else 300
+    backend = LocalBackend(cluster_id="model")
+    async with anyio.create_task_group() as tg:
+        server = await tg.start(_serve_backend, backend)
+        assert server.port is not None
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+            await stream.send(encode_prologue("model"))
+            data: dict[bytes, bytes] = {}
+            for n in range(rounds):
+                request = random_write(rng) if rng.random() < 0.7 else random_request(rng)
+                if isinstance(request, READS):
+                    expected = oracle(request, data)
+                else:
+                    expected = apply_oracle(request, data)
+                got = await _ask(stream, request)
+                assert got == expected, f"round {n}: {request!r}"
+            assert dict(backend.store.items_from()) == data
         tg.cancel_scope.cancel()

@@ -592,17 +592,17 @@ def next_deadline(config: Config, state: State) -> float | None:
 def step(config: Config, state: State, event: Event, now: float) -> tuple[State, list[Effect]]:
     """Apply one event; return the new state and the effects to execute (see the contract)."""
     out: list[Effect] = []
-    match event:
-        case Tick():
-            new = _on_tick(config, state, now, out)
+    match event:  # most frequent first
         case Receive(src=src, msg=msg):
             new = _on_message(config, state, src, msg, now, out)
-        case ClientBatch(requests=requests):
-            new = _on_client(config, state, requests, now, out)
         case Persisted(i=i, n=n):
             new = _on_persisted(config, state, i, n, now, out)
         case Applied(i=i, results=results):
             new = _on_applied(config, state, i, results, now, out)
+        case Tick():
+            new = _on_tick(config, state, now, out)
+        case ClientBatch(requests=requests):
+            new = _on_client(config, state, requests, now, out)
         case CatchupDone():
             new = _on_catchup_done(config, state, event, now, out)
         case CatchupFailed(source=source):
@@ -796,7 +796,15 @@ def _on_catchup_done(
 def _on_message(
     config: Config, state: State, src: str, msg: Message, now: float, out: list[Effect]
 ) -> State:
-    match msg:
+    match msg:  # most frequent first
+        case Accept():
+            if isinstance(state, Follower):
+                return _follower_accept(config, state, src, msg, now, out)
+            return _on_accept(config, state, src, msg, now, out)
+        case Accepted():
+            if isinstance(state, Leader):
+                return _on_accepted(config, state, src, msg, now, out)
+            return state
         case Prepare():
             return _on_prepare(config, state, src, msg, now, out)
         case Promise():
@@ -805,12 +813,6 @@ def _on_message(
             return state
         case Nak():
             return _on_nak(config, state, src, msg, now, out)
-        case Accept():
-            return _on_accept(config, state, src, msg, now, out)
-        case Accepted():
-            if isinstance(state, Leader):
-                return _on_accepted(config, state, src, msg, now, out)
-            return state
         case _:
             assert_never(msg)
 

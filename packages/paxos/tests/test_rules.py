@@ -447,3 +447,33 @@ def test_preferred_master_delays_the_others(config: Any, node: Any) -> None:
         checks[me] = f.state.check_at
     assert 2.0 * 1.1 <= checks["n0"] <= 2.0 * 1.2
     assert checks["n1"] >= 2.0 * 1.1 + 1.0
+
+
+def test_next_deadline_names_the_next_useful_tick(config: Any, node: Any, leader: Any) -> None:
+    """Timers are deadlines in the state (§8); next_deadline tells the driver when to tick."""
+    ld = leader(config(), now=1.0)
+    assert next_deadline(ld.config, ld.state) == pytest.approx(1.0 + 1.0)  # renewal at L/2
+    ld.on(reqs((1, b"a")))
+    resend = next_deadline(ld.config, ld.state)
+    assert resend is not None and 1.5 <= resend <= 1.55  # re-send at L/4 x (1.0-1.1)
+    assert ld.on(Tick(), resend - 0.01) == []  # nothing is due before it
+    cand = node(config())
+    cand.on(Tick(), 0.2)
+    d = next_deadline(cand.config, cand.state)
+    assert d is not None and 1.2 <= d <= 1.3  # election timeout L/2 x (1.0-1.1)
+    catching = node(config(me="n1"))
+    catching.on(Receive(src="n0", msg=Accept(n=3, i=9, value=NOP)), 0.1)
+    assert next_deadline(catching.config, catching.state) is None
+
+
+def test_master_query(config: Any, leader: Any, node: Any) -> None:
+    """WHO_MASTER: the leader names itself only while lease_valid; others use their view."""
+    ld = leader(config(), now=1.0)
+    assert master(ld.config, ld.state, 1.5) == "n0"
+    assert master(ld.config, ld.state, 1.0 + 1.9) is None  # its own view is never a licence
+    f = node(config(me="n1"))
+    assert master(f.config, f.state, 0.0) is None
+    f.on(Receive(src="n0", msg=Accept(n=3, i=0, value=MasterSet(node="n0"))), 1.0)
+    f.on(Receive(src="n0", msg=Accept(n=3, i=1, value=NOP)), 1.1)
+    assert master(f.config, f.state, 1.2) == "n0"
+    assert master(f.config, f.state, 1.1 + 2.0) is None

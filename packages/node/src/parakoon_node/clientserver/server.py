@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
 import anyio
 import anyio.abc
@@ -99,6 +99,7 @@ from parakoon_client.codec import (
 
 from .backend import Backend, BackendError
 from .convert import error_response, response_for_result, write_update
+from .fast import ProtocolStream, listen, running_on_asyncio
 from .stats import OperationStatistics
 
 log = structlog.get_logger("parakoon.clientserver")
@@ -193,7 +194,7 @@ class ClientServer:
 
     # ---------------------------------------------------------------- connections
 
-    async def handle_connection(self, stream: anyio.abc.SocketStream) -> None:
+    async def handle_connection(self, stream: ClientStream) -> None:
         """Serve one accepted connection until it closes. Never raises (except cancellation)."""
         peer = _peer_name(stream)
         try:
@@ -223,11 +224,11 @@ class ClientServer:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _refuse(self, stream: anyio.abc.SocketStream, response: bytes) -> None:
+    async def _refuse(self, stream: ClientStream, response: bytes) -> None:
         await stream.send(response)
         await self._linger(stream)
 
-    async def _linger(self, stream: anyio.abc.SocketStream) -> None:
+    async def _linger(self, stream: ClientStream) -> None:
         """Half-close, then drain the client's bytes (bounded in time and size) before closing."""
         try:
             await stream.send_eof()
@@ -238,7 +239,7 @@ class ClientServer:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
             pass
 
-    async def _converse(self, stream: anyio.abc.SocketStream, peer: str) -> None:
+    async def _converse(self, stream: ClientStream, peer: str) -> None:
         decoder = RequestDecoder(self.limits)
         backend = self.backend
         receive = stream.receive
@@ -477,7 +478,21 @@ def _write_update(request: AnyRequest) -> Any:
     return update
 
 
-def _peer_name(stream: anyio.abc.SocketStream) -> str:
+class ClientStream(Protocol):
+    """What the server needs of a connection: anyio's socket stream, or fast.ProtocolStream."""
+
+    async def receive(self, max_bytes: int = 65536) -> bytes: ...
+
+    async def send(self, item: bytes) -> None: ...
+
+    async def send_eof(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def extra(self, attribute: Any, default: Any = ...) -> Any: ...
+
+
+def _peer_name(stream: ClientStream) -> str:
     try:
         address = stream.extra(SocketAttribute.remote_address)
     except anyio.TypedAttributeLookupError:
@@ -507,9 +522,30 @@ async def serve(
     server = ClientServer(
         backend, limits=limits, max_connections=max_connections, linger_secs=linger_secs
     )
+    if running_on_asyncio():
+        # The node's case: the lean protocol-backed stream (see fast.py), connection tasks in
+        # this service's task group.
+        async with anyio.create_task_group() as tg:
+
+            def on_connect(stream: ProtocolStream) -> None:
+                tg.start_soon(server.handle_connection, stream)
+
+            listening = await listen(host, port, on_connect)
+            try:
+                server.port = listening.sockets[0].getsockname()[1]
+                log.info("clientserver.listening", host=host, port=server.port)
+                task_status.started(server)
+                await anyio.sleep_forever()
+            finally:
+                listening.close()
+        return
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     async with listener:
         server.port = listener.extra(SocketAttribute.local_port)
         log.info("clientserver.listening", host=host, port=server.port)
         task_status.started(server)
-        await listener.serve(server.handle_connection)
+
+        async def handle(stream: anyio.abc.SocketStream) -> None:
+            await server.handle_connection(cast(ClientStream, stream))
+
+        await listener.serve(handle)

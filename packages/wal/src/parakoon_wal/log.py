@@ -954,8 +954,9 @@ class Wal:
         """Iterate ``(slot, payload)`` from ``slot`` to the end, newest copies only.
 
         Reads archived and live segments, one whole segment at a time, verifying the crc chain
-        (the first step into a segment that is not cached decodes all of it, up to ~100 ms for a
-        full 64 MiB segment: on an event loop prefer :meth:`read_batch` in a worker thread).
+        (the first step into a segment that is not cached decodes all of it, about 0.1 s for a
+        full segment of 100,000 records: on an event loop prefer :meth:`read_batch` in a worker
+        thread).
         While the iterator runs it pins ``slot`` (see :meth:`pin`), so the collapser will not
         prune what it still has to read. It yields a contiguous run of slots from ``slot`` up
         to at least the last slot published when it started; records appended later may or may

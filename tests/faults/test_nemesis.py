@@ -2,8 +2,9 @@
 
 Recording clients (``workload.py``) run get / set / test_and_set / compare-and-set on a few keys
 over raw codec connections while the nemesis, after a gap of 1-2 s each time, holds one fault
-for 0.3-3 s: kill a node (SIGKILL) and restart it; pause it (SIGSTOP) and resume it; isolate it by blackholing every peer link to
-and from it (``links.py``; clients still reach it); or blackhole one direction of one peer link.
+for 0.3-3 s: kill a node (SIGKILL) and restart it; pause it (SIGSTOP) and resume it; isolate it
+by blackholing every peer link to and from it (``links.py``; clients still reach it); or
+blackhole one direction of one peer link.
 The master is the victim most of the time. Many faults outlast the lease, so that an old master
 comes back, or keeps serving its clients from the wrong side of a partition, after a new one was
 elected: if it answered a consistent read from its stale store, the checker would see a stale

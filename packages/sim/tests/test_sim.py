@@ -68,6 +68,7 @@ CAUGHT = [
     ("skip_promise_persist", False, "persist before acknowledge"),
     ("accept_lower_ballot", True, ""),
     ("optimistic_renewal", True, "lease exclusion"),
+    ("reply_before_chosen", False, "durability"),
 ]
 
 

@@ -11,14 +11,17 @@ from dataclasses import replace
 from parakoon_paxos import (
     Accept,
     Accepted,
+    ClientBatch,
     Config,
     Effect,
     Event,
+    Fail,
     Follower,
     Leader,
     Persist,
     PersistPromise,
     Receive,
+    Reply,
     Send,
     State,
     step,
@@ -97,7 +100,21 @@ def optimistic_renewal(
     return new, effects
 
 
+def reply_before_chosen(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks S9: the leader acknowledges a client update as soon as it is queued."""
+    new, effects = step(config, state, event, now)
+    if isinstance(new, Leader) and isinstance(event, ClientBatch):
+        failed = {e.rid for e in effects if isinstance(e, Fail)}
+        effects = effects + [
+            Reply(rid=r.rid, result=None) for r in event.requests if r.rid not in failed
+        ]
+    return new, effects
+
+
 VARIANTS: dict[str, StepFn] = {
+    "reply_before_chosen": reply_before_chosen,
     "optimistic_renewal": optimistic_renewal,
     "ack_before_persist": ack_before_persist,
     "skip_promise_persist": skip_promise_persist,

@@ -146,6 +146,10 @@ class LinkProxy:
                     continue
             pair = _Pair(down, up)
             with self._lock:
+                # The link may have been cut while we dialled the peer: then this connection
+                # is born blackholed, like the ones that were open at the cut.
+                if self._cut:
+                    pair.blackholed = True
                 self._pairs.add(pair)
             self._spawn(pair, down, up)
             if up is not None:

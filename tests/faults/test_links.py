@@ -91,6 +91,10 @@ def test_cut_swallows_bytes_silently_on_open_and_new_connections(proxy: LinkProx
 
 def test_heal_closes_blackholed_streams_and_lets_new_ones_through(proxy: LinkProxy) -> None:
     with dial(proxy.port) as old:
+        # One round trip first, so that the proxy has surely taken the connection on (bytes of
+        # a dial it accepts only after the heal would just arrive late, which is fair too).
+        old.sendall(b"before")
+        assert old.recv(100) == b"before"
         proxy.cut()
         old.sendall(b"lost")
         proxy.heal()

@@ -97,9 +97,12 @@ def test_master_kill_fails_over_within_lease_and_keeps_acknowledged_writes(
     new_master = write_until_ok(cluster, b"after", b"failover", timeout=10 * LEASE)
     failover = time.monotonic() - killed_at
     assert new_master != master
-    # Failover: the old lease must run out on the followers first (about one lease period),
-    # then one election round. The acceptance bound is 1.5 lease periods plus our polling.
-    assert failover < 1.5 * LEASE + 1.0, f"failover took {failover:.2f}s"
+    # Failover: the old lease must run out on the followers first (their check fires 1.1-1.2
+    # lease periods after they applied the last renewal), then one election round and the new
+    # master's own lease value. The bound is 1.5 lease periods plus 0.25 s for our polling;
+    # measured here: 1.14-1.20 lease periods.
+    print(f"failover took {failover:.3f}s (lease {LEASE}s)")
+    assert failover < 1.5 * LEASE + 0.25, f"failover took {failover:.2f}s"
     for key, value in acked.items():
         assert cluster.call(new_master, codec.Get(key=key)) == value
     # The killed node comes back and catches up.

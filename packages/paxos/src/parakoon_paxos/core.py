@@ -927,9 +927,15 @@ def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: lis
         case Leader():
             if m.n != c.n:
                 return evolve(state, c=c)
-            if ahead:
+            if m.their_i > c.applied_i + 2:
+                # Chosen slots beyond the one we are finishing: we are behind (a deposed leader).
                 c = _step_down(config, evolve(state, c=c), out)
                 return _start_catchup(config, c, src, out)
+            # A voter one slot ahead of us (a late answer to our Prepare from, typically, the
+            # idle former leader) is no reason to stop: our promise quorum holds whatever was
+            # chosen at the slot we are finishing, so we re-propose exactly that value, and
+            # nothing beyond it can have been chosen. Stepping down here made fresh leaders
+            # flap after every hand-over.
             if m.their_n > c.n:
                 # A voter promised a higher ballot (typically a node that lagged, saw no lease
                 # and ran for election). It will refuse our Accepts for good, so run again above

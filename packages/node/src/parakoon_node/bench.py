@@ -51,6 +51,7 @@ class WorkerJob:
     value_size: int
     key_space: int
     worker: int
+    workers: int
     seed: int
 
 
@@ -77,12 +78,24 @@ def make_key(index: int, size: int) -> bytes:
     return raw.rjust(size, b"0")
 
 
+UNIT = 0  # the answer to SET / SEQUENCE: rc 0 and nothing else
+STRING = 1  # the answer to GET: rc 0 and one string
+_ANSWER_BYTES_MAX = 64 << 20
+
+
 class _BenchProtocol(asyncio.Protocol):
-    """One connection's receiving side: feeds the response decoder, resolves the waiting call."""
+    """One connection's receiving side, with a lean parser for the two answer shapes we ask for.
+
+    Every phase sends requests whose answer is either "unit" or one string, so instead of a
+    general response decoder per request we read the return code and, where one follows, one
+    length-prefixed string (the error message, or the value). A non-zero code is an error
+    answer (§3.3): it is returned as ``codec.ErrorResponse`` and never counted as done.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.decoder: codec.ResponseDecoder[Any] | None = None
+        self.buf = bytearray()
+        self.shape = UNIT
         self.waiter: asyncio.Future[Any] | None = None
         self.lost: BaseException | None = None
 
@@ -90,17 +103,33 @@ class _BenchProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        decoder, waiter = self.decoder, self.waiter
-        if decoder is None or waiter is None or waiter.done():
+        self.buf += data
+        waiter = self.waiter
+        if waiter is None or waiter.done():
             return
-        decoder.feed(data)
-        try:
-            event = decoder.next_event()
-        except codec.ProtocolError as exc:
-            waiter.set_exception(exc)
+        buf = self.buf
+        if len(buf) < 4:
             return
-        if event is not codec.NEED_DATA:
-            waiter.set_result(event)
+        rc = int.from_bytes(buf[:4], "little", signed=True)
+        if rc == 0 and self.shape == UNIT:
+            del buf[:4]
+            waiter.set_result(None)
+            return
+        if rc == codec.ErrorCode.NO_MAGIC:  # the one answer without a message (§3.2)
+            del buf[:4]
+            waiter.set_result(codec.ErrorResponse(code=rc, message=b""))
+            return
+        if len(buf) < 8:
+            return
+        size = int.from_bytes(buf[4:8], "little", signed=True)
+        if not 0 <= size <= _ANSWER_BYTES_MAX:
+            waiter.set_exception(ConnectionError(f"bad answer length {size}"))
+            return
+        if len(buf) < 8 + size:
+            return
+        payload = bytes(buf[8 : 8 + size])
+        del buf[: 8 + size]
+        waiter.set_result(payload if rc == 0 else codec.ErrorResponse(code=rc, message=payload))
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = exc or ConnectionError("server closed the connection")
@@ -109,10 +138,11 @@ class _BenchProtocol(asyncio.Protocol):
 
 
 class Connection:
-    """One protocol connection, driven by the sans-I/O codec over a plain asyncio protocol.
+    """One protocol connection over a plain asyncio protocol.
 
     Lean on purpose: the load generator shares the machine with the cluster it measures, so
-    every microsecond it spends per request is taken from the nodes.
+    every microsecond it spends per request is taken from the nodes. Requests are encoded by the
+    codec (GETs once, up front); answers are read by :class:`_BenchProtocol`.
     """
 
     def __init__(self, protocol: _BenchProtocol) -> None:
@@ -126,13 +156,13 @@ class Connection:
         transport.write(codec.encode_prologue(cluster_id))
         return cls(protocol)
 
-    async def call(self, request: Any) -> Any:
+    async def call(self, wire: bytes, shape: int) -> Any:
         protocol = self._protocol
         if protocol.lost is not None or protocol.transport is None:
             raise ConnectionError("connection is closed")
-        protocol.decoder = codec.ResponseDecoder(request)
+        protocol.shape = shape
         protocol.waiter = waiter = self._loop.create_future()
-        protocol.transport.write(codec.encode_request(request))
+        protocol.transport.write(wire)
         return await waiter
 
     def close(self) -> None:
@@ -140,28 +170,35 @@ class Connection:
             self._protocol.transport.close()
 
 
-def _request(job: WorkerJob, rng: random.Random, n: int, value: bytes) -> Any:
+def _get_wires(job: WorkerJob, consistency: Any) -> list[bytes]:
+    """Every GET this worker may send, encoded once before the clock starts."""
+    return [
+        codec.encode_request(codec.Get(key=make_key(k, job.key_size), consistency=consistency))
+        for k in range(job.key_space)
+    ]
+
+
+def _request(
+    job: WorkerJob, rng: random.Random, n: int, value: bytes, gets: list[bytes]
+) -> tuple[bytes, int]:
     phase = job.phase
     if phase == "set":
-        return codec.Set(key=make_key(n, job.key_size), value=value)
-    if phase == "get":
-        return codec.Get(key=make_key(rng.randrange(job.key_space), job.key_size))
-    if phase == "get-ng":
-        return codec.Get(
-            key=make_key(rng.randrange(job.key_space), job.key_size),
-            consistency=codec.NO_GUARANTEES,
-        )
+        return codec.encode_request(codec.Set(key=make_key(n, job.key_size), value=value)), UNIT
+    if phase in ("get", "get-ng"):
+        return gets[rng.randrange(job.key_space)], STRING
     if phase == "seq10":
         base = n * 10
-        return codec.Sequence(
+        sequence = codec.Sequence(
             updates=tuple(
                 codec.USet(key=make_key(base + k, job.key_size), value=value) for k in range(10)
             )
         )
+        return codec.encode_request(sequence), UNIT
     if phase == "mixed":
         if rng.random() < 0.9:
-            return codec.Get(key=make_key(rng.randrange(job.key_space), job.key_size))
-        return codec.Set(key=make_key(rng.randrange(job.key_space), job.key_size), value=value)
+            return gets[rng.randrange(job.key_space)], STRING
+        key = make_key(rng.randrange(job.key_space), job.key_size)
+        return codec.encode_request(codec.Set(key=key, value=value)), UNIT
     raise ValueError(f"unknown phase {phase!r}")
 
 
@@ -175,6 +212,11 @@ async def _worker_main(job: WorkerJob, progress: Any) -> dict[str, Any]:
     deadline = time.monotonic() + job.duration_secs if job.ops == 0 else float("inf")
     # Keys for "set" are numbered so workers never collide and "get" finds them.
     next_op = [0]
+    gets: list[bytes] = []
+    if job.phase in ("get", "mixed"):
+        gets = _get_wires(job, codec.CONSISTENT)
+    elif job.phase == "get-ng":
+        gets = _get_wires(job, codec.NO_GUARANTEES)
 
     def take() -> int | None:
         if job.ops and next_op[0] >= job.ops:
@@ -183,7 +225,9 @@ async def _worker_main(job: WorkerJob, progress: Any) -> dict[str, Any]:
             return None
         k = next_op[0]
         next_op[0] += 1
-        return job.worker * 10_000_000 + k
+        # Worker w of W writes keys w, w + W, w + 2W, ...: together the keys 0 .. ops - 1,
+        # which is the key space the read phases draw from.
+        return k * job.workers + job.worker
 
     async def run_connection(index: int) -> None:
         host, port = job.targets[index % len(job.targets)]
@@ -199,11 +243,11 @@ async def _worker_main(job: WorkerJob, progress: Any) -> dict[str, Any]:
                         failed[0] += 1
                         await asyncio.sleep(0.05)
                         continue
-                request = _request(job, crng, n, value)
+                wire, shape = _request(job, crng, n, value, gets)
                 started = time.perf_counter()
                 try:
-                    result = await conn.call(request)
-                except (OSError, ConnectionError, codec.ProtocolError) as exc:
+                    result = await conn.call(wire, shape)
+                except (OSError, ConnectionError) as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     failed[0] += 1
                     conn.close()
@@ -322,6 +366,7 @@ def run_phase(
             value_size=value_size,
             key_space=key_space,
             worker=w,
+            workers=procs,
             seed=seed * 100 + w,
         )
         parent, child = ctx.Pipe(duplex=False)

@@ -362,6 +362,17 @@ def test_out_of_budget_is_reported_as_unknown_not_as_violation() -> None:
     assert "undecided after" in report.describe()
 
 
+def test_out_of_time_is_reported_as_unknown_too() -> None:
+    h = History()
+    for c in range(12):
+        h.set(f"v{c}".encode(), 0, 10, client=c)
+    for c in range(12):
+        h.get(f"v{c}".encode(), 11, 12, client=12 + c)
+    report = check_history(h.ops, time_budget_secs=0.0)
+    assert report.verdict is Verdict.UNKNOWN
+    assert report.keys[0].steps <= 4096 + 1  # the clock is read every 4096 steps
+
+
 def test_operation_rejects_inconsistent_times() -> None:
     with pytest.raises(ValueError, match="unknown outcome"):
         Operation(

@@ -122,10 +122,14 @@ class Conn:
     def __init__(self, port: int, cluster_id: str, *, connect_timeout: float, timeout: float):
         try:
             self.sock = socket.create_connection(("127.0.0.1", port), timeout=connect_timeout)
+        except OSError as exc:
+            raise CallFailed(f"connect: {type(exc).__name__}", sent=False) from exc
+        try:
             self.sock.settimeout(timeout)
             self.sock.sendall(codec.encode_prologue(cluster_id))
         except OSError as exc:
-            raise CallFailed(f"connect: {type(exc).__name__}", sent=False) from exc
+            self.close()
+            raise CallFailed(f"prologue: {type(exc).__name__}", sent=False) from exc
 
     def call(self, request: Any) -> Any:
         """The decoded answer (a value or an ``ErrorResponse``), or ``CallFailed``."""

@@ -306,26 +306,38 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def find_master(cluster: ClusterConfig, timeout_secs: float = 20.0) -> str:
+def _ask(cluster: ClusterConfig, name: str, request: Any) -> Any:
+    node = cluster.node(name)
+    with socket.create_connection((node.client_host, node.client_port), 2) as s:
+        s.sendall(codec.encode_prologue(cluster.cluster_id) + codec.encode_request(request))
+        decoder = codec.ResponseDecoder(request)
+        while (event := decoder.next_event()) is codec.NEED_DATA:
+            data = s.recv(4096)
+            if not data:
+                raise ConnectionError(f"{name} closed the connection")
+            decoder.feed(data)
+        return event
+
+
+def find_master(cluster: ClusterConfig, timeout_secs: float = 30.0) -> str:
+    """The master, once it serves: named by a node, and answering a consistent read itself.
+
+    Right after an election the new master is named before its own lease value is chosen; the
+    benchmark waits for that instead of measuring refusals.
+    """
     deadline = time.monotonic() + timeout_secs
     while time.monotonic() < deadline:
         for node in cluster.nodes:
             try:
-                with socket.create_connection((node.client_host, node.client_port), 2) as s:
-                    s.sendall(codec.encode_prologue(cluster.cluster_id))
-                    s.sendall(codec.encode_request(codec.WhoMaster()))
-                    decoder = codec.ResponseDecoder(codec.WhoMaster())
-                    while (event := decoder.next_event()) is codec.NEED_DATA:
-                        data = s.recv(4096)
-                        if not data:
-                            break
-                        decoder.feed(data)
-                    if isinstance(event, str):
-                        return event
-            except OSError:
+                named = _ask(cluster, node.name, codec.WhoMaster())
+                if isinstance(named, str) and named in cluster.node_names:
+                    answer = _ask(cluster, named, codec.Exists(key=b"parakoon-bench-probe"))
+                    if answer is True or answer is False:
+                        return named
+            except (OSError, ConnectionError, codec.ProtocolError):
                 continue
         time.sleep(0.2)
-    raise RuntimeError(f"no master found within {timeout_secs}s")
+    raise RuntimeError(f"no master serving consistent reads within {timeout_secs}s")
 
 
 def run_phase(

@@ -310,3 +310,19 @@ def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path)
                 proc.kill()
     assert proc.returncode == 0
     assert (tmp_path / "data" / "node_0" / "wal").is_dir()
+
+
+def test_five_nodes_survive_losing_the_master_and_one_more(cluster_factory: Any) -> None:
+    """A 5-voter cluster (quorum 3) keeps every acknowledged write after two of its nodes die."""
+    cluster: ClusterProcs = cluster_factory(nodes=5, lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    for k in range(20):
+        write_until_ok(cluster, b"f%02d" % k, b"%d" % k, timeout=10 * LEASE)
+    other = next(n for n in cluster.names if n != master)
+    cluster.kill(master)
+    cluster.kill(other)
+    new_master = write_until_ok(cluster, b"after", b"two-failures", timeout=15 * LEASE)
+    assert new_master not in (master, other)
+    for k in range(20):
+        assert cluster.call(new_master, codec.Get(key=b"f%02d" % k)) == b"%d" % k

@@ -575,8 +575,9 @@ def next_deadline(config: Config, state: State) -> float | None:
                 t = state.renew_at
                 c = state.c
                 if c.lease_holder != config.me and c.lease_start != LONG_AGO:
-                    # We may not propose our own lease before the foreign one runs out.
-                    t = max(t, c.lease_start + config.lease_period)
+                    # Our own lease can only be proposed once the foreign one runs out; until
+                    # then renew_at paces the Nops that keep the followers hearing from us.
+                    t = min(t, c.lease_start + config.lease_period)
             t = min(t, state.drop_deadline, state.pref_check_at)
         case CatchingUp():
             pass
@@ -1140,6 +1141,21 @@ def _maybe_propose(
         )
     if s.need_nop:
         return _propose(config, s, i, NOP, (), now, out, fresh_lease=False, need_nop=False)
+    if foreign_live and not dropping and now >= s.renew_at:
+        # Waiting out someone else's lease (one we just re-proposed): keep the followers hearing
+        # from us every L/2, or their own view of that lease runs out when ours does and they
+        # run for election just as we take the lease.
+        return _propose(
+            config,
+            s,
+            i,
+            NOP,
+            (),
+            now,
+            out,
+            fresh_lease=False,
+            renew_at=now + config.lease_period / 2,
+        )
     return evolve(s, prop=None) if idle else s
 
 

@@ -477,3 +477,32 @@ def test_master_query(config: Any, leader: Any, node: Any) -> None:
     f.on(Receive(src="n0", msg=Accept(n=3, i=1, value=NOP)), 1.1)
     assert master(f.config, f.state, 1.2) == "n0"
     assert master(f.config, f.state, 1.1 + 2.0) is None
+
+
+def test_new_leader_waits_out_a_reproposed_lease_with_heartbeat_nops(
+    config: Any, node: Any
+) -> None:
+    """§5.6: a leader that re-proposed another node's lease takes its own only after that lease
+    has run out by its clock, and sends a Nop every L/2 meanwhile so its followers keep hearing
+    from it."""
+    n = node(config())
+    n.on(Tick(), 0.2)
+    b = n.state.c.n
+    old = LogEntry(i=0, n=2, value=MasterSet(node="n2"))
+    n.on(Receive(src="n1", msg=Promise(n=b, i=0, accepted=old)))
+    n.on(Persisted(i=0, n=b))
+    n.on(Receive(src="n1", msg=Accepted(n=b, i=0)), 0.3)
+    effects = n.on(Applied(i=0, results=()), 0.3)
+    assert Broadcast(msg=Accept(n=b, i=1, value=NOP)) in effects  # followers learn slot 0
+    assert not lease_valid(n.config, n.state, 0.4)
+    n.on(Persisted(i=1, n=b))
+    n.on(Receive(src="n1", msg=Accepted(n=b, i=1)), 0.4)
+    n.on(Applied(i=1, results=()), 0.4)
+    assert n.on(Tick(), 0.5) == []
+    heartbeat = n.on(Tick(), 1.45)  # L/2 after the last proposal, n2's lease (from 0.3) is live
+    assert heartbeat[0] == Broadcast(msg=Accept(n=b, i=2, value=NOP))
+    n.on(Persisted(i=2, n=b))
+    n.on(Receive(src="n1", msg=Accepted(n=b, i=2)), 1.5)
+    n.on(Applied(i=2, results=()), 1.5)
+    own = n.on(Tick(), 2.31)  # n2's lease, counted from 0.3, is over: take ours
+    assert own[0] == Broadcast(msg=Accept(n=b, i=3, value=MasterSet(node="n0")))

@@ -1132,15 +1132,27 @@ def _maybe_propose(
             renew_at=now + config.lease_period / 2,
             need_nop=False,
         )
+    # While a foreign lease runs out, any value we send doubles as the heartbeat below.
+    beat = {"renew_at": now + config.lease_period / 2} if foreign_live else {}
     if s.queue.size > 0 and (lease_ok or not dropping):
         reqs, queue = s.queue.take(config.max_batch_count, config.max_batch_bytes)
         batch = Batch(payloads=tuple(r.payload for r in reqs), sync=any(r.sync for r in reqs))
         rids = tuple(r.rid for r in reqs)
         return _propose(
-            config, s, i, batch, rids, now, out, fresh_lease=False, queue=queue, need_nop=False
+            config,
+            s,
+            i,
+            batch,
+            rids,
+            now,
+            out,
+            fresh_lease=False,
+            queue=queue,
+            need_nop=False,
+            **beat,
         )
     if s.need_nop:
-        return _propose(config, s, i, NOP, (), now, out, fresh_lease=False, need_nop=False)
+        return _propose(config, s, i, NOP, (), now, out, fresh_lease=False, need_nop=False, **beat)
     if foreign_live and not dropping and now >= s.renew_at:
         # Waiting out someone else's lease (one we just re-proposed): keep the followers hearing
         # from us every L/2, or their own view of that lease runs out when ours does and they

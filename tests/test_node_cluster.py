@@ -326,3 +326,25 @@ def test_five_nodes_survive_losing_the_master_and_one_more(cluster_factory: Any)
     assert new_master not in (master, other)
     for k in range(20):
         assert cluster.call(new_master, codec.Get(key=b"f%02d" % k)) == b"%d" % k
+
+
+def test_update_too_large_to_replicate_is_refused_and_the_master_keeps_serving(
+    cluster_factory: Any,
+) -> None:
+    """§11 rule 23: an update that cannot fit in a node-to-node message is refused up front.
+
+    A 33 MiB value inside a sequence passes the client-port limits (values in sequences are
+    not size-checked, §9), but it could never reach a quorum through 32 MiB peer frames: the
+    master answers rc 0xFF and closes, and keeps its lease and its other clients.
+    """
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    cluster.start_all()
+    master = cluster.wait_master()
+    big = codec.Sequence(updates=(codec.USet(key=b"big", value=b"x" * (33 << 20)),))
+    answer = cluster.call(master, big, timeout=30)
+    assert isinstance(answer, codec.ErrorResponse)
+    assert answer.code == codec.ErrorCode.UNKNOWN_FAILURE
+    assert b"too large to replicate" in answer.message
+    assert cluster.running(master)
+    assert cluster.call(master, codec.Set(key=b"small", value=b"fine")) is None
+    assert cluster.wait_master() == master

@@ -8,7 +8,13 @@ import pytest
 
 from parakoon_client.codec import USet, encode_update
 from parakoon_node.backend import decode_payload
-from parakoon_node.storage import Storage, StorageSettings, decode_entry, encode_entry
+from parakoon_node.storage import (
+    Storage,
+    StorageError,
+    StorageSettings,
+    decode_entry,
+    encode_entry,
+)
 from parakoon_paxos import NOP, Batch, LogEntry, MasterSet
 
 
@@ -125,13 +131,22 @@ def test_snapshot_only_log_gives_a_stand_in_last_entry(tmp_path: Path) -> None:
     again.wal.close()
 
 
-def test_undecodable_payload_fails_only_its_request(tmp_path: Path) -> None:
+def test_undecodable_chosen_payload_stops_the_node(tmp_path: Path) -> None:
+    """A chosen value that does not decode is damage or a bug: skipping it would fork replicas."""
     storage = Storage(settings(tmp_path), decode_payload)
-    batch = Batch(payloads=(b"\xff\xff", encode_update(USet(key=b"ok", value=b"1"))))
-    results = storage.apply(0, batch)
-    assert isinstance(results[0], Exception)
-    assert results[1] is None
-    assert storage.store.get(b"ok") == b"1"
+    batch = Batch(payloads=(encode_update(USet(key=b"ok", value=b"1")), b"\xff\xff"))
+    with pytest.raises(StorageError, match="chosen slot 0, update 1 of 2"):
+        storage.apply(0, batch)
+    assert not storage.store.exists(b"ok")  # nothing of the slot was applied
+    storage.wal.close()
+
+
+def test_replicated_payloads_decode_beyond_the_client_codec_defaults(tmp_path: Path) -> None:
+    """The server may accept values above the codec's default string limit; replay must too."""
+    storage = Storage(settings(tmp_path), decode_payload)
+    big = b"x" * (33 << 20)  # above DEFAULT_LIMITS.max_string_bytes (32 MiB)
+    storage.apply(0, Batch(payloads=(encode_update(USet(key=b"big", value=big)),)))
+    assert storage.store.get(b"big") == big
     storage.wal.close()
 
 

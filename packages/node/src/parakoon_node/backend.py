@@ -28,6 +28,7 @@ from parakoon_client.codec import (
     AtLeast,
     Consistency,
     Consistent,
+    Limits,
     NoGuarantees,
     StatisticsReport,
     Update,
@@ -37,6 +38,7 @@ from parakoon_client.codec import (
     encode_update,
 )
 from parakoon_paxos import FailCode, MasterMode, Role
+from parakoon_wal.framing import RECORD_BYTES_MAX
 
 from .clientserver.backend import (
     BackendError,
@@ -58,9 +60,38 @@ log = structlog.get_logger("parakoon.backend")
 VERSION = default_version_info()
 
 
+# Chosen payloads are decoded on every node, on replay too. They were encoded by a leader from a
+# request its server had accepted, so these limits only need to rule out nothing that fits in
+# one log record: a tighter bound here than in the server would turn an acknowledged write into
+# an undecodable one.
+_REPLICATED = Limits(
+    max_string_bytes=RECORD_BYTES_MAX,
+    max_list_items=RECORD_BYTES_MAX,
+    max_value_bytes=RECORD_BYTES_MAX,
+    max_request_bytes=RECORD_BYTES_MAX,
+)
+# Room for the Accept message and log record around the client's payloads.
+_ENVELOPE_BYTES = 1 << 20
+
+
 def decode_payload(payload: bytes) -> kv.Update:
     """A replicated payload (an Arakoon §9 update) in the store's update language."""
-    return to_kv_update(decode_update(payload))
+    return to_kv_update(decode_update(payload, limits=_REPLICATED))
+
+
+def max_payload_bytes(peer_frame_bytes_max: int) -> int:
+    """The largest client update that can still be replicated (protocol §11 rule 23).
+
+    It must fit, with the message around it, in one node-to-node frame and in one log record;
+    a larger one would be accepted by the master and then never reach a quorum (or fail its own
+    log write), so it is refused before it is proposed.
+    """
+    limit = min(peer_frame_bytes_max, RECORD_BYTES_MAX)
+    return limit - min(_ENVELOPE_BYTES, limit // 8)
+
+
+class TooLarge(BackendError):
+    """E_UNKNOWN_FAILURE (0xff, closes): the update could not be replicated (§11 rule 23)."""
 
 
 class Overloaded(BackendError):
@@ -85,6 +116,7 @@ class NodeBackend:
         # How long an AtLeast read may wait for the store to catch up.
         self.at_least_wait_secs = min(2.0, lease)
         self._single = len(node.paxos_config.voters) == 1
+        self.max_payload_bytes = max_payload_bytes(node.cluster.peer_frame_bytes_max)
         self._readonly = node.paxos_config.master_mode is MasterMode.READONLY
         fault = os.environ.get(TEST_FAULT_ENV, "")
         self._stale_reads = fault == "stale-reads"
@@ -147,7 +179,13 @@ class NodeBackend:
         if not driver.lease_valid() and not (self._single and driver.role() is Role.LEADER):
             raise NotMaster(self.known_master())
         sync = isinstance(update, USequence) and update.synced
-        waiter = driver.submit_write(encode_update(update), sync=sync, decoded=to_kv_update(update))
+        payload = encode_update(update)
+        if len(payload) > self.max_payload_bytes:
+            raise TooLarge(
+                f"update of {len(payload)} bytes is too large to replicate "
+                f"(at most {self.max_payload_bytes})"
+            )
+        waiter = driver.submit_write(payload, sync=sync, decoded=to_kv_update(update))
         await waiter.wait()
         if waiter.timed_out:
             raise NoLongerMaster(b"no consensus within the write timeout; outcome unknown")

@@ -278,7 +278,6 @@ class Driver:
         self._busy = False
         self.counters = DriverCounters()
         self.last_role: RoleChanged | None = None
-        self.stopping = False
         self.batch_observer: Callable[[float], None] | None = None
 
     # ---------------------------------------------------------------- queries for the server

@@ -35,7 +35,9 @@ import structlog
 from parakoon_paxos import Config as PaxosConfig
 from parakoon_paxos import FailCode, MasterMode, Receive, RoleChanged
 from parakoon_paxos import core as paxos
+from parakoon_wal import WalError
 
+from .backend import max_payload_bytes
 from .catchup import fetch_catchup, serve_catchup
 from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
 from .driver import Driver
@@ -59,7 +61,10 @@ def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
         master=cluster.master,
         preferred=cluster.preferred,
         max_batch_count=cluster.max_batch_count,
-        max_batch_bytes=cluster.max_batch_bytes,
+        # A batch must fit in one Accept frame with its envelope (see backend.max_payload_bytes).
+        max_batch_bytes=min(
+            cluster.max_batch_bytes, max_payload_bytes(cluster.peer_frame_bytes_max)
+        ),
         max_queued=cluster.max_queued_requests,
     )
 
@@ -188,7 +193,21 @@ class Node:
     async def _serve_catchup(
         self, peer: str, stream: anyio.abc.SocketStream, decoder: FrameDecoder, pending: list[Any]
     ) -> None:
-        await serve_catchup(self.storage, peer, stream, decoder, pending)
+        try:
+            await serve_catchup(
+                self.storage,
+                peer,
+                stream,
+                decoder,
+                pending,
+                wait_durable=self.driver.persister.wait_idle,
+            )
+        except WalError as exc:
+            # The log moved under the transfer (a collapse pruned or replaced what we were
+            # about to send): close this connection only; the peer asks again.
+            log.warning(
+                "catchup.serve_aborted", peer=peer, reason=f"{exc.__class__.__name__}: {exc}"
+            )
 
     # ---------------------------------------------------------------- collapse
 
@@ -198,6 +217,11 @@ class Node:
     async def collapse(self, *, force: bool) -> Any:
         """Write a head snapshot and prune, off the event loop. One at a time."""
         async with self._collapse_lock:
+            # Every queued log write must be durable first: until a queued rewrite of an
+            # applied slot lands, the log may still hold that slot's older, unchosen copy, and a
+            # snapshot taken now would pair the store with that log. No await separates the
+            # wait from the freeze below.
+            await self.driver.persister.wait_idle()
             frozen = self.storage.collapse_prepare()
             if frozen is None:
                 return None
@@ -274,7 +298,6 @@ class Node:
 
     async def shutdown(self, tg: anyio.abc.TaskGroup) -> None:
         self.going_down = True
-        self.driver.stopping = True
         # Requests still in flight: their outcome is unknown to us now.
         self.driver.fail_all_waiters(FailCode.NO_LONGER_MASTER)
         with anyio.move_on_after(SHUTDOWN_DRAIN_SECS):

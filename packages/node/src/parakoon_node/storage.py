@@ -159,7 +159,6 @@ class Storage:
             return ()
         assert isinstance(value, Batch)
         updates: list[KvUpdate] = []
-        bad: dict[int, object] = {}
         take = self.take_decoded
         for k, payload in enumerate(value.payloads):
             if take is not None:
@@ -169,13 +168,15 @@ class Storage:
                     continue
             try:
                 updates.append(self._decode_payload(payload))
-            except Exception as exc:  # a payload the leader accepted must decode; be safe
-                bad[k] = exc
-                updates.append(_NOP)
-        results: list[object] = list(self.store.apply_batch(i, updates))
-        if bad:
-            results = [bad.get(k, r) for k, r in enumerate(results)]
-        return tuple(results)
+            except Exception as exc:
+                # A chosen value that does not decode is a bug or damage, never client input
+                # (the leader decoded the same bytes before proposing them). Skipping it here
+                # while the leader applied it would fork the replicas: stop instead.
+                raise StorageError(
+                    f"{self.settings.home_dir}: chosen slot {i}, update {k} of "
+                    f"{len(value.payloads)} cannot be decoded: {exc.__class__.__name__}: {exc}"
+                ) from exc
+        return tuple(self.store.apply_batch(i, updates))
 
     # ---------------------------------------------------------------- durable writes (thread)
 
@@ -277,15 +278,3 @@ class Storage:
             if i > upto:
                 return
             yield i, payload
-
-
-_NOP: KvUpdate
-
-
-def _make_nop() -> KvUpdate:
-    from parakoon_kv import Nop
-
-    return Nop()
-
-
-_NOP = _make_nop()

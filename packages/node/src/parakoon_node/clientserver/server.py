@@ -316,11 +316,14 @@ class ClientServer:
     async def _dispatch(self, request: AnyRequest) -> tuple[bytes, bool, int | None]:
         """(response, close, size for the statistics). Raises BackendError / KvError."""
         backend = self.backend
+        # The store is read again after every check_read: an AtLeast read may wait there, and a
+        # catch-up meanwhile may replace the node's store with one installed from a snapshot.
         store = backend.store
         match request:
             # -- the hot two first
             case Get(key=key, consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 value = store.get_option(key)
                 if value is None:
                     return _NOT_FOUND_GET, False, None
@@ -353,6 +356,7 @@ class ClientServer:
             case Confirm(key=key, value=value):
                 # §11 rule 12: a consistent read first; consensus only if the value differs.
                 await backend.check_read(CONSISTENT)
+                store = backend.store
                 if store.get_option(key) == value:
                     return _OK, False, None
                 response, close = await self._write(request)
@@ -360,9 +364,11 @@ class ClientServer:
             # -- class C
             case Exists(key=key, consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 return encode_response(request, store.exists(key)), False, None
             case MultiGet(keys=keys, consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 # §8.3: the missing key reported is the one nearest the end of the wire order,
                 # and kv reports the first missing key of the order it is given.
                 values = store.multi_get(reversed(keys))
@@ -370,9 +376,11 @@ class ClientServer:
                 return encode_response(request, values), False, None
             case MultiGetOption(keys=keys, consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 return encode_response(request, store.multi_get_option(keys)), False, None
             case Range(consistency=consistency) | RangeEntries(consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 read = store.range if isinstance(request, Range) else store.range_entries
                 found: list[Any] = read(
                     request.first,
@@ -384,6 +392,7 @@ class ClientServer:
                 return encode_response(request, found), False, len(found)
             case RevRangeEntries(consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 pairs = store.rev_range_entries(
                     request.first,
                     request.first_inclusive,
@@ -394,23 +403,28 @@ class ClientServer:
                 return encode_response(request, pairs), False, len(pairs)
             case PrefixKeys(prefix=prefix, max_keys=max_keys, consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 keys_found = store.prefix_keys(prefix, max_keys)
                 return encode_response(request, keys_found), False, len(keys_found)
             case Assert(key=key, expected=expected, consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 store.assert_value(key, expected)
                 return _OK, False, None
             case AssertExists(key=key, consistency=consistency):
                 await backend.check_read(consistency)
+                store = backend.store
                 store.assert_exists(key)
                 return _OK, False, None
             case UserHook(name=name, consistency=consistency):
                 # No hooks are registered on this server (§8.5).
                 await backend.check_read(consistency)
+                store = backend.store
                 return encode_error(ErrorCode.USERHOOK_NOT_FOUND, name), True, None
             # -- class M
             case GetKeyCount():
                 await backend.check_read(CONSISTENT)
+                store = backend.store
                 return encode_response(request, store.key_count()), False, None
             case Unsupported(code=code):
                 return await self._unsupported(request, code)

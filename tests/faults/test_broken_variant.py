@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from .lincheck import OpKind, Outcome, Verdict, check_history
+from .seeds import seeded
 from .workload import Cluster, WorkloadConfig, WorkloadResult, cluster_id_of, run_clients
 
 LEASE = 1.0
@@ -27,12 +28,6 @@ LEASE = 1.0
 ROUNDS_MAX = 4
 ROUND_SECS = 4.0
 WORKLOAD = WorkloadConfig(clients=4, keys=3, key_window_secs=60.0)
-
-
-def seeded() -> int:
-    seed = int(os.environ.get("PARAKOON_SEED", random.randrange(1 << 32)))
-    print(f"seed={seed}")
-    return seed
 
 
 def load(cluster: Cluster, seed: int) -> WorkloadResult:

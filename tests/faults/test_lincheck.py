@@ -28,6 +28,7 @@ from .lincheck import (
     relevant,
     step,
 )
+from .seeds import seeded
 
 K = b"k"
 
@@ -388,12 +389,6 @@ def test_operation_rejects_inconsistent_times() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Randomized: against a brute-force oracle, and on honest simulated registers
-
-
-def seeded() -> int:
-    seed = int(os.environ.get("PARAKOON_SEED", random.randrange(1 << 32)))
-    print(f"seed={seed}")
-    return seed
 
 
 def brute_force_linearizable(ops: list[Operation], initial: bytes | None = None) -> bool:

@@ -42,6 +42,7 @@ from parakoon_client import codec
 
 from .lincheck import INFINITY, Operation, OpKind, Outcome, Verdict, check_history
 from .links import LinkedCluster
+from .seeds import seeded
 from .workload import Cluster, WorkloadConfig, cluster_id_of, keys_of, run_clients
 
 LONG = bool(os.environ.get("PARAKOON_LONG"))
@@ -53,12 +54,6 @@ WORKLOAD = (
     if LONG
     else WorkloadConfig(clients=4, keys=5, key_window_secs=8.0)
 )
-
-
-def seeded() -> int:
-    seed = int(os.environ.get("PARAKOON_SEED", random.randrange(1 << 32)))
-    print(f"seed={seed}")
-    return seed
 
 
 # ---------------------------------------------------------------------------------------------

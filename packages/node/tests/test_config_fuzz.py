@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parakoon_node.config import ClusterConfig, ConfigError, parse_config
+from parakoon_node.config import _CLUSTER_KEYS, ClusterConfig, ConfigError, parse_config
 
 BASE: dict[str, Any] = {
     "cluster": {"id": "parakoon", "master_mode": "elected", "lease_period_secs": 2.0},
@@ -29,27 +29,9 @@ BASE: dict[str, Any] = {
         for i in range(3)
     ],
 }
-CLUSTER_KEYS = [
-    "id",
-    "master_mode",
-    "master",
-    "preferred",
-    "lease_period_secs",
-    "fsync",
-    "segment_entries_max",
-    "segment_bytes_max",
-    "collapse_threshold_entries",
-    "segments_to_keep",
-    "max_batch_count",
-    "max_batch_bytes",
-    "max_queued_requests",
-    "peer_queue_items",
-    "peer_frame_bytes_max",
-    "max_client_connections",
-    "max_value_bytes",
-    "max_request_bytes",
-    "bogus",
-]
+#: Every key ``[cluster]`` accepts (taken from the parser, so a new key is fuzzed too) and one it
+#: does not.
+CLUSTER_KEYS = [*_CLUSTER_KEYS, "bogus"]
 NODE_KEYS = [
     "name",
     "addresses",

@@ -38,7 +38,7 @@ from parakoon_client.codec import (
     UTestAndSet,
     WhoMaster,
 )
-from parakoon_client.errors import ArakoonNotConnected, NotMaster, OutcomeUnknown
+from parakoon_client.errors import ArakoonNotConnected, ArakoonTimeout, NotMaster, OutcomeUnknown
 from parakoon_client.policy import Backoff, Retry
 
 NODES = {"a": ("127.0.0.1", 1), "b": ("127.0.0.1", 2), "c": ("127.0.0.1", 3)}
@@ -156,6 +156,15 @@ def test_no_attempt_starts_after_the_retry_bound() -> None:
     assert call.attempt_budget_secs(110.5) == pytest.approx(0.5)  # cut at retry + timeout
     late = c.after_failure(call, "a", NOT_SENT, now=109.95)
     assert late.error is NOT_SENT
+
+
+def test_an_exchange_with_no_time_left_is_a_timeout_before_sending() -> None:
+    call = core().start_call(op_get(b"k", CONSISTENT), pinned=None, now=100.0)
+    assert call.require_budget_secs(110.5, "a") == pytest.approx(0.5)
+    with pytest.raises(ArakoonTimeout, match="no time left to ask b after connecting") as info:
+        call.require_budget_secs(111.0, "b", connected=True)
+    assert info.value.node == "b"
+    assert not info.value.request_sent
 
 
 def test_giving_up_on_a_write_after_an_unknown_outcome_says_so() -> None:

@@ -72,6 +72,7 @@ from parakoon_client.codec import (
 from parakoon_client.errors import (
     ArakoonError,
     ArakoonServerError,
+    ArakoonTimeout,
     NotMaster,
     OutcomeUnknown,
     error_for_code,
@@ -390,6 +391,18 @@ class CallState:
     def attempt_budget_secs(self, now: float) -> float:
         """Time the next exchange may take: ``timeout_secs``, cut at the call's deadline."""
         return min(self.timeout_secs, self.deadline - now)
+
+    def require_budget_secs(self, now: float, target: str, *, connected: bool = False) -> float:
+        """:meth:`attempt_budget_secs`; raises ``ArakoonTimeout`` (nothing sent) if none is left."""
+        budget = self.attempt_budget_secs(now)
+        if budget <= 0:
+            after = " after connecting" if connected else ""
+            raise ArakoonTimeout(
+                f"{self.op.name}: no time left to ask {target}{after}",
+                node=target,
+                request_sent=False,
+            )
+        return budget
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -376,23 +376,13 @@ class AsyncClient:
         if conn is not None and (conn.busy or (check_idle and conn.looks_closed())):
             await self._drop(target)
             conn = None
-        budget = call.attempt_budget_secs(anyio.current_time())
-        if budget <= 0:
-            raise ArakoonTimeout(
-                f"{call.op.name}: no time left to ask {target}", node=target, request_sent=False
-            )
+        budget = call.require_budget_secs(anyio.current_time(), target)
         if conn is None:
             conn = await _AsyncConnection.open(
                 target, self._core.nodes[target], self._prologue, budget
             )
             self._connections[target] = conn
-            budget = call.attempt_budget_secs(anyio.current_time())
-            if budget <= 0:
-                raise ArakoonTimeout(
-                    f"{call.op.name}: no time left to ask {target} after connecting",
-                    node=target,
-                    request_sent=False,
-                )
+            budget = call.require_budget_secs(anyio.current_time(), target, connected=True)
         event = await conn.exchange(request, payload, budget)
         if isinstance(event, ErrorResponse):
             raise server_error(event)

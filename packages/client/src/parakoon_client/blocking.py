@@ -387,21 +387,11 @@ class Client:
         if conn is not None and (conn.busy or (check_idle and conn.looks_closed())):
             self._drop(target)
             conn = None
-        budget = call.attempt_budget_secs(time.monotonic())
-        if budget <= 0:
-            raise ArakoonTimeout(
-                f"{call.op.name}: no time left to ask {target}", node=target, request_sent=False
-            )
+        budget = call.require_budget_secs(time.monotonic(), target)
         if conn is None:
             conn = _Connection(target, self._core.nodes[target], self._prologue, budget)
             self._connections[target] = conn
-            budget = call.attempt_budget_secs(time.monotonic())
-            if budget <= 0:
-                raise ArakoonTimeout(
-                    f"{call.op.name}: no time left to ask {target} after connecting",
-                    node=target,
-                    request_sent=False,
-                )
+            budget = call.require_budget_secs(time.monotonic(), target, connected=True)
         event = conn.exchange(request, payload, budget)
         if isinstance(event, ErrorResponse):
             raise server_error(event)

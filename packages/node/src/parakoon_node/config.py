@@ -290,26 +290,6 @@ def check_home_dir(node: NodeConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 
 _TOP_KEYS: Final = ("cluster", "nodes")
-_CLUSTER_KEYS: Final = (
-    "id",
-    "master_mode",
-    "master",
-    "preferred",
-    "lease_period_secs",
-    "fsync",
-    "segment_entries_max",
-    "segment_bytes_max",
-    "collapse_threshold_entries",
-    "segments_to_keep",
-    "max_batch_count",
-    "max_batch_bytes",
-    "max_queued_requests",
-    "peer_queue_items",
-    "peer_frame_bytes_max",
-    "max_client_connections",
-    "max_value_bytes",
-    "max_request_bytes",
-)
 _NODE_KEYS: Final = (
     "name",
     "addresses",
@@ -336,6 +316,17 @@ _INT_TUNABLES: Final[tuple[tuple[str, int, int], ...]] = (
     ("max_client_connections", 1, 10_000_000),
     ("max_value_bytes", 1, INT32_MAX),
     ("max_request_bytes", 1024, 2**40),
+)
+
+#: The keys ``[cluster]`` accepts: the named settings, then every integer tunable.
+_CLUSTER_KEYS: Final = (
+    "id",
+    "master_mode",
+    "master",
+    "preferred",
+    "lease_period_secs",
+    "fsync",
+    *(key for key, _lowest, _highest in _INT_TUNABLES),
 )
 
 

@@ -507,9 +507,6 @@ class ClientCore:
         """Record ``name`` as master (it named itself when asked)."""
         self.master = self.check_node(name)
 
-    def forget_master(self) -> None:
-        self.master = None
-
     def _next_read_node(self, failed: str) -> None:
         names = sorted(self.nodes)
         self._read_node = names[(names.index(failed) + 1) % len(names)]

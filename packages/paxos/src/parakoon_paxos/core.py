@@ -457,12 +457,6 @@ def _entry_at(c: Common, i: int) -> LogEntry | None:
     return last if last is not None and last.i == i else None
 
 
-def _master_set_applied(c: Common, value: Value, now: float) -> Common:
-    if isinstance(value, MasterSet):
-        return evolve(c, lease_holder=value.node, lease_start=now)
-    return c
-
-
 # ---------------------------------------------------------------------------------------------
 # Construction and queries.
 

@@ -52,6 +52,8 @@ def test_metrics_endpoint_reports_role_and_moves_with_writes(cluster_factory: An
         before, "parakoon_fsync_seconds_count"
     )
     assert value(after, "parakoon_batch_requests_count") >= 1
+    assert value(after, "parakoon_peer_connections_accepted_total") >= 2
+    assert value(after, "parakoon_peer_connections_refused_total") == 0
     for peer in cluster.names:
         if peer != master:
             assert value(after, "parakoon_peer_connected", peer=peer) == 1.0

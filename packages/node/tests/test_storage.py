@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from parakoon_client.codec import USet, encode_update
+from parakoon_client.codec import RemoteProtocolError, USet, encode_update
 from parakoon_node.backend import decode_payload
 from parakoon_node.storage import (
     Storage,
@@ -168,5 +168,5 @@ def test_catchup_plan_needs_a_snapshot_only_for_pruned_slots(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("bad", [b"", b"\x00" * 3])
 def test_decode_payload_rejects_garbage(bad: bytes) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - the codec's own error types
+    with pytest.raises(RemoteProtocolError):
         decode_payload(bad)

@@ -22,6 +22,7 @@ its store's ``applied_i``, and reports ``CatchupDone`` to the core.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -123,8 +124,6 @@ async def serve_catchup(
 
 def _size_of(handle: Any) -> int:
     try:
-        import os
-
         return os.fstat(handle.fileno()).st_size
     except (OSError, AttributeError, ValueError):
         return -1
@@ -154,7 +153,6 @@ async def fetch_catchup(
     cluster_id: str,
     me: str,
     max_frame_bytes: int,
-    on_store_replaced: Any = None,
 ) -> None:
     """Receiving side: copy everything chosen from ``from_i`` on, then tell the core.
 
@@ -183,7 +181,7 @@ async def fetch_catchup(
         await driver.persister.wait_idle()
         async with stream, driver.persister.lock:
             await stream.send(encode_frame(["fetch", from_i]))
-            received = await _receive(stream, decoder, pending, storage, on_store_replaced)
+            received = await _receive(stream, decoder, pending, storage)
     except LocalStorageFailure:
         raise
     except Exception as exc:  # the network or the source: the core retries
@@ -219,7 +217,6 @@ async def _receive(
     decoder: FrameDecoder,
     pending: list[Any],
     storage: Storage,
-    on_store_replaced: Any,
 ) -> int:
     received = 0
     tmp: Path = storage.settings.home_dir / "catchup-snapshot.tmp"
@@ -265,8 +262,6 @@ async def _receive(
                 await _local(_install_snapshot, storage, snap_slot, tmp)
                 storage.store = store
                 storage.snapshot_slot = snap_slot
-                if on_store_replaced is not None:
-                    on_store_replaced(store)
                 log.info("catchup.snapshot_installed", slot=snap_slot, keys=store.key_count())
             elif kind == "entries":
                 received += await _take_entries(storage, frame[1] if len(frame) == 2 else None)

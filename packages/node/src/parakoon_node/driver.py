@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -53,7 +52,6 @@ from parakoon_paxos import (
     Fail,
     FailCode,
     LogEntry,
-    MasterSet,
     Message,
     Persist,
     Persisted,
@@ -160,9 +158,6 @@ class Persister:
         self._closed = False
         self.lock = anyio.Lock()  # held while writing; catch-up takes it to own the log
         self.fsyncs = 0
-        self.entries_written = 0
-        self.fsync_secs_total = 0.0
-        self.last_fsync_secs = 0.0
         self.fsync_observer: Callable[[float], None] | None = None
 
     def submit(self, job: _WriteJob) -> None:
@@ -201,12 +196,9 @@ class Persister:
                 await anyio.to_thread.run_sync(self._write_all, jobs, abandon_on_cancel=False)
                 elapsed = time.monotonic() - started
             self.fsyncs += 1
-            self.fsync_secs_total += elapsed
-            self.last_fsync_secs = elapsed
             if self.fsync_observer is not None:
                 self.fsync_observer(elapsed)
             for job in jobs:
-                self.entries_written += len(job.entries)
                 self._on_done(job)
 
     def _write_all(self, jobs: list[_WriteJob]) -> None:
@@ -237,7 +229,6 @@ class DriverCounters:
     applied_slots: int = 0
     applied_updates: int = 0
     role_changes: int = 0
-    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=256))
 
 
 class Driver:
@@ -254,7 +245,6 @@ class Driver:
         start_catchup: Callable[[str, int], None],
         clock: Callable[[], float] = time.monotonic,
         on_applied: Callable[[int], None] | None = None,
-        on_role: Callable[[RoleChanged], None] | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -263,7 +253,6 @@ class Driver:
         self._start_catchup = start_catchup
         self._clock = clock
         self._on_applied = on_applied
-        self._on_role = on_role
         self.persister = Persister(write_log, self._write_done)
         self._waiters: dict[int, Waiter] = {}
         # Leader only: the store update of each payload we proposed, so that applying our own
@@ -277,13 +266,9 @@ class Driver:
         self._events: deque[Event] = deque()
         self._busy = False
         self.counters = DriverCounters()
-        self.last_role: RoleChanged | None = None
         self.batch_observer: Callable[[float], None] | None = None
 
     # ---------------------------------------------------------------- queries for the server
-
-    def now(self) -> float:
-        return self._clock()
 
     def role(self) -> Role:
         return paxos.role(self.state)
@@ -320,16 +305,10 @@ class Driver:
         for effect in effects:
             match effect:
                 case Persist(entry=entry):
-                    if job is None or job.after or job.promise is not None:
-                        if job is not None:
-                            self.persister.submit(job)
-                        job = _WriteJob()
+                    job = self._open_job(job)
                     job.entries.append(entry)
                 case PersistPromise(n=n):
-                    if job is None or job.after or job.promise is not None:
-                        if job is not None:
-                            self.persister.submit(job)
-                        job = _WriteJob()
+                    job = self._open_job(job)
                     job.promise = n
                 case Send() | Broadcast() | Reply() | Fail() if job is not None:
                     job.after.append(effect)
@@ -337,6 +316,15 @@ class Driver:
                     self._run_effect(effect)
         if job is not None:
             self.persister.submit(job)
+
+    def _open_job(self, job: _WriteJob | None) -> _WriteJob:
+        """The job a write joins: the current one, unless effects already wait behind it (they
+        must not wait for this write too) or it ends with a promise (kept in order)."""
+        if job is not None and not job.after and job.promise is None:
+            return job
+        if job is not None:
+            self.persister.submit(job)
+        return _WriteJob()
 
     def _run_effect(self, effect: Effect) -> None:
         match effect:
@@ -367,7 +355,6 @@ class Driver:
                 self._start_catchup(source, from_i)
             case RoleChanged():
                 self.counters.role_changes += 1
-                self.last_role = effect
                 log.info(
                     "role.changed",
                     role=effect.role.value,
@@ -375,8 +362,6 @@ class Driver:
                     master=effect.master,
                     applied_i=self.applied_i(),
                 )
-                if self._on_role is not None:
-                    self._on_role(effect)
             case Persist() | PersistPromise():
                 raise AssertionError("writes are queued by _execute")
             case _:
@@ -425,14 +410,6 @@ class Driver:
             self.decoded.pop(id(waiter.payload), None)
             waiter.expire()
 
-    def forget(self, waiter: Waiter) -> None:
-        """Drop a waiter whose caller gave up (its request may still be applied)."""
-        for rid, w in list(self._waiters.items()):
-            if w is waiter:
-                del self._waiters[rid]
-                self.decoded.pop(id(w.payload), None)
-                return
-
     async def drop_master(self) -> Waiter:
         rid = next(self._rids)
         waiter = Waiter(self._clock() + self.write_timeout_secs)
@@ -452,7 +429,6 @@ class Driver:
             requests = tuple(self._incoming)
             self._incoming.clear()
             self.counters.batches_proposed += 1
-            self.counters.batch_sizes.append(len(requests))
             if self.batch_observer is not None:
                 self.batch_observer(len(requests))
             self.handle(ClientBatch(requests=requests))
@@ -484,11 +460,3 @@ class Driver:
             waiter.fail(code)
         self._waiters.clear()
         self.decoded.clear()
-
-
-def lease_holder_of(value: Value) -> str | None:
-    return value.node if isinstance(value, MasterSet) else None
-
-
-def infinite() -> float:
-    return math.inf

@@ -103,6 +103,17 @@ class NodeCollector(Collector):
         yield connected
         yield dropped
         yield queued
+        yield CounterMetricFamily(
+            "parakoon_peer_connections_accepted",
+            "Incoming peer connections accepted by the messaging port",
+            value=float(node.peers.incoming),
+        )
+        yield CounterMetricFamily(
+            "parakoon_peer_connections_refused",
+            "Incoming peer connections closed for a bad handshake, a wrong cluster id or "
+            "unknown node, a timeout or malformed frames",
+            value=float(node.peers.bad_connections),
+        )
         server = getattr(node, "client_server", None)
         clients = getattr(server, "open_connections", None)
         if isinstance(clients, int):

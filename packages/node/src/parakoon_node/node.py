@@ -25,7 +25,6 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -33,7 +32,7 @@ import anyio.abc
 import structlog
 
 from parakoon_paxos import Config as PaxosConfig
-from parakoon_paxos import FailCode, MasterMode, Receive, RoleChanged
+from parakoon_paxos import FailCode, MasterMode, Receive
 from parakoon_paxos import core as paxos
 from parakoon_wal import WalError
 
@@ -85,12 +84,11 @@ class Node:
         self.started_at = time.time()
         self._rng = random.Random(int.from_bytes(os.urandom(8), "little"))
         self.going_down = False
-        self._applied_event = anyio.Event()
+        self._applied_event: anyio.Event | None = None
         self._collapse_request = anyio.Event()
         self._collapse_lock = anyio.Lock()
         self._tg: anyio.abc.TaskGroup | None = None
         self.catchups = 0
-        self.role_listeners: list[Callable[[RoleChanged], None]] = []
         self.peer_slots: dict[str, int] = {}
 
         from .backend import decode_payload  # the §9 update decoder shared with the server
@@ -140,7 +138,6 @@ class Node:
             write_log=self.storage,
             start_catchup=self._start_catchup,
             on_applied=self._on_applied,
-            on_role=self._on_role,
         )
         self.storage.take_decoded = self.driver.take_decoded
 
@@ -156,18 +153,18 @@ class Node:
         self.driver.handle(Receive(src=src, msg=msg))
 
     def _on_applied(self, i: int) -> None:
+        # Called for every applied slot: wake AtLeast readers, if any wait (no Event otherwise).
         event = self._applied_event
-        self._applied_event = anyio.Event()
-        event.set()
-
-    def _on_role(self, change: RoleChanged) -> None:
-        for listener in self.role_listeners:
-            listener(change)
+        if event is not None:
+            self._applied_event = None
+            event.set()
 
     async def wait_applied(self, i: int, timeout_secs: float) -> bool:
         """Wait until the store has applied slot ``i``; False after ``timeout_secs``."""
         with anyio.move_on_after(timeout_secs):
             while self.storage.applied_i < i:
+                if self._applied_event is None:
+                    self._applied_event = anyio.Event()
                 await self._applied_event.wait()
             return True
         return self.storage.applied_i >= i
@@ -210,9 +207,6 @@ class Node:
             )
 
     # ---------------------------------------------------------------- collapse
-
-    def request_collapse(self) -> None:
-        self._collapse_request.set()
 
     async def collapse(self, *, force: bool) -> Any:
         """Write a head snapshot and prune, off the event loop. One at a time."""

@@ -134,8 +134,6 @@ class PeerLink:
         self._dial_scopes: dict[int, anyio.CancelScope] = {}
         self._sender_dial: int | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self.connects = 0
-        self.disconnects = 0
 
     @property
     def connected(self) -> bool:
@@ -180,10 +178,8 @@ class PeerLink:
                         self._tg.start_soon(self._send_loop, dial_id)
                 case conn.StateChanged(old=old, new=new, reason=reason):
                     if new is conn.ConnPhase.CONNECTED:
-                        self.connects += 1
                         log.info("peer.connected", peer=self.address.name, addr=self.address.text)
                     elif old is conn.ConnPhase.CONNECTED:
-                        self.disconnects += 1
                         log.info("peer.disconnected", peer=self.address.name, reason=reason)
                 case conn.StartTimer():
                     pass  # run() ticks every link periodically, which the contract allows
@@ -314,7 +310,6 @@ class PeerNetwork:
             )
             for p in peers
         }
-        self.frames_received = 0
         self.bad_connections = 0
         self.incoming = 0
 
@@ -407,7 +402,6 @@ class PeerNetwork:
         if not (isinstance(frame, list) and len(frame) == 2 and frame[0] == "p"):
             raise PeerProtocolError(f"unexpected frame from {peer}: {str(frame)[:80]!r}")
         msg = message_from_wire(frame[1])
-        self.frames_received += 1
         self._on_message(peer, msg)
 
     def close(self) -> None:

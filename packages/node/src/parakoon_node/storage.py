@@ -118,7 +118,7 @@ class Storage:
         if last_slot is not None:
             last = decode_entry(last_slot, self.wal.read(last_slot))
             upto = last_slot if self.settings.single_voter else last_slot - 1
-            start = self.next_to_apply()
+            start = self.applied_i + 1
             replayed = 0
             if start <= upto:
                 for i, payload in self.wal.iter_from(start):
@@ -144,9 +144,6 @@ class Storage:
     def applied_i(self) -> int:
         i = self.store.applied_i
         return -1 if i is None else i
-
-    def next_to_apply(self) -> int:
-        return self.applied_i + 1
 
     # ---------------------------------------------------------------- applying
 

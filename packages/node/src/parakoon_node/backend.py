@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-import gc
 import os
-import resource
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -261,18 +259,9 @@ class NodeBackend:
                 return "Slave_discovered_other_master"
 
     def statistics(self) -> StatisticsReport:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        counts = gc.get_stats()
-        node = self._node
-        return StatisticsReport(
-            start=node.started_at,
-            last=time.time(),
-            mem_allocated=float(usage.ru_maxrss * 1024),
-            mem_maxrss=int(usage.ru_maxrss),
-            mem_minor_collections=int(counts[0]["collections"]) if counts else 0,
-            mem_major_collections=int(counts[-1]["collections"]) if counts else 0,
-            node_is=tuple(sorted(node.peer_slots.items())),
-        )
+        # Only what the node alone knows: the client server fills in start, last, the averages,
+        # the per-operation timings and the memory figures itself (clientserver/stats.py).
+        return StatisticsReport(node_is=tuple(sorted(self._node.peer_slots.items())))
 
     # ---------------------------------------------------------------- admin
 

@@ -81,7 +81,6 @@ class Node:
         self.me: NodeConfig = cluster.node(name)
         self.name = name
         self.paxos_config = paxos_config(cluster, name)
-        self.started_at = time.time()
         self._rng = random.Random(int.from_bytes(os.urandom(8), "little"))
         self.going_down = False
         self._applied_event: anyio.Event | None = None

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from parakoon_client import errors
 from parakoon_client._core import (
+    AnswerReader,
     ClientCore,
     Op,
     Route,
@@ -23,6 +24,7 @@ from parakoon_client._core import (
 )
 from parakoon_client.codec import (
     CONSISTENT,
+    NEED_DATA,
     NO_GUARANTEES,
     AtLeast,
     Delete,
@@ -37,8 +39,15 @@ from parakoon_client.codec import (
     USet,
     UTestAndSet,
     WhoMaster,
+    encode_response,
 )
-from parakoon_client.errors import ArakoonNotConnected, ArakoonTimeout, NotMaster, OutcomeUnknown
+from parakoon_client.errors import (
+    ArakoonNotConnected,
+    ArakoonProtocolError,
+    ArakoonTimeout,
+    NotMaster,
+    OutcomeUnknown,
+)
 from parakoon_client.policy import Backoff, Retry
 
 NODES = {"a": ("127.0.0.1", 1), "b": ("127.0.0.1", 2), "c": ("127.0.0.1", 3)}
@@ -326,3 +335,29 @@ def _is_transient(error: errors.ArakoonError) -> bool:
         error,
         ArakoonNotConnected | NotMaster | errors.GoingDown | errors.NoLongerMaster,
     )
+
+
+def test_answer_reader_whole_split_and_trailing() -> None:
+    request = Get(key=b"k")
+    answer = encode_response(request, b"value")
+    assert AnswerReader(request, "a at h:1", "a").feed(answer) == b"value"
+    split = AnswerReader(request, "a at h:1", "a")
+    assert split.feed(answer[:3]) is NEED_DATA
+    assert split.feed(answer[3:]) == b"value"
+    for chunks in ([answer + b"x"], [answer[:3], answer[3:] + b"xy"]):
+        reader = AnswerReader(request, "a at h:1", "a")
+        with pytest.raises(ArakoonProtocolError, match=r"sent [12] bytes after the end") as info:
+            for chunk in chunks:
+                reader.feed(chunk)
+        assert info.value.node == "a"
+
+
+def test_answer_reader_closed_error_hints_at_the_cluster_id_only_before_any_answer() -> None:
+    request = Get(key=b"k")
+    reader = AnswerReader(request, "a at h:1", "a")
+    assert "cluster id" in str(reader.closed_error(fresh_connection=True))
+    assert "cluster id" not in str(reader.closed_error(fresh_connection=False))
+    reader.feed(encode_response(request, b"value")[:3])
+    error = reader.closed_error(fresh_connection=True)
+    assert "cluster id" not in str(error)
+    assert error.request_sent and error.node == "a"

@@ -34,6 +34,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 
 from parakoon_client.codec import (
     CONSISTENT,
+    NEED_DATA,
     Assert,
     AssertExists,
     Confirm,
@@ -51,6 +52,7 @@ from parakoon_client.codec import (
     MultiGet,
     MultiGetOption,
     NamedList,
+    NeedData,
     Nop,
     Ping,
     PrefixKeys,
@@ -58,6 +60,7 @@ from parakoon_client.codec import (
     RangeEntries,
     Replace,
     Request,
+    ResponseDecoder,
     RevRangeEntries,
     Sequence,
     Set,
@@ -68,9 +71,12 @@ from parakoon_client.codec import (
     Version,
     VersionInfo,
     WhoMaster,
+    decode_response,
 )
 from parakoon_client.errors import (
     ArakoonError,
+    ArakoonNotConnected,
+    ArakoonProtocolError,
     ArakoonServerError,
     ArakoonTimeout,
     NotMaster,
@@ -418,6 +424,58 @@ class AfterFailure:
     drop: bool
     error: ArakoonError | None = None
     delay_secs: float = 0.0
+
+
+class AnswerReader(Generic[R]):
+    """The answer to one request, from the chunks a connection receives (both clients' loop).
+
+    :meth:`feed` returns the result (or ``ErrorResponse``) once the answer is complete, else
+    ``NEED_DATA``; it raises ``ArakoonProtocolError`` for bytes after the answer and lets the
+    codec's ``RemoteProtocolError`` through for a malformed one.
+    """
+
+    __slots__ = ("_decoder", "_node", "_request", "_where")
+
+    def __init__(self, request: Request[R], where: str, node: str) -> None:
+        self._request = request
+        self._where = where
+        self._node = node
+        self._decoder: ResponseDecoder[R] | None = None
+
+    def feed(self, chunk: bytes) -> R | ErrorResponse | NeedData:
+        decoder = self._decoder
+        if decoder is None:
+            # Fast path: a small answer arrives whole in the first chunk.
+            decoded = decode_response(self._request, chunk)
+            if decoded is not NEED_DATA:
+                event, used = decoded
+                if used != len(chunk):
+                    raise self._trailing(len(chunk) - used)
+                return event
+            decoder = self._decoder = ResponseDecoder(self._request)
+        decoder.feed(chunk)
+        complete = decoder.next_event()
+        if complete is not NEED_DATA and decoder.trailing_data:
+            raise self._trailing(len(decoder.trailing_data))
+        return complete
+
+    def closed_error(self, *, fresh_connection: bool) -> ArakoonNotConnected:
+        """The error for the peer closing the connection before the answer was complete."""
+        hint = (
+            " (a node closes a new connection silently when the cluster id is wrong)"
+            if fresh_connection and self._decoder is None
+            else ""
+        )
+        return ArakoonNotConnected(
+            f"{self._where} closed the connection before answering{hint}",
+            node=self._node,
+            request_sent=True,
+        )
+
+    def _trailing(self, count: int) -> ArakoonProtocolError:
+        return ArakoonProtocolError(
+            f"{self._where} sent {count} bytes after the end of its answer", node=self._node
+        )
 
 
 def connection_survives(error: ArakoonError) -> bool:

@@ -32,6 +32,7 @@ from parakoon_client._core import (
     DEFAULT_TIMEOUT_SECS,
     RECV_CHUNK_BYTES,
     Address,
+    AnswerReader,
     CallState,
     ClientCore,
     Op,
@@ -76,11 +77,9 @@ from parakoon_client.codec import (
     NamedList,
     RemoteProtocolError,
     Request,
-    ResponseDecoder,
     Update,
     VersionInfo,
     WhoMaster,
-    decode_response,
     encode_prologue,
     encode_request,
 )
@@ -164,29 +163,16 @@ class _AsyncConnection:
         fresh, self._fresh = self._fresh, False
         self.busy = True
         sent = False
-        decoder: ResponseDecoder[R] | None = None
+        reader = AnswerReader(request, self.where, self.node)
         try:
             with anyio.fail_after(budget_secs):
                 await self.stream.send(payload)
                 sent = True
                 while True:
-                    chunk = await self.stream.receive(RECV_CHUNK_BYTES)
-                    if decoder is None:
-                        decoded = decode_response(request, chunk)
-                        if decoded is not NEED_DATA:
-                            event, used = decoded
-                            if used != len(chunk):
-                                raise self._trailing(len(chunk) - used)
-                            self.busy = False
-                            return event
-                        decoder = ResponseDecoder(request)
-                    decoder.feed(chunk)
-                    complete = decoder.next_event()
-                    if complete is not NEED_DATA:
-                        if decoder.trailing_data:
-                            raise self._trailing(len(decoder.trailing_data))
+                    event = reader.feed(await self.stream.receive(RECV_CHUNK_BYTES))
+                    if event is not NEED_DATA:
                         self.busy = False
-                        return complete
+                        return event
         except TimeoutError:
             raise ArakoonTimeout(
                 f"{self.where} did not answer within {budget_secs:.3g} s",
@@ -196,16 +182,7 @@ class _AsyncConnection:
                 request_sent=True,
             ) from None
         except anyio.EndOfStream:
-            hint = (
-                " (a node closes a new connection silently when the cluster id is wrong)"
-                if fresh and decoder is None
-                else ""
-            )
-            raise ArakoonNotConnected(
-                f"{self.where} closed the connection before answering{hint}",
-                node=self.node,
-                request_sent=True,
-            ) from None
+            raise reader.closed_error(fresh_connection=fresh) from None
         except _STREAM_ERRORS as exc:
             detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise ArakoonNotConnected(
@@ -215,11 +192,6 @@ class _AsyncConnection:
             ) from None
         except RemoteProtocolError as exc:
             raise ArakoonProtocolError(f"{self.where}: {exc}", node=self.node) from None
-
-    def _trailing(self, count: int) -> ArakoonProtocolError:
-        return ArakoonProtocolError(
-            f"{self.where} sent {count} bytes after the end of its answer", node=self.node
-        )
 
 
 class AsyncSequenceContext(SequenceBuilder):

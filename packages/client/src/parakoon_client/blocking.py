@@ -32,6 +32,7 @@ from parakoon_client._core import (
     DEFAULT_TIMEOUT_SECS,
     RECV_CHUNK_BYTES,
     Address,
+    AnswerReader,
     CallState,
     ClientCore,
     Op,
@@ -76,11 +77,9 @@ from parakoon_client.codec import (
     NamedList,
     RemoteProtocolError,
     Request,
-    ResponseDecoder,
     Update,
     VersionInfo,
     WhoMaster,
-    decode_response,
     encode_prologue,
     encode_request,
 )
@@ -164,38 +163,16 @@ class _Connection:
             # the request never left, so the server cannot have executed it.
             raise self._failure(exc, budget_secs, request_sent=False) from None
         fresh, self._fresh = self._fresh, False
-        decoder: ResponseDecoder[R] | None = None
+        reader = AnswerReader(request, self.where, self.node)
         try:
             while True:
                 chunk = sock.recv(RECV_CHUNK_BYTES)
                 if not chunk:
-                    hint = (
-                        " (a node closes a new connection silently when the cluster id is wrong)"
-                        if fresh and decoder is None
-                        else ""
-                    )
-                    raise ArakoonNotConnected(
-                        f"{self.where} closed the connection before answering{hint}",
-                        node=self.node,
-                        request_sent=True,
-                    )
-                if decoder is None:
-                    # Fast path: a small answer arrives whole in the first chunk.
-                    decoded = decode_response(request, chunk)
-                    if decoded is not NEED_DATA:
-                        event, used = decoded
-                        if used != len(chunk):
-                            raise self._trailing(len(chunk) - used)
-                        self.busy = False
-                        return event
-                    decoder = ResponseDecoder(request)
-                decoder.feed(chunk)
-                complete = decoder.next_event()
-                if complete is not NEED_DATA:
-                    if decoder.trailing_data:
-                        raise self._trailing(len(decoder.trailing_data))
+                    raise reader.closed_error(fresh_connection=fresh)
+                event = reader.feed(chunk)
+                if event is not NEED_DATA:
                     self.busy = False
-                    return complete
+                    return event
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
@@ -217,11 +194,6 @@ class _Connection:
             f"connection to {self.where} failed: {exc.strerror or exc}",
             node=self.node,
             request_sent=request_sent,
-        )
-
-    def _trailing(self, count: int) -> ArakoonProtocolError:
-        return ArakoonProtocolError(
-            f"{self.where} sent {count} bytes after the end of its answer", node=self.node
         )
 
 

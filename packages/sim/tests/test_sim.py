@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import pytest
 
-from parakoon_sim import VARIANTS, Sim, Violation, run_seed
+from parakoon_sim import VARIANTS, Faults, Sim, Violation, run_seed
 from parakoon_sim.__main__ import main
 
 CI_SEEDS = 1000
@@ -84,6 +85,59 @@ def test_broken_variant_is_caught(variant: str, harsh: bool, rule: str) -> None:
             assert rule in str(v)
             return
     pytest.fail(f"{variant}: no violation found in {CI_SEEDS} seeds")
+
+
+DISK_LOSS_SEEDS = 300
+
+
+def test_disk_loss_seeds() -> None:
+    """R9: nodes restart with empty disks (also mid-effect) under crashes and partitions."""
+    seeds = _seeds(DISK_LOSS_SEEDS)
+    failures: list[str] = []
+    losses = rebuilt = 0
+    for seed in seeds:
+        try:
+            result = Sim(seed, disk_loss=True).run()
+        except Violation as v:
+            failures.append(str(v))
+            print(f"seed={seed} FAILED: {v}")
+            continue
+        losses += result.disk_losses
+        rebuilt += result.rebuilt
+    print(f"{len(seeds)} disk-loss seeds: {losses} disks lost, {rebuilt} voters rebuilt")
+    assert not failures, "\n".join(failures)
+    assert losses > 0 and rebuilt > 0
+
+
+def test_reckless_disk_loss_never_forks() -> None:
+    """More lost disks at once than the cluster tolerates: unavailable, never forgetful."""
+    for seed in _seeds(100):
+        rng = random.Random(seed)
+        faults = Faults.disk_loss(rng)
+        faults.reckless_loss = True
+        print(f"seed={seed}")
+        Sim(seed, faults=faults, voters=rng.choice((3, 5))).run()
+
+
+@pytest.mark.parametrize("check_r9", [True, False], ids=["r9-checker", "consequences"])
+def test_a_wiped_node_that_votes_at_once_is_caught(check_r9: bool) -> None:
+    """The broken variant: a node that lost its disk votes as if it had always been empty.
+
+    With the R9 checker on it is caught by that rule; with it off, the same core must be
+    caught by what its votes do (a slot chosen twice, an acknowledged write lost).
+    """
+    step_fn = VARIANTS["vote_while_rebuilding"]
+    for seed in range(CI_SEEDS):
+        try:
+            Sim(seed, step_fn=step_fn, disk_loss=True, check_r9=check_r9).run()
+        except Violation as v:
+            print(f"vote_while_rebuilding (check_r9={check_r9}): caught at seed={seed}: {v}")
+            if check_r9:
+                assert "R9" in str(v)
+            else:
+                assert "agreement" in str(v) or "durability" in str(v)
+            return
+    pytest.fail(f"vote_while_rebuilding: no violation found in {CI_SEEDS} seeds")
 
 
 def test_a_seed_replays_exactly() -> None:

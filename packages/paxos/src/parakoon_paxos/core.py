@@ -136,6 +136,7 @@ from .types import (
     PersistPromise,
     Prepare,
     Promise,
+    Rebuilt,
     Receive,
     Recovered,
     Reply,
@@ -235,6 +236,41 @@ EMPTY_QUEUE: Final = RequestQueue()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Rebuild:
+    """Progress of a voter that lost its durable state (R9) towards voting again.
+
+    Such a node forgot the promises and accepts that other nodes counted on, so it must not
+    vote until nothing it could have promised or accepted can matter any more. It probes every
+    other voter with ``Prepare(probe_n, ...)`` (a fresh negative ballot, so that only answers to
+    probes sent *after* the loss count) and records each answer. Once every other voter has
+    answered, either as intact (its ballot and next slot) or as rebuilding itself:
+
+    * ``target`` = the highest next slot reported + 1. Any slot x this node accepted before
+      the loss was proposed only after x - 1 was chosen (one slot in flight, S5), so a quorum
+      held x - 1 before the loss; every quorum has an intact member (else more nodes lost their
+      state than the cluster tolerates), and that member answered with a next slot >= x - 1.
+      So every forgotten accept lies at or below ``target``, and once this node has applied
+      ``target`` (learnt from others, never from its own vote) it holds the chosen value of
+      every slot it may once have voted on.
+    * ``floor`` = the highest ballot reported. A forgotten promise was for a ballot some voter
+      owned and had adopted; that voter, if still intact, answered with a ballot at least as
+      high, so adopting ``floor`` honours every forgotten promise a live candidate could use.
+      (A candidate that lost its own state forgot its candidacy with it.)
+
+    This is the rule of "Paxos Made Live" §5.1 (rejoin after seeing a complete instance that
+    began after the rebuild started), made concrete: the instance is slot ``target``, and the
+    answers of *every* voter, not just a quorum, bound the forgotten ballots.
+    """
+
+    probe_n: int
+    probe_at: float
+    answers: tuple[tuple[str, int, int], ...] = ()  # (voter, its ballot, its next slot)
+    waived: frozenset[str] = frozenset()  # voters that answered "rebuilding too"
+    target: int | None = None
+    floor: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Common:
     """What every role has.
 
@@ -256,6 +292,7 @@ class Common:
     respect: str | None
     respect_until: float
     rng: int
+    rebuild: Rebuild | None = None  # not None while the node rebuilds lost state (R9)
 
     @property
     def c(self) -> Common:
@@ -436,12 +473,18 @@ def _respecting(c: Common, other: str, now: float) -> bool:
     return c.respect is not None and c.respect != other and now < c.respect_until
 
 
-def _can_elect(config: Config) -> bool:
-    if not config.is_voter:
-        return False
+def _votes(config: Config, c: Common) -> bool:
+    """May this node's promises and accepts count (a voter that is not rebuilding, R9)?"""
+    return config.is_voter and c.rebuild is None
+
+
+def _can_elect(config: Config, c: Common) -> bool:
     if config.master_mode is MasterMode.FORCED:
-        return config.master == config.me
-    return True
+        # Nobody else may ever lead, so a forced master that lost its state still runs; it
+        # never counts its own promise or accept (a proposer needs no acceptor state), so it
+        # needs every quorum from the others until a restart finds it rebuilt.
+        return config.is_voter and config.master == config.me
+    return _votes(config, c)
 
 
 def _check_delay(config: Config, r: float) -> float:
@@ -484,6 +527,10 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
     remembered = last is not None or recovered.lease_holder is not None
     alone = len(config.sorted_voters) == 1
     lease_start = now if remembered and not alone else LONG_AGO
+    rebuild = None
+    if recovered.rebuilding and config.is_voter and not alone:
+        probe = 3 + ((rng >> 11) % (1 << 40))  # a fresh probe ballot: -3, -4, ... (R9)
+        rebuild = Rebuild(probe_n=-probe, probe_at=now)
     c = Follower(
         leader=None,
         check_at=NEVER,
@@ -497,9 +544,12 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
         respect=None,
         respect_until=LONG_AGO,
         rng=rng,
+        rebuild=rebuild,
     )
     r, c = _rand(c)
     forced_master = config.master_mode is MasterMode.FORCED and config.master == config.me
+    if rebuild is not None and not forced_master:
+        return evolve(c, check_at=NEVER)  # never a candidate while rebuilding
     if forced_master or alone or lease_start == LONG_AGO:
         # A cold start: a short random delay so that not every voter prepares at once.
         check_at = now if forced_master or alone else now + config.lease_period * 0.05 * r
@@ -556,8 +606,10 @@ def next_deadline(config: Config, state: State) -> float | None:
     t = NEVER
     match state:
         case Follower(check_at=check_at):
-            if _can_elect(config):
+            if _can_elect(config, state.c):
                 t = check_at
+            elif state.rebuild is not None and state.rebuild.target is None:
+                t = state.rebuild.probe_at
         case Candidate(deadline=deadline):
             t = deadline
         case Leader():
@@ -609,6 +661,8 @@ def step(config: Config, state: State, event: Event, now: float) -> tuple[State,
             new = _on_drop_master(config, state, rid, now, out)
         case _:
             assert_never(event)
+    if new.rebuild is not None and isinstance(new, Follower):
+        new = _maybe_rebuilt(config, new, new.rebuild, now, out)
     return new, out
 
 
@@ -618,7 +672,9 @@ def step(config: Config, state: State, event: Event, now: float) -> tuple[State,
 def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> State:
     match state:
         case Follower():
-            if now < state.check_at or not _can_elect(config):
+            if state.rebuild is not None and not _can_elect(config, state.c):
+                return _rebuild_tick(config, state, state.rebuild, now, out)
+            if now < state.check_at or not _can_elect(config, state.c):
                 return state
             c = state.c
             forced = config.master_mode is MasterMode.FORCED
@@ -732,7 +788,7 @@ def _on_persisted(
             prop = evolve(prop, self_durable=True)
             return _maybe_chosen(config, state, prop, now, out, last_durable=True)
         return evolve(state, last_durable=True)
-    if config.is_voter and n > 0 and owner(config, n) != config.me:
+    if _votes(config, c) and n > 0 and owner(config, n) != config.me:
         out.append(Send(to=owner(config, n), msg=Accepted(n=n, i=i)))
     return evolve(state, last_durable=True)
 
@@ -819,6 +875,11 @@ def _on_prepare(
     my_next = c.applied_i + 1
     if not config.is_voter:
         return state  # learners never vote
+    if c.rebuild is not None:
+        # R9: no promise while rebuilding; say so, so that a rebuilding prober does not count
+        # us as a witness and a candidate knows why.
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next, rebuilding=True)))
+        return state
     if src not in config.sorted_voters:
         out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))  # rule 1
         return state
@@ -868,7 +929,7 @@ def _on_promise(
         return s
     promises = (*(p for p in s.promises if p[0] != src), (src, m))
     s = evolve(s, promises=promises)
-    if len(promises) + 1 >= config.quorum_size:
+    if len(promises) + (1 if _votes(config, s.c) else 0) >= config.quorum_size:
         return _decide(config, s, now, out)
     return s
 
@@ -903,7 +964,10 @@ def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> Stat
 
 def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: list[Effect]) -> State:
     c = state.c
-    if m.their_n > c.max_seen:
+    rb = c.rebuild
+    if rb is not None and m.n == rb.probe_n and src in config.other_voters:
+        c = evolve(c, rebuild=_rebuild_answer(config, rb, src, m))
+    if m.their_n > c.max_seen and not m.rebuilding:
         c = evolve(c, max_seen=m.their_n)
     ahead = m.their_i > c.applied_i + 1
     match state:
@@ -992,7 +1056,7 @@ def _follower_accept(
         if last is None or last.i != i:
             return s
         if last.n == m.n:
-            if c.last_durable and config.is_voter:
+            if c.last_durable and _votes(config, c):
                 out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
             return s
         entry = LogEntry(i=i, n=m.n, value=m.value)
@@ -1016,7 +1080,7 @@ def _follower_accept(
     if i == a + 1:
         if last is not None and last.i == i and last.n == m.n and last.value == m.value:
             # A duplicate of what we hold: acknowledge once durable (Persisted will do it).
-            if c.last_durable and config.is_voter:
+            if c.last_durable and _votes(config, c):
                 out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
             return evolve(s, leader=src, heard_at=now, **changes)
         entry = LogEntry(i=i, n=m.n, value=m.value)
@@ -1176,7 +1240,7 @@ def _maybe_chosen(
     """``prop`` (the new version of ``s.prop``) has one more vote: is it chosen now?"""
     if prop.chosen:
         return evolve(s, prop=prop, **changes)
-    votes = len(prop.acks) + (1 if prop.self_durable else 0)
+    votes = len(prop.acks) + (1 if prop.self_durable and _votes(config, s.c) else 0)
     if votes < config.quorum_size:
         return evolve(s, prop=prop, **changes)
     # Chosen (S1): hand it to the store; reply to clients once it is applied (S9).
@@ -1247,9 +1311,8 @@ def _start_election(
     wait = config.lease_period / 2 * (1.0 + 0.1 * r)
     if config.preferred and config.me != config.master:
         wait += config.lease_period / 2
-    s = _to(
-        Candidate, c, i=i, own=_entry_at(c, i), promises=(), deadline=now + wait, retries=retries
-    )
+    own = _entry_at(c, i) if _votes(config, c) else None
+    s = _to(Candidate, c, i=i, own=own, promises=(), deadline=now + wait, retries=retries)
     if config.other_voters:
         out.append(Broadcast(msg=Prepare(n=n, i=i)))
     out.append(PersistPromise(n=n))
@@ -1257,6 +1320,66 @@ def _start_election(
     if config.quorum_size <= 1:
         return _decide(config, s, now, out)
     return s
+
+
+# --- rebuilding after lost state (R9) --------------------------------------------------------
+
+
+def _rebuild_tick(config: Config, s: Follower, rb: Rebuild, now: float, out: list[Effect]) -> State:
+    """Probe every voter that has not answered yet, every L/2, until all have."""
+    if rb.target is not None or now < rb.probe_at:
+        return s
+    msg = Prepare(n=rb.probe_n, i=s.c.applied_i + 1)
+    # Voters that said "rebuilding too" are asked again: an operator may recover one of them
+    # deliberately, and then it answers as a witness.
+    intact = {a[0] for a in rb.answers}
+    for v in config.other_voters:
+        if v not in intact:
+            out.append(Send(to=v, msg=msg))
+    r, c = _rand(s.c)
+    probe_at = now + config.lease_period / 2 * (1.0 + 0.1 * r)
+    return evolve(s, c=c, rebuild=evolve(rb, probe_at=probe_at))
+
+
+def _rebuild_answer(config: Config, rb: Rebuild, src: str, m: Nak) -> Rebuild:
+    """Record one voter's answer to our probe; fix the target once every voter answered."""
+    if rb.target is not None:
+        return rb
+    if m.rebuilding:
+        rb = evolve(rb, waived=rb.waived | {src})
+    else:
+        answers = (*(a for a in rb.answers if a[0] != src), (src, m.their_n, m.their_i))
+        rb = evolve(rb, answers=answers, waived=rb.waived - {src})
+    answered = {a[0] for a in rb.answers} | rb.waived
+    if rb.answers and answered >= set(config.other_voters):
+        # Every voter answered and at least one holds the history (see Rebuild).
+        target = max(a[2] for a in rb.answers) + 1
+        floor = max(a[1] for a in rb.answers)
+        rb = evolve(rb, target=target, floor=floor)
+    return rb
+
+
+def _maybe_rebuilt(
+    config: Config, s: Follower, rb: Rebuild, now: float, out: list[Effect]
+) -> State:
+    """Vote again once the target slot is applied: adopt the ballot floor durably first."""
+    if rb.target is None or s.c.applied_i < rb.target:
+        return s
+    c = s.c
+    n = max(c.n, rb.floor)
+    out.append(PersistPromise(n=n))
+    out.append(Rebuilt(applied_i=c.applied_i, n=n))
+    r, c = _rand(c)
+    c = evolve(c, n=n, max_seen=max(c.max_seen, n), rebuild=None)
+    check_at = max(c.lease_start + config.lease_period, s.heard_at + config.lease_period, now)
+    if n != s.c.n:
+        out.append(RoleChanged(role=Role.FOLLOWER, n=n, master=s.leader))
+    return evolve(s, c=c, check_at=check_at + _check_delay(config, r))
+
+
+def rebuild_status(state: State) -> Rebuild | None:
+    """The rebuild progress of a node that lost its state (``None`` when it votes normally)."""
+    return state.c.rebuild
 
 
 def check_invariants(config: Config, state: State) -> None:
@@ -1277,6 +1400,7 @@ def check_invariants(config: Config, state: State) -> None:
     match state:
         case Leader(prop=prop):
             assert config.is_voter, "a learner became leader"
+            assert c.rebuild is None or _can_elect(config, c), "R9: a rebuilding node leads"
             assert owner(config, c.n) == config.me, f"leading with a ballot {c.n} we do not own"
             if prop is not None:
                 assert prop.i == (c.applied_i if prop.chosen else c.applied_i + 1), (
@@ -1285,6 +1409,7 @@ def check_invariants(config: Config, state: State) -> None:
                 assert last is not None and last.i == prop.i, "proposal not in our log"
             assert state.queue.size >= 0
         case Candidate(i=i):
+            assert c.rebuild is None or _can_elect(config, c), "R9: a rebuilding node runs"
             assert i == c.applied_i + 1, f"candidate for slot {i} with applied_i={c.applied_i}"
             assert owner(config, c.n) == config.me
         case Follower() | CatchingUp():

@@ -185,11 +185,17 @@ class Promise:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Nak:
-    """Refusal of ballot ``n``; the refuser reports its own ballot and next slot."""
+    """Refusal of ballot ``n``; the refuser reports its own ballot and next slot.
+
+    ``rebuilding``: the refuser lost its durable state and is rebuilding (R9). Its ballot and
+    slot then say nothing about what it once promised or accepted, so a rebuilding node that
+    collects answers to its probes must not count this one as a witness of the history.
+    """
 
     n: int
     their_n: int
     their_i: int
+    rebuilding: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,6 +236,10 @@ class Recovered:
     applied_i: int = -1
     promised_n: int = 0
     lease_holder: str | None = None
+    # R9: the node lost its durable state while the cluster has a history (decided by the
+    # driver from the cluster identity), or had not finished rebuilding when it stopped. It
+    # starts as a non-voter and becomes a voter only by the rebuild rule in ``core``.
+    rebuilding: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +377,19 @@ class StartCatchup:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Rebuilt:
+    """The node has finished rebuilding (R9): record durably that it is a voter again.
+
+    Like ``PersistPromise``, a ``Send`` that follows it in the same list must wait until it is
+    durable; the ``PersistPromise`` of the ballot floor comes just before it. If the node stops
+    before it is durable, it restarts rebuilding (safe: it only delays the vote).
+    """
+
+    applied_i: int
+    n: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoleChanged:
     """For the driver's logs and metrics (the core does no logging)."""
 
@@ -376,5 +399,14 @@ class RoleChanged:
 
 
 Effect: TypeAlias = (
-    Send | Broadcast | Persist | PersistPromise | Apply | Reply | Fail | StartCatchup | RoleChanged
+    Send
+    | Broadcast
+    | Persist
+    | PersistPromise
+    | Rebuilt
+    | Apply
+    | Reply
+    | Fail
+    | StartCatchup
+    | RoleChanged
 )

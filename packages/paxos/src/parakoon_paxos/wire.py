@@ -11,7 +11,7 @@ Layouts (all lists)::
     value     MasterSet  [0, node]            Batch  [1, [payload, ...], sync]
     entry     [i, n, value]
     Prepare   [1, n, i]        Promise   [2, n, i, entry | None]
-    Nak       [3, n, their_n, their_i]
+    Nak       [3, n, their_n, their_i, rebuilding]
     Accept    [4, n, i, value] Accepted  [5, n, i]
 """
 
@@ -105,8 +105,8 @@ def message_to_wire(msg: Message) -> Wire:
             return [TAG_PREPARE, n, i]
         case Promise(n=n, i=i, accepted=acc):
             return [TAG_PROMISE, n, i, None if acc is None else entry_to_wire(acc)]
-        case Nak(n=n, their_n=tn, their_i=ti):
-            return [TAG_NAK, n, tn, ti]
+        case Nak(n=n, their_n=tn, their_i=ti, rebuilding=rb):
+            return [TAG_NAK, n, tn, ti, rb]
         case Accept(n=n, i=i, value=v):
             return [TAG_ACCEPT, n, i, value_to_wire(v)]
         case Accepted(n=n, i=i):
@@ -127,9 +127,15 @@ def message_from_wire(obj: object) -> Message:
         acc = None if f[3] is None else entry_from_wire(f[3])
         return Promise(n=_int(f[1], "Promise.n"), i=_int(f[2], "Promise.i"), accepted=acc)
     if tag == TAG_NAK:
-        _list(obj, "Nak", 4)
+        _list(obj, "Nak", 5)
+        rebuilding = f[4]
+        if type(rebuilding) is not bool:
+            raise WireError(f"Nak.rebuilding: expected a bool, got {type(rebuilding).__name__}")
         return Nak(
-            n=_int(f[1], "Nak.n"), their_n=_int(f[2], "Nak.their_n"), their_i=_int(f[3], "Nak.i")
+            n=_int(f[1], "Nak.n"),
+            their_n=_int(f[2], "Nak.their_n"),
+            their_i=_int(f[3], "Nak.i"),
+            rebuilding=rebuilding,
         )
     if tag == TAG_ACCEPT:
         _list(obj, "Accept", 4)

@@ -3,6 +3,7 @@
 uv run --all-packages python -m parakoon_sim --seed 42 --trace
 uv run --all-packages python -m parakoon_sim --seeds 0..1000
 uv run --all-packages python -m parakoon_sim --seeds 0..200 --variant ack_before_persist
+uv run --all-packages python -m parakoon_sim --seeds 0..1000 --disk-loss
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--harsh", action="store_true", help="use the harsh fault profile (partitions, pauses)"
     )
+    parser.add_argument(
+        "--disk-loss",
+        action="store_true",
+        help="use the disk-loss fault profile (nodes restart with empty disks, R9)",
+    )
     args = parser.parse_args(argv)
-    kw: dict[str, Any] = {"harsh": args.harsh}
+    kw: dict[str, Any] = {"harsh": args.harsh, "disk_loss": args.disk_loss}
     if args.variant:
         kw["step_fn"] = VARIANTS[args.variant]
     if args.seed is not None:

@@ -113,7 +113,17 @@ def reply_before_chosen(
     return new, effects
 
 
+def vote_while_rebuilding(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks R9: a node that lost its disk votes at once, as if it had always been empty."""
+    if state.c.rebuild is not None:
+        state = replace(state, rebuild=None)
+    return step(config, state, event, now)
+
+
 VARIANTS: dict[str, StepFn] = {
+    "vote_while_rebuilding": vote_while_rebuilding,
     "reply_before_chosen": reply_before_chosen,
     "optimistic_renewal": optimistic_renewal,
     "ack_before_persist": ack_before_persist,

@@ -13,6 +13,13 @@ around the pure cores is modelled as follows.
   list being executed. ``Apply`` writes the store atomically with its applied slot (R6).
   A restart replays the log into the store up to ``last_i - 1`` (R1) and gives the core only
   ``Recovered``.
+* **Disk loss (R9).** A node may lose its whole disk (also in the middle of an effect list) and
+  restart empty, the way an operator replaces a failed disk or starts an empty ``home_dir``
+  next to a live history. The cluster identity tells such a node that a history exists, so it
+  restarts with ``Recovered(rebuilding=True)``; that flag is durable until the core's
+  ``Rebuilt`` effect lands. At most a minority of voters is without its state at once (beyond
+  that the cluster is unavailable by design); ``Faults.reckless_loss`` lifts the limit to check
+  that even then nothing chosen is contradicted.
 * **Driver contract.** Effects run in order; a message that follows a ``Persist`` in the same
   list leaves only when that write is durable.
 * **Network.** Per message: drop, duplicate, delay (so reordering); partitions that isolate a
@@ -30,10 +37,15 @@ Checkers run after every step (``Violation`` names the seed, the true time and t
 * lease exclusion (S7): no two nodes believe they hold a valid lease at the same true time;
 * persist before acknowledge (S2): ``Accepted(n, i)`` leaves only when (i, n) is durable on the
   sender, ``Promise(n)`` only when ``promised_n >= n`` is durable;
+* no vote while rebuilding (R9): a node whose durable state says "rebuilding" sends no
+  ``Promise`` and no ``Accepted`` until its core has emitted ``Rebuilt`` (``check_r9=False``
+  turns this off, to show that the agreement and durability checkers catch the consequence);
 * structural invariants of every core state (``check_invariants``).
 
-"Chosen" is judged by the simulator itself: (i, n, v) is chosen once a quorum of voters has it
-durable on disk, whatever the cores believe.
+"Chosen" is judged by the simulator itself: (i, n, v) is chosen once a quorum of voters has
+accepted it (made it durable as a voter, or acknowledged it), whatever the cores believe. Once
+chosen it stays chosen, even if every disk that held it is lost later. Entries a rebuilding node
+writes are a learner's copies, not accepts, until it acknowledges them.
 
 Liveness: after the faulty phase the network heals and every node restarts (sometimes a
 minority of voters stays down instead), and the cluster must have a master and commit fresh
@@ -73,6 +85,7 @@ from parakoon_paxos import (
     Persisted,
     PersistPromise,
     Promise,
+    Rebuilt,
     Receive,
     Recovered,
     Reply,
@@ -125,6 +138,8 @@ class Faults:
     pause_rate: float = 0.0  # expected pauses (a frozen process, e.g. GC) per lease period
     pause_min: float = 0.3
     pause_max: float = 3.0
+    disk_loss_rate: float = 0.0  # expected disk losses per node per lease period (R9)
+    reckless_loss: bool = False  # allow more lost disks at once than the cluster tolerates
 
     @staticmethod
     def harsh(rng: random.Random) -> Faults:
@@ -160,6 +175,26 @@ class Faults:
             client_rate=rng.choice((10.0, 50.0, 200.0)),
             drop_master_rate=rng.choice((0.0, 0.0, 0.1)),
             pause_rate=rng.choice((0.0, 0.05, 0.2)),
+            disk_loss_rate=rng.choice((0.0, 0.0, 0.02, 0.1)),
+        )
+
+    @staticmethod
+    def disk_loss(rng: random.Random) -> Faults:
+        """Frequent disk losses on top of crashes, partitions and stale messages (R9)."""
+        return Faults(
+            drop=rng.choice((0.0, 0.05)),
+            duplicate=0.05,
+            delay_max=rng.choice((0.02, 0.1)),
+            fsync_max=0.02,
+            crash_rate=rng.choice((0.1, 0.3)),
+            crash_mid_effects=rng.choice((0.0, 0.01)),
+            down_max=rng.choice((0.5, 2.0)),
+            partition_rate=rng.choice((0.0, 0.2, 0.4)),
+            partition_min=0.5,
+            partition_max=2.0,
+            pause_rate=rng.choice((0.0, 0.1)),
+            client_rate=50.0,
+            disk_loss_rate=rng.choice((0.1, 0.3)),
         )
 
 
@@ -171,6 +206,7 @@ class Disk:
     store: list[Value] = field(default_factory=list)
     lease_holder: str | None = None
     durable: set[tuple[int, int]] = field(default_factory=set)  # (i, n) ever made durable
+    rebuilding: bool = False  # lost its state; cleared when the core's Rebuilt is durable
 
     @property
     def applied_i(self) -> int:
@@ -190,6 +226,7 @@ class Node:
     next_tick: float = 0.0
     partition: int = 0  # nodes talk only within the same partition number
     paused_until: float = 0.0  # a paused node handles nothing until then (its inbox waits)
+    rebuilt_emitted: bool = False  # this incarnation's core has emitted Rebuilt
 
     def local(self, t: float) -> float:
         return self.offset + self.rate * t
@@ -211,6 +248,8 @@ class Result:
     crashes: int
     elections: int
     trace: list[str]
+    disk_losses: int = 0
+    rebuilt: int = 0
 
 
 class Sim:
@@ -226,6 +265,8 @@ class Sim:
         duration: float | None = None,
         faults: Faults | None = None,
         harsh: bool = False,
+        disk_loss: bool = False,
+        check_r9: bool = True,
         step_fn: StepFn = step,
         trace: bool = False,
         max_batch_count: int = 64,
@@ -242,9 +283,14 @@ class Sim:
         self.L = lease_period
         self.duration = duration if duration is not None else rng.uniform(8.0, 16.0) * self.L
         if faults is None:
-            faults = Faults.harsh(rng) if harsh else Faults.draw(rng)
+            if disk_loss:
+                faults = Faults.disk_loss(rng)
+            else:
+                faults = Faults.harsh(rng) if harsh else Faults.draw(rng)
         self.faults = faults
         self.step_fn = step_fn
+        self.check_r9 = check_r9
+        self.replay_flags = " --disk-loss" if disk_loss else (" --harsh" if harsh else "")
         self.tracing = trace
         self.trace: list[str] = []
         voter_names = tuple(f"n{k}" for k in range(nv))
@@ -289,8 +335,11 @@ class Sim:
         self.next_rid = 0
         self.events = 0
         self.crashes = 0
+        self.disk_losses = 0
+        self.rebuilt = 0
         self.elections = 0
         self.calm = False
+        self.unavailable_by_design = False
         self.final_rids: list[int] = []
         self.last_master_at = float("-inf")
 
@@ -308,6 +357,7 @@ class Sim:
         return Violation(
             f"seed={self.seed} t={self.now:.4f}: {rule}: {detail}\n"
             f"replay: uv run --all-packages python -m parakoon_sim --seed {self.seed} --trace"
+            f"{self.replay_flags}"
         )
 
     # --- node lifecycle ------------------------------------------------------------------------
@@ -328,12 +378,32 @@ class Sim:
             applied_i=disk.applied_i,
             promised_n=disk.promised_n,
             lease_holder=disk.lease_holder,
+            rebuilding=disk.rebuilding,
         )
         node.incarnation += 1
         node.write_free_at = self.now
+        node.rebuilt_emitted = False
         node.state = initial_state(node.config, rec, node.local(self.now), self.rng.getrandbits(63))
         self._log(f"{node.name} start {rec}")
         self._schedule_tick(node)
+
+    def _may_lose_disk(self, node: Node) -> bool:
+        """Lose one more disk only while a majority of voters keeps its state (R9)."""
+        if self.calm or len(self.voters) < 3:
+            return False  # one or two voters cannot survive any lost disk
+        if self.faults.reckless_loss or not node.config.is_voter:
+            return True
+        lost = sum(1 for n in self.nodes.values() if n.disk.rebuilding and n.config.is_voter)
+        return node.disk.rebuilding or lost < (len(self.voters) - 1) // 2
+
+    def _lose_disk(self, node: Node) -> None:
+        """The node's disk is replaced by an empty one; it restarts rebuilding (R9)."""
+        self._crash(node)  # a node that was down already has its restart pending
+        self.disk_losses += 1
+        # The identity file is gone with the rest; the node learns from its peers' identities
+        # that a history exists, so it comes back as a rebuilding voter.
+        node.disk = Disk(rebuilding=node.config.is_voter)
+        self._log(f"{node.name} DISK LOST")
 
     def _crash(self, node: Node) -> None:
         if node.state is None:
@@ -390,7 +460,10 @@ class Sim:
         inc = node.incarnation
         for eff in effects:
             if not self.calm and f.crash_mid_effects and self.rng.random() < f.crash_mid_effects:
-                self._crash(node)
+                if f.disk_loss_rate and self.rng.random() < 0.3 and self._may_lose_disk(node):
+                    self._lose_disk(node)
+                else:
+                    self._crash(node)
                 return
             if self.tracing:
                 self._log(f"{node.name} -> {_fmt(eff)}")
@@ -417,6 +490,13 @@ class Sim:
                     )
                     send_after = node.write_free_at
                     self._at(node.write_free_at, "promise", (node.name, inc, n))
+                case Rebuilt():
+                    node.rebuilt_emitted = True
+                    node.write_free_at = max(node.write_free_at, self.now) + self.rng.uniform(
+                        f.fsync_min, f.fsync_max
+                    )
+                    send_after = node.write_free_at
+                    self._at(node.write_free_at, "rebuilt", (node.name, inc))
                 case Apply(i=i, value=value):
                     self._store_apply(node, i, value, "apply")
                     results = (
@@ -466,16 +546,20 @@ class Sim:
         else:
             raise self.fail("S3", f"{node.name} appends slot {entry.i} after {disk.last_i}")
         disk.durable.add((entry.i, entry.n))
-        if node.config.is_voter:
-            value, who = self.accepts.setdefault((entry.i, entry.n), (entry.value, set()))
-            if value != entry.value:
-                raise self.fail(
-                    "S1",
-                    f"slot {entry.i} ballot {entry.n} has {value} and {entry.value}",
-                )
-            who.add(node.name)
-            if len(who) >= self.quorum:
-                self._choose(entry.i, entry.value)
+        # A rebuilding node's copies are a learner's, not accepts, as long as the cores keep
+        # R9; without the R9 checker every durable copy counts, so that a core that lets a
+        # rebuilding node vote is judged by what its votes did (agreement, durability).
+        if node.config.is_voter and (not disk.rebuilding or not self.check_r9):
+            self._accepted(node.name, entry.i, entry.n, entry.value)
+
+    def _accepted(self, name: str, i: int, n: int, value: Value) -> None:
+        """Voter ``name`` has accepted (i, n, value): chosen once a quorum has."""
+        known, who = self.accepts.setdefault((i, n), (value, set()))
+        if known != value:
+            raise self.fail("S1", f"slot {i} ballot {n} has {known} and {value}")
+        who.add(name)
+        if len(who) >= self.quorum:
+            self._choose(i, value)
 
     def _choose(self, i: int, value: Value) -> None:
         old = self.chosen.get(i)
@@ -594,11 +678,22 @@ class Sim:
             raise self.fail("lease exclusion", f"{holders} all believe they hold the lease")
 
     def _check_depart(self, node: Node, msg: Message) -> None:
+        if (
+            self.check_r9
+            and isinstance(msg, Accepted | Promise)
+            and node.disk.rebuilding
+            and not node.rebuilt_emitted
+        ):
+            raise self.fail("R9", f"{node.name} votes ({msg}) while its disk says it is rebuilding")
         if isinstance(msg, Accepted) and (msg.i, msg.n) not in node.disk.durable:
             raise self.fail(
                 "persist before acknowledge",
                 f"{node.name} sends Accepted(n={msg.n}, i={msg.i}) without it on disk",
             )
+        if isinstance(msg, Accepted):
+            entry = node.disk.log.get(msg.i)
+            if entry is not None and entry.n == msg.n:
+                self._accepted(node.name, msg.i, msg.n, entry.value)
         if isinstance(msg, Promise) and node.disk.promised_n < msg.n:
             raise self.fail(
                 "persist before acknowledge",
@@ -635,6 +730,13 @@ class Sim:
             if t >= end:
                 break
             self._at(t, "partition", None)
+        for name in names:
+            t = 0.0
+            while f.disk_loss_rate > 0:
+                t += rng.expovariate(f.disk_loss_rate / self.L)
+                if t >= end:
+                    break
+                self._at(t, "lose_disk", name)
         t = 0.0
         while f.drop_master_rate > 0:
             t += rng.expovariate(f.drop_master_rate / self.L)
@@ -677,6 +779,8 @@ class Sim:
             crashes=self.crashes,
             elections=self.elections,
             trace=self.trace,
+            disk_losses=self.disk_losses,
+            rebuilt=self.rebuilt,
         )
 
     @staticmethod
@@ -740,6 +844,18 @@ class Sim:
             if node.incarnation != inc:
                 return
             node.disk.promised_n = max(node.disk.promised_n, n)
+        elif kind == "rebuilt":
+            name, inc = data
+            node = nodes[name]
+            if node.incarnation != inc:
+                return
+            node.disk.rebuilding = False
+            self.rebuilt += 1
+            self._log(f"{name} REBUILT")
+        elif kind == "lose_disk":
+            node = nodes[data]
+            if self._may_lose_disk(node):
+                self._lose_disk(node)
         elif kind == "event":
             name, inc, event = data
             node = nodes[name]
@@ -799,6 +915,12 @@ class Sim:
             # Liveness needs only a majority: sometimes a minority of voters stays down.
             kept_down: list[str] = []
             minority = (len(self.voters) - 1) // 2
+            # A rebuilding voter counts against the minority that may be missing, and it
+            # needs an answer from every voter to finish (R9).
+            lost = sum(1 for n in nodes.values() if n.disk.rebuilding and n.config.is_voter)
+            self.unavailable_by_design = lost > minority
+            if lost:
+                minority = 0
             if minority and self.rng.random() < 0.3:
                 candidates = [v for v in self.voters if not (self.mode == "forced" and v == "n0")]
                 kept_down = self.rng.sample(candidates, self.rng.randint(1, minority))
@@ -813,6 +935,8 @@ class Sim:
             raise AssertionError(kind)
 
     def _check_liveness(self) -> None:
+        if self.unavailable_by_design:
+            return  # more voters lost their state than the cluster tolerates: no quorum
         if self.now - self.last_master_at > self.L:
             raise self.fail("liveness", "no master after 8 calm lease periods")
         missing = [rid for rid in self.final_rids if rid not in self.acked]

@@ -21,6 +21,7 @@ from parakoon_paxos import NOP, Batch, LogEntry, MasterSet
 def settings(home: Path, *, single: bool = False) -> StorageSettings:
     return StorageSettings(
         home_dir=home,
+        cluster_name="test",
         fsync=True,
         compressor="zstd",
         segment_entries_max=4,

@@ -247,6 +247,14 @@ class NodeBackend:
     def current_state(self) -> str:
         if self._readonly:
             return "Read_only"
+        identity = self._node.identity_state()
+        if identity == "founding":
+            return "Founding (waiting to form or join a cluster history)"
+        if identity == "rebuilding":
+            waiting = self._node.rebuild_waiting_for()
+            return "Rebuilding (lost state; not voting" + (
+                f"; waiting for {', '.join(waiting)})" if waiting else ")"
+            )
         driver = self._node.driver
         match driver.role():
             case Role.LEADER:

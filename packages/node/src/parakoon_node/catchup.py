@@ -35,6 +35,7 @@ import structlog
 from parakoon_kv import Store
 
 from .framing import FrameDecoder, PeerProtocolError, encode_frame
+from .identity import PeerIdentities
 from .peer import PeerAddress, dial_peer, read_frame
 from .storage import Storage, _crc, decode_entry
 
@@ -153,6 +154,7 @@ async def fetch_catchup(
     cluster_id: str,
     me: str,
     max_frame_bytes: int,
+    identities: PeerIdentities,
 ) -> None:
     """Receiving side: copy everything chosen from ``from_i`` on, then tell the core.
 
@@ -168,6 +170,7 @@ async def fetch_catchup(
             me=me,
             purpose="catchup",
             max_frame_bytes=max_frame_bytes,
+            identities=identities,
         )
     except Exception as exc:
         driver.catchup_failed(source.name, f"dial: {exc.__class__.__name__}: {exc}")

@@ -18,6 +18,11 @@ Effect contract, as the core defines it (``parakoon_paxos.core``), and how we ho
   (the store is in memory), so ``Applied`` is fed back before the next effect is executed; slot
   order is therefore the order of the list.
 * ``StartCatchup`` starts a background task that ends with ``CatchupDone``/``CatchupFailed``.
+* ``Rebuilt`` (R9) is a durable write like ``PersistPromise``: the identity file records that
+  the node votes again, in order with the log writes, before what follows it is sent.
+
+While the node is still *founding* (no cluster history yet, see :mod:`parakoon_node.identity`)
+the driver is ``held``: events are dropped, the core does not run, and writes are refused.
 
 Client requests: :meth:`Driver.submit_write` parks the caller on a :class:`Waiter` and hands the
 request to the core in a ``ClientBatch`` (all requests that arrived in the same loop iteration go
@@ -56,6 +61,7 @@ from parakoon_paxos import (
     Persist,
     Persisted,
     PersistPromise,
+    Rebuilt,
     Reply,
     Role,
     RoleChanged,
@@ -89,6 +95,8 @@ class WriteLog(Protocol):
     def append_entries(self, entries: Sequence[LogEntry]) -> None: ...
 
     def save_promise(self, n: int) -> None: ...
+
+    def mark_rebuilt(self) -> None: ...
 
 
 class Waiter:
@@ -140,6 +148,7 @@ class _WriteJob:
 
     entries: list[LogEntry] = field(default_factory=list)
     promise: int | None = None
+    rebuilt: bool = False
     after: list[Effect] = field(default_factory=list)
 
 
@@ -212,11 +221,13 @@ class Persister:
                     pending[-1] = entry
                 else:
                     pending.append(entry)
+            if (job.promise is not None or job.rebuilt) and pending:
+                self._writer.append_entries(pending)
+                pending = []
             if job.promise is not None:
-                if pending:
-                    self._writer.append_entries(pending)
-                    pending = []
                 self._writer.save_promise(job.promise)
+            if job.rebuilt:
+                self._writer.mark_rebuilt()
         if pending:
             self._writer.append_entries(pending)
 
@@ -267,6 +278,8 @@ class Driver:
         self._busy = False
         self.counters = DriverCounters()
         self.batch_observer: Callable[[float], None] | None = None
+        # True while the node is founding: the core does not run yet (see the module doc).
+        self.held = False
 
     # ---------------------------------------------------------------- queries for the server
 
@@ -286,6 +299,13 @@ class Driver:
 
     def handle(self, event: Event) -> None:
         """Step the core with ``event`` and execute the effects (re-entrancy safe)."""
+        if self.held:
+            if isinstance(event, ClientBatch):
+                for req in event.requests:
+                    waiter = self._waiters.pop(req.rid, None)
+                    if waiter is not None:
+                        waiter.fail(FailCode.NOT_MASTER)
+            return
         self._events.append(event)
         if self._busy:
             return  # the outer call's loop will pick it up
@@ -310,6 +330,10 @@ class Driver:
                 case PersistPromise(n=n):
                     job = self._open_job(job)
                     job.promise = n
+                case Rebuilt(applied_i=i, n=n):
+                    job = self._open_job(job)
+                    job.rebuilt = True
+                    log.info("rebuild.done", applied_i=i, ballot=n)
                 case Send() | Broadcast() | Reply() | Fail() if job is not None:
                     job.after.append(effect)
                 case _:
@@ -320,7 +344,7 @@ class Driver:
     def _open_job(self, job: _WriteJob | None) -> _WriteJob:
         """The job a write joins: the current one, unless effects already wait behind it (they
         must not wait for this write too) or it ends with a promise (kept in order)."""
-        if job is not None and not job.after and job.promise is None:
+        if job is not None and not job.after and job.promise is None and not job.rebuilt:
             return job
         if job is not None:
             self.persister.submit(job)
@@ -362,7 +386,7 @@ class Driver:
                     master=effect.master,
                     applied_i=self.applied_i(),
                 )
-            case Persist() | PersistPromise():
+            case Persist() | PersistPromise() | Rebuilt():
                 raise AssertionError("writes are queued by _execute")
             case _:
                 raise AssertionError(f"unknown effect {effect!r}")
@@ -446,6 +470,12 @@ class Driver:
             self.expire_waiters()
 
     # ---------------------------------------------------------------- catch-up results
+
+    def release(self, state: Any) -> None:
+        """The node has an identity now: start the core from ``state``."""
+        self.state = state
+        self.held = False
+        log.info("driver.released", role=self.role().value, applied_i=self.applied_i())
 
     def catchup_done(self, applied_i: int, last: LogEntry | None, holder: str | None) -> None:
         log.info("catchup.done", applied_i=applied_i, last_i=None if last is None else last.i)

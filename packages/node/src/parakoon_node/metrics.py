@@ -41,6 +41,16 @@ class NodeCollector(Collector):
         for name in ROLES:
             role.add_metric([name], 1.0 if name == current else 0.0)
         yield role
+        identity = GaugeMetricFamily(
+            "parakoon_identity_state",
+            "1 for the node's standing in its cluster history: founding (no history yet), "
+            "rebuilding (lost state, not voting) or voter",
+            labels=["state"],
+        )
+        now = node.identity_state()
+        for name in ("founding", "rebuilding", "voter"):
+            identity.add_metric([name], 1.0 if name == now else 0.0)
+        yield identity
         yield GaugeMetricFamily(
             "parakoon_is_master",
             "1 while master with a valid lease",

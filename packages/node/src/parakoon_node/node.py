@@ -10,6 +10,10 @@ readiness before the next one relies on it):
 * the client server (Arakoon protocol on ``client_port``);
 * the collapser loop (head snapshots by threshold, and on demand);
 * optionally the metrics endpoint;
+* the identity watcher: while the node is *founding* it decides, from its peers' handshakes,
+  whether to form a new cluster history or join the existing one (then it starts the core);
+  while it is *rebuilding* lost state it logs whom it is still waiting for
+  (:mod:`parakoon_node.identity`, rule R9);
 * the signal watcher.
 
 Shutdown on SIGINT/SIGTERM: the client server stops accepting and answers new connections with
@@ -20,6 +24,7 @@ is cancelled, the WAL is closed and ``run`` returns 0.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -41,6 +46,7 @@ from .catchup import fetch_catchup, serve_catchup
 from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
 from .driver import Driver
 from .framing import FrameDecoder
+from .identity import Identity, PeerIdentities, Status, decide
 from .peer import PeerAddress, PeerNetwork
 from .storage import Storage, StorageSettings
 
@@ -48,6 +54,8 @@ log = structlog.get_logger("parakoon.node")
 
 SHUTDOWN_DRAIN_SECS = 5.0
 COLLAPSE_CHECK_SECS = 1.0
+IDENTITY_CHECK_SECS = 0.1
+IDENTITY_LOG_SECS = 5.0
 
 
 def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
@@ -95,6 +103,7 @@ class Node:
         self.storage = Storage(
             StorageSettings(
                 home_dir=self.me.home_dir,
+                cluster_name=cluster.cluster_id,
                 fsync=cluster.fsync,
                 compressor=self.me.compressor,
                 segment_entries_max=cluster.segment_entries_max,
@@ -106,13 +115,16 @@ class Node:
             decode_payload,
         )
         recovered = self.storage.recover()
+        self._recovered = recovered
         log.info(
             "node.recovered",
             applied_i=recovered.applied_i,
             last_i=None if recovered.last is None else recovered.last.i,
             promised_n=recovered.promised_n,
             keys=self.storage.store.key_count(),
+            rebuilding=recovered.rebuilding,
         )
+        self.identities = PeerIdentities(self._identity, has_state=lambda: self.storage.has_state)
         state = paxos.initial_state(
             self.paxos_config, recovered, time.monotonic(), self._rng.getrandbits(63)
         )
@@ -120,6 +132,7 @@ class Node:
         self.peers = PeerNetwork(
             cluster_id=cluster.cluster_id,
             me=name,
+            identities=self.identities,
             listen=peer_address(self.me),
             peers=[peer_address(n) for n in others],
             on_message=self._on_peer_message,
@@ -139,6 +152,88 @@ class Node:
             on_applied=self._on_applied,
         )
         self.storage.take_decoded = self.driver.take_decoded
+        # Founding: no history yet, so no core either until the identity watcher decides.
+        self.driver.held = self._identity().status is Status.FOUNDING
+
+    # ---------------------------------------------------------------- identity (R9)
+
+    def _identity(self) -> Identity:
+        identity = self.storage.identity
+        assert identity is not None  # set by recover()
+        return identity
+
+    def identity_state(self) -> str:
+        """``founding``, ``rebuilding`` or ``voter`` (learners count as voters here)."""
+        if self.driver.held:
+            return "founding"
+        if paxos.rebuild_status(self.driver.state) is not None:
+            return "rebuilding"
+        return "voter"
+
+    def rebuild_waiting_for(self) -> list[str]:
+        """The voters whose answer a rebuilding node still needs (empty when not rebuilding)."""
+        rb = paxos.rebuild_status(self.driver.state)
+        if rb is None:
+            return []
+        if rb.target is not None:
+            return []
+        answered = {a[0] for a in rb.answers} | rb.waived
+        return [v for v in self.paxos_config.other_voters if v not in answered]
+
+    async def _identity_loop(self) -> None:
+        """Found or join a history while founding; then report rebuild progress (R9)."""
+        said = ""
+        said_at = -IDENTITY_LOG_SECS
+        voters = list(self.paxos_config.voters)
+        while self.driver.held:
+            decision = decide(
+                self._identity(),
+                self.name,
+                voters,
+                dict(self.identities.peers),
+                has_state=self.storage.has_state,
+            )
+            if decision.identity is not None:
+                self.storage.set_identity(decision.identity)
+                log.info(
+                    "identity.decided", identity=decision.identity.describe(), why=decision.reason
+                )
+                recovered = dataclasses.replace(
+                    self._recovered,
+                    rebuilding=decision.identity.status is Status.REBUILDING,
+                    quiet_start=decision.joined,
+                )
+                state = paxos.initial_state(
+                    self.paxos_config, recovered, time.monotonic(), self._rng.getrandbits(63)
+                )
+                self.driver.release(state)
+                break
+            now = time.monotonic()
+            if decision.reason != said or now - said_at >= IDENTITY_LOG_SECS:
+                log.info("identity.founding", waiting=decision.reason)
+                said, said_at = decision.reason, now
+            await anyio.sleep(IDENTITY_CHECK_SECS)
+        said_at = -IDENTITY_LOG_SECS
+        while True:
+            rb = paxos.rebuild_status(self.driver.state)
+            if rb is None:
+                if said_at > -IDENTITY_LOG_SECS:
+                    log.info("rebuild.finished", applied_i=self.storage.applied_i)
+                return
+            now = time.monotonic()
+            if now - said_at >= IDENTITY_LOG_SECS:
+                said_at = now
+                waiting = self.rebuild_waiting_for()
+                log.warning(
+                    "rebuild.waiting",
+                    detail=(
+                        "this node lost its state and does not vote until it has rebuilt"
+                        + (f"; waiting for an answer from {waiting}" if waiting else "")
+                        + (f"; needs slot {rb.target} applied" if rb.target is not None else "")
+                    ),
+                    applied_i=self.storage.applied_i,
+                )
+            await anyio.sleep(IDENTITY_CHECK_SECS)
 
     # ---------------------------------------------------------------- wiring callbacks
 
@@ -183,6 +278,7 @@ class Node:
             cluster_id=self.cluster.cluster_id,
             me=self.name,
             max_frame_bytes=self.cluster.peer_frame_bytes_max,
+            identities=self.identities,
         )
         self._on_applied(self.storage.applied_i)
 
@@ -267,6 +363,7 @@ class Node:
                     _start_client_server, serve_clients, backend, self
                 )
                 tg.start_soon(self._collapse_loop)
+                tg.start_soon(self._identity_loop)
                 if self.me.metrics_port is not None:
                     from .metrics import serve_metrics
 

@@ -10,11 +10,12 @@ The queue never blocks the Paxos core: when a peer is slow or away, the oldest f
 dropped and counted. Paxos tolerates message loss (the leader re-sends Accepts, candidates
 retry), and a master must never stall on one slow follower.
 
-Handshake. The dialer's first frame is ``["hello", 1, cluster_id, node_name, purpose]`` with
-purpose ``"msg"`` (Paxos messages follow) or ``"catchup"`` (a catch-up request follows, see
-:mod:`parakoon_node.catchup`). The listener answers ``["welcome", its_name]`` or
-``["refused", reason]`` and closes; a wrong cluster id or an unknown node name is refused and
-logged with the peer's address. Anything malformed closes that connection only.
+Handshake. The dialer's first frame is ``["hello", 2, cluster_id, node_name, purpose,
+identity]`` with purpose ``"msg"`` (Paxos messages follow) or ``"catchup"`` (a catch-up request
+follows, see :mod:`parakoon_node.catchup`). The listener answers ``["welcome", its_name,
+identity]`` or ``["refused", reason]`` and closes; a wrong cluster id, an unknown node name or a
+peer from another cluster history (:mod:`parakoon_node.identity`) is refused and logged with the
+peer's address, on both sides. Anything malformed closes that connection only.
 
 Frames after the handshake on a ``"msg"`` connection: ``["p", <paxos message wire list>]``.
 """
@@ -38,10 +39,11 @@ from parakoon_paxos.wire import WireError, message_from_wire, message_to_wire
 from parakoon_queue import DropPolicy, EndOfStream, LeakyQueue
 
 from .framing import FrameDecoder, PeerProtocolError, encode_frame, encode_frame_body
+from .identity import PeerIdentities
 
 log = structlog.get_logger("parakoon.peer")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the hello and welcome carry the cluster identity
 HANDSHAKE_TIMEOUT_SECS = 5.0
 RECEIVE_CHUNK_BYTES = 1 << 16
 
@@ -79,22 +81,31 @@ async def dial_peer(
     me: str,
     purpose: str,
     max_frame_bytes: int,
+    identities: PeerIdentities,
     timeout_secs: float = HANDSHAKE_TIMEOUT_SECS,
 ) -> tuple[anyio.abc.SocketStream, FrameDecoder, list[Any]]:
-    """Connect to a peer and complete the handshake; return the stream and its decoder state."""
+    """Connect to a peer and complete the handshake; return the stream and its decoder state.
+
+    The peer's identity is checked here too: a peer of another cluster history is refused by
+    us even if it would accept us (``PeerRefused`` names both histories).
+    """
     with anyio.fail_after(timeout_secs):
         stream = await anyio.connect_tcp(address.host, address.port)
         try:
-            await stream.send(encode_frame(["hello", PROTOCOL_VERSION, cluster_id, me, purpose]))
+            hello = ["hello", PROTOCOL_VERSION, cluster_id, me, purpose, identities.local()]
+            await stream.send(encode_frame(hello))
             decoder = FrameDecoder(max_frame_bytes)
             pending: list[Any] = []
             reply = await read_frame(stream, decoder, pending)
             if (
                 isinstance(reply, list)
-                and len(reply) == 2
+                and len(reply) == 3
                 and reply[0] == "welcome"
                 and reply[1] == address.name
             ):
+                why = identities.admit(address.name, reply[2])
+                if why is not None:
+                    raise PeerRefused(f"we refuse {address.name} at {address.text}: {why}")
                 return stream, decoder, pending
             if isinstance(reply, list) and reply and reply[0] == "refused":
                 raise PeerRefused(f"{address.name} at {address.text} refused us: {reply[1:]!r}")
@@ -113,6 +124,7 @@ class PeerLink:
         *,
         cluster_id: str,
         me: str,
+        identities: PeerIdentities,
         settings: conn.ConnSettings,
         queue_items: int,
         max_frame_bytes: int,
@@ -120,6 +132,7 @@ class PeerLink:
         clock: Callable[[], float],
     ) -> None:
         self.address = address
+        self._identities = identities
         self._cluster_id = cluster_id
         self._me = me
         self._settings = settings
@@ -195,6 +208,7 @@ class PeerLink:
                     me=self._me,
                     purpose="msg",
                     max_frame_bytes=self._max_frame,
+                    identities=self._identities,
                     timeout_secs=self._settings.connect_timeout_secs,
                 )
             except (
@@ -280,6 +294,7 @@ class PeerNetwork:
         *,
         cluster_id: str,
         me: str,
+        identities: PeerIdentities,
         listen: PeerAddress,
         peers: Sequence[PeerAddress],
         on_message: MessageHandler,
@@ -292,6 +307,7 @@ class PeerNetwork:
     ) -> None:
         self.cluster_id = cluster_id
         self.me = me
+        self.identities = identities
         self.listen = listen
         self.known = {p.name: p for p in peers}
         self._on_message = on_message
@@ -302,6 +318,7 @@ class PeerNetwork:
                 p,
                 cluster_id=cluster_id,
                 me=me,
+                identities=identities,
                 settings=settings or conn.ConnSettings(),
                 queue_items=queue_items,
                 max_frame_bytes=max_frame_bytes,
@@ -361,7 +378,13 @@ class PeerNetwork:
                     self.bad_connections += 1
                     return
                 purpose = hello[4]
-                await stream.send(encode_frame(["welcome", self.me]))
+                why = self.identities.admit(peer, hello[5])
+                if why is not None:
+                    log.warning("peer.refused_incoming", remote=str(remote), peer=peer, reason=why)
+                    await stream.send(encode_frame(["refused", why]))
+                    self.bad_connections += 1
+                    return
+                await stream.send(encode_frame(["welcome", self.me, self.identities.local()]))
                 if purpose == "catchup":
                     await self._on_catchup(peer, stream, decoder, pending)
                     return
@@ -385,11 +408,16 @@ class PeerNetwork:
                 log.info("peer.connection_error", remote=str(remote), reason=str(exc))
 
     def _check_hello(self, hello: Any) -> str:
-        if not (isinstance(hello, list) and len(hello) == 5 and hello[0] == "hello"):
+        if not (isinstance(hello, list) and hello and hello[0] == "hello" and len(hello) >= 2):
             raise PeerProtocolError(f"expected a hello frame, got {str(hello)[:80]!r}")
-        _, version, cluster_id, name, purpose = hello
-        if version != PROTOCOL_VERSION:
-            return f"!unsupported peer protocol version {version!r}"
+        if hello[1] != PROTOCOL_VERSION:
+            return (
+                f"!unsupported peer protocol version {hello[1]!r} (this node speaks "
+                f"{PROTOCOL_VERSION}; run the same parakoon version on every node)"
+            )
+        if len(hello) != 6:
+            raise PeerProtocolError(f"expected a 6-field hello frame, got {str(hello)[:80]!r}")
+        _, _version, cluster_id, name, purpose, _identity = hello
         if cluster_id != self.cluster_id:
             return f"!wrong cluster id {cluster_id!r} (this is {self.cluster_id!r})"
         if not isinstance(name, str) or name not in self.known:

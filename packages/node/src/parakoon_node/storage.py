@@ -13,12 +13,17 @@ replay), so the replicated format is the protocol's own.
 
 Applying is atomic per slot (R6): the store's ``apply_batch`` records ``applied_i`` with the
 slot's effects in one step.
+
+Identity (R9). ``home_dir/identity.json`` says which cluster history this state belongs to and
+whether the node is a voter, founding or rebuilding (:mod:`parakoon_node.identity`); the storage
+opens it with the log, so the two are always judged together ("the WAL is gone but the identity
+is here" is lost state, too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -32,6 +37,8 @@ from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
 from parakoon_paxos.wire import value_from_wire, value_to_wire
 from parakoon_wal.collapser import Collapser
 from parakoon_wal.log import Wal
+
+from .identity import Identity, IdentityStore, Status
 
 log = structlog.get_logger("parakoon.storage")
 
@@ -55,6 +62,7 @@ def decode_entry(i: int, payload: bytes) -> LogEntry:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageSettings:
     home_dir: Path
+    cluster_name: str
     fsync: bool
     compressor: Literal["zstd", "none"]
     segment_entries_max: int
@@ -74,6 +82,9 @@ class Storage:
     def __init__(self, settings: StorageSettings, decode_payload: PayloadDecoder) -> None:
         self.settings = settings
         self._decode_payload = decode_payload
+        self.wal_existed = (settings.home_dir / "wal").is_dir()
+        self.identities = IdentityStore(settings.home_dir, settings.cluster_name)
+        self.identity: Identity | None = None  # set by recover()
         self.wal: Wal = Wal.open(
             settings.home_dir / "wal",
             fsync=settings.fsync,
@@ -133,12 +144,28 @@ class Storage:
             last = self.snapshot_entry()
         meta = self.wal.load_meta() or {}
         promised = meta.get("promised_n", 0)
+        promised_n = int(promised) if isinstance(promised, int) else 0
+        has_state = last is not None or promised_n > 0
+        self.identity, why = self.identities.open_at_start(
+            wal_existed=self.wal_existed, has_state=has_state
+        )
+        log.info("identity.opened", identity=self.identity.describe(), why=why)
         return Recovered(
             last=last,
             applied_i=self.applied_i,
-            promised_n=int(promised) if isinstance(promised, int) else 0,
+            promised_n=promised_n,
             lease_holder=self.lease_holder,
+            rebuilding=self.identity.status is Status.REBUILDING,
         )
+
+    @property
+    def has_state(self) -> bool:
+        return self.wal.last_slot is not None or self.applied_i >= 0
+
+    def set_identity(self, identity: Identity) -> None:
+        """Make ``identity`` durable and current (the founding decision, or rebuilt)."""
+        self.identities.save(identity)
+        self.identity = identity
 
     @property
     def applied_i(self) -> int:
@@ -201,6 +228,11 @@ class Storage:
 
     def save_promise(self, n: int) -> None:
         self.wal.save_meta({"promised_n": n})
+
+    def mark_rebuilt(self) -> None:
+        """The core's ``Rebuilt``: this node votes again (runs in the persister's thread)."""
+        assert self.identity is not None
+        self.set_identity(replace(self.identity, status=Status.VOTER))
 
     # ---------------------------------------------------------------- last entry
 

@@ -524,7 +524,7 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
         )
     n = max(recovered.promised_n, last.n if last is not None else 0)
     rng = (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK64 or 0x2545F4914F6CDD1D
-    remembered = last is not None or recovered.lease_holder is not None
+    remembered = last is not None or recovered.lease_holder is not None or recovered.quiet_start
     alone = len(config.sorted_voters) == 1
     lease_start = now if remembered and not alone else LONG_AGO
     rebuild = None

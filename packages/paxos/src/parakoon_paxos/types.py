@@ -240,6 +240,10 @@ class Recovered:
     # driver from the cluster identity), or had not finished rebuilding when it stopped. It
     # starts as a non-voter and becomes a voter only by the rebuild rule in ``core``.
     rebuilding: bool = False
+    # The node joins a cluster that may already have a master (a founder that finished forming
+    # after the others did): like a remembered lease (R2), it waits a lease period before it
+    # may run, instead of a cold start's short delay that would depose a fresh master.
+    quiet_start: bool = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ call them exactly like this::
     parakoon bench   --config cluster.toml [--clients N] [--ops N] [--value-size BYTES]
                      [--json PATH]
     parakoon wal     dump|verify|truncate HOME_DIR ...
+    parakoon force-new-cluster --config cluster.toml --node NAME   # node stopped; see below
 
 Exit codes, the same for every subcommand:
 
@@ -211,7 +212,57 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=run_bench)
 
     wal_cli.add_parser(commands)
+
+    force = commands.add_parser(
+        "force-new-cluster",
+        help="make one stopped node the seed of a brand-new cluster history (disaster recovery)",
+        description=(
+            "For a cluster that lost more nodes' state than it tolerates: make NAME (stopped) the"
+            " seed of a new cluster history, keeping its data. Then empty the home_dir of every"
+            " other node and start them all: the new history forms once every voter is up, and"
+            " the others copy the seed's data. Writes acknowledged by the old cluster that the"
+            " seed never received are lost: choose the node with the highest applied slot"
+            " ('parakoon wal dump HOME_DIR' shows it). See docs/operations.md."
+        ),
+    )
+    _add_config(force)
+    force.add_argument("--node", required=True, metavar="NAME", help="the node to keep")
+    force.set_defaults(run=run_force_new_cluster)
     return parser
+
+
+def run_force_new_cluster(args: argparse.Namespace) -> int:
+    """``parakoon force-new-cluster``: rewrite one stopped node's identity as a seed."""
+    cluster = load_config(args.config)
+    node = cluster.node(args.node)
+    from parakoon_node.identity import IdentityStore
+    from parakoon_wal import WalError
+    from parakoon_wal.log import Wal
+
+    wal_dir = node.home_dir / "wal"
+    has_state = False
+    if wal_dir.is_dir():
+        try:
+            # Opening the log takes its lock: this fails while the node runs.
+            wal = Wal.open(wal_dir, fsync=True)
+        except WalError as exc:
+            fail(f"cannot open the log of {node.name} (is the node still running?): {exc}")
+            return EXIT_FAILURE
+        try:
+            head = wal.open_head_snapshot()
+            if head is not None:
+                head[1].close()
+            has_state = wal.last_slot is not None or head is not None
+        finally:
+            wal.close()
+    seed = IdentityStore(node.home_dir, cluster.cluster_id).force_new_cluster(has_state=has_state)
+    print(
+        f"{node.name} is now the seed of a new cluster history (incarnation "
+        f"{seed.incarnation[:8]}, {'with' if has_state else 'without'} data). Empty the"
+        " home_dir of every other node, then start them all; the history forms once every"
+        " voter is reachable."
+    )
+    return EXIT_OK
 
 
 def run_node(args: argparse.Namespace) -> int:

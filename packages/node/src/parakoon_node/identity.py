@@ -158,6 +158,9 @@ class Decision:
     identity: Identity | None
     reason: str
     joined: bool = False  # True: joined a history others had formed (it may have a master)
+    # A new history formed from a seed that is not this node: copy the seed's data before the
+    # core starts (the seed's applied slots are the history's chosen prefix).
+    copy_from: str | None = None
 
 
 def decide(
@@ -217,6 +220,9 @@ def decide(
     founders[me] = mine.incarnation
     uuid = history_uuid(mine.cluster_name, founders)
     formed = replace(mine, cluster_uuid=uuid, status=Status.VOTER, founders=founders, seed=False)
+    if seeds:
+        why = f"every voter is here: formed history {uuid} from the data of seed {seeds[0]}"
+        return Decision(formed, why, copy_from=None if seeds[0] == me else seeds[0])
     return Decision(formed, f"every voter is here and empty: formed history {uuid}")
 
 

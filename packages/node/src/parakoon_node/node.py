@@ -54,8 +54,10 @@ log = structlog.get_logger("parakoon.node")
 
 SHUTDOWN_DRAIN_SECS = 5.0
 COLLAPSE_CHECK_SECS = 1.0
-IDENTITY_CHECK_SECS = 0.1
+IDENTITY_CHECK_SECS = 0.02  # founders decide within this of each other
 IDENTITY_LOG_SECS = 5.0
+SEED_COPY_ATTEMPTS = 5
+REBUILD_CHECK_SECS = 0.25
 
 
 def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
@@ -180,6 +182,38 @@ class Node:
         answered = {a[0] for a in rb.answers} | rb.waived
         return [v for v in self.paxos_config.other_voters if v not in answered]
 
+    async def _copy_seed(self, seed: str) -> None:
+        """Before voting in a history formed from ``seed``, hold its chosen prefix too.
+
+        The seed's applied slots are chosen in the new history by the operator's decision; an
+        empty founder that voted on slot 0 before copying them would fork from the seed. The
+        transfer is the ordinary catch-up (the core is not running yet, so its answer to the
+        core is dropped); a few bounded attempts, then the core's own catch-up takes over.
+        """
+        address = peer_address(self.cluster.node(seed))
+        for attempt in range(1, SEED_COPY_ATTEMPTS + 1):
+            await fetch_catchup(
+                self.driver,
+                self.storage,
+                address,
+                self.storage.applied_i + 1,
+                cluster_id=self.cluster.cluster_id,
+                me=self.name,
+                max_frame_bytes=self.cluster.peer_frame_bytes_max,
+                identities=self.identities,
+            )
+            if self.storage.has_state:
+                break
+            log.info("identity.seed_copy_retry", seed=seed, attempt=attempt)
+            await anyio.sleep(0.2 * attempt)
+        self._recovered = dataclasses.replace(
+            self._recovered,
+            last=self.storage.last_entry(),
+            applied_i=self.storage.applied_i,
+            lease_holder=self.storage.lease_holder,
+        )
+        log.info("identity.seed_copied", seed=seed, applied_i=self.storage.applied_i)
+
     async def _identity_loop(self) -> None:
         """Found or join a history while founding; then report rebuild progress (R9)."""
         said = ""
@@ -194,6 +228,13 @@ class Node:
                 has_state=self.storage.has_state,
             )
             if decision.identity is not None:
+                if decision.copy_from is not None:
+                    await self._copy_seed(decision.copy_from)
+                elif self._identity().seed:
+                    # Our whole log is the new history's chosen prefix (replayed in full at
+                    # start): a head snapshot makes that durable, so that a restart does not
+                    # take the last entry for an unchosen one again.
+                    await self.collapse(force=True)
                 self.storage.set_identity(decision.identity)
                 log.info(
                     "identity.decided", identity=decision.identity.describe(), why=decision.reason
@@ -233,7 +274,7 @@ class Node:
                     ),
                     applied_i=self.storage.applied_i,
                 )
-            await anyio.sleep(IDENTITY_CHECK_SECS)
+            await anyio.sleep(REBUILD_CHECK_SECS)
 
     # ---------------------------------------------------------------- wiring callbacks
 

@@ -125,10 +125,20 @@ class Storage:
             self.snapshot_slot = slot
             log.info("recovery.snapshot_loaded", slot=slot, keys=self.store.key_count())
         last_slot = self.wal.last_slot
+        meta = self.wal.load_meta() or {}
+        promised = meta.get("promised_n", 0)
+        promised_n = int(promised) if isinstance(promised, int) else 0
+        has_state = last_slot is not None or self.applied_i >= 0 or promised_n > 0
+        self.identity, why = self.identities.open_at_start(
+            wal_existed=self.wal_existed, has_state=has_state
+        )
+        # The seed of a new history (force-new-cluster) takes its whole log as chosen: its
+        # last entry may be a write the old cluster acknowledged.
+        seed = self.identity.status is Status.FOUNDING and self.identity.seed
         last: LogEntry | None = None
         if last_slot is not None:
             last = decode_entry(last_slot, self.wal.read(last_slot))
-            upto = last_slot if self.settings.single_voter else last_slot - 1
+            upto = last_slot if self.settings.single_voter or seed else last_slot - 1
             start = self.applied_i + 1
             replayed = 0
             if start <= upto:
@@ -142,13 +152,6 @@ class Storage:
             )
         if last is None and self.applied_i >= 0:
             last = self.snapshot_entry()
-        meta = self.wal.load_meta() or {}
-        promised = meta.get("promised_n", 0)
-        promised_n = int(promised) if isinstance(promised, int) else 0
-        has_state = last is not None or promised_n > 0
-        self.identity, why = self.identities.open_at_start(
-            wal_existed=self.wal_existed, has_state=has_state
-        )
         log.info("identity.opened", identity=self.identity.describe(), why=why)
         return Recovered(
             last=last,

@@ -1,4 +1,4 @@
-"""The dependency rule of docs/architecture.md, made executable.
+"""The dependency rule of docs/spec/architecture.md, made executable.
 
 Every import statement under ``packages/*/src`` (and the packages' own ``tests``) is read with
 ``ast`` and checked against the table below. A violation names file, line and the offending

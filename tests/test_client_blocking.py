@@ -358,7 +358,7 @@ def test_redirect_on_not_master_after_a_failover(start: Callable[..., RunningSer
         assert client.master == "node_1"
         assert backends["node_1"].store.get(b"k") == b"after"
         assert backends["node_0"].store.get(b"k") == b"before"
-        # NOT_MASTER closed node_0's connection (§4.2); consistent reads follow the master.
+        # NOT_MASTER closed node_0's connection (protocol §4.2); consistent reads follow the master.
         assert client.connected_nodes == ["node_1"]
         assert client.get(b"k") == b"after"
 

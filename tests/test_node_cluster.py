@@ -331,11 +331,11 @@ def test_five_nodes_survive_losing_the_master_and_one_more(cluster_factory: Any)
 def test_update_too_large_to_replicate_is_refused_and_the_master_keeps_serving(
     cluster_factory: Any,
 ) -> None:
-    """§11 rule 23: an update that cannot fit in a node-to-node message is refused up front.
+    """Protocol §11 rule 23: an update that cannot fit in a node-to-node message is refused.
 
     A 33 MiB value inside a sequence passes the client-port limits (values in sequences are
-    not size-checked, §9), but it could never reach a quorum through 32 MiB peer frames: the
-    master answers rc 0xFF and closes, and keeps its lease and its other clients.
+    not size-checked, protocol §9), but it could never reach a quorum through 32 MiB peer frames:
+    the master answers rc 0xFF and closes, and keeps its lease and its other clients.
     """
     cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
     cluster.start_all()

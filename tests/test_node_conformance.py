@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Every client command against a real 3-node cluster, with the protocol's semantics.
 
 One cluster of real node processes serves the whole module (it takes a few seconds to elect).

@@ -65,11 +65,12 @@ The register model
 
 ``get`` answers the value or not-found (``None``). ``set`` writes. ``test_and_set`` answers the
 value before the call and writes ``wanted`` exactly when that value equals ``expected`` (``None``
-on either side means "absent"; a ``None`` wanted deletes; §8 TEST_AND_SET / §11 rule 8 of the
-protocol). ``cas`` is the single-key sequence ``[Assert(key, expected), Set(key, new)]``: it either
-succeeds and writes ``new``, or fails with ``E_ASSERTION_FAILED`` and writes nothing. That failure
-is still an observation (the value was not ``expected`` at the instant the sequence was applied),
-so it is recorded as a completed operation with ``result=False``.
+on either side means "absent"; a ``None`` wanted deletes; TEST_AND_SET in protocol §8, and
+protocol §11 rule 8). ``cas`` is the single-key sequence
+``[Assert(key, expected), Set(key, new)]``: it either succeeds and writes ``new``, or fails with
+``E_ASSERTION_FAILED`` and writes nothing. That failure is still an observation (the value was not
+``expected`` at the instant the sequence was applied), so it is recorded as a completed operation
+with ``result=False``.
 
 Bounds
 ------

@@ -2,7 +2,7 @@
 
 Each named test is a small history whose verdict one can see by hand: a stale read, a lost
 acknowledged write, overlapping writes, unknown outcomes that did and did not take effect, the
-test-and-set table of the protocol (§11 rule 8), the single-key compare-and-set sequence. The
+test-and-set table of protocol §11 rule 8, the single-key compare-and-set sequence. The
 randomized tests compare the search with a brute-force enumeration of every order on small
 histories (seeded; ``PARAKOON_SEED`` replays one) and check that a register simulated honestly
 always yields a linearizable history, however much the intervals overlap.
@@ -292,7 +292,7 @@ def test_cas_on_an_absent_key() -> None:
 @pytest.mark.parametrize(
     ("current", "expected", "wanted", "after", "answer"),
     [
-        # The table of §11 rule 8 of the protocol, row by row.
+        # The table of protocol §11 rule 8, row by row.
         (None, None, b"w", b"w", None),
         (None, None, None, None, None),
         (None, b"e", b"w", None, None),

@@ -94,7 +94,7 @@ class ScriptedServer:
                     continue
                 if isinstance(event, Prologue):
                     if event.cluster_id != self.cluster_id:
-                        return  # §3.1: a wrong cluster id closes without a word
+                        return  # protocol §3.1: a wrong cluster id closes without a word
                     continue
                 self.requests.append((number, event))
                 reply = self.handler(number, event)

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The blocking client over real TCP against scripted peers: routing, retries and transport rules.
 
 Each test scripts what the peer answers to each request (see conftest.py); the client under

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Targeted tests of the decoders' bounds and of the errors each side raises.
 
 The server-side decoder refuses declared lengths and counts above its limits as soon as their

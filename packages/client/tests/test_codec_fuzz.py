@@ -428,7 +428,7 @@ def test_known_command_with_garbage_arguments(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_sequence_blob_garbage_gets_unknown_failure(blob: bytes) -> None:
-    """A garbage SEQUENCE blob is either a valid sequence or rc 0xFF "unknown failure" (§8.4)."""
+    """A garbage SEQUENCE blob is a valid sequence or rc 0xFF "unknown failure" (protocol §8.4)."""
     stream = (0xB1FF0010).to_bytes(4, "little") + len(blob).to_bytes(4, "little") + blob
     decoder = RequestDecoder(expect_prologue=False)
     decoder.feed(stream)

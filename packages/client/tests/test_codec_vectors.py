@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Every byte vector of the protocol spec, checked in both directions.
 
 Each "hex:" line of ``arakoon-client-protocol.md`` (copied into ``testdata/spec_hex_lines.txt``)

@@ -208,7 +208,7 @@ def test_delete_not_found_after_doubt_keeps_the_first_cause() -> None:
     action = c.after_failure(call, "a", errors.NotFound("k"), now=0.0)
     assert isinstance(action.error, OutcomeUnknown)
     assert action.error.cause is SENT
-    assert not action.drop  # NotFound keeps the connection (§4.2)
+    assert not action.drop  # NotFound keeps the connection (protocol §4.2)
 
 
 def test_pinned_calls_raise_not_master_and_keep_the_routing_state() -> None:

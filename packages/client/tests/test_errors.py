@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The exception hierarchy: one class per §4.1 code, all under ArakoonError."""
 
 from __future__ import annotations

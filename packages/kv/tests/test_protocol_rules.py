@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """One test per rule of the Arakoon client protocol that the store implements.
 
 Each docstring cites the section of ``arakoon-client-protocol.md`` it checks. Results are in the

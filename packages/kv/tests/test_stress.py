@@ -209,7 +209,7 @@ def oracle_range(
     max: int,
     reverse: bool,
 ) -> list[bytes]:
-    start = b"" if low is None else low  # §11 rule 4: a None low end is the empty key
+    start = b"" if low is None else low  # protocol §11 rule 4: a None low end is the empty key
     keys = [
         k
         for k in sorted(d, reverse=reverse)

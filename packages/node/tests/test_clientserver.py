@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Conformance of the client server over real TCP on 127.0.0.1, with raw bytes.
 
 A ``LocalBackend`` (one node, in memory) sits behind the real ``serve``; the tests speak the

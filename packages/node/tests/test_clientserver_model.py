@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Seeded model tests: requests over TCP against a plain-Python oracle of §8.3, §8.4 and §11.
 
 A random store (the empty key included, to exercise §11 rule 4) is written through the server;

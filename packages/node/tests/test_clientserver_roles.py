@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The server's error mapping and close rules for role-dependent errors (§4.2, §5, §6), and the
 codec <-> store conversions.
 

@@ -1,4 +1,4 @@
-"""The operation statistics the client server keeps for STATISTICS (§10)."""
+"""The operation statistics the client server keeps for STATISTICS (protocol §10)."""
 
 from __future__ import annotations
 

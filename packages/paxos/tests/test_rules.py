@@ -1,3 +1,4 @@
+# spec: docs/spec/multipaxos-design-notes.md
 """One test per rule of multipaxos-design-notes.md, each citing the section it checks."""
 
 from __future__ import annotations

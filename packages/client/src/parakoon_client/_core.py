@@ -536,7 +536,7 @@ class ClientCore:
         """The node to send to, or ``None`` when the master must be discovered first."""
         if route is Route.MASTER:
             if self.master is None and len(self.nodes) == 1:
-                # A single-node cluster skips the master check (§5): no discovery needed.
+                # A single-node cluster skips the master check (protocol §5): no discovery needed.
                 self.master = next(iter(self.nodes))
             return self.master
         return self.read_node()

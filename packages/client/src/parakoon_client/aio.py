@@ -377,7 +377,7 @@ class AsyncClient:
             raise
 
     async def _discover(self, call: CallState) -> str:
-        """Find the master: a node names it, and it names itself (§6)."""
+        """Find the master: a node names it, and it names itself (protocol §6)."""
         core = self._core
         failures: list[str] = []
         for name in core.discovery_order():
@@ -607,7 +607,7 @@ class AsyncClient:
         return await self._run(op_expect_progress_possible(), node)
 
     async def statistics(self, *, node: str | None = None) -> NamedList:
-        """The node's statistics tree (§10)."""
+        """The node's statistics tree (protocol §10)."""
         return await self._run(op_statistics(), node)
 
     async def version(self, *, node: str | None = None) -> VersionInfo:

@@ -384,7 +384,7 @@ class Client:
             raise
 
     def _discover(self, call: CallState) -> str:
-        """Find the master: a node names it, and it names itself (§6)."""
+        """Find the master: a node names it, and it names itself (protocol §6)."""
         core = self._core
         failures: list[str] = []
         for name in core.discovery_order():
@@ -617,7 +617,7 @@ class Client:
         return self._run(op_expect_progress_possible(), node)
 
     def statistics(self, *, node: str | None = None) -> NamedList:
-        """The node's statistics tree (§10; ``StatisticsReport.from_tree`` reads it)."""
+        """The node's statistics tree (protocol §10; ``StatisticsReport.from_tree`` reads it)."""
         return self._run(op_statistics(), node)
 
     def version(self, *, node: str | None = None) -> VersionInfo:

@@ -1,6 +1,6 @@
 """Reading the client's view of a cluster from ``cluster.toml``.
 
-The file format belongs to the node (docs/architecture.md): ``[cluster] id`` and one
+The file format belongs to the node (docs/spec/architecture.md): ``[cluster] id`` and one
 ``[[nodes]]`` table per node with ``name``, ``addresses = ["host:port", ...]`` (node-to-node
 messaging) and ``client_port``. A client connects to the host of ``addresses[0]`` on
 ``client_port``. Every other key is the node's business and is ignored here, so that the client

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The exceptions a parakoon client raises.
 
 Everything the clients raise on purpose derives from :class:`ArakoonError`, so one ``except``

@@ -1,4 +1,4 @@
-"""Building the update list of a ``sequence`` (§9), and classifying it for retries.
+"""Building the update list of a ``sequence`` (protocol §9), and classifying it for retries.
 
 A sequence is applied atomically and in order; later updates see the effects of earlier ones.
 :class:`SequenceBuilder` collects updates with the same Python names as the client's own methods
@@ -79,7 +79,7 @@ class SequenceBuilder:
         return len(self._updates)
 
     def add(self, update: Update) -> SequenceBuilder:
-        """Append an update value built by hand (any client-allowed tag of §9)."""
+        """Append an update value built by hand (any client-allowed tag of protocol §9)."""
         self._updates.append(update)
         return self
 

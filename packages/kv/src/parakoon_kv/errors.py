@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Typed errors of the store, one class per Arakoon error code.
 
 Each failing update raises exactly one of these, and each class maps one-to-one to an error code of

@@ -83,7 +83,7 @@ BLOCK_BYTES_DEFAULT: Final = 1 << 20
 BLOCK_ENTRIES_MAX: Final = 1 << 16
 #: Largest block payload a reader accepts (and a writer produces): a damaged or hostile length
 #: must not make the reader allocate without limit. Real blocks are about ``block_bytes`` plus
-#: at most one large entry, and replicated values are far below this (§11 rule 23: 32 MiB).
+#: at most one large entry, and replicated values are far below this (protocol §11 rule 23: 32 MiB).
 BLOCK_PAYLOAD_BYTES_MAX: Final = 1 << 30
 
 _HEADER_BODY = struct.Struct("<8sIIqQ")

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The ordered byte-string store that a parakoon node answers clients from.
 
 Theory of operation

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The update language: what one client request (or one part of a sequence) asks the store to do.
 
 These mirror the update tags of the Arakoon protocol (§9 of ``arakoon-client-protocol.md``) that

@@ -1,8 +1,9 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The node's side of the client server: :class:`NodeBackend` implements
 :class:`parakoon_node.clientserver.backend.Backend` on top of the Paxos driver and the store.
 
 * Consistent reads are served only while this node is master with a valid lease (by its own
-  clock, the leader's shortened view; §5.6 of the consensus notes). No quorum round is needed.
+  clock, the leader's shortened view; consensus notes §5.6). No quorum round is needed.
 * Writes are encoded as Arakoon §9 updates, which is also the replicated payload format, handed
   to the driver, and answered when the core replies (after the slot is chosen and applied) or
   fails them. A write that waits longer than a bound is answered ``E_NO_LONGER_MASTER``: its

@@ -89,7 +89,7 @@ class _BenchProtocol(asyncio.Protocol):
     Every phase sends requests whose answer is either "unit" or one string, so instead of a
     general response decoder per request we read the return code and, where one follows, one
     length-prefixed string (the error message, or the value). A non-zero code is an error
-    answer (§3.3): it is returned as ``codec.ErrorResponse`` and never counted as done.
+    answer (protocol §3.3): it is returned as ``codec.ErrorResponse`` and never counted as done.
     """
 
     def __init__(self) -> None:
@@ -115,7 +115,7 @@ class _BenchProtocol(asyncio.Protocol):
             del buf[:4]
             waiter.set_result(None)
             return
-        if rc == codec.ErrorCode.NO_MAGIC:  # the one answer without a message (§3.2)
+        if rc == codec.ErrorCode.NO_MAGIC:  # the one answer without a message (protocol §3.2)
             del buf[:4]
             waiter.set_result(codec.ErrorResponse(code=rc, message=b""))
             return

@@ -1,6 +1,6 @@
 """The ``parakoon`` command: ``node``, ``cluster``, ``client``, ``bench`` and ``wal``.
 
-The forms below are a contract (docs/architecture.md); scripts and tests outside the project
+The forms below are a contract (docs/spec/architecture.md); scripts and tests outside the project
 call them exactly like this::
 
     parakoon node    --config cluster.toml --node node_0 [--log-format pretty|json]

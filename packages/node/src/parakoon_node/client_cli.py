@@ -4,7 +4,7 @@
 
     parakoon client --config cluster.toml [--node NAME] [--consistency C] COMMAND [ARGS...]
 
-Every protocol command has a subcommand named as in docs/architecture.md (``get``, ``set``,
+Every protocol command has a subcommand named as in docs/spec/architecture.md (``get``, ``set``,
 ``range-entries``, ``who-master``, ...). Keys and values are given as text and sent as UTF-8.
 
 Output rules (stdout), the same for every command:

@@ -23,7 +23,7 @@ writable. Both depend on the machine at the moment a node starts, and the launch
 loading the same file must not create folders. A node calls :func:`check_home_dir` for its own
 folder when it starts.
 
-The file format is the contract of ``docs/architecture.md``; every key, its default and its
+The file format is the contract of ``docs/spec/architecture.md``; every key, its default and its
 meaning is listed in ``docs/configuration.md``.
 """
 

@@ -100,7 +100,7 @@ class Node:
         self.catchups = 0
         self.peer_slots: dict[str, int] = {}
 
-        from .backend import decode_payload  # the §9 update decoder shared with the server
+        from .backend import decode_payload  # the protocol §9 update decoder shared with the server
 
         self.storage = Storage(
             StorageSettings(

@@ -7,8 +7,8 @@ and replay the log after it, up to ``last_i - 1`` (the last entry may be unchose
 ``Recovered``; it settles the last slot itself (by election or by catch-up).
 
 Log records. Each WAL record's payload is ``msgpack([ballot, value_wire])`` where ``value_wire``
-is :func:`parakoon_paxos.wire.value_to_wire`. A batch's payloads are the Arakoon §9 encodings of
-the client updates, which are decoded again when the slot is applied (on every node, and on
+is :func:`parakoon_paxos.wire.value_to_wire`. A batch's payloads are the encodings of the client
+updates of protocol §9, which are decoded again when the slot is applied (on every node, and on
 replay), so the replicated format is the protocol's own.
 
 Applying is atomic per slot (R6): the store's ``apply_batch`` records ``applied_i`` with the

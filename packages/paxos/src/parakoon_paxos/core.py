@@ -1,5 +1,6 @@
 # The private handlers take (config, state, ..., now, out) positionally on the hot path.
 # ruff: noqa: PLR0917
+# spec: docs/spec/multipaxos-design-notes.md
 """The transition rules of parakoon's Multi-Paxos core: ``step(config, state, event, now)``.
 
 Theory of operation

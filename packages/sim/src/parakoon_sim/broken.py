@@ -1,3 +1,4 @@
+# spec: docs/spec/multipaxos-design-notes.md
 """Deliberately broken cores, for testing that the simulator's checkers have teeth.
 
 Each variant wraps the real ``step`` and breaks exactly one rule of the protocol. They exist

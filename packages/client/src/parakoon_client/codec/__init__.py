@@ -3,7 +3,7 @@
 Bytes in, values out; values in, bytes out. Nothing here touches a socket, a clock or a logger
 (``tests/test_architecture.py`` enforces it); the blocking and async clients and the node's
 client server own the sockets and call into this package. The protocol is
-``docs/arakoon-client-protocol.md`` of the shared docs; section numbers (§) refer to it.
+``docs/spec/arakoon-client-protocol.md``; section numbers (protocol §N) refer to it.
 
 Client side::
 
@@ -20,7 +20,7 @@ Server side::
     event = decoder.next_event()   # Prologue(...), then Get(...), Set(...), ..., or NEED_DATA
     sock.sendall(encode_response(event, result))   # or encode_error(code, message)
 
-Values in memory are in natural order; the wire orders of §2.1 are handled here only.
+Values in memory are in natural order; the wire orders of protocol §2.1 are handled here only.
 Errors: :class:`RemoteProtocolError` (the peer broke the protocol; server side it carries the
 exact bytes to answer before closing) and :class:`LocalProtocolError` (the caller misused the
 codec).

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The client's side of the codec: encode requests, decode responses.
 
 A client writes :func:`encode_prologue` once after connecting, then for each request the bytes of

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Error codes, command codes and the two protocol exceptions of the codec.
 
 The split between the exceptions follows h11: a :class:`LocalProtocolError` means *our caller*

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Bounds on what a peer may make the decoders hold (style habit 8: every frame has a bound)."""
 
 from __future__ import annotations

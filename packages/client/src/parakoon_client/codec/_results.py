@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Success payloads of every command, both directions, with the list orders of §2.1.
 
 A result in memory is in natural order; :func:`encode_result` writes it in wire order (the

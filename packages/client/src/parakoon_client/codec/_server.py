@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The server's side of the codec: decode requests from a byte stream, encode responses.
 
 Theory of operation

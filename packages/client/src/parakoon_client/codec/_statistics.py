@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The STATISTICS payload (§10): a tree of named values, and the fixed report it carries.
 
 The generic tree (:class:`NamedList` and friends) is what travels: the decoder returns it as it

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The values the codec speaks in: consistency, updates (§9), requests (§7) and their results.
 
 Every value is a frozen, slotted, keyword-only dataclass, so that tests compare whole values and

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The update encoding of §9: what a SEQUENCE carries, and the node's replication payload.
 
 An update is an int32 tag and its fields. Sub-lists of updates are an int32 count and the updates

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Primitive encodings of §2: int32, int64, bool, float, string, option, consistency.
 
 Writers return ``bytes``. Readers take ``(buf, pos)`` and return ``(value, new_pos)``; when the

@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """What the client server needs from a node: the :class:`Backend` protocol and its errors.
 
 The split

@@ -1,12 +1,13 @@
 """Conversions between the codec's values and the store's, shared by the server and the node.
 
-* :func:`to_kv_update` / :func:`to_codec_update`: the §9 update of the codec (what goes on the
-  wire and into the node's replication payload) and the update language of ``parakoon_kv`` (what
-  the store applies) are the same language with different homes. The internal and nursery tags
-  (MasterSet, AdminSet, SetInterval, SetRouting, SetRoutingDelta) have no store counterpart.
+* :func:`to_kv_update` / :func:`to_codec_update`: the update of the codec (protocol §9, what goes
+  on the wire and into the node's replication payload) and the update language of
+  ``parakoon_kv`` (what the store applies) are the same language with different homes. The
+  internal and nursery tags (MasterSet, AdminSet, SetInterval, SetRouting, SetRoutingDelta) have
+  no store counterpart.
 * :func:`write_update`: the update a write request asks for.
 * :func:`response_for_result` and :func:`error_response`: a store result or error as response
-  bytes, with whether §4.2 says to close the connection afterwards.
+  bytes, with whether protocol §4.2 says to close the connection afterwards.
 """
 
 from __future__ import annotations

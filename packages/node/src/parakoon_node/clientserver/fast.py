@@ -134,7 +134,7 @@ class ProtocolStream:
 
     async def aclose(self) -> None:
         # close() sends what is still buffered, then closes: answers written just before a
-        # close (E_NOT_MASTER and friends, §4.2) reach the client.
+        # close (E_NOT_MASTER and friends, protocol §4.2) reach the client.
         self._closed = True
         self._transport.close()
         self._wake_reader()

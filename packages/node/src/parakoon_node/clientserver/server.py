@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """The Arakoon client-protocol server: one task per connection, one request at a time.
 
 Rules of this file

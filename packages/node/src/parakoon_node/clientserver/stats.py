@@ -1,4 +1,4 @@
-"""Per-operation statistics the client server measures for STATISTICS (§10).
+"""Per-operation statistics the client server measures for STATISTICS (protocol §10).
 
 The server sees every request and how long it took, so it keeps the timing lists and averages
 itself; the backend contributes the node-level fields (``node_is``, ``harvest_stats``). Latencies

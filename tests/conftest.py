@@ -123,10 +123,10 @@ class ClusterProcs:
     def home(self, name: str) -> Path:
         return self.base / "data" / name
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, env: dict[str, str] | None = None) -> None:
         assert name not in self.procs or self.procs[name].poll() is not None
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.procs[name] = subprocess.Popen(
             [
                 sys.executable,

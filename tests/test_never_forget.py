@@ -263,3 +263,39 @@ def test_force_new_cluster_reseeds_from_the_best_survivor(cluster_factory: Any) 
             assert conn.call(codec.Get(key=key)) == value
     new = json.loads((cluster.home(survivor) / "identity.json").read_text())["cluster_uuid"]
     assert new != old
+
+
+def test_a_forked_replica_is_detected_and_stops_serving(cluster_factory: Any) -> None:
+    """Replicas compare their store hashes at equal slots: a node whose store forked (here by
+    the test-only fault ``fork-store``, which drops an update at apply) is out-voted, says so,
+    and serves nothing; the others name it and keep serving."""
+    cluster = cluster_factory(lease_period_secs=LEASE)
+    forked = cluster.names[2]
+    for name in cluster.names:
+        cluster.start(name, env={"PARAKOON_TEST_FAULT": "fork-store"} if name == forked else None)
+    master = cluster.wait_master()
+    if master == forked:
+        assert cluster.call(master, codec.DropMaster()) is None
+        master = cluster.wait_master(timeout=30.0, among=[n for n in cluster.names if n != forked])
+    acked_writes(cluster, master, 5, "d")
+    deadline = time.monotonic() + 10 * LEASE
+    state: Any = None
+    while time.monotonic() < deadline:
+        state = cluster.call(forked, codec.CurrentState(), timeout=2.0)
+        if isinstance(state, str) and state.startswith("Diverged"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"{forked} never noticed: {state!r}\n{cluster.tail_logs()}")
+    got = cluster.call(forked, codec.Get(key=b"d0000", consistency=codec.NO_GUARANTEES))
+    assert isinstance(got, codec.ErrorResponse) and b"serves nothing" in got.message, got
+    events = [e for e in log_events(cluster, forked) if e.get("event") == "divergence.detected"]
+    assert events and "slot" in events[0], events
+    # The majority keeps serving and names the fork.
+    healthy = [n for n in cluster.names if n != forked]
+    assert cluster.call(master, codec.Set(key=b"after", value=b"1")) is None
+    for name in healthy:
+        assert any(
+            e.get("event") == "divergence.detected" and e.get("peer") == forked
+            for e in log_events(cluster, name)
+        ), cluster.tail_logs()

@@ -123,6 +123,22 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return stem[:-1] + bytes((stem[-1] + 1,))
 
 
+def entry_hash(key: bytes, value: bytes) -> int:
+    """The 64-bit hash of one entry that ``Store.content_hash`` XORs together."""
+    h = hashlib.blake2b(len(key).to_bytes(4, "little"), digest_size=8)
+    h.update(key)
+    h.update(value)
+    return int.from_bytes(h.digest(), "little")
+
+
+def content_hash_of(items: Iterable[tuple[bytes, bytes]]) -> int:
+    """``Store.content_hash`` computed from scratch over ``items`` (O(n))."""
+    acc = 0
+    for key, value in items:
+        acc ^= entry_hash(key, value)
+    return acc
+
+
 def _entries_digest(keys: Iterable[bytes], data: Mapping[bytes, bytes]) -> bytes:
     """SHA-256 of the entries in key order, in groups of ``_DIGEST_CHUNK_ENTRIES``.
 
@@ -256,6 +272,7 @@ class Store:
 
     __slots__ = (
         "_applied_i",
+        "_content_hash",
         "_data",
         "_keys",
         "_pending",
@@ -277,6 +294,8 @@ class Store:
         self._pending: set[bytes] = set()
         self._pending_keys_max = pending_keys_max
         self._applied_i: int | None = None
+        # XOR of entry_hash over every entry, kept with each write (see content_hash).
+        self._content_hash = 0
         # The undo log of the running transaction; None when no transaction runs.
         self._undo: list[tuple[bytes, bytes | None]] | None = None
         self._user_functions = (
@@ -296,6 +315,7 @@ class Store:
         """A store holding ``keys`` (strictly ascending, checked by the caller) and ``values``."""
         store = cls(user_functions=user_functions, pending_keys_max=pending_keys_max)
         store._data = dict(zip(keys, values, strict=True))
+        store._content_hash = content_hash_of(zip(keys, values, strict=True))
         store._keys.update(keys)
         store._applied_i = applied_i
         return store
@@ -484,6 +504,16 @@ class Store:
         for k in self._index().irange(key, None):
             yield k, data[k]
 
+    def content_hash(self) -> int:
+        """A 64-bit hash of the content, kept up to date with every write: O(1).
+
+        The XOR of a BLAKE2b hash of each entry, so it depends on the content alone (not on the
+        order of writes, ``applied_i`` or the index). Replicas compare it at equal applied slots
+        to detect a forked store; it is a checksum against accidents, not a cryptographic
+        commitment (``digest`` is the strong, O(n) one).
+        """
+        return self._content_hash
+
     def digest(self) -> bytes:
         """SHA-256 over the content (keys and values in key order) and nothing else.
 
@@ -576,8 +606,12 @@ class Store:
                     # The hot path, inlined: a Set cannot fail, so it needs no rollback mark.
                     key = update.key
                     old = data.get(key)
-                    data[key] = update.value
+                    value = update.value
+                    data[key] = value
                     undo.append((key, old))
+                    self._content_hash ^= entry_hash(key, value) ^ (
+                        0 if old is None else entry_hash(key, old)
+                    )
                     if old is None:
                         pending.add(key)
                         if len(pending) > self._pending_keys_max:
@@ -626,6 +660,10 @@ class Store:
         data = self._data
         while len(undo) > mark:
             key, old = undo.pop()
+            cur = data.get(key)
+            self._content_hash ^= (0 if cur is None else entry_hash(key, cur)) ^ (
+                0 if old is None else entry_hash(key, old)
+            )
             if old is None:
                 del data[key]
                 self._drop_key(key)
@@ -642,6 +680,7 @@ class Store:
         old = data.get(key)
         data[key] = value
         undo.append((key, old))
+        self._content_hash ^= entry_hash(key, value) ^ (0 if old is None else entry_hash(key, old))
         if old is None:
             # _insert_key, inlined because this is the hot path of transactions.
             pending = self._pending
@@ -656,6 +695,7 @@ class Store:
         old = self._data.pop(key, None)
         if old is not None:
             undo.append((key, old))
+            self._content_hash ^= entry_hash(key, old)
             self._drop_key(key)
         return old
 
@@ -671,7 +711,9 @@ class Store:
         doomed: list[bytes] = keys[start:stop]
         del keys[start:stop]
         pop = self._data.pop
-        undo.extend([(key, pop(key)) for key in doomed])
+        removed = [(key, pop(key)) for key in doomed]
+        undo.extend(removed)
+        self._content_hash ^= content_hash_of(removed)
         return len(doomed)
 
     def _run_user_function(self, name: str, arg: bytes | None) -> bytes | None:
@@ -791,6 +833,7 @@ class Store:
         for key, value in data.items():
             assert type(key) is bytes, f"key {key!r} is not bytes"
             assert type(value) is bytes, f"value of {key!r} is not bytes: {value!r}"
+        assert self._content_hash == content_hash_of(data.items()), "content_hash drifted"
 
 
 class FrozenStore:

@@ -103,7 +103,7 @@ class Overloaded(BackendError):
 #: a value older than one it already saw acknowledged). Never set it on a real cluster; the node
 #: logs a loud warning at start when it is set.
 TEST_FAULT_ENV = "PARAKOON_TEST_FAULT"
-TEST_FAULTS = frozenset({"stale-reads"})
+TEST_FAULTS = frozenset({"stale-reads", "fork-store"})
 
 
 class NodeBackend:
@@ -147,6 +147,7 @@ class NodeBackend:
     async def check_read(self, consistency: Consistency) -> None:
         if self._node.going_down:
             raise GoingDown()
+        self._refuse_if_diverged()
         if isinstance(consistency, NoGuarantees) or self._readonly:
             return
         if isinstance(consistency, Consistent):
@@ -168,10 +169,16 @@ class NodeBackend:
 
     # ---------------------------------------------------------------- writes
 
+    def _refuse_if_diverged(self) -> None:
+        diverged = self._node.diverged
+        if diverged is not None:
+            raise BackendError(f"this node serves nothing: {diverged}")
+
     async def write(self, update: Update) -> kv.Result:
         node = self._node
         if node.going_down:
             raise GoingDown()
+        self._refuse_if_diverged()
         if self._readonly:
             raise ReadOnly(node.name)
         driver = node.driver
@@ -246,6 +253,8 @@ class NodeBackend:
         return VERSION
 
     def current_state(self) -> str:
+        if self._node.diverged is not None:
+            return f"Diverged ({self._node.diverged})"
         if self._readonly:
             return "Read_only"
         identity = self._node.identity_state()

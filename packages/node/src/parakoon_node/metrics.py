@@ -52,6 +52,16 @@ class NodeCollector(Collector):
             identity.add_metric([name], 1.0 if name == now else 0.0)
         yield identity
         yield GaugeMetricFamily(
+            "parakoon_diverged",
+            "1 once a quorum of voters was found to hold another store than this node's",
+            value=1.0 if node.diverged is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "parakoon_divergent_peers",
+            "Peers whose store was found to differ from this node's at the same slot",
+            value=float(len(node.divergent_peers)),
+        )
+        yield GaugeMetricFamily(
             "parakoon_is_master",
             "1 while master with a valid lease",
             value=1.0 if driver.lease_valid() else 0.0,

@@ -58,6 +58,7 @@ IDENTITY_CHECK_SECS = 0.02  # founders decide within this of each other
 IDENTITY_LOG_SECS = 5.0
 SEED_COPY_ATTEMPTS = 5
 REBUILD_CHECK_SECS = 0.25
+CLAIMS_MAX = 64  # content-hash claims of peers kept until we apply their slot
 
 
 def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
@@ -99,6 +100,11 @@ class Node:
         self._tg: anyio.abc.TaskGroup | None = None
         self.catchups = 0
         self.peer_slots: dict[str, int] = {}
+        # Divergence (a forked store): a peer's (slot, content hash) waiting for us to apply
+        # that slot, and once found, what differs. A diverged node serves nothing.
+        self._claims: dict[str, tuple[int, int]] = {}
+        self.divergent_peers: dict[str, str] = {}  # peer -> what differs
+        self.diverged: str | None = None  # set when a quorum of voters disagrees with us
 
         from .backend import decode_payload  # the protocol §9 update decoder shared with the server
 
@@ -139,6 +145,7 @@ class Node:
             peers=[peer_address(n) for n in others],
             on_message=self._on_peer_message,
             on_catchup=self._serve_catchup,
+            on_check=self._on_check,
             queue_items=cluster.peer_queue_items,
             max_frame_bytes=cluster.peer_frame_bytes_max,
             rng=self._rng,
@@ -213,6 +220,68 @@ class Node:
             lease_holder=self.storage.lease_holder,
         )
         log.info("identity.seed_copied", seed=seed, applied_i=self.storage.applied_i)
+
+    # ---------------------------------------------------------------- divergence
+
+    def _on_check(self, peer: str, slot: int, content_hash: int) -> None:
+        if len(self._claims) < CLAIMS_MAX or peer in self._claims:
+            self._claims[peer] = (slot, content_hash)
+        self._check_divergence(peer)
+
+    def _check_divergence(self, peer: str) -> None:
+        """Compare a peer's claimed store hash with ours at the same slot, once we have it."""
+        claim = self._claims.get(peer)
+        if claim is None:
+            return
+        slot, theirs = claim
+        hashes = self.storage.hashes
+        mine = hashes.get(slot)
+        if mine is None:
+            if hashes and slot < next(iter(hashes)):
+                del self._claims[peer]  # older than what we remember: nothing to compare
+            return
+        del self._claims[peer]
+        if mine == theirs:
+            self.divergent_peers.pop(peer, None)
+            return
+        if peer in self.divergent_peers:
+            return
+        what = (
+            f"the store after slot {slot} differs from {peer}'s (content hash {mine:016x} here, "
+            f"{theirs:016x} there)"
+        )
+        self.divergent_peers[peer] = what
+        # Out-voted (a quorum of voters holds another store than ours): we are the fork, so we
+        # stop serving. Otherwise the peer is, and it stops itself; we keep serving and say so.
+        against = sum(1 for p in self.divergent_peers if p in self.paxos_config.voters)
+        if self.diverged is None and against >= self.paxos_config.quorum_size:
+            self.diverged = f"{what}; {against} voters disagree with this node"
+        log.error(
+            "divergence.detected",
+            slot=slot,
+            peer=peer,
+            mine=f"{mine:016x}",
+            theirs=f"{theirs:016x}",
+            action=(
+                "this node stops serving reads and writes"
+                if self.diverged is not None
+                else "the peer's store differs from this node's and a quorum's"
+            )
+            + "; see docs/operations.md",
+        )
+
+    async def _divergence_loop(self) -> None:
+        """Every lease period: tell every peer our newest (slot, store hash); check theirs."""
+        period = max(0.2, self.paxos_config.lease_period)
+        while True:
+            await anyio.sleep(period)
+            hashes = self.storage.hashes
+            if hashes and not self.driver.held:
+                slot = next(reversed(hashes))
+                for peer in self.peers.links:
+                    self.peers.send_check(peer, slot, hashes[slot])
+            for peer in list(self._claims):
+                self._check_divergence(peer)
 
     async def _identity_loop(self) -> None:
         """Found or join a history while founding; then report rebuild progress (R9)."""
@@ -405,6 +474,7 @@ class Node:
                 )
                 tg.start_soon(self._collapse_loop)
                 tg.start_soon(self._identity_loop)
+                tg.start_soon(self._divergence_loop)
                 if self.me.metrics_port is not None:
                     from .metrics import serve_metrics
 

@@ -17,7 +17,9 @@ identity]`` or ``["refused", reason]`` and closes; a wrong cluster id, an unknow
 peer from another cluster history (:mod:`parakoon_node.identity`) is refused and logged with the
 peer's address, on both sides. Anything malformed closes that connection only.
 
-Frames after the handshake on a ``"msg"`` connection: ``["p", <paxos message wire list>]``.
+Frames after the handshake on a ``"msg"`` connection: ``["p", <paxos message wire list>]``, and
+``["c", slot, content_hash]``: the sender's store content hash right after it applied ``slot``,
+for the replicas' cross-check against a forked store (``Node._check_divergence``).
 """
 
 from __future__ import annotations
@@ -283,6 +285,7 @@ async def _close_quietly(stream: anyio.abc.ByteStream) -> None:
 
 
 MessageHandler = Callable[[str, Message], None]
+CheckHandler = Callable[[str, int, int], None]
 CatchupServer = Callable[[str, anyio.abc.SocketStream, FrameDecoder, list[Any]], Awaitable[None]]
 
 
@@ -299,6 +302,7 @@ class PeerNetwork:
         peers: Sequence[PeerAddress],
         on_message: MessageHandler,
         on_catchup: CatchupServer,
+        on_check: CheckHandler,
         queue_items: int,
         max_frame_bytes: int,
         rng: random.Random,
@@ -312,6 +316,7 @@ class PeerNetwork:
         self.known = {p.name: p for p in peers}
         self._on_message = on_message
         self._on_catchup = on_catchup
+        self._on_check = on_check
         self.max_frame_bytes = max_frame_bytes
         self.links = {
             p.name: PeerLink(
@@ -336,6 +341,11 @@ class PeerNetwork:
         link = self.links.get(to)
         if link is not None:
             link.offer(encode_frame(["p", message_to_wire(msg)]))
+
+    def send_check(self, to: str, slot: int, content_hash: int) -> None:
+        link = self.links.get(to)
+        if link is not None:
+            link.offer(encode_frame(["c", slot, content_hash]))
 
     def broadcast(self, peers: Sequence[str], msg: Message) -> None:
         body: bytes = msgpack.packb(["p", message_to_wire(msg)], use_bin_type=True)
@@ -427,6 +437,15 @@ class PeerNetwork:
         return name
 
     def _dispatch(self, peer: str, frame: Any) -> None:
+        if (
+            isinstance(frame, list)
+            and len(frame) == 3
+            and frame[0] == "c"
+            and type(frame[1]) is int
+            and type(frame[2]) is int
+        ):
+            self._on_check(peer, frame[1], frame[2])
+            return
         if not (isinstance(frame, list) and len(frame) == 2 and frame[0] == "p"):
             raise PeerProtocolError(f"unexpected frame from {peer}: {str(frame)[:80]!r}")
         msg = message_from_wire(frame[1])

@@ -22,6 +22,8 @@ is here" is lost state, too).
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +43,12 @@ from parakoon_wal.log import Wal
 from .identity import Identity, IdentityStore, Status
 
 log = structlog.get_logger("parakoon.storage")
+
+#: How many applied slots keep their store content hash for the replicas' cross-check.
+HASHES_KEPT = 1024
+#: ``PARAKOON_TEST_FAULT=fork-store`` (tests only): this node drops the last update of every
+#: batch it applies, so its store forks from its peers'; the cross-check must catch it.
+FORK_FAULT = "fork-store"
 
 PayloadDecoder = Callable[[bytes], KvUpdate]
 
@@ -99,6 +107,10 @@ class Storage:
         self.lease_epoch = 0
         self.collapses = 0
         self.collapsing = False
+        # Slot -> the store's content hash right after applying it (newest last, bounded): the
+        # replicas compare these to detect a forked store (Node._check_divergence).
+        self.hashes: OrderedDict[int, int] = OrderedDict()
+        self._fork = os.environ.get("PARAKOON_TEST_FAULT") == FORK_FAULT
         self.snapshot_slot: int | None = None
         # Set by the node to the driver's take_decoded (see Driver.decoded).
         self.take_decoded: Callable[[bytes], object] | None = None
@@ -183,6 +195,7 @@ class Storage:
             self.lease_holder = value.node
             self.lease_epoch += 1
             self.store.apply_batch(i, ())
+            self._record_hash(i)
             return ()
         assert isinstance(value, Batch)
         updates: list[KvUpdate] = []
@@ -203,7 +216,17 @@ class Storage:
                     f"{self.settings.home_dir}: chosen slot {i}, update {k} of "
                     f"{len(value.payloads)} cannot be decoded: {exc.__class__.__name__}: {exc}"
                 ) from exc
-        return tuple(self.store.apply_batch(i, updates))
+        if self._fork and updates:
+            updates.pop()  # the fork-store test fault: this replica now differs
+        results = tuple(self.store.apply_batch(i, updates))
+        self._record_hash(i)
+        return results
+
+    def _record_hash(self, i: int) -> None:
+        hashes = self.hashes
+        hashes[i] = self.store.content_hash()
+        if len(hashes) > HASHES_KEPT:
+            hashes.popitem(last=False)
 
     # ---------------------------------------------------------------- durable writes (thread)
 

@@ -79,11 +79,11 @@ def log_events(cluster: ClusterProcs, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def test_a_wiped_voter_never_helps_forget_acknowledged_writes(cluster_factory: Any) -> None:
-    """The scenario of the issue: M and C acknowledge 200 writes while A is down; M crashes,
-    C's disk is replaced, A returns. A and the empty C must not elect a master that lacks the
-    writes; once M is back every write is readable and the three stores are equal."""
-    cluster = cluster_factory(lease_period_secs=LEASE)
+def _lose_m_and_c(
+    cluster: ClusterProcs, env: dict[str, str] | None
+) -> tuple[dict[bytes, bytes], str, str, str]:
+    """M and C acknowledge 200 writes while A is down; M crashes, C's disk is replaced (C starts
+    with ``env``), A returns. Returns the acknowledged writes and the names M, A, C."""
     cluster.start_all()
     m = cluster.wait_master()
     a, c = [n for n in cluster.names if n != m]
@@ -92,8 +92,30 @@ def test_a_wiped_voter_never_helps_forget_acknowledged_writes(cluster_factory: A
     assert len(acked) == 200
     cluster.kill(m)
     wipe(cluster, c)
-    cluster.start(c)
+    cluster.start(c, env=env)
     cluster.start(a)
+    return acked, m, a, c
+
+
+def test_the_amnesia_fault_forgets_acknowledged_writes(cluster_factory: Any) -> None:
+    """The broken variant on real processes: with ``PARAKOON_TEST_FAULT=amnesia`` the wiped C
+    votes at once (the old behaviour), and A and C serve a store without the 200 writes. This
+    is what the next test shows cannot happen with rule R9."""
+    cluster = cluster_factory(lease_period_secs=LEASE)
+    acked, _m, a, c = _lose_m_and_c(cluster, {"PARAKOON_TEST_FAULT": "amnesia"})
+    master = cluster.wait_master(timeout=30.0, among=[a, c])
+    store = store_of(cluster, master)
+    missing = [k for k in acked if store.get(k) != acked[k]]
+    print(f"amnesia: master {master} serves a store missing {len(missing)} of 200 writes")
+    assert missing, "the amnesia fault did not lose anything: the scenario does not bite"
+
+
+def test_a_wiped_voter_never_helps_forget_acknowledged_writes(cluster_factory: Any) -> None:
+    """The scenario of the issue: M and C acknowledge 200 writes while A is down; M crashes,
+    C's disk is replaced, A returns. A and the empty C must not elect a master that lacks the
+    writes; once M is back every write is readable and the three stores are equal."""
+    cluster = cluster_factory(lease_period_secs=LEASE)
+    acked, m, a, c = _lose_m_and_c(cluster, None)
     cluster.wait_ready(a)
     cluster.wait_ready(c)
     # For several lease periods: nobody may serve as master without M (C must not vote).

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -388,4 +389,98 @@ def test_nemesis_history_is_linearizable_and_stores_converge(
     assert nemesis.master_faults() >= 1, nemesis.timeline()
     assert report.verdict is Verdict.LINEARIZABLE, (
         f"seed={seed}\n{report.describe()}\nnemesis:\n{nemesis.timeline()}\nhistory: {history}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Lost disks under load (R9): wipe a follower, then kill the master while it rebuilds
+
+
+WIPE_CYCLES = 6 if LONG else 3
+
+
+def _rebuilds_done(cluster: LinkedCluster, name: str) -> int:
+    path = cluster.log_dir / f"{name}.log"
+    if not path.exists():
+        return 0
+    return path.read_text(errors="replace").count('"rebuild.done"')
+
+
+def _wipe_then_kill_master(cluster: LinkedCluster, rng: random.Random, t0: float) -> Any:
+    """The nemesis of the lost-disk test: returns the ``during`` callable and its timeline."""
+    events: list[str] = []
+
+    def note(what: str) -> None:
+        events.append(f"  {time.monotonic() - t0:8.3f} {what}")
+
+    def run(deadline: float) -> None:
+        for _ in range(WIPE_CYCLES):
+            if time.monotonic() > deadline - 12.0:
+                break
+            time.sleep(rng.uniform(1.0, 2.0))
+            master = cluster.wait_master(timeout=10.0)
+            follower = rng.choice([n for n in cluster.names if n != master])
+            before = _rebuilds_done(cluster, follower)
+            # The follower's disk is replaced; it comes back empty and must rebuild.
+            cluster.kill(follower)
+            shutil.rmtree(cluster.home(follower))
+            cluster.start(follower)
+            note(f"wipe     {follower}")
+            time.sleep(rng.uniform(0.1, 0.5))
+            # The master dies while the wiped node has not rebuilt: no quorum until it returns.
+            cluster.kill(master)
+            note(f"kill     {master} (master)")
+            time.sleep(rng.uniform(0.5, 2.0 * LEASE))
+            cluster.start(master)
+            note(f"restart  {master}")
+            limit = time.monotonic() + 15.0
+            while _rebuilds_done(cluster, follower) == before and time.monotonic() < limit:
+                time.sleep(0.1)
+            note(f"rebuilt  {follower}: {_rebuilds_done(cluster, follower) > before}")
+
+    return run, events
+
+
+@pytest.mark.timeout(120 if not LONG else 400)
+def test_wiped_follower_and_dead_master_lose_nothing(
+    linked_cluster: LinkedCluster, tmp_path: Path
+) -> None:
+    """Issue "never forget": wipe a follower, kill the master 0.1-0.5 s later, under a
+    recording write load; repeat. No acknowledged write may be lost, the history must be
+    linearizable and the stores equal afterwards, and every wiped node must rebuild."""
+    seed = seeded()
+    rng = random.Random(seed)
+    cluster = linked_cluster
+    cluster.start_all()
+    cluster.wait_master(timeout=30)
+    t0 = time.monotonic()
+    during, events = _wipe_then_kill_master(cluster, random.Random(rng.randrange(1 << 32)), t0)
+    result = run_clients(
+        seed=rng.randrange(1 << 32),
+        ports=cluster.client_ports,
+        cluster_id=cluster_id_of(cluster),
+        config=WORKLOAD,
+        duration_secs=60.0 if LONG else 35.0,
+        t0=t0,
+        during=during,
+    )
+    timeline = "\n".join(events)
+    print(f"load: {result.summary()}\nnemesis:\n{timeline}")
+    gone = {n: cluster.procs[n].returncode for n in cluster.names if not cluster.running(n)}
+    assert not gone, f"nodes exited on their own (return codes): {gone}\n{cluster.tail_logs()}"
+    assert sum("wipe" in e for e in events) >= 2, timeline
+    assert all(e.endswith("True") for e in events if "rebuilt" in e), timeline
+    marker = (b"__final_marker__", f"seed-{seed}".encode())
+    write_through_master(cluster, *marker, timeout=30.0)
+    digest = wait_converged(cluster, marker, timeout=30.0)
+    print(f"converged: every node's store has digest {digest[:16]}")
+    ops = list(result.ops) + final_reads(cluster, keys_of(result.ops), timeout=30.0)
+    history = tmp_path / "history.jsonl"
+    dump_history(history, ops, t0)
+    report = check_history(ops, t0=t0, time_budget_secs=CHECK_BUDGET_SECS)
+    print(report.describe())
+    completed = sum(1 for op in ops if op.outcome is Outcome.OK)
+    assert completed > 100, f"only {completed} operations completed: {result.summary()}"
+    assert report.verdict is Verdict.LINEARIZABLE, (
+        f"seed={seed}\n{report.describe()}\nnemesis:\n{timeline}\nhistory: {history}"
     )

@@ -103,7 +103,7 @@ class Overloaded(BackendError):
 #: a value older than one it already saw acknowledged). Never set it on a real cluster; the node
 #: logs a loud warning at start when it is set.
 TEST_FAULT_ENV = "PARAKOON_TEST_FAULT"
-TEST_FAULTS = frozenset({"stale-reads", "fork-store"})
+TEST_FAULTS = frozenset({"stale-reads", "fork-store", "amnesia"})
 
 
 class NodeBackend:

@@ -46,7 +46,7 @@ from .catchup import fetch_catchup, serve_catchup
 from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
 from .driver import Driver
 from .framing import FrameDecoder
-from .identity import Identity, PeerIdentities, Status, decide
+from .identity import Decision, Identity, PeerIdentities, Status, decide
 from .peer import PeerAddress, PeerNetwork
 from .storage import Storage, StorageSettings
 
@@ -58,6 +58,9 @@ IDENTITY_CHECK_SECS = 0.02  # founders decide within this of each other
 IDENTITY_LOG_SECS = 5.0
 SEED_COPY_ATTEMPTS = 5
 REBUILD_CHECK_SECS = 0.25
+#: ``PARAKOON_TEST_FAULT=amnesia`` (tests only): a node without state joins an existing
+#: history as a voter at once, the bug rule R9 exists to prevent.
+AMNESIA = os.environ.get("PARAKOON_TEST_FAULT") == "amnesia"
 CLAIMS_MAX = 64  # content-hash claims of peers kept until we apply their slot
 
 
@@ -283,6 +286,27 @@ class Node:
             for peer in list(self._claims):
                 self._check_divergence(peer)
 
+    async def _adopt(self, identity: Identity, decision: Decision) -> None:
+        """Take ``identity`` (the founding decision): copy or settle data, persist, start."""
+        if decision.copy_from is not None:
+            await self._copy_seed(decision.copy_from)
+        elif self._identity().seed:
+            # Our whole log is the new history's chosen prefix (replayed in full at start): a
+            # head snapshot makes that durable, so that a restart does not take the last entry
+            # for an unchosen one again.
+            await self.collapse(force=True)
+        self.storage.set_identity(identity)
+        log.info("identity.decided", identity=identity.describe(), why=decision.reason)
+        recovered = dataclasses.replace(
+            self._recovered,
+            rebuilding=identity.status is Status.REBUILDING,
+            quiet_start=decision.joined,
+        )
+        state = paxos.initial_state(
+            self.paxos_config, recovered, time.monotonic(), self._rng.getrandbits(63)
+        )
+        self.driver.release(state)
+
     async def _identity_loop(self) -> None:
         """Found or join a history while founding; then report rebuild progress (R9)."""
         said = ""
@@ -296,27 +320,12 @@ class Node:
                 dict(self.identities.peers),
                 has_state=self.storage.has_state,
             )
-            if decision.identity is not None:
-                if decision.copy_from is not None:
-                    await self._copy_seed(decision.copy_from)
-                elif self._identity().seed:
-                    # Our whole log is the new history's chosen prefix (replayed in full at
-                    # start): a head snapshot makes that durable, so that a restart does not
-                    # take the last entry for an unchosen one again.
-                    await self.collapse(force=True)
-                self.storage.set_identity(decision.identity)
-                log.info(
-                    "identity.decided", identity=decision.identity.describe(), why=decision.reason
-                )
-                recovered = dataclasses.replace(
-                    self._recovered,
-                    rebuilding=decision.identity.status is Status.REBUILDING,
-                    quiet_start=decision.joined,
-                )
-                state = paxos.initial_state(
-                    self.paxos_config, recovered, time.monotonic(), self._rng.getrandbits(63)
-                )
-                self.driver.release(state)
+            chosen = decision.identity
+            if chosen is not None:
+                if AMNESIA and chosen.status is Status.REBUILDING:
+                    # The amnesia test fault: vote at once, as if always empty (UNSAFE).
+                    chosen = dataclasses.replace(chosen, status=Status.VOTER)
+                await self._adopt(chosen, decision)
                 break
             now = time.monotonic()
             if decision.reason != said or now - said_at >= IDENTITY_LOG_SECS:

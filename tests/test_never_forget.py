@@ -300,7 +300,7 @@ def test_a_forked_replica_is_detected_and_stops_serving(cluster_factory: Any) ->
         assert cluster.call(master, codec.DropMaster()) is None
         master = cluster.wait_master(timeout=30.0, among=[n for n in cluster.names if n != forked])
     acked_writes(cluster, master, 5, "d")
-    deadline = time.monotonic() + 10 * LEASE
+    deadline = time.monotonic() + 20 * LEASE
     state: Any = None
     while time.monotonic() < deadline:
         state = cluster.call(forked, codec.CurrentState(), timeout=2.0)

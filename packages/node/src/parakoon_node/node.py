@@ -61,7 +61,7 @@ REBUILD_CHECK_SECS = 0.25
 #: ``PARAKOON_TEST_FAULT=amnesia`` (tests only): a node without state joins an existing
 #: history as a voter at once, the bug rule R9 exists to prevent.
 AMNESIA = os.environ.get("PARAKOON_TEST_FAULT") == "amnesia"
-CLAIMS_MAX = 64  # content-hash claims of peers kept until we apply their slot
+CLAIMS_MAX = 8  # content-hash claims per peer kept until we apply their slot
 
 
 def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
@@ -105,7 +105,7 @@ class Node:
         self.peer_slots: dict[str, int] = {}
         # Divergence (a forked store): a peer's (slot, content hash) waiting for us to apply
         # that slot, and once found, what differs. A diverged node serves nothing.
-        self._claims: dict[str, tuple[int, int]] = {}
+        self._claims: dict[str, dict[int, int]] = {}
         self.divergent_peers: dict[str, str] = {}  # peer -> what differs
         self.diverged: str | None = None  # set when a quorum of voters disagrees with us
 
@@ -227,23 +227,35 @@ class Node:
     # ---------------------------------------------------------------- divergence
 
     def _on_check(self, peer: str, slot: int, content_hash: int) -> None:
-        if len(self._claims) < CLAIMS_MAX or peer in self._claims:
-            self._claims[peer] = (slot, content_hash)
+        if peer not in self.peers.links:
+            return
+        claims = self._claims.setdefault(peer, {})
+        claims[slot] = content_hash
+        while len(claims) > CLAIMS_MAX:
+            del claims[min(claims)]
         self._check_divergence(peer)
 
     def _check_divergence(self, peer: str) -> None:
-        """Compare a peer's claimed store hash with ours at the same slot, once we have it."""
-        claim = self._claims.get(peer)
-        if claim is None:
+        """Compare a peer's claimed store hashes with ours at the same slots, once we have them.
+
+        A peer usually claims a slot we have not applied yet (followers trail by one), so the
+        claims wait here (a few per peer) and are checked again every period.
+        """
+        claims = self._claims.get(peer)
+        if not claims:
             return
-        slot, theirs = claim
         hashes = self.storage.hashes
-        mine = hashes.get(slot)
-        if mine is None:
-            if hashes and slot < next(iter(hashes)):
-                del self._claims[peer]  # older than what we remember: nothing to compare
-            return
-        del self._claims[peer]
+        oldest = next(iter(hashes)) if hashes else None
+        for slot in sorted(claims):
+            mine = hashes.get(slot)
+            if mine is None:
+                if oldest is not None and slot < oldest:
+                    del claims[slot]  # older than what we remember: nothing to compare
+                continue
+            theirs = claims.pop(slot)
+            self._compare(peer, slot, mine, theirs)
+
+    def _compare(self, peer: str, slot: int, mine: int, theirs: int) -> None:
         if mine == theirs:
             self.divergent_peers.pop(peer, None)
             return

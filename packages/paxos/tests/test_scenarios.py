@@ -68,6 +68,7 @@ from parakoon_paxos import (
     PersistPromise,
     Prepare,
     Promise,
+    Rebuilt,
     Receive,
     Recovered,
     Reply,
@@ -85,6 +86,7 @@ from parakoon_paxos import (
     role,
     step,
 )
+from parakoon_paxos.contract import NOW, stage
 
 TESTDATA = Path(__file__).parent / "testdata"
 MAX_STABILIZE_ROUNDS = 1000
@@ -182,8 +184,10 @@ class Cluster:
         assert node.state is not None, f"{node.name} is down"
         node.state, effects = step(node.config, node.state, event, self.now)
         check_invariants(node.config, node.state)
-        current: Write | None = None
-        for eff in effects:
+        writes: list[Write] = []  # this list's writes; held messages wait for one of them
+        for staged in stage(effects):
+            eff = staged.effect
+            current = None if staged.after == NOW else writes[staged.after]
             self.out.append(f"{node.name}: {fmt_effect(eff)}")
             match eff:
                 case Send(to=to, msg=msg):
@@ -194,11 +198,14 @@ class Cluster:
                     )
                     self._send(node, current, list(targets), msg)
                 case Persist(entry=entry):
-                    current = Write(entry=entry)
-                    node.writes.append(current)
+                    writes.append(Write(entry=entry))
+                    node.writes.append(writes[-1])
                 case PersistPromise(n=n):
-                    current = Write(entry=None, promise=n)
-                    node.writes.append(current)
+                    writes.append(Write(entry=None, promise=n))
+                    node.writes.append(writes[-1])
+                case Rebuilt():
+                    writes.append(Write(entry=None))  # the voter mark: nothing to replay
+                    node.writes.append(writes[-1])
                 case Apply(i=i, value=v):
                     assert i == len(node.store), f"{node.name}: Apply {i} out of order"
                     assert self.chosen.get(i) == v, f"{node.name}: Apply {i} {v} not chosen"

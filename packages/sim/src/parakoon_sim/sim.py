@@ -102,6 +102,7 @@ from parakoon_paxos import (
     next_deadline,
     step,
 )
+from parakoon_paxos.contract import NOW, stage
 
 StepFn = Callable[[Config, State, Event, float], tuple[State, list[Effect]]]
 
@@ -456,9 +457,12 @@ class Sim:
 
     def _execute(self, node: Node, effects: list[Effect]) -> None:
         f = self.faults
-        send_after = self.now  # messages wait for the preceding writes of this list (contract)
         inc = node.incarnation
-        for eff in effects:
+        durable_at: list[float] = []  # when each write of this list becomes durable
+        for staged in stage(effects):
+            eff = staged.effect
+            # Held effects wait for the writes before them (parakoon_paxos.contract).
+            send_after = self.now if staged.after == NOW else durable_at[staged.after]
             if not self.calm and f.crash_mid_effects and self.rng.random() < f.crash_mid_effects:
                 if f.disk_loss_rate and self.rng.random() < 0.3 and self._may_lose_disk(node):
                     self._lose_disk(node)
@@ -482,20 +486,20 @@ class Sim:
                     node.write_free_at = max(node.write_free_at, self.now) + self.rng.uniform(
                         f.fsync_min, f.fsync_max
                     )
-                    send_after = node.write_free_at
+                    durable_at.append(node.write_free_at)
                     self._at(node.write_free_at, "write", (node.name, inc, entry))
                 case PersistPromise(n=n):
                     node.write_free_at = max(node.write_free_at, self.now) + self.rng.uniform(
                         f.fsync_min, f.fsync_max
                     )
-                    send_after = node.write_free_at
+                    durable_at.append(node.write_free_at)
                     self._at(node.write_free_at, "promise", (node.name, inc, n))
                 case Rebuilt():
                     node.rebuilt_emitted = True
                     node.write_free_at = max(node.write_free_at, self.now) + self.rng.uniform(
                         f.fsync_min, f.fsync_max
                     )
-                    send_after = node.write_free_at
+                    durable_at.append(node.write_free_at)
                     self._at(node.write_free_at, "rebuilt", (node.name, inc))
                 case Apply(i=i, value=value):
                     self._store_apply(node, i, value, "apply")
@@ -508,9 +512,15 @@ class Sim:
                         (node.name, inc, Applied(i=i, results=results)),
                     )
                 case Reply(rid=rid):
-                    self._on_reply(node, rid)
+                    if send_after > self.now:
+                        self._at(send_after, "reply", (node.name, inc, rid))
+                    else:
+                        self._on_reply(node, rid)
                 case Fail(rid=rid):
-                    self.answered.add(rid)
+                    if send_after > self.now:
+                        self._at(send_after, "fail", (node.name, inc, rid))
+                    else:
+                        self.answered.add(rid)
                 case StartCatchup(source=source):
                     delay = self.rng.uniform(f.delay_min, f.delay_max) * 2
                     self._at(self.now + delay, "catchup", (node.name, inc, source))
@@ -844,6 +854,15 @@ class Sim:
             if node.incarnation != inc:
                 return
             node.disk.promised_n = max(node.disk.promised_n, n)
+        elif kind in ("reply", "fail"):
+            name, inc, rid = data
+            node = nodes[name]
+            if node.incarnation != inc:
+                return  # the node crashed before the write it waited for: never answered
+            if kind == "reply":
+                self._on_reply(node, rid)
+            else:
+                self.answered.add(rid)
         elif kind == "rebuilt":
             name, inc = data
             node = nodes[name]

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from parakoon_node.config import load_config
+from parakoon_node.runtime.config import load_config
 from parakoon_wal.errors import WalError
 from parakoon_wal.tool import dump, truncate, verify
 

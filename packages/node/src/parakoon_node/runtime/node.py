@@ -36,12 +36,12 @@ from parakoon_paxos import FailCode, MasterMode, Receive
 from parakoon_paxos import core as paxos
 from parakoon_wal import WalError
 
-from .backend import max_payload_bytes
 from .catchup import fetch_catchup, serve_catchup
 from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
 from .driver import Driver
 from .framing import FrameDecoder
 from .peer import PeerAddress, PeerNetwork
+from .service import max_payload_bytes
 from .storage import Storage, StorageSettings
 
 log = structlog.get_logger("parakoon.node")
@@ -60,7 +60,7 @@ def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
         master=cluster.master,
         preferred=cluster.preferred,
         max_batch_count=cluster.max_batch_count,
-        # A batch must fit in one Accept frame with its envelope (see backend.max_payload_bytes).
+        # A batch must fit in one Accept frame with its envelope (see service.max_payload_bytes).
         max_batch_bytes=min(
             cluster.max_batch_bytes, max_payload_bytes(cluster.peer_frame_bytes_max)
         ),
@@ -90,7 +90,7 @@ class Node:
         self.catchups = 0
         self.peer_slots: dict[str, int] = {}
 
-        from .backend import decode_payload  # the §9 update decoder shared with the server
+        from .service import decode_payload  # the §9 update decoder shared with the server
 
         self.storage = Storage(
             StorageSettings(
@@ -252,8 +252,9 @@ class Node:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        from .backend import NodeBackend
-        from .clientserver import serve as serve_clients
+        from parakoon_node.clientserver import serve as serve_clients
+
+        from .service import NodeBackend
 
         backend = NodeBackend(self)
         try:

@@ -12,7 +12,7 @@ retry), and a master must never stall on one slow follower.
 
 Handshake. The dialer's first frame is ``["hello", 1, cluster_id, node_name, purpose]`` with
 purpose ``"msg"`` (Paxos messages follow) or ``"catchup"`` (a catch-up request follows, see
-:mod:`parakoon_node.catchup`). The listener answers ``["welcome", its_name]`` or
+:mod:`parakoon_node.runtime.catchup`). The listener answers ``["welcome", its_name]`` or
 ``["refused", reason]`` and closes; a wrong cluster id or an unknown node name is refused and
 logged with the peer's address. Anything malformed closes that connection only.
 

@@ -35,10 +35,7 @@ from parakoon_client.codec import (
     decode_update,
     encode_update,
 )
-from parakoon_paxos import FailCode, MasterMode, Role
-from parakoon_wal.framing import RECORD_BYTES_MAX
-
-from .clientserver.backend import (
+from parakoon_node.clientserver.backend import (
     BackendError,
     GoingDown,
     InconsistentRead,
@@ -47,8 +44,10 @@ from .clientserver.backend import (
     NotSupported,
     ReadOnly,
 )
-from .clientserver.convert import to_kv_update
-from .clientserver.local import default_version_info
+from parakoon_node.clientserver.convert import to_kv_update
+from parakoon_node.clientserver.local import default_version_info
+from parakoon_paxos import FailCode, MasterMode, Role
+from parakoon_wal.framing import RECORD_BYTES_MAX
 
 if TYPE_CHECKING:
     from .node import Node

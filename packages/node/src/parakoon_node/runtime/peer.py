@@ -38,6 +38,7 @@ from parakoon_paxos.wire import WireError, message_from_wire, message_to_wire
 from parakoon_queue import DropPolicy, EndOfStream, LeakyQueue
 
 from .framing import FrameDecoder, PeerProtocolError, encode_frame, encode_frame_body
+from .status import PeerStatus
 
 log = structlog.get_logger("parakoon.peer")
 
@@ -407,3 +408,15 @@ class PeerNetwork:
     def close(self) -> None:
         for link in self.links.values():
             link.close()
+
+    def link_status(self) -> tuple[PeerStatus, ...]:
+        """Each outgoing link's state, for the node's status."""
+        out = []
+        for name, link in self.links.items():
+            stats = link.queue.statistics()
+            out.append(
+                PeerStatus(
+                    name=name, connected=link.connected, queued=stats.queued, dropped=stats.dropped
+                )
+            )
+        return tuple(out)

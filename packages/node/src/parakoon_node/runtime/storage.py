@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 import crc32c
 import msgpack
@@ -30,7 +30,7 @@ from parakoon_kv import FrozenStore, Store
 from parakoon_kv import Update as KvUpdate
 from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
 from parakoon_paxos.wire import value_from_wire, value_to_wire
-from parakoon_wal.collapser import Collapser
+from parakoon_wal.collapser import Collapser, CollapseReport
 from parakoon_wal.log import Wal
 
 log = structlog.get_logger("parakoon.storage")
@@ -38,7 +38,7 @@ log = structlog.get_logger("parakoon.storage")
 PayloadDecoder = Callable[[bytes], KvUpdate]
 
 
-def _crc(data: bytes, value: int = 0) -> int:
+def snapshot_crc(data: bytes, value: int = 0) -> int:
     return int(crc32c.crc32c(data, value))
 
 
@@ -105,7 +105,7 @@ class Storage:
         if head is not None:
             slot, stream = head
             with stream:
-                self.store = Store.load(stream, crc=_crc)
+                self.store = Store.load(stream, crc=snapshot_crc)
             if self.store.applied_i != slot:
                 raise StorageError(
                     f"{self.settings.home_dir}: head snapshot for slot {slot} holds a store "
@@ -235,13 +235,13 @@ class Storage:
             return None
         return self.store.freeze()
 
-    def collapse_run(self, frozen: FrozenStore, *, force: bool) -> Any:
+    def collapse_run(self, frozen: FrozenStore, *, force: bool) -> CollapseReport | None:
         """In a worker thread: write a head snapshot of ``frozen`` and prune what it covers."""
         applied = frozen.applied_i
         assert applied is not None
 
         def write(stream: BinaryIO) -> None:
-            frozen.dump(stream, crc=_crc)
+            frozen.dump(stream, crc=snapshot_crc)
 
         def snapshot() -> tuple[int, Callable[[BinaryIO], None]]:
             return applied, write

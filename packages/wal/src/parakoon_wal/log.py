@@ -1109,6 +1109,19 @@ class Wal:
         with self._collapse_lock:
             return self._write_head_snapshot(slot, write)
 
+    @contextlib.contextmanager
+    def collapse_session(self) -> Iterator[CollapseSession | None]:
+        """Hold the collapse lock for several steps, or yield None if a collapse or an install
+        already holds it (no waiting). The :class:`~parakoon_wal.collapser.Collapser` writes a
+        snapshot, prunes and archives within one session, so nothing interleaves."""
+        if not self._collapse_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            yield CollapseSession(self)
+        finally:
+            self._collapse_lock.release()
+
     def _write_head_snapshot(self, slot: int, write: Callable[[BinaryIO], None]) -> Path:
         _check_slot(slot, "write_head_snapshot")
         with self._lock:
@@ -1365,6 +1378,22 @@ class Wal:
             assert (self._last_payload is None) == (self._last_slot is None)
             if self._heads and self._first_slot is not None and segs[0].next_slot > 0:
                 assert max(self._heads) >= segs[0].next_slot - 1, "a snapshot covers the start"
+
+
+class CollapseSession:
+    """The steps of one collapse, valid only inside :meth:`Wal.collapse_session`."""
+
+    def __init__(self, wal: Wal) -> None:
+        self._wal = wal
+
+    def write_head_snapshot(self, slot: int, write: Callable[[BinaryIO], None]) -> Path:
+        return self._wal._write_head_snapshot(slot, write)
+
+    def prune(self, upto_slot: int, *, segments_to_keep: int) -> list[Path]:
+        return self._wal._prune(upto_slot, segments_to_keep=segments_to_keep)
+
+    def archive_completed(self) -> list[Path]:
+        return self._wal._archive_completed()
 
 
 def load_meta_file(path: Path) -> dict[str, int | str]:

@@ -11,6 +11,10 @@ module, so the fix is obvious. The rule, in short:
   no ``socket``, ``asyncio``, ``anyio``, ``threading``, ``time``, ``random``, ``os`` or logging
   module: time and randomness arrive as data.
 
+Inside ``parakoon_node`` the subpackages are layers (docs/node.md): ``commands`` may import
+``runtime`` and ``clientserver``, ``runtime`` may import ``clientserver``, ``clientserver`` nothing
+else of the node; and no import circle exists inside the package (see the end of this file).
+
 ``parakoon_kv`` may use only the standard library and ``sortedcontainers``. Its snapshot format is
 CRC-32C framed; the package carries a pure-Python CRC-32C and accepts a faster implementation
 (``crc32c.crc32c``) as an argument from its callers, so the rule holds without a slow format.

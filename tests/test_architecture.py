@@ -11,6 +11,10 @@ module, so the fix is obvious. The rule, in short:
   no ``socket``, ``asyncio``, ``anyio``, ``threading``, ``time``, ``random``, ``os`` or logging
   module: time and randomness arrive as data.
 
+Inside ``parakoon_node`` the subpackages are layers (docs/node.md): ``commands`` may import
+``runtime`` and ``clientserver``, ``runtime`` may import ``clientserver``, ``clientserver`` nothing
+else of the node; and no import circle exists inside the package (see the end of this file).
+
 ``parakoon_kv`` may use only the standard library and ``sortedcontainers``. Its snapshot format is
 CRC-32C framed; the package carries a pure-Python CRC-32C and accepts a faster implementation
 (``crc32c.crc32c``) as an argument from its callers, so the rule holds without a slow format.
@@ -289,3 +293,239 @@ def test_node_is_imported_by_nobody(tmp_path: Path) -> None:
         _fake_tree(tmp_path, package, "x.py", "from parakoon_node import cli\n")
     reported = {v.path.parts[-4] for v in check_tree(tmp_path)}
     assert reported == set(RULES) - {"node"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside parakoon_node: layers, and no import circles.
+#
+# The node package is split into subpackages (docs/node.md, "Layering"). ``commands`` is the
+# command line; it may use the running node and the client server. ``runtime`` is the running
+# node; it may start the client server, never the command line. ``clientserver`` speaks the
+# Arakoon protocol over a ``Backend`` protocol of its own and imports nothing else of the node.
+# The package's top-level modules (``__init__``, ``__main__``) may import any layer.
+#
+# Every import counts, wherever it stands: module level, inside a function, or under
+# ``if TYPE_CHECKING``. A circle that only type checking sees is still a circle in the design.
+
+NODE_LAYERS: dict[str, frozenset[str]] = {
+    "commands": frozenset({"runtime", "clientserver"}),
+    "runtime": frozenset({"clientserver"}),
+    "clientserver": frozenset(),
+}
+NODE_TOP = "parakoon_node"
+
+
+def _module_name(src: Path, path: Path) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def node_modules(src: Path) -> dict[str, Path]:
+    """Every module of ``parakoon_node`` under ``src`` (a ``src`` folder), by dotted name."""
+    base = src / NODE_TOP
+    return {_module_name(src, path): path for path in sorted(base.rglob("*.py"))}
+
+
+def node_imports(src: Path) -> dict[str, list[tuple[int, str]]]:
+    """For each module of parakoon_node, the parakoon_node modules it imports, with lines."""
+    modules = node_modules(src)
+    out: dict[str, list[tuple[int, str]]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        package = name if is_package else name.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        found: list[tuple[int, str]] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                candidates = [(node.lineno, alias.name, ()) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    anchor = package.split(".")
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                candidates = [(node.lineno, base, tuple(a.name for a in node.names))]
+            else:
+                continue
+            for line, module, names in candidates:
+                if module != NODE_TOP and not module.startswith(NODE_TOP + "."):
+                    continue
+                # "from parakoon_node.runtime import config" imports the submodule config
+                subs = [f"{module}.{n}" for n in names if f"{module}.{n}" in modules]
+                targets = subs or [module]
+                found.extend((line, t) for t in targets if t != name)
+        out[name] = found
+    return out
+
+
+def _layer(module: str) -> str | None:
+    """The layer of a parakoon_node module; None for the package's own top-level modules."""
+    parts = module.split(".")
+    if len(parts) < 2 or not (len(parts) > 2 or parts[1] in NODE_LAYERS):
+        return None
+    return parts[1]
+
+
+def check_node_layers(src: Path) -> list[Violation]:
+    modules = node_modules(src)
+    violations: list[Violation] = []
+    for name, path in modules.items():
+        parts = name.split(".")
+        if len(parts) > 2 and parts[1] not in NODE_LAYERS:
+            violations.append(
+                Violation(path, 1, name, f"subpackage {parts[1]!r} has no layer in NODE_LAYERS")
+            )
+    for name, imports in node_imports(src).items():
+        mine = _layer(name)
+        if mine is None:
+            continue
+        for line, target in imports:
+            theirs = _layer(target)
+            if theirs == mine:
+                continue
+            if theirs is None:
+                why = f"the {mine} layer may not import the package's top-level modules"
+            elif theirs not in NODE_LAYERS.get(mine, frozenset()):
+                why = f"the {mine} layer may not import the {theirs} layer"
+            else:
+                continue
+            violations.append(Violation(modules[name], line, target, why))
+    return violations
+
+
+def find_node_cycles(src: Path) -> list[list[str]]:
+    """Every import circle inside parakoon_node (one per strongly connected component)."""
+    graph = {
+        name: sorted({t for _line, t in imports}) for name, imports in node_imports(src).items()
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm; the trees here are small
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, []):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component: list[str] = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+NODE_SRC = PACKAGES / "node" / "src"
+
+
+def test_node_layers_hold() -> None:
+    violations = check_node_layers(NODE_SRC)
+    assert not violations, "\n".join(str(v) for v in violations)
+
+
+def test_node_has_no_import_circles() -> None:
+    cycles = find_node_cycles(NODE_SRC)
+    assert not cycles, "import circles inside parakoon_node: " + "; ".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def _fake_node(tmp_path: Path, files: dict[str, str]) -> Path:
+    src = tmp_path / "src"
+    for rel, source in files.items():
+        target = src / NODE_TOP / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(source, encoding="utf-8")
+    return src
+
+
+_CLEAN_NODE = {
+    "__init__.py": "",
+    "__main__.py": "from parakoon_node.commands.cli import main\n",
+    "commands/__init__.py": "",
+    "commands/cli.py": "from parakoon_node.runtime import node\nfrom . import wal_cli\n",
+    "commands/wal_cli.py": "from parakoon_node.runtime.config import load\n",
+    "runtime/__init__.py": "",
+    "runtime/config.py": "import tomllib\n",
+    "runtime/node.py": "from .config import load\nfrom parakoon_node.clientserver import serve\n",
+    "clientserver/__init__.py": "from .server import serve\n",
+    "clientserver/server.py": "from .backend import Backend\n",
+    "clientserver/backend.py": "from typing import Protocol\n",
+}
+
+
+def test_node_checker_accepts_a_clean_tree(tmp_path: Path) -> None:
+    src = _fake_node(tmp_path, _CLEAN_NODE)
+    assert check_node_layers(src) == []
+    assert find_node_cycles(src) == []
+
+
+@pytest.mark.parametrize(
+    ("rel", "source", "needle"),
+    [
+        ("clientserver/server.py", "from parakoon_node.runtime.node import Node\n", "runtime"),
+        ("clientserver/server.py", "from ..runtime import node\n", "runtime.node"),
+        ("runtime/node.py", "from parakoon_node.commands import cli\n", "commands.cli"),
+        (
+            "runtime/node.py",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from parakoon_node.commands.cli import main\n",
+            "commands.cli",
+        ),
+        ("runtime/node.py", "def f():\n    from parakoon_node import __main__\n", "__main__"),
+        ("extra/thing.py", "import os\n", "extra"),
+    ],
+)
+def test_node_checker_catches_a_reach_across_layers(
+    tmp_path: Path, rel: str, source: str, needle: str
+) -> None:
+    src = _fake_node(tmp_path, {**_CLEAN_NODE, rel: source})
+    violations = check_node_layers(src)
+    assert violations, f"checker missed {needle!r} in {rel}"
+    assert any(needle in v.module for v in violations)
+    assert all(v.path == src / NODE_TOP / rel for v in violations)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        # at module level, both ways
+        {
+            "runtime/node.py": "from .config import load\n",
+            "runtime/config.py": "from parakoon_node.runtime import node\n",
+        },
+        # only under TYPE_CHECKING and inside a function: still a circle
+        {
+            "runtime/node.py": "def run():\n    from .service import Service\n",
+            "runtime/service.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from .metrics import x\n",
+            "runtime/metrics.py": "from parakoon_node.runtime.node import Node\n",
+        },
+    ],
+)
+def test_node_checker_catches_an_import_circle(tmp_path: Path, files: dict[str, str]) -> None:
+    src = _fake_node(tmp_path, {**_CLEAN_NODE, **files})
+    cycles = find_node_cycles(src)
+    assert len(cycles) == 1
+    assert cycles[0] == sorted(f"{NODE_TOP}.{rel[:-3].replace('/', '.')}" for rel in files)

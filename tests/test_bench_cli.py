@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from parakoon_client import codec
-from parakoon_node.bench import make_key
+from parakoon_node.commands.bench import make_key
 
 from .conftest import ClusterProcs
 

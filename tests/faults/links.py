@@ -1,12 +1,12 @@
 """Peer links the nemesis can cut: every node-to-node connection runs through a proxy here.
 
-A node dials each peer at the address its ``cluster.toml`` gives for that peer, and only writes
-on that connection (``parakoon_node.peer``): one TCP stream per direction of each pair. Each node
-therefore gets its own copy of the cluster file, in which every *other* node's address is a
-:class:`LinkProxy` in the test process that forwards to the real peer port. The proxy for
-(src, dst) carries exactly the messages src sends to dst, so the nemesis can cut one direction
-of one pair, or every link of one node (isolating it: the classic partitioned old master, still
-reachable by clients on its client port).
+A node dials each peer at the address its ``cluster.toml`` gives for that peer, and only writes on
+that connection (``parakoon_node.runtime.peer``): one TCP stream per direction of each pair. Each
+node therefore gets its own copy of the cluster file, in which every *other* node's address is a
+:class:`LinkProxy` in the test process that forwards to the real peer port. The proxy for (src,
+dst) carries exactly the messages src sends to dst, so the nemesis can cut one direction of one
+pair, or every link of one node (isolating it: the classic partitioned old master, still reachable
+by clients on its client port).
 
 Cutting *blackholes* a link rather than closing it: bytes already in flight and any that follow
 are read and thrown away, and new connections are accepted and then ignored. The sender sees a

@@ -1,11 +1,11 @@
 """The checker bites: a deliberately broken cluster produces a history it rejects.
 
-With ``PARAKOON_TEST_FAULT=stale-reads`` in their environment, the nodes answer *consistent*
-reads from their local store without being master (``parakoon_node.backend``). Followers learn
-that a slot is chosen only when the next message from the master arrives, so right after a write
-is acknowledged a follower still holds the value before it. Clients that write through the
-master and read with Consistent from every node therefore see values older than writes that
-were already acknowledged: a stale read, which ``lincheck`` must report as a violation.
+With ``PARAKOON_TEST_FAULT=stale-reads`` in their environment, the nodes answer *consistent* reads
+from their local store without being master (``parakoon_node.runtime.service``). Followers learn
+that a slot is chosen only when the next message from the master arrives, so right after a write is
+acknowledged a follower still holds the value before it. Clients that write through the master and
+read with Consistent from every node therefore see values older than writes that were already
+acknowledged: a stale read, which ``lincheck`` must report as a violation.
 
 The control runs the same workload on a correct cluster and must come out linearizable, so the
 violation is the sabotage's doing and not the workload's or the checker's.

@@ -50,7 +50,7 @@ from parakoon_client.codec import (
     VersionInfo,
     WhoMaster,
 )
-from parakoon_node.client_cli import (
+from parakoon_node.commands.client_cli import (
     SequenceSyntaxError,
     format_result,
     parse_consistency,
@@ -317,7 +317,7 @@ def test_unknown_client_command_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_keys_and_values_starting_with_a_dash() -> None:
-    from parakoon_node.cli import build_parser
+    from parakoon_node.commands.cli import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["client", "set", "--", "-k", "-v"])

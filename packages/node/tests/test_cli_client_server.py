@@ -2,7 +2,7 @@
 
 The server is the node's own client server (``parakoon_node.clientserver.serve``) over a
 ``LocalBackend`` (a one-node in-memory store), run on an event loop in a background thread. The
-command line runs in this thread through ``parakoon_node.cli.main``, exactly as the console
+command line runs in this thread through ``parakoon_node.commands.cli.main``, exactly as the console
 script would, so every byte goes through the codec, the blocking client and a real socket.
 """
 
@@ -21,9 +21,9 @@ import pytest
 import structlog
 from anyio.from_thread import start_blocking_portal
 
-from parakoon_node.cli import main
 from parakoon_node.clientserver import ClientServer, LocalBackend, serve
-from parakoon_node.logs import configure_logging
+from parakoon_node.commands.cli import main
+from parakoon_node.runtime.logs import configure_logging
 
 CLUSTER_ID = "cli-server-test"
 TIMEOUT_SECS = 60

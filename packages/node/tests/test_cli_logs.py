@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from parakoon_node.logs import configure_logging, get_logger
+from parakoon_node.runtime.logs import configure_logging, get_logger
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parakoon_node.cli import main
+from parakoon_node.commands.cli import main
 from parakoon_wal import Wal
 
 TIMEOUT_SECS = 60

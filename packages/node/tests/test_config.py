@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parakoon_node.config import (
+from parakoon_node.runtime.config import (
     ClusterConfig,
     ConfigError,
     NodeConfig,

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parakoon_node.config import _CLUSTER_KEYS, ClusterConfig, ConfigError, parse_config
+from parakoon_node.runtime.config import _CLUSTER_KEYS, ClusterConfig, ConfigError, parse_config
 
 BASE: dict[str, Any] = {
     "cluster": {"id": "parakoon", "master_mode": "elected", "lease_period_secs": 2.0},

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parakoon_node.framing import FrameDecoder, PeerProtocolError, encode_frame
+from parakoon_node.runtime.framing import FrameDecoder, PeerProtocolError, encode_frame
 
 primitives = st.recursive(
     st.none()

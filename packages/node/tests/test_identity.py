@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from parakoon_node.identity import (
+from parakoon_node.runtime.identity import (
     Identity,
     IdentityError,
     IdentityStore,

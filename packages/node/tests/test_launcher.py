@@ -77,7 +77,7 @@ class Launcher:
         program = textwrap.dedent(
             f"""
             import json, sys
-            from parakoon_node.launcher import ChildSpec, run_children
+            from parakoon_node.commands.launcher import ChildSpec, run_children
             raw = json.loads(sys.argv[1])
             specs = [ChildSpec(name=s["name"], argv=tuple(s["argv"])) for s in raw]
             sys.exit(run_children(
@@ -319,7 +319,7 @@ def test_command_that_cannot_start(tmp_path: Path) -> None:
     program = textwrap.dedent(
         """
         import sys
-        from parakoon_node.launcher import ChildSpec, run_children
+        from parakoon_node.commands.launcher import ChildSpec, run_children
         sys.exit(run_children([ChildSpec(name="ghost", argv=("/nonexistent/program",))]))
         """
     )
@@ -346,7 +346,7 @@ def test_a_closed_output_does_not_kill_the_nodes(tmp_path: Path) -> None:
     program = textwrap.dedent(
         """
         import json, sys
-        from parakoon_node.launcher import ChildSpec, run_children
+        from parakoon_node.commands.launcher import ChildSpec, run_children
         raw = json.loads(sys.argv[1])
         specs = [ChildSpec(name=s["name"], argv=tuple(s["argv"])) for s in raw]
         sys.exit(run_children(specs, stop_timeout_secs=10))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from parakoon_client.codec import RemoteProtocolError, USet, encode_update
-from parakoon_node.backend import decode_payload
-from parakoon_node.storage import (
+from parakoon_node.runtime.service import decode_payload
+from parakoon_node.runtime.storage import (
     Storage,
     StorageError,
     StorageSettings,

@@ -84,9 +84,9 @@ class Collapser:
         Raises what :meth:`Wal.write_head_snapshot` raises (the callback's exceptions too).
         """
         wal = self.wal
-        if not wal._collapse_lock.acquire(blocking=False):
-            return None
-        try:
+        with wal.collapse_session() as session:
+            if session is None:
+                return None
             grown = self.entries_since_snapshot()
             if grown <= self.threshold_entries:
                 return None
@@ -97,9 +97,9 @@ class Collapser:
             head = wal.head_snapshot()
             if head is not None and slot <= head[0]:
                 return None
-            path = wal._write_head_snapshot(slot, write)
-            pruned = wal._prune(slot, segments_to_keep=self.segments_to_keep)
-            archived = wal._archive_completed()
+            path = session.write_head_snapshot(slot, write)
+            pruned = session.prune(slot, segments_to_keep=self.segments_to_keep)
+            archived = session.archive_completed()
             return CollapseReport(
                 snapshot_slot=slot,
                 snapshot_path=path,
@@ -107,5 +107,3 @@ class Collapser:
                 archived=tuple(archived),
                 pruned=tuple(pruned),
             )
-        finally:
-            wal._collapse_lock.release()

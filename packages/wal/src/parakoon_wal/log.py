@@ -141,6 +141,43 @@ def segment_name(seq: int, next_slot: int, *, archived: bool = False) -> str:
     return f"{seq:010d}-{next_slot:020d}.wal" + (".zst" if archived else "")
 
 
+@dataclass(frozen=True, slots=True)
+class WalFile:
+    """One file of a WAL directory, classified by its name (see :func:`list_wal_dir`).
+
+    ``number`` is the sequence number of a segment and the slot of a head snapshot or of a
+    snapshot install; ``next_slot`` and ``archived`` are a segment's (``-1``/False otherwise).
+    """
+
+    path: Path
+    kind: Literal["tmp", "segment", "head", "install"]
+    number: int = -1
+    next_slot: int = -1
+    archived: bool = False
+
+
+def list_wal_dir(directory: Path) -> list[WalFile]:
+    """The files of a WAL directory that the naming rules know, in name order.
+
+    The one place where file names are read: opening the log (R1) and the offline tool
+    (``tool.py``) both list a directory through here. Unknown names are left out.
+    """
+    found: list[WalFile] = []
+    for name in sorted(os.listdir(directory)):
+        path = directory / name
+        if name.endswith(".tmp"):
+            found.append(WalFile(path, "tmp"))
+        elif m := SEGMENT_RE.match(name):
+            found.append(
+                WalFile(path, "segment", int(m.group(1)), int(m.group(2)), bool(m.group(3)))
+            )
+        elif m := HEAD_RE.match(name):
+            found.append(WalFile(path, "head", int(m.group(1))))
+        elif m := INSTALL_RE.match(name):
+            found.append(WalFile(path, "install", int(m.group(1))))
+    return found
+
+
 def head_snapshot_name(slot: int) -> str:
     return f"head-{slot:020d}.snap"
 
@@ -450,23 +487,22 @@ class Wal:
         removed_tmp: list[Path] = []
         finished: list[str] = []
         dirty = False
-        names = sorted(os.listdir(directory))
         plain: dict[int, Path] = {}
         archived: dict[int, Path] = {}
         heads: dict[int, Path] = {}
         installs: dict[int, Path] = {}
-        for name in names:
-            path = directory / name
-            if name.endswith(".tmp"):
+        for file in list_wal_dir(directory):
+            path = file.path
+            if file.kind == "tmp":
                 path.unlink()
                 removed_tmp.append(path)
                 dirty = True
-            elif m := SEGMENT_RE.match(name):
-                (archived if m.group(3) else plain)[int(m.group(1))] = path
-            elif m := HEAD_RE.match(name):
-                heads[int(m.group(1))] = path
-            elif m := INSTALL_RE.match(name):
-                installs[int(m.group(1))] = path
+            elif file.kind == "segment":
+                (archived if file.archived else plain)[file.number] = path
+            elif file.kind == "head":
+                heads[file.number] = path
+            else:
+                installs[file.number] = path
         # An archive interrupted after its rename: the plain file is complete, drop the copy.
         for seq in sorted(plain.keys() & archived.keys()):
             archived.pop(seq).unlink()
@@ -1073,6 +1109,19 @@ class Wal:
         with self._collapse_lock:
             return self._write_head_snapshot(slot, write)
 
+    @contextlib.contextmanager
+    def collapse_session(self) -> Iterator[CollapseSession | None]:
+        """Hold the collapse lock for several steps, or yield None if a collapse or an install
+        already holds it (no waiting). The :class:`~parakoon_wal.collapser.Collapser` writes a
+        snapshot, prunes and archives within one session, so nothing interleaves."""
+        if not self._collapse_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            yield CollapseSession(self)
+        finally:
+            self._collapse_lock.release()
+
     def _write_head_snapshot(self, slot: int, write: Callable[[BinaryIO], None]) -> Path:
         _check_slot(slot, "write_head_snapshot")
         with self._lock:
@@ -1329,6 +1378,22 @@ class Wal:
             assert (self._last_payload is None) == (self._last_slot is None)
             if self._heads and self._first_slot is not None and segs[0].next_slot > 0:
                 assert max(self._heads) >= segs[0].next_slot - 1, "a snapshot covers the start"
+
+
+class CollapseSession:
+    """The steps of one collapse, valid only inside :meth:`Wal.collapse_session`."""
+
+    def __init__(self, wal: Wal) -> None:
+        self._wal = wal
+
+    def write_head_snapshot(self, slot: int, write: Callable[[BinaryIO], None]) -> Path:
+        return self._wal._write_head_snapshot(slot, write)
+
+    def prune(self, upto_slot: int, *, segments_to_keep: int) -> list[Path]:
+        return self._wal._prune(upto_slot, segments_to_keep=segments_to_keep)
+
+    def archive_completed(self) -> list[Path]:
+        return self._wal._archive_completed()
 
 
 def load_meta_file(path: Path) -> dict[str, int | str]:

@@ -27,13 +27,11 @@ from . import framing
 from ._fs import fsync_dir, read_segment_file, unique_path, write_atomic, writer_of
 from .errors import WalCorruptError, WalDiskError, WalLockedError, WalUsageError
 from .log import (
-    HEAD_RE,
-    INSTALL_RE,
     LOCK_NAME,
     META_NAME,
-    SEGMENT_RE,
     TORN_DIR,
     Wal,
+    list_wal_dir,
     load_meta_file,
     segment_name,
 )
@@ -112,9 +110,9 @@ class _SegFile:
 def _list(directory: Path, problems: list[Problem]) -> tuple[list[_SegFile], dict[int, Path]]:
     by_seq: dict[int, _SegFile] = {}
     heads: dict[int, Path] = {}
-    for name in sorted(os.listdir(directory)):
-        path = directory / name
-        if name.endswith(".tmp"):
+    for file in list_wal_dir(directory):
+        path = file.path
+        if file.kind == "tmp":
             problems.append(
                 Problem(
                     severity="warning",
@@ -123,8 +121,8 @@ def _list(directory: Path, problems: list[Problem]) -> tuple[list[_SegFile], dic
                     message="leftover temp file (opening removes it)",
                 )
             )
-        elif m := SEGMENT_RE.match(name):
-            seg = _SegFile(int(m.group(1)), int(m.group(2)), path, bool(m.group(3)))
+        elif file.kind == "segment":
+            seg = _SegFile(file.number, file.next_slot, path, file.archived)
             other = by_seq.get(seg.seq)
             if other is not None:
                 problems.append(
@@ -139,9 +137,9 @@ def _list(directory: Path, problems: list[Problem]) -> tuple[list[_SegFile], dic
                     by_seq[seg.seq] = seg
             else:
                 by_seq[seg.seq] = seg
-        elif m := HEAD_RE.match(name):
-            heads[int(m.group(1))] = path
-        elif INSTALL_RE.match(name):
+        elif file.kind == "head":
+            heads[file.number] = path
+        else:
             problems.append(
                 Problem(
                     severity="warning",

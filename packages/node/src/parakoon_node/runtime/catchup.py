@@ -26,21 +26,20 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 import structlog
 
 from parakoon_kv import Store
+from parakoon_paxos import LogEntry
 
+from .driver import Persister
 from .framing import FrameDecoder, PeerProtocolError, encode_frame
 from .identity import PeerIdentities
 from .peer import PeerAddress, dial_peer, read_frame
-from .storage import Storage, _crc, decode_entry
-
-if TYPE_CHECKING:
-    from .driver import Driver
+from .storage import Storage, decode_entry, snapshot_crc
 
 log = structlog.get_logger("parakoon.catchup")
 
@@ -141,12 +140,21 @@ def _take_batch(entries: Iterator[tuple[int, bytes]]) -> list[list[object]]:
     return batch
 
 
+class CatchupCore(Protocol):
+    """Where the outcome of a transfer goes (:class:`~.driver.Driver` is one)."""
+
+    def catchup_done(self, applied_i: int, last: LogEntry | None, holder: str | None) -> None: ...
+
+    def catchup_failed(self, source: str, why: str) -> None: ...
+
+
 class LocalStorageFailure(Exception):
     """Our own log or snapshot write failed during catch-up: the node must stop, not retry."""
 
 
 async def fetch_catchup(
-    driver: Driver,
+    driver: CatchupCore,
+    persister: Persister,
     storage: Storage,
     source: PeerAddress,
     from_i: int,
@@ -181,8 +189,8 @@ async def fetch_catchup(
     failure: str | None = None
     received = 0
     try:
-        await driver.persister.wait_idle()
-        async with stream, driver.persister.lock:
+        await persister.wait_idle()
+        async with stream, persister.lock:
             await stream.send(encode_frame(["fetch", from_i]))
             received = await _receive(stream, decoder, pending, storage)
     except LocalStorageFailure:
@@ -288,7 +296,7 @@ def _install_snapshot(storage: Storage, slot: int, tmp: Path) -> None:
 
 def _load_store(tmp: Path) -> Store:
     with open(tmp, "rb") as src:
-        return Store.load(src, crc=_crc)
+        return Store.load(src, crc=snapshot_crc)
 
 
 async def _take_entries(storage: Storage, raw: Any) -> int:

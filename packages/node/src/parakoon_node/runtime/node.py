@@ -13,7 +13,7 @@ readiness before the next one relies on it):
 * the identity watcher: while the node is *founding* it decides, from its peers' handshakes,
   whether to form a new cluster history or join the existing one (then it starts the core);
   while it is *rebuilding* lost state it logs whom it is still waiting for
-  (:mod:`parakoon_node.identity`, rule R9);
+  (:mod:`parakoon_node.runtime.identity`, rule R9);
 * the signal watcher.
 
 Shutdown on SIGINT/SIGTERM: the client server stops accepting and answers new connections with
@@ -30,24 +30,32 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.abc
 import structlog
 
+import parakoon_kv as kv
+from parakoon_client.codec import Limits
+from parakoon_node.clientserver import Backend, ClientServer
+from parakoon_node.clientserver import serve as serve_clients
 from parakoon_paxos import Config as PaxosConfig
-from parakoon_paxos import FailCode, MasterMode, Receive
+from parakoon_paxos import FailCode, MasterMode, Message, Nak, Receive
 from parakoon_paxos import core as paxos
 from parakoon_wal import WalError
+from parakoon_wal.collapser import CollapseReport
 
-from .backend import max_payload_bytes
 from .catchup import fetch_catchup, serve_catchup
 from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
 from .driver import Driver
 from .framing import FrameDecoder
 from .identity import Decision, Identity, PeerIdentities, Status, decide
 from .peer import PeerAddress, PeerNetwork
+from .service import NodeBackend, decode_payload, max_payload_bytes
+from .status import NodeCounters, NodeStatus
 from .storage import Storage, StorageSettings
 
 log = structlog.get_logger("parakoon.node")
@@ -74,7 +82,7 @@ def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
         master=cluster.master,
         preferred=cluster.preferred,
         max_batch_count=cluster.max_batch_count,
-        # A batch must fit in one Accept frame with its envelope (see backend.max_payload_bytes).
+        # A batch must fit in one Accept frame with its envelope (see service.max_payload_bytes).
         max_batch_bytes=min(
             cluster.max_batch_bytes, max_payload_bytes(cluster.peer_frame_bytes_max)
         ),
@@ -108,9 +116,9 @@ class Node:
         self._claims: dict[str, dict[int, int]] = {}
         self.divergent_peers: dict[str, str] = {}  # peer -> what differs
         self.diverged: str | None = None  # set when a quorum of voters disagrees with us
+        self.client_server: ClientServer | None = None
 
-        from .backend import decode_payload  # the protocol §9 update decoder shared with the server
-
+        # decode_payload: the protocol §9 update decoder shared with the server
         self.storage = Storage(
             StorageSettings(
                 home_dir=self.me.home_dir,
@@ -163,6 +171,7 @@ class Node:
             start_catchup=self._start_catchup,
             on_applied=self._on_applied,
         )
+        self.persister = self.driver.persister
         self.storage.take_decoded = self.driver.take_decoded
         # Founding: no history yet, so no core either until the identity watcher decides.
         self.driver.held = self._identity().status is Status.FOUNDING
@@ -204,6 +213,7 @@ class Node:
         for attempt in range(1, SEED_COPY_ATTEMPTS + 1):
             await fetch_catchup(
                 self.driver,
+                self.persister,
                 self.storage,
                 address,
                 self.storage.applied_i + 1,
@@ -366,14 +376,63 @@ class Node:
                 )
             await anyio.sleep(REBUILD_CHECK_SECS)
 
+    # ---------------------------------------------------------------- what others may read
+
+    @property
+    def store(self) -> kv.Store:
+        return self.storage.store
+
+    @property
+    def applied_i(self) -> int:
+        return self.storage.applied_i
+
+    def status(self) -> NodeStatus:
+        driver = self.driver
+        counters = driver.counters
+        return NodeStatus(
+            name=self.name,
+            role=driver.role(),
+            master=driver.master(),
+            lease_valid=driver.lease_valid(),
+            ballot=paxos.ballot(driver.state),
+            applied_i=self.storage.applied_i,
+            wal_last_slot=self.storage.wal.last_slot,
+            keys=self.storage.store.key_count(),
+            going_down=self.going_down,
+            peers=self.peers.link_status(),
+            peer_slots=tuple(sorted(self.peer_slots.items())),
+            client_connections=(
+                None if self.client_server is None else self.client_server.open_connections
+            ),
+            identity=self.identity_state(),
+            rebuild_waiting_for=tuple(self.rebuild_waiting_for()),
+            diverged=self.diverged,
+            divergent_peers=tuple(sorted(self.divergent_peers)),
+            counters=NodeCounters(
+                applied_slots=counters.applied_slots,
+                applied_updates=counters.applied_updates,
+                requests_submitted=counters.requests_submitted,
+                role_changes=counters.role_changes,
+                fsyncs=self.persister.fsyncs,
+                collapses=self.storage.collapses,
+                catchups=self.catchups,
+                peer_connections_accepted=self.peers.incoming,
+                peer_connections_refused=self.peers.bad_connections,
+            ),
+        )
+
+    def set_observers(
+        self, *, fsync: Callable[[float], None], batch: Callable[[float], None]
+    ) -> None:
+        self.persister.fsync_observer = fsync
+        self.driver.batch_observer = batch
+
     # ---------------------------------------------------------------- wiring callbacks
 
-    def _on_peer_message(self, src: str, msg: Any) -> None:
+    def _on_peer_message(self, src: str, msg: Message) -> None:
         # The newest slot number each peer mentioned: STATISTICS reports it as node_is.
-        i = getattr(msg, "their_i", None)
-        if i is None:
-            i = getattr(msg, "i", None)
-        if isinstance(i, int) and i >= 0:
+        i = msg.their_i if isinstance(msg, Nak) else msg.i
+        if i >= 0:
             self.peer_slots[src] = i
         self.driver.handle(Receive(src=src, msg=msg))
 
@@ -403,6 +462,7 @@ class Node:
     async def _run_catchup(self, address: PeerAddress, from_i: int) -> None:
         await fetch_catchup(
             self.driver,
+            self.persister,
             self.storage,
             address,
             from_i,
@@ -423,7 +483,7 @@ class Node:
                 stream,
                 decoder,
                 pending,
-                wait_durable=self.driver.persister.wait_idle,
+                wait_durable=self.persister.wait_idle,
             )
         except WalError as exc:
             # The log moved under the transfer (a collapse pruned or replaced what we were
@@ -434,14 +494,14 @@ class Node:
 
     # ---------------------------------------------------------------- collapse
 
-    async def collapse(self, *, force: bool) -> Any:
+    async def collapse(self, *, force: bool) -> CollapseReport | None:
         """Write a head snapshot and prune, off the event loop. One at a time."""
         async with self._collapse_lock:
             # Every queued log write must be durable first: until a queued rewrite of an
             # applied slot lands, the log may still hold that slot's older, unchosen copy, and a
             # snapshot taken now would pair the store with that log. No await separates the
             # wait from the freeze below.
-            await self.driver.persister.wait_idle()
+            await self.persister.wait_idle()
             frozen = self.storage.collapse_prepare()
             if frozen is None:
                 return None
@@ -479,27 +539,35 @@ class Node:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        from .backend import NodeBackend
-        from .clientserver import serve as serve_clients
-
-        backend = NodeBackend(self)
+        backend = NodeBackend(
+            self,
+            self.driver,
+            self.paxos_config,
+            cluster_id=self.cluster.cluster_id,
+            peer_frame_bytes_max=self.cluster.peer_frame_bytes_max,
+        )
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self.driver.persister.run)
+                tg.start_soon(self.persister.run)
                 await tg.start(self.peers.serve)
                 tg.start_soon(self.driver.run_batcher)
                 tg.start_soon(self.driver.run_ticker)
-                self.client_server = await tg.start(
-                    _start_client_server, serve_clients, backend, self
-                )
+                self.client_server = await tg.start(_start_client_server, backend, self)
                 tg.start_soon(self._collapse_loop)
                 tg.start_soon(self._identity_loop)
                 tg.start_soon(self._divergence_loop)
                 if self.me.metrics_port is not None:
-                    from .metrics import serve_metrics
+                    from .metrics import serve_metrics  # prometheus_client only when used
 
-                    await tg.start(serve_metrics, self)
+                    await tg.start(
+                        partial(
+                            serve_metrics,
+                            self,
+                            host=self.me.client_host,
+                            port=self.me.metrics_port,
+                        )
+                    )
                 log.info(
                     "node.started",
                     client=f"{self.me.client_host}:{self.me.client_port}",
@@ -523,7 +591,7 @@ class Node:
         # Requests still in flight: their outcome is unknown to us now.
         self.driver.fail_all_waiters(FailCode.NO_LONGER_MASTER)
         with anyio.move_on_after(SHUTDOWN_DRAIN_SECS):
-            while not self.driver.persister.idle:
+            while not self.persister.idle:
                 await anyio.sleep(0.01)
         self.peers.close()
         tg.cancel_scope.cancel()
@@ -531,21 +599,18 @@ class Node:
 
 
 async def _start_client_server(
-    serve: Any,
-    backend: Any,
+    backend: Backend,
     node: Node,
     *,
-    task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+    task_status: anyio.abc.TaskStatus[ClientServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    from parakoon_client.codec import Limits
-
     cluster = node.cluster
     limits = Limits(
         max_value_bytes=cluster.max_value_bytes,
         max_request_bytes=cluster.max_request_bytes,
         max_string_bytes=max(cluster.max_request_bytes, cluster.max_value_bytes),
     )
-    await serve(
+    await serve_clients(
         backend,
         host=node.me.client_host,
         port=node.me.client_port,

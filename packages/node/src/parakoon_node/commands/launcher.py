@@ -48,7 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final, TextIO
 
-from parakoon_node.config import ClusterConfig, NodeConfig
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig
 
 __all__ = ["LINE_BYTES_MAX", "ChildSpec", "launch", "node_command", "run_children"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
@@ -36,10 +36,7 @@ from parakoon_client.codec import (
     decode_update,
     encode_update,
 )
-from parakoon_paxos import FailCode, MasterMode, Role
-from parakoon_wal.framing import RECORD_BYTES_MAX
-
-from .clientserver.backend import (
+from parakoon_node.clientserver.backend import (
     BackendError,
     GoingDown,
     InconsistentRead,
@@ -48,11 +45,15 @@ from .clientserver.backend import (
     NotSupported,
     ReadOnly,
 )
-from .clientserver.convert import to_kv_update
-from .clientserver.local import default_version_info
+from parakoon_node.clientserver.convert import to_kv_update
+from parakoon_node.clientserver.local import default_version_info
+from parakoon_paxos import Config as PaxosConfig
+from parakoon_paxos import FailCode, MasterMode, Role
+from parakoon_wal.collapser import CollapseReport
+from parakoon_wal.framing import RECORD_BYTES_MAX
 
-if TYPE_CHECKING:
-    from .node import Node
+from .driver import Waiter
+from .status import StatusSource
 
 log = structlog.get_logger("parakoon.backend")
 
@@ -106,17 +107,68 @@ TEST_FAULT_ENV = "PARAKOON_TEST_FAULT"
 TEST_FAULTS = frozenset({"stale-reads", "fork-store", "amnesia"})
 
 
+class Consensus(Protocol):
+    """What the service asks of the Paxos driver (:class:`~.driver.Driver` is one)."""
+
+    def role(self) -> Role: ...
+
+    def master(self) -> str | None: ...
+
+    def lease_valid(self) -> bool: ...
+
+    def submit_write(
+        self, payload: bytes, *, sync: bool = False, decoded: object = None
+    ) -> Waiter: ...
+
+    async def drop_master(self) -> Waiter: ...
+
+
+class ServedNode(StatusSource, Protocol):
+    """What the service asks of the node itself (:class:`~.node.Node` is one)."""
+
+    @property
+    def going_down(self) -> bool: ...
+
+    @property
+    def diverged(self) -> str | None:
+        """Why this node serves nothing (its store forked from a quorum's), or None."""
+        ...
+
+    @property
+    def store(self) -> kv.Store:
+        """The live store: catch-up may replace it, so read it again for every request."""
+        ...
+
+    @property
+    def applied_i(self) -> int: ...
+
+    async def wait_applied(self, i: int, timeout_secs: float) -> bool: ...
+
+    async def collapse(self, *, force: bool) -> CollapseReport | None: ...
+
+
 class NodeBackend:
     """The node as the client server sees it."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(
+        self,
+        node: ServedNode,
+        consensus: Consensus,
+        config: PaxosConfig,
+        *,
+        cluster_id: str,
+        peer_frame_bytes_max: int,
+    ) -> None:
         self._node = node
-        lease = node.paxos_config.lease_period
+        self._consensus = consensus
+        self._config = config
+        self._cluster_id = cluster_id
+        lease = config.lease_period
         # How long an AtLeast read may wait for the store to catch up.
         self.at_least_wait_secs = min(2.0, lease)
-        self._single = len(node.paxos_config.voters) == 1
-        self.max_payload_bytes = max_payload_bytes(node.cluster.peer_frame_bytes_max)
-        self._readonly = node.paxos_config.master_mode is MasterMode.READONLY
+        self._single = len(config.voters) == 1
+        self.max_payload_bytes = max_payload_bytes(peer_frame_bytes_max)
+        self._readonly = config.master_mode is MasterMode.READONLY
         fault = os.environ.get(TEST_FAULT_ENV, "")
         self._stale_reads = fault == "stale-reads"
         if fault:
@@ -128,15 +180,15 @@ class NodeBackend:
 
     @property
     def cluster_id(self) -> str:
-        return self._node.cluster.cluster_id
+        return self._cluster_id
 
     @property
     def node_name(self) -> str:
-        return self._node.name
+        return self._config.me
 
     @property
     def store(self) -> kv.Store:
-        return self._node.storage.store
+        return self._node.store
 
     @property
     def going_down(self) -> bool:
@@ -153,9 +205,9 @@ class NodeBackend:
         if isinstance(consistency, Consistent):
             if self._stale_reads:
                 return
-            if self._single and self._node.driver.role() is Role.LEADER:
+            if self._single and self._consensus.role() is Role.LEADER:
                 return
-            if not self._node.driver.lease_valid():
+            if not self._consensus.lease_valid():
                 raise NotMaster(self.known_master())
             return
         if isinstance(consistency, AtLeast):
@@ -175,13 +227,12 @@ class NodeBackend:
             raise BackendError(f"this node serves nothing: {diverged}")
 
     async def write(self, update: Update) -> kv.Result:
-        node = self._node
-        if node.going_down:
+        if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
         if self._readonly:
-            raise ReadOnly(node.name)
-        driver = node.driver
+            raise ReadOnly(self._config.me)
+        driver = self._consensus
         if not driver.lease_valid() and not (self._single and driver.role() is Role.LEADER):
             raise NotMaster(self.known_master())
         sync = isinstance(update, USequence) and update.synced
@@ -209,7 +260,7 @@ class NodeBackend:
             case FailCode.NO_LONGER_MASTER:
                 return NoLongerMaster()
             case FailCode.READ_ONLY:
-                return ReadOnly(self._node.name)
+                return ReadOnly(self._config.me)
             case FailCode.NOT_SUPPORTED:
                 return NotSupported("drop master not supported for singletons")
             case FailCode.OVERLOADED:
@@ -225,29 +276,29 @@ class NodeBackend:
         lease it remembers is its own from before the restart; it must not send clients to
         itself for that lease, since it is not leading.
         """
-        driver = self._node.driver
+        driver = self._consensus
         master = driver.master()
-        if master == self._node.name and not driver.lease_valid():
+        if master == self._config.me and not driver.lease_valid():
             return None
         return master
 
     def who_master(self) -> str | None:
         if self._readonly:
-            return self._node.name
+            return self._config.me
         return self.known_master()
 
     def txid(self) -> int:
-        return max(self._node.storage.applied_i, 0)
+        return max(self._node.applied_i, 0)
 
     def expect_progress_possible(self) -> bool:
-        node = self._node
-        if node.storage.applied_i < 0:
+        if self._node.applied_i < 0:
             return False
-        voters = set(node.paxos_config.voters)
-        up = sum(1 for name, link in node.peers.links.items() if name in voters and link.connected)
-        if node.name in voters:
+        status = self._node.status()
+        voters = set(self._config.voters)
+        up = sum(1 for peer in status.peers if peer.name in voters and peer.connected)
+        if self._config.me in voters:
             up += 1
-        return up >= node.paxos_config.quorum_size and node.driver.master() is not None
+        return up >= self._config.quorum_size and status.master is not None
 
     def version(self) -> VersionInfo:
         return VERSION
@@ -257,15 +308,15 @@ class NodeBackend:
             return f"Diverged ({self._node.diverged})"
         if self._readonly:
             return "Read_only"
-        identity = self._node.identity_state()
-        if identity == "founding":
+        status = self._node.status()
+        if status.identity == "founding":
             return "Founding (waiting to form or join a cluster history)"
-        if identity == "rebuilding":
-            waiting = self._node.rebuild_waiting_for()
+        if status.identity == "rebuilding":
+            waiting = status.rebuild_waiting_for
             return "Rebuilding (lost state; not voting" + (
                 f"; waiting for {', '.join(waiting)})" if waiting else ")"
             )
-        driver = self._node.driver
+        driver = self._consensus
         match driver.role():
             case Role.LEADER:
                 return "Stable_master" if driver.lease_valid() else "Master_consensus"
@@ -279,7 +330,7 @@ class NodeBackend:
     def statistics(self) -> StatisticsReport:
         # Only what the node alone knows: the client server fills in start, last, the averages,
         # the per-operation timings and the memory figures itself (clientserver/stats.py).
-        return StatisticsReport(node_is=tuple(sorted(self._node.peer_slots.items())))
+        return StatisticsReport(node_is=self._node.status().peer_slots)
 
     # ---------------------------------------------------------------- admin
 
@@ -294,7 +345,7 @@ class NodeBackend:
     async def drop_master(self) -> None:
         if self._single:
             raise NotSupported("drop master not supported for singletons")
-        waiter = await self._node.driver.drop_master()
+        waiter = await self._consensus.drop_master()
         await waiter.wait()
         if waiter.failure is not None:
             raise self._failure(waiter.failure)

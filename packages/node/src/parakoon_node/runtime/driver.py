@@ -21,8 +21,9 @@ Effect contract, as the core defines it (``parakoon_paxos.core``), and how we ho
 * ``Rebuilt`` (R9) is a durable write like ``PersistPromise``: the identity file records that
   the node votes again, in order with the log writes, before what follows it is sent.
 
-While the node is still *founding* (no cluster history yet, see :mod:`parakoon_node.identity`)
-the driver is ``held``: events are dropped, the core does not run, and writes are refused.
+While the node is still *founding* (no cluster history yet, see
+:mod:`parakoon_node.runtime.identity`) the driver is ``held``: events are dropped, the core does
+not run, and writes are refused.
 
 Client requests: :meth:`Driver.submit_write` parks the caller on a :class:`Waiter` and hands the
 request to the core in a ``ClientBatch`` (all requests that arrived in the same loop iteration go

@@ -18,6 +18,9 @@ taken from the configuration.
 
 Errors (a missing folder, a locked log, damage below the cut) print ``error: ...`` on stderr and
 exit 1; a bad command line or configuration exits 2.
+
+The actions, their options and how they run are ``parakoon_wal.cli``'s (the same code serves
+``python -m parakoon_wal``); this module adds only the node's ways of naming the folder.
 """
 
 from __future__ import annotations
@@ -27,25 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from parakoon_node.config import load_config
-from parakoon_wal.errors import WalError
-from parakoon_wal.tool import dump, truncate, verify
+from parakoon_node.runtime.config import load_config
+from parakoon_wal.cli import EXIT_FAILURE, add_actions, run_action
 
 __all__ = ["add_parser", "run"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-def _slot(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a slot number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a slot number >= 0, got {text!r}")
-    return value
 
 
 def _add_home(parser: argparse.ArgumentParser) -> None:
@@ -68,21 +58,7 @@ def add_parser(commands: Any) -> None:
         help="inspect or repair a node's log offline (stop the node first)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    actions = wal.add_subparsers(dest="wal_command", metavar="ACTION", required=True)
-    dump_parser = actions.add_parser("dump", help="print every record, one per line")
-    _add_home(dump_parser)
-    dump_parser.add_argument(
-        "--from-slot", type=_slot, default=None, metavar="N", help="start at slot N"
-    )
-    verify_parser = actions.add_parser("verify", help="check everything, change nothing")
-    _add_home(verify_parser)
-    truncate_parser = actions.add_parser(
-        "truncate", help="remove every record above a slot (moved aside under torn/)"
-    )
-    _add_home(truncate_parser)
-    truncate_parser.add_argument(
-        "--after", type=_slot, required=True, metavar="SLOT", help="the last slot to keep"
-    )
+    add_actions(wal, dest="wal_command", add_location=_add_home)
     wal.set_defaults(run=run)
 
 
@@ -107,26 +83,4 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     if not home.is_dir():
         print(f"error: {home}: no such folder", file=sys.stderr)
         return EXIT_FAILURE
-    try:
-        match args.wal_command:
-            case "dump":
-                dump(home, stream, from_slot=args.from_slot)
-                code = EXIT_OK
-            case "verify":
-                report = verify(home)
-                for line in report.lines():
-                    stream.write(line + "\n")
-                code = EXIT_OK if report.ok else EXIT_FAILURE
-            case "truncate":
-                result = truncate(home, args.after)
-                for line in result.lines():
-                    stream.write(line + "\n")
-                code = EXIT_OK
-            case other:  # argparse allows only the three above
-                raise AssertionError(f"unknown wal action {other!r}")
-    except (WalError, OSError) as exc:
-        stream.flush()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    stream.flush()
-    return code
+    return run_action(args.wal_command, home, args, stream)

@@ -1,16 +1,17 @@
 """Prometheus metrics of one node, served over HTTP on ``metrics_port`` when configured.
 
 Formatting and the HTTP endpoint are ``prometheus_client``'s (its WSGI server runs in a daemon
-thread). Gauges are computed at scrape time by a collector that reads the node's counters: those
-are plain ints and floats updated on the event loop, and reading them from the scrape thread
-sees some recent value, which is all a metric promises. Histograms (fsync latency, batch sizes)
+thread). Gauges are computed at scrape time by a collector that asks the node for its
+:class:`~parakoon_node.runtime.status.NodeStatus`: its counters are plain ints and floats updated
+on the event loop, and reading them from the scrape thread sees some recent value, which is all a
+metric promises. Histograms (fsync latency, batch sizes)
 are observed as things happen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -19,8 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .node import Node
+from .status import Observable, StatusSource
 
 log = structlog.get_logger("parakoon.metrics")
 
@@ -28,16 +28,15 @@ ROLES = ("candidate", "leader", "follower", "catching_up")
 
 
 class NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, source: StatusSource) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Any]:
-        node = self._node
-        driver = node.driver
+        status = self._source.status()
         role = GaugeMetricFamily(
             "parakoon_role", "Current Paxos role (1 for the role held)", labels=["role"]
         )
-        current = driver.role().value
+        current = status.role.value
         for name in ROLES:
             role.add_metric([name], 1.0 if name == current else 0.0)
         yield role
@@ -47,40 +46,38 @@ class NodeCollector(Collector):
             "rebuilding (lost state, not voting) or voter",
             labels=["state"],
         )
-        now = node.identity_state()
+        now = status.identity
         for name in ("founding", "rebuilding", "voter"):
             identity.add_metric([name], 1.0 if name == now else 0.0)
         yield identity
         yield GaugeMetricFamily(
             "parakoon_diverged",
             "1 once a quorum of voters was found to hold another store than this node's",
-            value=1.0 if node.diverged is not None else 0.0,
+            value=1.0 if status.diverged is not None else 0.0,
         )
         yield GaugeMetricFamily(
             "parakoon_divergent_peers",
             "Peers whose store was found to differ from this node's at the same slot",
-            value=float(len(node.divergent_peers)),
+            value=float(len(status.divergent_peers)),
         )
         yield GaugeMetricFamily(
             "parakoon_is_master",
             "1 while master with a valid lease",
-            value=1.0 if driver.lease_valid() else 0.0,
+            value=1.0 if status.lease_valid else 0.0,
         )
         yield GaugeMetricFamily(
             "parakoon_applied_slot",
             "Last slot applied to the store",
-            value=float(node.storage.applied_i),
+            value=float(status.applied_i),
         )
-        last = node.storage.wal.last_slot
+        last = status.wal_last_slot
         yield GaugeMetricFamily(
             "parakoon_wal_last_slot",
             "Last slot in the write-ahead log",
             value=float(-1 if last is None else last),
         )
-        yield GaugeMetricFamily(
-            "parakoon_keys", "Keys in the store", value=float(node.storage.store.key_count())
-        )
-        c = driver.counters
+        yield GaugeMetricFamily("parakoon_keys", "Keys in the store", value=float(status.keys))
+        c = status.counters
         yield CounterMetricFamily(
             "parakoon_commits", "Slots applied (chosen values)", value=float(c.applied_slots)
         )
@@ -94,14 +91,12 @@ class NodeCollector(Collector):
             "parakoon_role_changes", "Role changes", value=float(c.role_changes)
         )
         yield CounterMetricFamily(
-            "parakoon_fsyncs", "WAL group commits (fsyncs)", value=float(driver.persister.fsyncs)
+            "parakoon_fsyncs", "WAL group commits (fsyncs)", value=float(c.fsyncs)
         )
         yield CounterMetricFamily(
-            "parakoon_collapses", "Head snapshots written", value=float(node.storage.collapses)
+            "parakoon_collapses", "Head snapshots written", value=float(c.collapses)
         )
-        yield CounterMetricFamily(
-            "parakoon_catchups", "Catch-ups started", value=float(node.catchups)
-        )
+        yield CounterMetricFamily("parakoon_catchups", "Catch-ups started", value=float(c.catchups))
         connected = GaugeMetricFamily(
             "parakoon_peer_connected",
             "1 while the outgoing link to the peer is up",
@@ -115,37 +110,35 @@ class NodeCollector(Collector):
         queued = GaugeMetricFamily(
             "parakoon_peer_queue_items", "Frames waiting for the peer", labels=["peer"]
         )
-        for name, link in sorted(node.peers.links.items()):
-            stats = link.queue.statistics()
-            connected.add_metric([name], 1.0 if link.connected else 0.0)
-            dropped.add_metric([name], float(stats.dropped))
-            queued.add_metric([name], float(stats.queued))
+        for peer in sorted(status.peers, key=lambda p: p.name):
+            connected.add_metric([peer.name], 1.0 if peer.connected else 0.0)
+            dropped.add_metric([peer.name], float(peer.dropped))
+            queued.add_metric([peer.name], float(peer.queued))
         yield connected
         yield dropped
         yield queued
         yield CounterMetricFamily(
             "parakoon_peer_connections_accepted",
             "Incoming peer connections accepted by the messaging port",
-            value=float(node.peers.incoming),
+            value=float(c.peer_connections_accepted),
         )
         yield CounterMetricFamily(
             "parakoon_peer_connections_refused",
             "Incoming peer connections closed for a bad handshake, a wrong cluster id or "
             "unknown node, a timeout or malformed frames",
-            value=float(node.peers.bad_connections),
+            value=float(c.peer_connections_refused),
         )
-        server = getattr(node, "client_server", None)
-        clients = getattr(server, "open_connections", None)
-        if isinstance(clients, int):
+        clients = status.client_connections
+        if clients is not None:
             yield GaugeMetricFamily(
                 "parakoon_client_connections", "Open client connections", value=float(clients)
             )
 
 
-def install(node: Node) -> CollectorRegistry:
-    """Build the node's registry and hook the histograms into the driver."""
+def install(source: Observable) -> CollectorRegistry:
+    """Build the node's registry and hook the histograms into the node's hot paths."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(NodeCollector(node))
+    registry.register(NodeCollector(source))
     fsync = Histogram(
         "parakoon_fsync_seconds",
         "WAL write + fdatasync latency per group commit",
@@ -158,20 +151,20 @@ def install(node: Node) -> CollectorRegistry:
         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
         registry=registry,
     )
-    node.driver.persister.fsync_observer = fsync.observe
-    node.driver.batch_observer = batch.observe
+    source.set_observers(fsync=fsync.observe, batch=batch.observe)
     return registry
 
 
 async def serve_metrics(
-    node: Node, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    source: Observable,
+    *,
+    host: str,
+    port: int,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    assert node.me.metrics_port is not None
-    registry = install(node)
-    server, thread = start_http_server(
-        node.me.metrics_port, addr=node.me.client_host, registry=registry
-    )
-    log.info("metrics.serving", port=node.me.metrics_port)
+    registry = install(source)
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    log.info("metrics.serving", port=port)
     task_status.started()
     try:
         await anyio.sleep_forever()

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Final
 
-from parakoon_node.config import ConfigError, check_home_dir, load_config
-from parakoon_node.logs import LOG_FORMATS, LOG_LEVELS, LogFormat
+from parakoon_node.runtime.config import ConfigError, check_home_dir, load_config
+from parakoon_node.runtime.logs import LOG_FORMATS, LOG_LEVELS, LogFormat
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "version_text"]
 
@@ -108,7 +108,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each subcommand stores its handler in ``args.run``."""
-    from parakoon_node import client_cli, wal_cli
+    from parakoon_node.commands import client_cli, wal_cli
 
     parser = argparse.ArgumentParser(
         prog="parakoon",
@@ -235,7 +235,7 @@ def run_force_new_cluster(args: argparse.Namespace) -> int:
     """``parakoon force-new-cluster``: rewrite one stopped node's identity as a seed."""
     cluster = load_config(args.config)
     node = cluster.node(args.node)
-    from parakoon_node.identity import IdentityStore
+    from parakoon_node.runtime.identity import IdentityStore
     from parakoon_wal import WalError
     from parakoon_wal.log import Wal
 
@@ -270,7 +270,7 @@ def run_node(args: argparse.Namespace) -> int:
     cluster = load_config(args.config)
     node = cluster.node(args.node)
     check_home_dir(node)
-    from parakoon_node.node import run
+    from parakoon_node.runtime.node import run
 
     log_format: LogFormat = args.log_format
     return run(cluster, node.name, log_format=log_format, log_level=args.log_level)
@@ -278,7 +278,7 @@ def run_node(args: argparse.Namespace) -> int:
 
 def run_cluster(args: argparse.Namespace) -> int:
     """``parakoon cluster``: every node of the file as a child process."""
-    from parakoon_node.launcher import launch
+    from parakoon_node.commands.launcher import launch
 
     cluster = load_config(args.config)
     return launch(
@@ -292,7 +292,7 @@ def run_cluster(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     load_config(args.config)  # fail early and cleanly on a bad file, before any client starts
-    from parakoon_node.bench import main as bench_main
+    from parakoon_node.commands.bench import main as bench_main
 
     return bench_main(args)
 

@@ -32,8 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from parakoon_client import codec
-
-from .config import ClusterConfig, load_config
+from parakoon_node.runtime.config import ClusterConfig, load_config
 
 PHASES = ("set", "get", "get-ng", "seq10", "mixed")
 PROGRESS_EVERY_OPS = 64

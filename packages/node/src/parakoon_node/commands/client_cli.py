@@ -25,7 +25,7 @@ Errors go to stderr as one line and the exit code is **1**::
     error: NotFound (code 0x05): Not_found
     error: ArakoonNotConnected: cannot connect to node_0 at 127.0.0.1:4000: Connection refused
 
-A configuration or usage problem exits with 2 (see :mod:`parakoon_node.cli`).
+A configuration or usage problem exits with 2 (see :mod:`parakoon_node.commands.cli`).
 
 The command is sent with the blocking :class:`parakoon_client.Client` (``Client.call``), so it
 follows the library's routing and retry rules (docs/client.md). Without ``--node`` writes and
@@ -105,7 +105,7 @@ from parakoon_client.codec import (
 from parakoon_client.errors import (
     ArakoonError,
 )
-from parakoon_node.config import ClusterConfig, load_config
+from parakoon_node.runtime.config import ClusterConfig, load_config
 
 __all__ = [
     "EXIT_ERROR",

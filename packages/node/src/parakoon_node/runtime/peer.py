@@ -12,10 +12,11 @@ retry), and a master must never stall on one slow follower.
 
 Handshake. The dialer's first frame is ``["hello", 2, cluster_id, node_name, purpose,
 identity]`` with purpose ``"msg"`` (Paxos messages follow) or ``"catchup"`` (a catch-up request
-follows, see :mod:`parakoon_node.catchup`). The listener answers ``["welcome", its_name,
-identity]`` or ``["refused", reason]`` and closes; a wrong cluster id, an unknown node name or a
-peer from another cluster history (:mod:`parakoon_node.identity`) is refused and logged with the
-peer's address, on both sides. Anything malformed closes that connection only.
+follows, see :mod:`parakoon_node.runtime.catchup`). The listener answers ``["welcome",
+its_name, identity]`` or ``["refused", reason]`` and closes; a wrong cluster id, an unknown node
+name or a peer from another cluster history (:mod:`parakoon_node.runtime.identity`) is refused
+and logged with the peer's address, on both sides. Anything malformed closes that connection
+only.
 
 Frames after the handshake on a ``"msg"`` connection: ``["p", <paxos message wire list>]``, and
 ``["c", slot, content_hash]``: the sender's store content hash right after it applied ``slot``,
@@ -42,6 +43,7 @@ from parakoon_queue import DropPolicy, EndOfStream, LeakyQueue
 
 from .framing import FrameDecoder, PeerProtocolError, encode_frame, encode_frame_body
 from .identity import PeerIdentities
+from .status import PeerStatus
 
 log = structlog.get_logger("parakoon.peer")
 
@@ -454,3 +456,15 @@ class PeerNetwork:
     def close(self) -> None:
         for link in self.links.values():
             link.close()
+
+    def link_status(self) -> tuple[PeerStatus, ...]:
+        """Each outgoing link's state, for the node's status."""
+        out = []
+        for name, link in self.links.items():
+            stats = link.queue.statistics()
+            out.append(
+                PeerStatus(
+                    name=name, connected=link.connected, queued=stats.queued, dropped=stats.dropped
+                )
+            )
+        return tuple(out)

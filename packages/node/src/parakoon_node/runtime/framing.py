@@ -6,8 +6,8 @@ buffered for it, so a peer that announces 0x7fffffff bytes is refused at once in
 us allocate 2 GiB. Decoding is incremental (``FrameDecoder.feed`` takes any chunking of the
 stream) and never raises anything but :class:`PeerProtocolError`, whatever bytes arrive.
 
-The first frame each way is a handshake (see :mod:`parakoon_node.peer`); after it, frames carry
-Paxos messages or catch-up data, each a msgpack array whose first element names its kind.
+The first frame each way is a handshake (see :mod:`parakoon_node.runtime.peer`); after it, frames
+carry Paxos messages or catch-up data, each a msgpack array whose first element names its kind.
 """
 
 from __future__ import annotations

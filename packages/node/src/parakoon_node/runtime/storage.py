@@ -15,9 +15,9 @@ Applying is atomic per slot (R6): the store's ``apply_batch`` records ``applied_
 slot's effects in one step.
 
 Identity (R9). ``home_dir/identity.json`` says which cluster history this state belongs to and
-whether the node is a voter, founding or rebuilding (:mod:`parakoon_node.identity`); the storage
-opens it with the log, so the two are always judged together ("the WAL is gone but the identity
-is here" is lost state, too).
+whether the node is a voter, founding or rebuilding (:mod:`parakoon_node.runtime.identity`);
+the storage opens it with the log, so the two are always judged together ("the WAL is gone but
+the identity is here" is lost state, too).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 import crc32c
 import msgpack
@@ -37,7 +37,7 @@ from parakoon_kv import FrozenStore, Store
 from parakoon_kv import Update as KvUpdate
 from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
 from parakoon_paxos.wire import value_from_wire, value_to_wire
-from parakoon_wal.collapser import Collapser
+from parakoon_wal.collapser import Collapser, CollapseReport
 from parakoon_wal.log import Wal
 
 from .identity import Identity, IdentityStore, Status
@@ -53,7 +53,7 @@ FORK_FAULT = "fork-store"
 PayloadDecoder = Callable[[bytes], KvUpdate]
 
 
-def _crc(data: bytes, value: int = 0) -> int:
+def snapshot_crc(data: bytes, value: int = 0) -> int:
     return int(crc32c.crc32c(data, value))
 
 
@@ -128,7 +128,7 @@ class Storage:
         if head is not None:
             slot, stream = head
             with stream:
-                self.store = Store.load(stream, crc=_crc)
+                self.store = Store.load(stream, crc=snapshot_crc)
             if self.store.applied_i != slot:
                 raise StorageError(
                     f"{self.settings.home_dir}: head snapshot for slot {slot} holds a store "
@@ -293,13 +293,13 @@ class Storage:
             return None
         return self.store.freeze()
 
-    def collapse_run(self, frozen: FrozenStore, *, force: bool) -> Any:
+    def collapse_run(self, frozen: FrozenStore, *, force: bool) -> CollapseReport | None:
         """In a worker thread: write a head snapshot of ``frozen`` and prune what it covers."""
         applied = frozen.applied_i
         assert applied is not None
 
         def write(stream: BinaryIO) -> None:
-            frozen.dump(stream, crc=_crc)
+            frozen.dump(stream, crc=snapshot_crc)
 
         def snapshot() -> tuple[int, Callable[[BinaryIO], None]]:
             return applied, write

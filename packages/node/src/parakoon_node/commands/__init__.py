@@ -1,0 +1,1 @@
+"""The ``parakoon`` command line: ``cli`` (the entry point) and one module per subcommand."""

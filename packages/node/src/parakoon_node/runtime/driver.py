@@ -72,8 +72,12 @@ from parakoon_paxos import (
     Value,
 )
 from parakoon_paxos import core as paxos
+from parakoon_paxos.contract import NOW, stage
 
 log = structlog.get_logger("parakoon.driver")
+
+
+StepFn = Callable[[Config, Any, Event, float], tuple[Any, list[Effect]]]
 
 
 class Transport(Protocol):
@@ -257,6 +261,7 @@ class Driver:
         start_catchup: Callable[[str, int], None],
         clock: Callable[[], float] = time.monotonic,
         on_applied: Callable[[int], None] | None = None,
+        step: StepFn = paxos.step,
     ) -> None:
         self.config = config
         self.state = state
@@ -264,6 +269,8 @@ class Driver:
         self._applier = applier
         self._start_catchup = start_catchup
         self._clock = clock
+        # The core's step function: the real one, or a scripted one in the driver's own tests.
+        self._step = step
         self._on_applied = on_applied
         self.persister = Persister(write_log, self._write_done)
         self._waiters: dict[int, Waiter] = {}
@@ -314,7 +321,7 @@ class Driver:
         try:
             while self._events:
                 ev = self._events.popleft()
-                self.state, effects = paxos.step(self.config, self.state, ev, self._clock())
+                self.state, effects = self._step(self.config, self.state, ev, self._clock())
                 self.counters.steps += 1
                 if effects:
                     self._execute(effects)
@@ -322,23 +329,32 @@ class Driver:
             self._busy = False
 
     def _execute(self, effects: Sequence[Effect]) -> None:
+        """Run ``effects`` by the contract of :func:`parakoon_paxos.contract.stage`.
+
+        Writes go to the persister in jobs (one group commit may cover several); an effect held
+        behind a write joins the job of the last write before it, and runs when that job is
+        durable (jobs complete in order, so every earlier write is durable then too).
+        """
         job: _WriteJob | None = None
-        for effect in effects:
-            match effect:
-                case Persist(entry=entry):
-                    job = self._open_job(job)
-                    job.entries.append(entry)
-                case PersistPromise(n=n):
-                    job = self._open_job(job)
-                    job.promise = n
-                case Rebuilt(applied_i=i, n=n):
-                    job = self._open_job(job)
-                    job.rebuilt = True
-                    log.info("rebuild.done", applied_i=i, ballot=n)
-                case Send() | Broadcast() | Reply() | Fail() if job is not None:
-                    job.after.append(effect)
-                case _:
-                    self._run_effect(effect)
+        for staged in stage(effects):
+            effect = staged.effect
+            if staged.write != NOW:
+                job = self._open_job(job)
+                match effect:
+                    case Persist(entry=entry):
+                        job.entries.append(entry)
+                    case PersistPromise(n=n):
+                        job.promise = n
+                    case Rebuilt(applied_i=i, n=n):
+                        job.rebuilt = True
+                        log.info("rebuild.done", applied_i=i, ballot=n)
+                    case _:
+                        raise AssertionError(f"not a write: {effect!r}")
+            elif staged.after != NOW:
+                assert job is not None, "a held effect with no write before it"
+                job.after.append(effect)
+            else:
+                self._run_effect(effect)
         if job is not None:
             self.persister.submit(job)
 

@@ -1,0 +1,180 @@
+"""The driver alone, with fakes for its transport, applier and log and a scripted core.
+
+It executes effects by ``parakoon_paxos.contract.stage``: what follows a durable write in the
+same list waits for it. These tests hold the log's write (a real worker thread blocked on an
+event) and look at what has left meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import pytest
+
+from parakoon_node.runtime.driver import Driver
+from parakoon_paxos import (
+    NOP,
+    Accept,
+    Applied,
+    Apply,
+    Broadcast,
+    ClientBatch,
+    Config,
+    Effect,
+    Event,
+    LogEntry,
+    Message,
+    Persist,
+    PersistPromise,
+    Prepare,
+    Promise,
+    Receive,
+    Reply,
+    Send,
+    Value,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the driver's waiters are asyncio futures
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Message]] = []
+
+    def send(self, to: str, msg: Message) -> None:
+        self.sent.append((to, msg))
+
+    def broadcast(self, peers: Sequence[str], msg: Message) -> None:
+        self.sent.extend((p, msg) for p in peers)
+
+
+class FakeLog:
+    """An in-memory log whose writes block until ``gate`` is set (they run in a thread)."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.done: list[str] = []
+
+    def append_entries(self, entries: Sequence[LogEntry]) -> None:
+        self.gate.wait(10)
+        self.done.extend(f"entry {e.i}" for e in entries)
+
+    def save_promise(self, n: int) -> None:
+        self.gate.wait(10)
+        self.done.append(f"promise {n}")
+
+    def mark_rebuilt(self) -> None:
+        self.done.append("rebuilt")
+
+
+class FakeApplier:
+    def __init__(self) -> None:
+        self.applied: list[int] = []
+
+    def apply(self, i: int, value: Value) -> tuple[object, ...]:
+        self.applied.append(i)
+        return ()
+
+
+class Script:
+    """A scripted core: the effects to return for each kind of event, and what it saw."""
+
+    def __init__(self, plan: dict[type, Any]) -> None:
+        self.plan = plan
+        self.seen: list[Event] = []
+
+    def __call__(self, config: Config, state: Any, event: Event, now: float) -> Any:
+        self.seen.append(event)
+        make = self.plan.get(type(event))
+        return state, ([] if make is None else make(event))
+
+
+def make_driver(script: Script) -> tuple[Driver, FakeTransport, FakeLog, FakeApplier]:
+    transport, wlog, applier = FakeTransport(), FakeLog(), FakeApplier()
+    config = Config(me="n0", voters=("n0", "n1", "n2"), lease_period=1.0)
+    driver = Driver(
+        config,
+        None,
+        transport=transport,
+        applier=applier,
+        write_log=wlog,
+        start_catchup=lambda source, i: None,
+        step=script,
+    )
+    return driver, transport, wlog, applier
+
+
+async def eventually(check: Any, what: str) -> None:
+    with anyio.fail_after(5):
+        while not check():
+            await anyio.sleep(0.005)
+
+
+async def test_a_promise_leaves_only_once_its_ballot_is_durable() -> None:
+    promise = Promise(n=5, i=0, accepted=None)
+    script = Script({Receive: lambda ev: [PersistPromise(n=5), Send(to="n1", msg=promise)]})
+    driver, transport, wlog, _ = make_driver(script)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver.persister.run)
+        driver.handle(Receive(src="n1", msg=Prepare(n=5, i=0)))
+        await anyio.sleep(0.05)
+        assert transport.sent == [], "the Promise left before its ballot was durable"
+        wlog.gate.set()
+        await eventually(lambda: transport.sent, "the promise")
+        assert wlog.done == ["promise 5"]
+        assert transport.sent == [("n1", promise)]
+        driver.persister.close()
+
+
+async def test_the_driver_holds_a_reply_behind_its_write() -> None:
+    entry = LogEntry(i=0, n=3, value=NOP)
+
+    def on_batch(ev: Event) -> list[Effect]:
+        assert isinstance(ev, ClientBatch)
+        return [Persist(entry=entry), Reply(rid=ev.requests[0].rid, result="ok")]
+
+    driver, _, wlog, _ = make_driver(Script({ClientBatch: on_batch}))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver.persister.run)
+        tg.start_soon(driver.run_batcher)
+        waiter = driver.submit_write(b"payload")
+        await anyio.sleep(0.05)
+        assert not waiter.future.done(), "the client was answered before the write was durable"
+        wlog.gate.set()
+        await waiter.wait()
+        assert waiter.result == "ok" and wlog.done == ["entry 0"]
+        tg.cancel_scope.cancel()
+
+
+async def test_effects_before_the_first_write_and_applies_run_at_once() -> None:
+    entry = LogEntry(i=1, n=3, value=NOP)
+    accept = Accept(n=3, i=1, value=NOP)
+    script = Script(
+        {
+            Receive: lambda ev: [
+                Broadcast(msg=accept),
+                Persist(entry=entry),
+                Apply(i=0, value=NOP),
+            ]
+        }
+    )
+    driver, transport, wlog, applier = make_driver(script)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver.persister.run)
+        driver.handle(Receive(src="n1", msg=Prepare(n=-1, i=0)))
+        # The leader's Accept goes out with its own write still under way; applying a chosen
+        # slot does not wait either, and Applied comes back to the core before anything else.
+        assert ("n1", accept) in transport.sent and ("n2", accept) in transport.sent
+        assert applier.applied == [0]
+        assert isinstance(script.seen[-1], Applied)
+        wlog.gate.set()
+        await eventually(lambda: wlog.done, "the write")
+        driver.persister.close()

@@ -20,6 +20,7 @@ import pytest
 
 from parakoon_sim import VARIANTS, Faults, Sim, Violation, run_seed
 from parakoon_sim.__main__ import main
+from parakoon_sim.sim import SINGLE_FAULTS
 
 CI_SEEDS = 1000
 
@@ -156,3 +157,14 @@ def test_cli_runs_a_seed_and_a_range(capsys: pytest.CaptureFixture[str]) -> None
     captured = capsys.readouterr()
     assert "seed=0" in captured.err and "--seed 0 --trace" in captured.err
     assert "Persist" in captured.out
+
+
+@pytest.mark.parametrize("voters", [3, 5])
+@pytest.mark.parametrize("kind", sorted(SINGLE_FAULTS - {"deaf_master"}))
+def test_one_lasting_fault_leaves_a_master_that_commits(kind: str, voters: int) -> None:
+    """Survive every single fault: with one fault that never heals (a master that cannot hear,
+    cannot speak, is cut off or dead, or one direction of one link cut), a master that
+    commits exists within 3 lease periods and stays."""
+    for seed in _seeds(12):
+        print(f"seed={seed} kind={kind} voters={voters}")
+        Sim(seed, voters=voters, learners=0, mode="elected").run_single_fault(kind)

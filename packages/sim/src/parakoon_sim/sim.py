@@ -111,6 +111,12 @@ MAX_EVENTS_PER_SEED = 2_000_000
 MAX_TRACE_LINES = 200_000
 
 
+#: The faults of ``Sim.run_single_fault``: each stays until the end of the run.
+SINGLE_FAULTS = frozenset(
+    {"deaf_master", "mute_master", "isolate_master", "crash_master", "one_way"}
+)
+
+
 class Violation(AssertionError):
     """A checker failed. ``str()`` names the rule, the seed and the true time."""
 
@@ -341,6 +347,7 @@ class Sim:
         self.elections = 0
         self.calm = False
         self.unavailable_by_design = False
+        self.cut: set[tuple[str, str]] = set()  # directed links that drop every message
         self.final_rids: list[int] = []
         self.last_master_at = float("-inf")
 
@@ -793,6 +800,91 @@ class Sim:
             rebuilt=self.rebuilt,
         )
 
+    # --- one fault that stays: the cluster must recover while it lasts -------------------------
+
+    def run_single_fault(self, kind: str, *, recover_within: float = 3.0) -> Result:
+        """Settle, then inject one fault that is never healed; a master that commits must exist
+        within ``recover_within`` lease periods and until the end (``SINGLE_FAULTS``).
+
+        The network otherwise behaves (no drops, duplicates or partitions beyond the fault, no
+        crashes), so any loss of liveness is the fault's doing.
+        """
+        if kind not in SINGLE_FAULTS:
+            raise ValueError(f"unknown single fault {kind!r}; one of {sorted(SINGLE_FAULTS)}")
+        f = self.faults
+        f.drop = f.duplicate = 0.0
+        f.crash_rate = f.crash_mid_effects = f.partition_rate = f.pause_rate = 0.0
+        f.disk_loss_rate = f.drop_master_rate = 0.0
+        for node in self.nodes.values():
+            self._start(node)
+        inject = 4 * self.L
+        stop = inject + (recover_within + 6) * self.L
+        t = 0.0
+        while True:
+            t += self.rng.expovariate(20.0)
+            if t >= stop:
+                break
+            self._at(t, "submit", None)
+        self._at(inject, "single_fault", kind)
+        judged_from = inject + recover_within * self.L
+        acked_after: set[int] = set()
+        while self.queue:
+            if self.events > MAX_EVENTS_PER_SEED:
+                raise self.fail("bound", f"more than {MAX_EVENTS_PER_SEED} events")
+            t, _, what, data = heapq.heappop(self.queue)
+            self.now = t
+            if t >= stop:
+                break
+            before = len(self.acked)
+            self._dispatch(what, data)
+            if t >= judged_from and len(self.acked) > before:
+                acked_after.add(len(self.acked))
+        if self.now - self.last_master_at > self.L:
+            raise self.fail("liveness", f"{kind}: no master during the last lease period")
+        if not acked_after:
+            raise self.fail(
+                "liveness", f"{kind}: nothing committed {recover_within} L after the fault"
+            )
+        return Result(
+            seed=self.seed,
+            voters=len(self.voters),
+            learners=len(self.nodes) - len(self.voters),
+            mode=self.mode,
+            chosen=len(self.chosen),
+            acked=len(self.acked),
+            submitted=len(self.submitted),
+            events=self.events,
+            crashes=self.crashes,
+            elections=self.elections,
+            trace=self.trace,
+        )
+
+    def _single_fault(self, kind: str) -> None:
+        holders = [
+            n.name
+            for n in self.nodes.values()
+            if isinstance(n.state, Leader) and lease_valid(n.config, n.state, n.local(self.now))
+        ]
+        victim = holders[0] if holders else self.rng.choice(self.voters)
+        others = [n for n in self.nodes if n != victim]
+        match kind:
+            case "deaf_master":
+                self.cut |= {(o, victim) for o in others}
+            case "mute_master":
+                self.cut |= {(victim, o) for o in others}
+            case "isolate_master":
+                self.cut |= {(o, victim) for o in others} | {(victim, o) for o in others}
+            case "crash_master":
+                self.calm = True  # no restart
+                self._crash(self.nodes[victim])
+            case "one_way":
+                a, b = self.rng.sample(list(self.nodes), 2)
+                self.cut.add((a, b))
+                victim = f"{a}->{b}"
+            case _:
+                raise AssertionError(kind)
+        self._log(f"SINGLE FAULT {kind} on {victim}")
+
     @staticmethod
     def _alive(node: Node, incarnation: int) -> bool:
         return node.state is not None and node.incarnation == incarnation
@@ -835,6 +927,8 @@ class Sim:
             node = nodes[to]
             if node.state is None or nodes[src].partition != node.partition:
                 return
+            if (src, to) in self.cut:
+                return  # a one-way cut: this direction of the link drops everything
             self._step(node, Receive(src=src, msg=msg))
         elif kind == "write":
             name, inc, entry = data
@@ -929,6 +1023,8 @@ class Sim:
                 length = self.rng.uniform(self.faults.pause_min, self.faults.pause_max) * self.L
                 node.paused_until = max(node.paused_until, self.now + length)
                 self._log(f"{data} PAUSED until {node.paused_until:.4f}")
+        elif kind == "single_fault":
+            self._single_fault(data)
         elif kind == "calm":
             self.calm = True
             # Liveness needs only a majority: sometimes a minority of voters stays down.

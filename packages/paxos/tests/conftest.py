@@ -63,7 +63,7 @@ def make_leader(config: Config, now: float = 1.0) -> Node:
     """A leader of a cold cluster holding a fresh lease, idle, with slots 0 (lease), 1 (Nop)."""
     node = new_node(config)
     node.on(Tick(), now)
-    n = node.state.c.n
+    n = node.state.n
     for peer in config.other_voters:
         node.on(Receive(src=peer, msg=Promise(n=n, i=0, accepted=None)))
         if isinstance(node.state, Leader):

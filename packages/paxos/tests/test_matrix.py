@@ -136,8 +136,8 @@ def test_every_event_in_every_role(role_name: str, config: Any, node: Any, leade
             # Applies are in slot order and contiguous (S4).
             applies = [e.i for e in e1 if isinstance(e, Apply)]
             assert applies == sorted(applies)
-            assert s1.c.n >= state0.c.n or isinstance(ev, CatchupDone), "S6: ballot went down"
-            assert s1.c.applied_i >= state0.c.applied_i
+            assert s1.n >= state0.n or isinstance(ev, CatchupDone), "S6: ballot went down"
+            assert s1.applied_i >= state0.applied_i
             if not n.config.is_voter:
                 assert role(s1) in (Role.FOLLOWER, Role.CATCHING_UP)
                 assert not any(isinstance(e, Send) and isinstance(e.msg, Accepted) for e in e1)

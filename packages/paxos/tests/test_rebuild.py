@@ -190,7 +190,7 @@ def test_a_floor_above_the_leader_s_ballot_is_kept() -> None:
     core.on(Receive(src="n2", msg=Nak(n=probe_n, their_n=11, their_i=0)))
     _follow(core, "n1", 4, range(3))
     assert rebuild_status(core.state) is None
-    assert core.state.c.n == 11, "a forgotten promise up to ballot 11 may exist"
+    assert core.state.n == 11, "a forgotten promise up to ballot 11 may exist"
     out = core.on(Receive(src="n1", msg=Accept(n=4, i=3, value=NOP)))
     assert Send(to="n1", msg=Nak(n=4, their_n=11, their_i=2)) in out
 

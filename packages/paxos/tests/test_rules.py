@@ -50,6 +50,7 @@ from parakoon_paxos import (
     next_deadline,
     owner,
     role,
+    step,
 )
 
 
@@ -108,7 +109,7 @@ def test_restart_with_a_log_waits_one_lease_period(config: Any, node: Any) -> No
     """R2: a remembered lease counts as starting now, so no election before L has passed."""
     last = LogEntry(i=4, n=3, value=NOP)
     n = node(config(me="n1"), Recovered(last=last, applied_i=3, promised_n=5), now=10.0)
-    assert n.state.c.n == 5
+    assert n.state.n == 5
     assert n.on(Tick(), 11.5) == []
     assert n.on(Receive(src="n2", msg=Prepare(n=8, i=4)), 11.6) == []  # guard: unknown holder
     effects = n.on(Tick(), 12.5)
@@ -139,11 +140,11 @@ def test_lease_guard_ignores_other_candidates_but_not_probes(
 ) -> None:
     """§5.2 rule 2: while the lease view names someone else and is live, ignore n >= 0."""
     f = leader(config(me="n1"))  # n1 leads; make a follower n2 that applied n1's lease
-    n = f.state.c.n
+    n = f.state.n
     follower = node(config(me="n2"))
     follower.on(Receive(src="n1", msg=Accept(n=n, i=0, value=MasterSet(node="n1"))), 1.0)
     follower.on(Receive(src="n1", msg=Accept(n=n, i=1, value=NOP)), 1.1)
-    assert follower.state.c.lease_holder == "n1"
+    assert follower.state.lease_holder == "n1"
     assert master(follower.config, follower.state, 1.2) == "n1"
     assert follower.on(Receive(src="n0", msg=Prepare(n=30, i=1)), 1.2) == []
     probe = follower.on(Receive(src="n0", msg=Prepare(n=-1, i=0)), 1.2)
@@ -180,7 +181,7 @@ def test_promise_persists_before_replying_and_reports_the_slot(config: Any, node
             msg=Promise(n=5, i=0, accepted=LogEntry(i=0, n=3, value=MasterSet(node="n0"))),
         ),
     ]
-    assert isinstance(n.state, Follower) and n.state.c.n == 5
+    assert isinstance(n.state, Follower) and n.state.n == 5
 
 
 def test_respect_window_ignores_a_rival_candidate(config: Any, node: Any) -> None:
@@ -210,7 +211,7 @@ def test_candidate_reproposes_the_highest_ballot_value(config: Any, node: Any) -
     c5 = config(voters=("n0", "n1", "n2", "n3", "n4"))
     n = node(c5)
     n.on(Tick(), 0.2)
-    b = n.state.c.n
+    b = n.state.n
     old = LogEntry(i=0, n=1, value=Batch(payloads=(b"old",)))
     new = LogEntry(i=0, n=2, value=Batch(payloads=(b"new",)))
     n.on(Receive(src="n1", msg=Promise(n=b, i=0, accepted=old)))
@@ -255,7 +256,7 @@ def test_candidate_retries_above_the_highest_ballot_seen(config: Any, node: Any)
 def test_leader_counts_itself_only_after_persisted(config: Any, leader: Any) -> None:
     """§5.4 step 2, S2: Accept goes out before Persist; the leader's vote needs Persisted."""
     ld = leader(config())
-    n = ld.state.c.n
+    n = ld.state.n
     effects = ld.on(reqs((1, b"a")))
     assert effects == [
         Broadcast(msg=Accept(n=n, i=2, value=Batch(payloads=(b"a",)))),
@@ -271,7 +272,7 @@ def test_leader_counts_itself_only_after_persisted(config: Any, leader: Any) -> 
 def test_requests_arriving_in_flight_form_the_next_bounded_batch(config: Any, leader: Any) -> None:
     """§5.4 step 4 and batching: one slot in flight; waiting requests go in the next value."""
     ld = leader(config(max_batch_count=2, max_batch_bytes=5))
-    n = ld.state.c.n
+    n = ld.state.n
     ld.on(reqs((1, b"a")))
     assert ld.on(reqs((2, b"bb"), (3, b"cc"), (4, b"d"))) == []  # S5: waits
     ld.on(Persisted(i=2, n=n))
@@ -286,6 +287,20 @@ def test_requests_arriving_in_flight_form_the_next_bounded_batch(config: Any, le
     assert Broadcast(msg=Accept(n=n, i=4, value=Batch(payloads=(b"d",)))) in effects
 
 
+def test_applied_must_carry_one_result_per_payload(config: Any, leader: Any) -> None:
+    """Contract 3 is asserted, not padded: a short (or long) Applied is a driver bug."""
+    ld = leader(config())
+    n = ld.state.n
+    ld.on(reqs((1, b"a"), (2, b"b")))
+    ld.on(Persisted(i=2, n=n))
+    ld.on(Receive(src="n1", msg=Accepted(n=n, i=2)))
+    for results in [("only one",), ("a", "b", "c")]:
+        with pytest.raises(AssertionError, match="results for"):
+            step(ld.config, ld.state, Applied(i=2, results=results), ld.now)
+    effects = ld.on(Applied(i=2, results=("ra", "rb")))
+    assert effects[:2] == [Reply(rid=1, result="ra"), Reply(rid=2, result="rb")]
+
+
 def test_queue_bound_answers_overloaded(config: Any, leader: Any) -> None:
     ld = leader(config(max_queued=2))
     ld.on(reqs((1, b"a")))  # in flight, not queued
@@ -296,7 +311,7 @@ def test_queue_bound_answers_overloaded(config: Any, leader: Any) -> None:
 def test_leader_resends_accept_to_silent_voters(config: Any, leader: Any) -> None:
     """§5.4 step 1: re-send every ~L/4 to voters that have not acknowledged."""
     ld = leader(config())
-    n = ld.state.c.n
+    n = ld.state.n
     ld.on(reqs((1, b"a")))
     ld.on(Receive(src="n1", msg=Accepted(n=n, i=2)))
     effects = ld.on(Tick(), ld.now + 0.6)
@@ -308,7 +323,7 @@ def test_lease_renewal_every_half_period(config: Any, leader: Any) -> None:
     ld = leader(config(), now=1.0)
     assert lease_valid(ld.config, ld.state, 1.5)
     effects = ld.on(Tick(), 2.05)
-    assert Broadcast(msg=Accept(n=ld.state.c.n, i=2, value=MasterSet(node="n0"))) in effects
+    assert Broadcast(msg=Accept(n=ld.state.n, i=2, value=MasterSet(node="n0"))) in effects
     # Without renewal being chosen, the lease ends at L * (1 - d) / (1 + d) after proposal.
     assert lease_valid(ld.config, ld.state, 1.0 + 1.80)
     assert not lease_valid(ld.config, ld.state, 1.0 + 1.82)
@@ -341,7 +356,7 @@ def test_follower_acknowledges_only_after_persisted(config: Any, node: Any) -> N
         Apply(i=0, value=MasterSet(node="n0")),
         Persist(entry=LogEntry(i=1, n=3, value=NOP)),
     ]
-    assert f.state.c.lease_holder == "n0"
+    assert f.state.lease_holder == "n0"
 
 
 def test_follower_naks_an_older_ballot(config: Any, node: Any) -> None:
@@ -362,7 +377,7 @@ def test_follower_far_behind_catches_up_then_rejoins(config: Any, node: Any) -> 
     done = CatchupDone(applied_i=4, last=LogEntry(i=4, n=3, value=NOP), lease_holder="n0")
     effects = f.on(done)
     assert Persist(entry=LogEntry(i=5, n=3, value=NOP)) in effects
-    assert isinstance(f.state, Follower) and f.state.c.applied_i == 4
+    assert isinstance(f.state, Follower) and f.state.applied_i == 4
 
 
 def test_learner_follows_but_never_votes(config: Any, node: Any) -> None:
@@ -407,7 +422,7 @@ def test_drop_master_stops_renewing_and_answers_on_step_down(config: Any, leader
 
 def test_single_voter_commits_on_its_own_persist(config: Any, leader: Any) -> None:
     ld = leader(config(voters=("n0",)))
-    n = ld.state.c.n
+    n = ld.state.n
     assert ld.on(reqs((1, b"a"))) == [
         Persist(entry=LogEntry(i=2, n=n, value=Batch(payloads=(b"a",))))
     ]
@@ -416,7 +431,7 @@ def test_single_voter_commits_on_its_own_persist(config: Any, leader: Any) -> No
 
 def test_two_voters_need_both(config: Any, leader: Any) -> None:
     ld = leader(config(voters=("n0", "n1")))
-    n = ld.state.c.n
+    n = ld.state.n
     ld.on(reqs((1, b"a")))
     assert ld.on(Persisted(i=2, n=n)) == []
     assert ld.on(Receive(src="n1", msg=Accepted(n=n, i=2))) == [
@@ -488,7 +503,7 @@ def test_new_leader_waits_out_a_reproposed_lease_with_heartbeat_nops(
     from it."""
     n = node(config())
     n.on(Tick(), 0.2)
-    b = n.state.c.n
+    b = n.state.n
     old = LogEntry(i=0, n=2, value=MasterSet(node="n2"))
     n.on(Receive(src="n1", msg=Promise(n=b, i=0, accepted=old)))
     n.on(Persisted(i=0, n=b))

@@ -428,8 +428,8 @@ class Cluster:
                 continue
             s = node.state
             self.out.append(
-                f"{name}: {role(s).value} n={s.c.n} applied={applied_i(s)} "
-                f"last={fmt_entry(s.c.last)} master={master(node.config, s, self.now) or '-'}"
+                f"{name}: {role(s).value} n={s.n} applied={applied_i(s)} "
+                f"last={fmt_entry(s.last)} master={master(node.config, s, self.now) or '-'}"
                 f"{' lease' if lease_valid(node.config, s, self.now) else ''}"
             )
 

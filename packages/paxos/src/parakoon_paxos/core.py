@@ -20,9 +20,12 @@ n mod N = r, so a ballot names its owner; ``Accepted(n, i)`` goes to ``owner(n)`
 ballots are probes that never win.
 
 Roles. A node is in exactly one of four frozen states, each a subclass of :class:`Common` (the
-ballot, applied slot, last log entry, lease view, respect window and generator every role has;
-``state.c`` names that part for readability). Each step copies its state once, with a generated
-copier (:func:`evolve`), because copying frozen dataclasses is the core's main cost.
+ballot, applied slot, last log entry, lease view, respect window and generator every role has):
+a role state *is* its common part, so helpers that only touch common fields take any role
+(a TypeVar bound to ``Common``) and hand back the same role. Each step copies its state about
+once, with a generated copier (:func:`evolve`), because copying frozen dataclasses is the
+core's main cost; mypy checks every ``evolve`` call as ``dataclasses.replace`` (field names and
+types), which the copier matches exactly.
 
 * ``Follower``: accepts from the leader of the highest ballot it has seen, learns that slot i is
   chosen when slot i+1 arrives under the same ballot, and runs an election when its view of the
@@ -106,8 +109,8 @@ yet applied).
 
 from __future__ import annotations
 
-from dataclasses import MISSING, Field, dataclass, fields
-from typing import Any, Final, TypeAlias, TypeVar, assert_never
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, assert_never
 
 from .types import (
     NOP,
@@ -214,8 +217,11 @@ class RequestQueue:
             start = pos
             while pos < end and len(taken) < max_count:
                 req = front[pos]
+                # The first request goes even if it alone exceeds max_bytes: refusing it would
+                # block the queue behind it for ever.
                 if taken and nbytes + len(req.payload) > max_bytes:
                     break
+
                 taken.append(req)
                 nbytes += len(req.payload)
                 pos += 1
@@ -284,21 +290,24 @@ class Common:
     """
 
     n: int
+    # The highest ballot heard of in any message, promised or not: our next election starts
+    # above it, so that it is not refused at once by voters that promised a higher one.
     max_seen: int
     applied_i: int
     last: LogEntry | None
     last_durable: bool
     lease_holder: str | None
     lease_start: float
+    # The candidate we last promised, and until when other candidates are ignored (§5.2 rule 4).
     respect: str | None
     respect_until: float
+    # The xorshift64 generator state: randomness lives in the state so that ``step`` stays a
+    # pure function and the simulator replays a seed exactly.
     rng: int
-    rebuild: Rebuild | None = None  # not None while the node rebuilds lost state (R9)
-
-    @property
-    def c(self) -> Common:
-        """The common part, i.e. the state itself (kept so that ``state.c.n`` reads well)."""
-        return self
+    # Not None while the node rebuilds lost state (R9). No default on purpose: every role
+    # change builds the new state field by field, and a forgotten rebuild would let a node
+    # that lost its promises vote again; mypy reports a constructor call that omits it.
+    rebuild: Rebuild | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -315,34 +324,46 @@ class Follower(Common):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candidate(Common):
-    i: int
-    own: LogEntry | None
-    promises: tuple[tuple[str, Promise], ...]
-    deadline: float
-    retries: int
+    i: int  # the slot we run for: applied_i + 1
+    own: LogEntry | None  # our own entry at slot i: our promise's report, if our votes count
+    promises: tuple[tuple[str, Promise], ...]  # at most one per other voter
+    deadline: float  # when to run again, higher, without a quorum
+    retries: int  # for the record: the wait does not grow with it (see the deviations above)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Proposal:
+    """The leader's slot in flight (S5: there is at most one)."""
+
     i: int
     value: Value
+    # The client of each payload, in order; empty for a lease, a Nop or a value re-proposed
+    # from an older ballot (whose clients the leader that lost them has failed).
     rids: tuple[int, ...]
-    acks: frozenset[str]
-    self_durable: bool
-    chosen: bool
+    acks: frozenset[str]  # other voters that sent Accepted(n, i) for our ballot
+    self_durable: bool  # our own Persisted came: our vote counts (not before, contract 1)
+    chosen: bool  # a quorum holds it and Apply was emitted; waiting for Applied
     resend_at: float
+    # For a fresh MasterSet(me): our lease runs from here, not from when it is chosen (§5.6).
     proposed_at: float
+    # Proposed by us, in this term, as our own lease. A MasterSet(me) re-proposed from an
+    # older ballot is not: followers may have applied it long ago, so it grants nothing.
     fresh_lease: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Leader(Common):
     prop: Proposal | None
-    queue: RequestQueue
+    queue: RequestQueue  # client requests waiting for the next slot (batched when it frees)
+    # The start of the lease *we* hold, which lease_valid trusts only for the shorter
+    # ``Config.leader_lease``; the lease view in Common is what every node's guard uses.
     my_lease_start: float
+    # When the next MasterSet(me) is due; while a foreign lease runs out, when the next
+    # heartbeat Nop is.
     renew_at: float
-    need_nop: bool
-    drop_rids: tuple[int, ...]
+    need_nop: bool  # a MasterSet was just chosen: followers apply it only when a next slot comes
+    drop_rids: tuple[int, ...]  # DropMaster requests, answered when we step down
+
     drop_deadline: float  # NEVER unless dropping
     pref_i: int  # highest slot the preferred master acknowledged (preferred mode)
     pref_check_at: float
@@ -361,19 +382,16 @@ class CatchingUp(Common):
 
 State: TypeAlias = Follower | Candidate | Leader | CatchingUp
 
-_COMMON_NAMES: Final = tuple(f.name for f in fields(Common))
-_ROLE_FIELDS: Final[dict[type, tuple[Field[Any], ...]]] = {
-    cls: tuple(f for f in fields(cls) if f.name not in _COMMON_NAMES)
-    for cls in (Follower, Candidate, Leader, CatchingUp)
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # Copy-with-changes for the frozen states. ``dataclasses.replace`` walks ``fields()`` and calls
 # the frozen ``__init__`` (about 3 us for Common); every event copies one or two states, so the
 # hot path uses a copier generated once per class (about 1 us): it allocates the instance and
 # sets each slot, taking the new value where one was given. The result is equal to what
-# ``replace`` returns (tests check this for every state class).
+# ``replace`` returns (tests check this for every state class), which is why mypy may check the
+# call sites against ``replace``: its dataclasses plugin knows each class's fields, so a wrong
+# field name or type at any ``evolve`` call fails ``mypy --strict``. The copier itself takes
+# ``**Any``; only the run time uses it.
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="Common")
@@ -396,40 +414,20 @@ def _make_evolver(cls: type) -> Any:
     return namespace["evolve"]
 
 
-def _to(cls: type[_S], base: Common, **role_fields: Any) -> _S:
-    """A state of role ``cls`` with the common fields of ``base`` and the given role fields."""
-    x = object.__new__(cls)
-    for name in _COMMON_NAMES:
-        object.__setattr__(x, name, getattr(base, name))
-    for f in _ROLE_FIELDS[cls]:
-        if f.name in role_fields:
-            value = role_fields[f.name]
-        elif f.default is not MISSING:
-            value = f.default
-        else:
-            raise TypeError(f"{cls.__name__}: missing field {f.name!r}")
-        object.__setattr__(x, f.name, value)
-    return x
-
-
-def evolve(obj: _T, **changes: Any) -> _T:
-    """``dataclasses.replace`` for the core's frozen state classes, faster.
-
-    ``c=other`` means "start from ``other``" (a copy of ``obj`` already carrying the new common
-    fields, as every role state *is* its common part).
-    """
-    if "c" in changes:
-        base = changes.pop("c")
-        assert type(base) is type(obj), f"evolve: {type(base).__name__} for {type(obj).__name__}"
-        obj = base
-        if not changes:
-            return obj
+def _fast_evolve(obj: _T, /, **changes: Any) -> _T:
+    """``dataclasses.replace`` for the core's frozen classes, faster (run-time ``evolve``)."""
     try:
         fn = _EVOLVERS[type(obj)]
     except KeyError:
         fn = _EVOLVERS[type(obj)] = _make_evolver(type(obj))
     result: _T = fn(obj, **changes)
     return result
+
+
+if TYPE_CHECKING:
+    from dataclasses import replace as evolve
+else:
+    evolve = _fast_evolve
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,6 +464,11 @@ def next_ballot(config: Config, above: int) -> int:
 
 
 def _lease_live(config: Config, c: Common, now: float) -> bool:
+    """Is the lease we know of still running, as far as our guard is concerned?
+
+    A full L from when we applied it (or restarted, R2): the guard side of §5.6. It never
+    lets us serve as master; that is ``lease_valid``, with the shorter ``leader_lease``.
+    """
     return now - c.lease_start < config.lease_period
 
 
@@ -523,15 +526,24 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
             f"Recovered: log ends at slot {last.i} but the store applied {applied}; the log must "
             "be replayed up to last_i - 1 before start (R1), and a store ahead of the log is fatal"
         )
+    # A durable entry of ballot n means we followed n (S6), even if the promise record is older.
     n = max(recovered.promised_n, last.n if last is not None else 0)
+    # Xorshift never leaves the state 0: map every seed to a non-zero state, spreading
+    # consecutive seeds apart (the multiplier is the 64-bit golden ratio).
     rng = (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK64 or 0x2545F4914F6CDD1D
+    # R2: a node that took part in the cluster may have helped grant a lease just before it
+    # stopped; it cannot tell when, so it honours one for a full L from now. A lone voter has
+    # nobody to defer to.
     remembered = last is not None or recovered.lease_holder is not None or recovered.quiet_start
     alone = len(config.sorted_voters) == 1
     lease_start = now if remembered and not alone else LONG_AGO
     rebuild = None
     if recovered.rebuilding and config.is_voter and not alone:
-        probe = 3 + ((rng >> 11) % (1 << 40))  # a fresh probe ballot: -3, -4, ... (R9)
+        # A fresh probe ballot, -3, -4, ... (R9): random, so that answers to an earlier
+        # incarnation's probes do not count; -1 and -2 are the notes' R3 and catch-up probes.
+        probe = 3 + ((rng >> 11) % (1 << 40))
         rebuild = Rebuild(probe_n=-probe, probe_at=now)
+
     c = Follower(
         leader=None,
         check_at=NEVER,
@@ -574,11 +586,11 @@ def role(state: State) -> Role:
 
 
 def applied_i(state: State) -> int:
-    return state.c.applied_i
+    return state.applied_i
 
 
 def ballot(state: State) -> int:
-    return state.c.n
+    return state.n
 
 
 def lease_valid(config: Config, state: State, now: float) -> bool:
@@ -594,11 +606,10 @@ def master(config: Config, state: State, now: float) -> str | None:
     """Who this node believes is master now (``None`` when nobody, as far as it knows)."""
     if lease_valid(config, state, now):
         return config.me
-    c = state.c
     # Our own name only ever comes from lease_valid: the (longer) view of our own lease that
     # followers keep is not a licence for us.
-    if c.lease_holder not in (None, config.me) and _lease_live(config, c, now):
-        return c.lease_holder
+    if state.lease_holder not in (None, config.me) and _lease_live(config, state, now):
+        return state.lease_holder
     return None
 
 
@@ -607,9 +618,10 @@ def next_deadline(config: Config, state: State) -> float | None:
     t = NEVER
     match state:
         case Follower(check_at=check_at):
-            if _can_elect(config, state.c):
+            if _can_elect(config, state):
                 t = check_at
             elif state.rebuild is not None and state.rebuild.target is None:
+                # Until every voter answered our probe, only re-probing is due (R9).
                 t = state.rebuild.probe_at
         case Candidate(deadline=deadline):
             t = deadline
@@ -619,12 +631,12 @@ def next_deadline(config: Config, state: State) -> float | None:
                 if not prop.chosen:
                     t = prop.resend_at
             elif state.drop_deadline == NEVER:
+                # A dropping leader renews nothing: only the drop deadline matters.
                 t = state.renew_at
-                c = state.c
-                if c.lease_holder != config.me and c.lease_start != LONG_AGO:
+                if state.lease_holder != config.me and state.lease_start != LONG_AGO:
                     # Our own lease can only be proposed once the foreign one runs out; until
                     # then renew_at paces the Nops that keep the followers hearing from us.
-                    t = min(t, c.lease_start + config.lease_period)
+                    t = min(t, state.lease_start + config.lease_period)
             t = min(t, state.drop_deadline, state.pref_check_at)
         case CatchingUp():
             pass
@@ -654,14 +666,17 @@ def step(config: Config, state: State, event: Event, now: float) -> tuple[State,
         case CatchupDone():
             new = _on_catchup_done(config, state, event, now, out)
         case CatchupFailed(source=source):
+            # A failure reported for another source belongs to a transfer we no longer wait for.
             if isinstance(state, CatchingUp) and state.source == source:
-                new = _become_follower(config, state.c, None, now, out)
+                new = _become_follower(config, state, None, now, out)
             else:
                 new = state
         case DropMaster(rid=rid):
             new = _on_drop_master(config, state, rid, now, out)
         case _:
             assert_never(event)
+    # R9: a rebuilding follower learns its target slot through any event (Accept, CatchupDone,
+    # Nak answers), so the check that it may vote again runs after every one of them.
     if new.rebuild is not None and isinstance(new, Follower):
         new = _maybe_rebuilt(config, new, new.rebuild, now, out)
     return new, out
@@ -673,27 +688,30 @@ def step(config: Config, state: State, event: Event, now: float) -> tuple[State,
 def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> State:
     match state:
         case Follower():
-            if state.rebuild is not None and not _can_elect(config, state.c):
+            if state.rebuild is not None and not _can_elect(config, state):
                 return _rebuild_tick(config, state, state.rebuild, now, out)
-            if now < state.check_at or not _can_elect(config, state.c):
+            if now < state.check_at or not _can_elect(config, state):
                 return state
-            c = state.c
             forced = config.master_mode is MasterMode.FORCED
             quiet = now - state.heard_at >= config.lease_period
-            if forced or (quiet and not _lease_live(config, c, now) and now >= c.respect_until):
-                return _start_election(config, c, 0, now, out)
-            r, c = _rand(c)
+            if forced or (
+                quiet and not _lease_live(config, state, now) and now >= state.respect_until
+            ):
+                return _start_election(config, state, 0, now, out)
+            # Not yet: check again once the latest of the reasons to wait has passed, plus a
+            # random margin so that the followers of a dead leader do not all run at once.
+            r, s = _rand(state)
             base = max(
-                c.lease_start + config.lease_period,
-                state.heard_at + config.lease_period,
-                c.respect_until,
+                s.lease_start + config.lease_period,
+                s.heard_at + config.lease_period,
+                s.respect_until,
                 now,
             )
-            return evolve(state, c=c, check_at=base + _check_delay(config, r))
+            return evolve(s, check_at=base + _check_delay(config, r))
         case Candidate():
             if now < state.deadline:
                 return state
-            return _start_election(config, state.c, state.retries + 1, now, out)
+            return _start_election(config, state, state.retries + 1, now, out)
         case Leader():
             return _leader_tick(config, state, now, out)
         case CatchingUp():
@@ -705,8 +723,10 @@ def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> Sta
 def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Leader | State:
     if now >= s.drop_deadline:
         # Nobody took over within 2.2 L after a drop-master: run an election ourselves (§5.7).
-        c = _step_down(config, s, out)
-        return _start_election(config, c, 0, now, out)
+        # 2.2 L is past any follower's lease view plus its check margin, so every live
+        # follower has had its chance; without this a dropped cluster could stay masterless.
+        _step_down(config, s, out)
+        return _start_election(config, s, 0, now, out)
     if config.preferred and now >= s.pref_check_at:
         s = evolve(s, pref_check_at=now + config.lease_period)
         pref = config.master
@@ -715,7 +735,7 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
             and pref != config.me
             and s.drop_deadline == NEVER
             and s.pref_i >= 0  # it has acknowledged something in this term: it is alive
-            and s.pref_i >= s.c.applied_i - PREFERRED_HANDOVER_SLOTS
+            and s.pref_i >= s.applied_i - PREFERRED_HANDOVER_SLOTS
         ):
             # Hand over to the preferred master: stop renewing and let the leases run out.
             s = evolve(s, drop_deadline=now + 2.2 * config.lease_period)
@@ -723,13 +743,16 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
     if prop is not None:
         if prop.chosen or now < prop.resend_at:
             return s
-        r, c = _rand(s.c)
-        msg = Accept(n=c.n, i=prop.i, value=prop.value)
+        # The network may lose an Accept or its Accepted: re-send the slot in flight to the
+        # voters that have not acknowledged it (they re-acknowledge duplicates), every L/4 or
+        # so, well inside the lease, so one lost message cannot cost the leader its lease.
+        r, rng = _draw(s.rng)
+        msg = Accept(n=s.n, i=prop.i, value=prop.value)
         for v in config.other_voters:
             if v not in prop.acks:
                 out.append(Send(to=v, msg=msg))
         resend_at = now + config.lease_period / 4 * (1.0 + 0.1 * r)
-        return evolve(s, c=c, prop=evolve(prop, resend_at=resend_at))
+        return evolve(s, rng=rng, prop=evolve(prop, resend_at=resend_at))
     return _maybe_propose(config, s, now, out)
 
 
@@ -743,12 +766,17 @@ def _on_client(
     now: float,
     out: list[Effect],
 ) -> State:
+    # A dropping leader takes no new work: it is handing over, and what it queued now would
+    # only be failed when it steps down.
     if not isinstance(state, Leader) or state.drop_deadline != NEVER:
         out.extend(Fail(rid=r.rid, code=FailCode.NOT_MASTER) for r in requests)
         return state
     if config.master_mode is MasterMode.READONLY:
         out.extend(Fail(rid=r.rid, code=FailCode.READ_ONLY) for r in requests)
         return state
+    # max_queued bounds what a slow quorum makes us hold in memory: the excess fails at once
+    # rather than waiting without bound.
+
     room = config.max_queued - state.queue.size
     if room < len(requests):
         out.extend(Fail(rid=r.rid, code=FailCode.OVERLOADED) for r in requests[max(room, 0) :])
@@ -768,6 +796,8 @@ def _on_drop_master(config: Config, state: State, rid: int, now: float, out: lis
         return state
     deadline = state.drop_deadline
     if deadline == NEVER:
+        # A second DropMaster joins the first: pushing the deadline back on every request
+        # would let a client keep the cluster masterless.
         deadline = now + 2.2 * config.lease_period
     # Requests already queued may still go out while the lease lasts; new ones are refused.
     return evolve(state, drop_rids=(*state.drop_rids, rid), drop_deadline=deadline)
@@ -779,17 +809,23 @@ def _on_drop_master(config: Config, state: State, rid: int, now: float, out: lis
 def _on_persisted(
     config: Config, state: State, i: int, n: int, now: float, out: list[Effect]
 ) -> State:
-    c = state.c
-    last = c.last
-    if last is None or last.i != i or last.n != n or c.last_durable:
-        return state  # a stale answer, for an entry since rewritten
+    last = state.last
+    # Only the newest entry can be waiting for its Persisted (S3 keeps one entry beyond the
+    # applied slot); an answer that does not name it exactly is for an entry since rewritten,
+    # and counting it would vote for a value we no longer hold (S2).
+    if last is None or last.i != i or last.n != n or state.last_durable:
+        return state
     if isinstance(state, Leader):
         prop = state.prop
-        if prop is not None and prop.i == i and n == c.n and not prop.self_durable:
+        if prop is not None and prop.i == i and n == state.n and not prop.self_durable:
+            # The leader counts its own vote only now, never when it broadcasts (contract 1).
             prop = evolve(prop, self_durable=True)
             return _maybe_chosen(config, state, prop, now, out, last_durable=True)
         return evolve(state, last_durable=True)
-    if _votes(config, c) and n > 0 and owner(config, n) != config.me:
+    # A follower's Accepted leaves only once its copy is durable, and goes to the ballot's
+    # owner (who proposed it) rather than to whoever we think leads: the two differ after a
+    # hand-over, and only the owner counts votes for ballot n.
+    if _votes(config, state) and n > 0 and owner(config, n) != config.me:
         out.append(Send(to=owner(config, n), msg=Accepted(n=n, i=i)))
     return evolve(state, last_durable=True)
 
@@ -803,12 +839,23 @@ def _on_applied(
     out: list[Effect],
 ) -> State:
     if not isinstance(state, Leader):
-        return state
+        return state  # followers apply too, but have nobody to answer
     prop = state.prop
     if prop is None or not prop.chosen or prop.i != i:
+        # The answer to an Apply emitted in another role or term (the driver answers every
+        # Apply): no client of ours waits on it.
         return state
-    for k, rid in enumerate(prop.rids):
-        out.append(Reply(rid=rid, result=results[k] if k < len(results) else None))
+    value = prop.value
+    # Contract 3, asserted: one result per payload (none for a lease or a Nop). Padding a
+    # short answer would reply None to a client whose update may have failed.
+    assert len(results) == (len(value.payloads) if isinstance(value, Batch) else 0), (
+        f"Applied({i}): {len(results)} results for {value!r}"
+    )
+    assert state.applied_i == i, f"Applied({i}) with applied_i={state.applied_i}"
+    # A value re-proposed from an older ballot has no rids: its clients were failed by the
+    # leader that lost them, so nobody is waiting here.
+    for rid, result in zip(prop.rids, results, strict=False):
+        out.append(Reply(rid=rid, result=result))
     return _maybe_propose(config, state, now, out, idle=True)
 
 
@@ -817,27 +864,35 @@ def _on_catchup_done(
 ) -> State:
     if not isinstance(state, CatchingUp):
         return state
-    c = state.c
     last = ev.last
-    if ev.applied_i < c.applied_i or (
+    if ev.applied_i < state.applied_i or (
         last is not None and not ev.applied_i <= last.i <= ev.applied_i + 1
     ):
         # The driver reported less than we already had, or a tail it did not apply: trust only
         # what is consistent with S3 and retry from the next Accept.
-        return _become_follower(config, c, None, now, out)
-    n = max(c.n, last.n if last is not None else 0)
-    c = evolve(
-        c, applied_i=ev.applied_i, last=last, last_durable=True, n=n, max_seen=max(c.max_seen, n)
+        return _become_follower(config, state, None, now, out)
+    # The copied entries carry their ballots: holding an entry of ballot n implies we follow
+    # at least n (S6), as after a restart (R1).
+    n = max(state.n, last.n if last is not None else 0)
+    s = evolve(
+        state,
+        applied_i=ev.applied_i,
+        last=last,
+        last_durable=True,
+        n=n,
+        max_seen=max(state.max_seen, n),
     )
     if ev.lease_holder is not None:
-        c = evolve(c, lease_holder=ev.lease_holder, lease_start=now)
-    follower = _become_follower(config, c, state.source, now, out)
+        # We cannot know when that lease began; starting it now is the cautious reading (the
+        # lease guard then lasts longest), as on a restart (R2).
+        s = evolve(s, lease_holder=ev.lease_holder, lease_start=now)
+    follower = _become_follower(config, s, state.source, now, out)
     if state.replay is not None:
         src, accept = state.replay
         # Only an Accept we can now take: one still out of reach would start another transfer
         # at once, and a driver whose source had nothing new would loop without end. The
         # leader's re-send (or its next slot) brings a fresh Accept soon enough.
-        if accept.i <= c.applied_i + 2:
+        if accept.i <= s.applied_i + 2:
             return _follower_accept(config, follower, src, accept, now, out)
     return follower
 
@@ -872,81 +927,106 @@ def _on_message(
 def _on_prepare(
     config: Config, state: State, src: str, m: Prepare, now: float, out: list[Effect]
 ) -> State:
-    c = state.c
-    my_next = c.applied_i + 1
+    my_next = state.applied_i + 1
     if not config.is_voter:
         return state  # learners never vote
-    if c.rebuild is not None:
+    if state.rebuild is not None:
         # R9: no promise while rebuilding; say so, so that a rebuilding prober does not count
         # us as a witness and a candidate knows why.
-        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next, rebuilding=True)))
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=my_next, rebuilding=True)))
         return state
     if src not in config.sorted_voters:
-        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))  # rule 1
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=my_next)))  # rule 1
         return state
-    if m.n >= 0 and c.lease_holder != src and _lease_live(config, c, now):
-        return state  # rule 2: the lease guard
-    if m.n == c.n and m.n > 0 and owner(config, m.n) == src and not isinstance(state, Leader):
-        # A duplicate of the Prepare we promised: promise again (idempotent).
+    # Rule 2, the lease guard: while the lease we applied runs, only its holder may take over.
+    # Probes (negative ballots, R9) pass: they never win, and our Nak below is the answer a
+    # rebuilding node waits for.
+    if m.n >= 0 and state.lease_holder != src and _lease_live(config, state, now):
+        return state
+    if m.n == state.n and m.n > 0 and owner(config, m.n) == src and not isinstance(state, Leader):
+        # A duplicate of the Prepare we promised (our Promise may have been lost): promise
+        # again, idempotent, persisting first as for the original (contract 1).
         out.append(PersistPromise(n=m.n))
-        out.append(Send(to=src, msg=Promise(n=m.n, i=my_next, accepted=_entry_at(c, my_next))))
+        out.append(Send(to=src, msg=Promise(n=m.n, i=my_next, accepted=_entry_at(state, my_next))))
         return state
-    if m.n <= c.n or m.i < my_next:
-        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))  # rule 3
-        if m.n > c.max_seen:
-            return _with_common(state, evolve(c, max_seen=m.n))
+    if m.n <= state.n or m.i < my_next:
+        # Rule 3: a stale ballot, or a candidate behind us (it would lead from a slot we know
+        # is chosen). Our ballot and next slot tell it to run higher or to catch up first.
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=my_next)))
+        if m.n > state.max_seen:
+            return evolve(state, max_seen=m.n)
         return state
-    if _respecting(c, src, now):
+    if _respecting(state, src, now):
         return state  # rule 4
     if config.master_mode is MasterMode.FORCED and config.master == config.me:
         # A forced master never yields: refuse, and run again above the intruder.
-        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=my_next)))
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=my_next)))
         if isinstance(state, Leader):
             return state
-        return _start_election(config, evolve(c, max_seen=max(c.max_seen, m.n)), 0, now, out)
-    # Rule 5: promise.
+        return _start_election(
+            config, evolve(state, max_seen=max(state.max_seen, m.n)), 0, now, out
+        )
+    # Rule 5: promise. The respect window (rule 4) then gives this candidate L/4 to finish
+    # before a rival's higher ballot may pre-empt it: without it two candidates can keep
+    # out-bidding each other and neither ever gets a quorum.
     if isinstance(state, Leader | Candidate):
-        c = _step_down(config, state, out)
-    c = evolve(
-        c,
+        _step_down(config, state, out)
+    s = evolve(
+        state,
         n=m.n,
-        max_seen=max(c.max_seen, m.n),
+        max_seen=max(state.max_seen, m.n),
         respect=src,
         respect_until=now + config.lease_period / 4,
     )
     out.append(PersistPromise(n=m.n))
-    out.append(Send(to=src, msg=Promise(n=m.n, i=my_next, accepted=_entry_at(c, my_next))))
-    if isinstance(state, CatchingUp):
-        return evolve(state, c=c)  # one transfer at a time; the next Accept says the rest
+    out.append(Send(to=src, msg=Promise(n=m.n, i=my_next, accepted=_entry_at(s, my_next))))
+    if isinstance(s, CatchingUp):
+        return s  # one transfer at a time; the next Accept says the rest
     if m.i > my_next:
-        return _start_catchup(config, c, src, out)
-    return _become_follower(config, c, src, now, out)
+        return _start_catchup(config, s, src, out)
+    return _become_follower(config, s, src, now, out)
 
 
 def _on_promise(
     config: Config, s: Candidate, src: str, m: Promise, now: float, out: list[Effect]
 ) -> State:
-    if m.n != s.c.n or src not in config.other_voters or m.i > s.i:
+    # A promise for a slot above ours comes from a voter that is ahead: it cannot report what
+    # it accepted at our slot i, so it must not count (its Nak path makes us catch up).
+    if m.n != s.n or src not in config.other_voters or m.i > s.i:
         return s
+    # Keyed by sender: a re-sent Promise must not count twice towards the quorum.
     promises = (*(p for p in s.promises if p[0] != src), (src, m))
     s = evolve(s, promises=promises)
-    if len(promises) + (1 if _votes(config, s.c) else 0) >= config.quorum_size:
+    if len(promises) + (1 if _votes(config, s) else 0) >= config.quorum_size:
         return _decide(config, s, now, out)
     return s
 
 
 def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> State:
     """Q promises are in: lead, re-proposing the highest-ballot value reported for slot i."""
+    assert len(s.promises) + (1 if _votes(config, s) else 0) >= config.quorum_size
+    assert s.i == s.applied_i + 1 and owner(config, s.n) == config.me
+    # Only entries *at* slot i matter: a promiser behind us reports an older slot, which is
+    # chosen and applied here already; a value chosen at i was accepted by some promiser, and
+    # the highest ballot among the reports is the one a chosen value would carry (§5.3).
     best = s.own
     for _, p in s.promises:
         acc = p.accepted
         if p.i == s.i and acc is not None and acc.i == s.i and (best is None or acc.n > best.n):
             best = acc
-    c = s.c
-    r, c = _rand(c)
-    leader = _to(
-        Leader,
-        c,
+    r, rng = _draw(s.rng)
+    leader = Leader(
+        n=s.n,
+        max_seen=s.max_seen,
+        applied_i=s.applied_i,
+        last=s.last,
+        last_durable=s.last_durable,
+        lease_holder=s.lease_holder,
+        lease_start=s.lease_start,
+        respect=s.respect,
+        respect_until=s.respect_until,
+        rng=rng,
+        rebuild=s.rebuild,
         prop=None,
         queue=EMPTY_QUEUE,
         my_lease_start=LONG_AGO,
@@ -957,99 +1037,130 @@ def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> Stat
         pref_i=-1,
         pref_check_at=now + config.lease_period * (1 + r) if config.preferred else NEVER,
     )
-    out.append(RoleChanged(role=Role.LEADER, n=c.n, master=config.me))
+    out.append(RoleChanged(role=Role.LEADER, n=s.n, master=config.me))
     if best is not None:
-        return _propose(config, leader, s.i, best.value, (), now, out, fresh_lease=False)
+        # Re-proposed under our ballot with no clients attached: whoever proposed it first
+        # failed its clients (outcome unknown) when it lost the lead. fresh_lease=False: an
+        # old MasterSet(me) grants no lease, its followers' views may have started long ago.
+        return _propose(
+            config,
+            leader,
+            s.i,
+            best.value,
+            (),
+            now,
+            out,
+            fresh_lease=False,
+            queue=leader.queue,
+            renew_at=leader.renew_at,
+            need_nop=leader.need_nop,
+        )
     return _maybe_propose(config, leader, now, out)
 
 
 def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: list[Effect]) -> State:
-    c = state.c
-    rb = c.rebuild
+    s = state
+    rb = s.rebuild
+    # Only answers to our current probe ballot count towards a rebuild (R9): an answer to an
+    # older probe may describe a cluster from before our loss.
     if rb is not None and m.n == rb.probe_n and src in config.other_voters:
-        c = evolve(c, rebuild=_rebuild_answer(config, rb, src, m))
-    if m.their_n > c.max_seen and not m.rebuilding:
-        c = evolve(c, max_seen=m.their_n)
-    ahead = m.their_i > c.applied_i + 1
-    match state:
+        s = evolve(s, rebuild=_rebuild_answer(config, rb, src, m))
+    # max_seen is where our next election starts: running above every ballot we have heard
+    # of saves a round of refusals.
+    if m.their_n > s.max_seen and not m.rebuilding:
+        s = evolve(s, max_seen=m.their_n)
+    ahead = m.their_i > s.applied_i + 1
+    match s:
         case Follower() | CatchingUp():
-            if ahead and isinstance(state, Follower) and src in config.peers:
-                return _start_catchup(config, c, src, out)
-            return _with_common(state, c)
+            # A voter ahead of us: fetch what we missed from it (a CatchingUp node is already
+            # fetching; one transfer at a time).
+
+            if ahead and isinstance(s, Follower) and src in config.peers:
+                return _start_catchup(config, s, src, out)
+            return s
         case Candidate():
-            if m.n != c.n:
-                return _with_common(state, c)
+            if m.n != s.n:
+                return s  # a refusal of an earlier candidacy of ours
             if ahead:
-                c = _step_down(config, evolve(state, c=c), out)
-                return _start_catchup(config, c, src, out)
+                # Chosen slots beyond ours: no quorum will promise us slot i, catch up first.
+                _step_down(config, s, out)
+                return _start_catchup(config, s, src, out)
             # A higher ballot is out there; the election timer will retry above it.
-            return evolve(state, c=c)
+            return s
         case Leader():
-            if m.n != c.n:
-                return evolve(state, c=c)
-            if m.their_i > c.applied_i + 2:
+            if m.n != s.n:
+                return s
+            if m.their_i > s.applied_i + 2:
                 # Chosen slots beyond the one we are finishing: we are behind (a deposed leader).
-                c = _step_down(config, evolve(state, c=c), out)
-                return _start_catchup(config, c, src, out)
+                _step_down(config, s, out)
+                return _start_catchup(config, s, src, out)
             # A voter one slot ahead of us (a late answer to our Prepare from, typically, the
             # idle former leader) is no reason to stop: our promise quorum holds whatever was
             # chosen at the slot we are finishing, so we re-propose exactly that value, and
             # nothing beyond it can have been chosen. Stepping down here made fresh leaders
             # flap after every hand-over.
-            if m.their_n > c.n:
+            if m.their_n > s.n:
                 # A voter promised a higher ballot (typically a node that lagged, saw no lease
                 # and ran for election). It will refuse our Accepts for good, so run again above
                 # it: while our lease is live the other voters' guard lets only us through.
-                c = _step_down(config, evolve(state, c=c), out)
-                return _start_election(config, c, 0, now, out)
-            return evolve(state, c=c)
+                _step_down(config, s, out)
+                return _start_election(config, s, 0, now, out)
+            return s
         case _:
-            assert_never(state)
+            assert_never(s)
 
 
 def _on_accept(
     config: Config, state: State, src: str, m: Accept, now: float, out: list[Effect]
 ) -> State:
-    c = state.c
+    follower: Follower
     match state:
         case CatchingUp():
-            if m.n >= c.n and (state.replay is None or m.i >= state.replay[1].i):
+            # Remember only the newest Accept, to take once the transfer is done.
+            if m.n >= state.n and (state.replay is None or m.i >= state.replay[1].i):
                 return evolve(state, replay=(src, m))
             return state
         case Candidate():
-            if m.n < c.n:
-                if m.i > c.applied_i + 1:
-                    c = _step_down(config, state, out)
-                    return _start_catchup(config, c, src, out)
+            if m.n < state.n:
+                # An older leader still sending: harmless, unless its slot shows that slots
+                # beyond ours are chosen (our candidacy is for a decided slot): fetch them.
+                if m.i > state.applied_i + 1:
+                    _step_down(config, state, out)
+                    return _start_catchup(config, state, src, out)
                 return state
-            c = _step_down(config, state, out)
-            state = _become_follower(config, c, src, now, out)
+            # A leader at or above our ballot already has its quorum: follow it.
+            _step_down(config, state, out)
+            follower = _become_follower(config, state, src, now, out)
         case Leader():
-            if m.n == c.n:
+            if m.n == state.n:
                 return state  # our own ballot echoed back; nothing to do
-            if m.n < c.n:
-                out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=c.applied_i + 1)))
+            if m.n < state.n:
+                out.append(
+                    Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=state.applied_i + 1))
+                )
                 return state
             if lease_valid(config, state, now):
                 return state  # §5.6: a leader with a valid lease ignores higher Accepts
-            c = _step_down(config, state, out)
-            state = _become_follower(config, c, src, now, out)
+            _step_down(config, state, out)
+            follower = _become_follower(config, state, src, now, out)
         case Follower():
-            pass
+            follower = state
         case _:
             assert_never(state)
-    return _follower_accept(config, state, src, m, now, out)
+    return _follower_accept(config, follower, src, m, now, out)
 
 
 def _follower_accept(
     config: Config, s: Follower, src: str, m: Accept, now: float, out: list[Effect]
 ) -> State:
-    c = s.c
-    if m.n < c.n:
-        out.append(Send(to=src, msg=Nak(n=m.n, their_n=c.n, their_i=c.applied_i + 1)))
+    if m.n < s.n:
+        # A deposed leader: the Nak carries our ballot so it steps down at once instead of
+        # re-sending until its lease runs out.
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=s.n, their_i=s.applied_i + 1)))
         return s
-    a = c.applied_i
-    last = c.last
+    a = s.applied_i
+    last = s.last
+    assert last is None or a <= last.i <= a + 1, f"S3: last {last} with applied_i={a}"
     i = m.i
     if i <= a:
         # A re-send for a slot we know is chosen: acknowledge what we durably hold, or rewrite it
@@ -1057,7 +1168,7 @@ def _follower_accept(
         if last is None or last.i != i:
             return s
         if last.n == m.n:
-            if c.last_durable and _votes(config, c):
+            if s.last_durable and _votes(config, s):
                 out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
             return s
         entry = LogEntry(i=i, n=m.n, value=m.value)
@@ -1065,42 +1176,51 @@ def _follower_accept(
         return evolve(
             s,
             n=m.n,
-            max_seen=max(c.max_seen, m.n),
+            max_seen=max(s.max_seen, m.n),
             last=entry,
             last_durable=False,
             leader=src,
             heard_at=now,
         )
-    changes: dict[str, Any] = {}
+    # The lease view and applied slot this Accept may move (one copy of the state per step).
+    lease_holder, lease_start = s.lease_holder, s.lease_start
     if i == a + 2 and last is not None and last.i == a + 1 and last.n == m.n:
+        # Slot a+1 is chosen and we hold its value: the leader of m.n proposes a+2 only once
+        # a+1 is chosen, and it proposed exactly one value at a+1 under m.n, ours (§5.5).
+        # Matching ballots matter: an entry of another ballot may hold a value never chosen.
         out.append(Apply(i=last.i, value=last.value))
-        changes["applied_i"] = a = last.i
+        a = last.i
         if isinstance(last.value, MasterSet):
-            changes["lease_holder"] = last.value.node
-            changes["lease_start"] = now
+            # The lease starts when *we* apply it, later than the leader's own start, so our
+            # guard outlasts the leader's belief in its lease (§5.6).
+            lease_holder, lease_start = last.value.node, now
     if i == a + 1:
         if last is not None and last.i == i and last.n == m.n and last.value == m.value:
             # A duplicate of what we hold: acknowledge once durable (Persisted will do it).
-            if c.last_durable and _votes(config, c):
+            if s.last_durable and _votes(config, s):
                 out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
-            return evolve(s, leader=src, heard_at=now, **changes)
+            # (Nothing was applied above: the entry applied there sits at slot i - 1.)
+            return evolve(s, leader=src, heard_at=now)
+        # Write (or overwrite an unchosen last entry, S3); Accepted waits for Persisted.
         entry = LogEntry(i=i, n=m.n, value=m.value)
         out.append(Persist(entry=entry, sync=_sync(m.value)))
-        if m.n != c.n or s.leader != src:
+        if m.n != s.n or s.leader != src:
             out.append(RoleChanged(role=Role.FOLLOWER, n=m.n, master=src))
         return evolve(
             s,
             n=m.n,
-            max_seen=max(c.max_seen, m.n),
+            max_seen=max(s.max_seen, m.n),
+            applied_i=a,
             last=entry,
             last_durable=False,
+            lease_holder=lease_holder,
+            lease_start=lease_start,
             leader=src,
             heard_at=now,
-            **changes,
         )
     # Further ahead than one slot: we missed chosen slots. Fetch them from the sender, then
     # handle this Accept again.
-    return _start_catchup(config, c, src, out, replay=(src, m))
+    return _start_catchup(config, s, src, out, replay=(src, m))
 
 
 def _on_accepted(
@@ -1109,18 +1229,22 @@ def _on_accepted(
     if config.preferred and src == config.master and m.i > s.pref_i:
         s = evolve(s, pref_i=m.i)
     prop = s.prop
+    # Count each voter once, for our ballot and the slot in flight only: a late Accepted for
+    # an earlier slot or term says nothing about this one. Learners never count.
     if (
         prop is None
-        or m.n != s.c.n
+        or m.n != s.n
         or m.i != prop.i
         or prop.chosen
         or src in prop.acks
         or src not in config.other_voters
     ):
-        if m.n > s.c.max_seen:
-            return evolve(s, c=evolve(s.c, max_seen=m.n))
+        if m.n > s.max_seen:
+            return evolve(s, max_seen=m.n)
         return s
-    return _maybe_chosen(config, s, evolve(prop, acks=prop.acks | {src}), now, out)
+    return _maybe_chosen(
+        config, s, evolve(prop, acks=prop.acks | {src}), now, out, last_durable=s.last_durable
+    )
 
 
 # --- leader mechanics -------------------------------------------------------------------------
@@ -1140,12 +1264,18 @@ def _propose(
     out: list[Effect],
     *,
     fresh_lease: bool,
-    **changes: Any,
+    queue: RequestQueue,
+    renew_at: float,
+    need_nop: bool,
 ) -> State:
     """Phase 2 for slot i: broadcast first (no need to wait), then persist our own copy.
 
-    ``changes`` are further fields of the new leader state (one copy for the whole step).
+    ``queue``, ``renew_at`` and ``need_nop`` are the new leader state's (one copy per step).
     """
+    # S5: one slot in flight, right after the applied one.
+    assert i == s.applied_i + 1 and (s.prop is None or s.prop.chosen), f"S5: propose {i}"
+    # Each rid is the client of the payload at the same position (or none: a re-proposal).
+    assert not rids or (isinstance(value, Batch) and len(rids) == len(value.payloads))
     entry = LogEntry(i=i, n=s.n, value=value)
     if len(config.sorted_voters) > 1 or config.learners:
         out.append(Broadcast(msg=Accept(n=s.n, i=i, value=value)))
@@ -1162,7 +1292,16 @@ def _propose(
         proposed_at=now,
         fresh_lease=fresh_lease,
     )
-    return evolve(s, rng=rng, last=entry, last_durable=False, prop=prop, **changes)
+    return evolve(
+        s,
+        rng=rng,
+        last=entry,
+        last_durable=False,
+        prop=prop,
+        queue=queue,
+        renew_at=renew_at,
+        need_nop=need_nop,
+    )
 
 
 def _maybe_propose(
@@ -1174,10 +1313,14 @@ def _maybe_propose(
     """
     if s.prop is not None and not idle:
         return s
+    assert not idle or (s.prop is not None and s.prop.chosen and s.prop.i == s.applied_i)
     i = s.applied_i + 1
     dropping = s.drop_deadline != NEVER
     foreign_live = s.lease_holder != config.me and _lease_live(config, s, now)
     lease_ok = lease_valid(config, s, now)
+    # The lease comes first: renewing halfway through leaves half a lease for the renewal to
+    # be chosen (re-sends included) before the old one runs out. A dropping leader lets it
+    # lapse, and a foreign live lease must run out before we may claim our own (§5.6).
     if not dropping and not foreign_live and (not lease_ok or now >= s.renew_at):
         return _propose(
             config,
@@ -1188,11 +1331,12 @@ def _maybe_propose(
             now,
             out,
             fresh_lease=True,
+            queue=s.queue,
             renew_at=now + config.lease_period / 2,
             need_nop=False,
         )
     # While a foreign lease runs out, any value we send doubles as the heartbeat below.
-    beat = {"renew_at": now + config.lease_period / 2} if foreign_live else {}
+    renew_at = now + config.lease_period / 2 if foreign_live else s.renew_at
     if s.queue.size > 0 and (lease_ok or not dropping):
         reqs, queue = s.queue.take(config.max_batch_count, config.max_batch_bytes)
         batch = Batch(payloads=tuple(r.payload for r in reqs), sync=any(r.sync for r in reqs))
@@ -1207,11 +1351,25 @@ def _maybe_propose(
             out,
             fresh_lease=False,
             queue=queue,
+            renew_at=renew_at,
             need_nop=False,
-            **beat,
         )
     if s.need_nop:
-        return _propose(config, s, i, NOP, (), now, out, fresh_lease=False, need_nop=False, **beat)
+        # Followers learn slot i only when slot i+1 arrives: without this Nop a new lease (or
+        # the last batch before a pause) would stay unapplied on them.
+        return _propose(
+            config,
+            s,
+            i,
+            NOP,
+            (),
+            now,
+            out,
+            fresh_lease=False,
+            queue=s.queue,
+            renew_at=renew_at,
+            need_nop=False,
+        )
     if foreign_live and not dropping and now >= s.renew_at:
         # Waiting out someone else's lease (one we just re-proposed): keep the followers hearing
         # from us every L/2, or their own view of that lease runs out when ours does and they
@@ -1225,7 +1383,9 @@ def _maybe_propose(
             now,
             out,
             fresh_lease=False,
+            queue=s.queue,
             renew_at=now + config.lease_period / 2,
+            need_nop=s.need_nop,
         )
     return evolve(s, prop=None) if idle else s
 
@@ -1236,57 +1396,103 @@ def _maybe_chosen(
     prop: Proposal,
     now: float,
     out: list[Effect],
-    **changes: Any,
+    *,
+    last_durable: bool,
 ) -> State:
-    """``prop`` (the new version of ``s.prop``) has one more vote: is it chosen now?"""
+    """``prop`` (the new version of ``s.prop``) has one more vote: is it chosen now?
+
+    ``last_durable`` is the new leader state's (one copy per step).
+    """
+    assert s.prop is not None and prop.i == s.prop.i, "a vote for another slot"
     if prop.chosen:
-        return evolve(s, prop=prop, **changes)
-    votes = len(prop.acks) + (1 if prop.self_durable and _votes(config, s.c) else 0)
+        return evolve(s, prop=prop, last_durable=last_durable)
+    # Our own vote counts only once durable, and never while we rebuild (R9): a vote we might
+    # forget in a crash could make a value look chosen that no quorum holds.
+    votes = len(prop.acks) + (1 if prop.self_durable and _votes(config, s) else 0)
     if votes < config.quorum_size:
-        return evolve(s, prop=prop, **changes)
+        return evolve(s, prop=prop, last_durable=last_durable)
     # Chosen (S1): hand it to the store; reply to clients once it is applied (S9).
+    assert prop.i == s.applied_i + 1, f"S4: slot {prop.i} chosen after {s.applied_i}"
     out.append(Apply(i=prop.i, value=prop.value))
     value = prop.value
-    if isinstance(value, MasterSet):
-        changes["need_nop"] = True  # followers learn this slot only when the next one arrives
-        if value.node == config.me and prop.fresh_lease:
-            changes["my_lease_start"] = prop.proposed_at
-            changes["lease_holder"] = config.me
-            changes["lease_start"] = prop.proposed_at
-        else:
-            # Someone else's lease (or an old one of ours) re-proposed: it starts now for us and
-            # grants us nothing; _maybe_propose waits for it to run out.
-            changes["lease_holder"] = value.node
-            changes["lease_start"] = now
-    return evolve(s, applied_i=prop.i, prop=evolve(prop, chosen=True), **changes)
+    chosen = evolve(prop, chosen=True)
+    if not isinstance(value, MasterSet):
+        return evolve(s, applied_i=prop.i, prop=chosen, last_durable=last_durable)
+    # need_nop: followers learn this slot only when the next one arrives.
+    if value.node == config.me and prop.fresh_lease:
+        # Our lease starts when we *proposed* it, not now: every follower started its view
+        # later, so our belief ends first (§5.6).
+        return evolve(
+            s,
+            applied_i=prop.i,
+            prop=chosen,
+            last_durable=last_durable,
+            need_nop=True,
+            my_lease_start=prop.proposed_at,
+            lease_holder=config.me,
+            lease_start=prop.proposed_at,
+        )
+    # Someone else's lease (or an old one of ours) re-proposed: it starts now for us and grants
+    # us nothing; _maybe_propose waits for it to run out.
+    return evolve(
+        s,
+        applied_i=prop.i,
+        prop=chosen,
+        last_durable=last_durable,
+        need_nop=True,
+        lease_holder=value.node,
+        lease_start=now,
+    )
 
 
 # --- role changes -----------------------------------------------------------------------------
 
 
-def _with_common(state: State, c: Common) -> State:
-    """``c`` is ``state`` with changed common fields (every role state is its common part)."""
-    assert type(c) is type(state)
-    return c
+def _step_down(config: Config, state: Leader | Candidate, out: list[Effect]) -> None:
+    """Leave the leader/candidate role: fail what we held (outcome unknown), answer drops.
 
-
-def _step_down(config: Config, state: Leader | Candidate, out: list[Effect]) -> Common:
-    """Leave the leader/candidate role: fail what we held (outcome unknown), answer drops."""
+    Only effects: the caller builds the next role from ``state`` (its common part).
+    """
+    assert isinstance(state, Leader | Candidate), type(state)
     if isinstance(state, Leader):
+        # The slot in flight may still be chosen by our successor, or not: the clients get
+        # NO_LONGER_MASTER (outcome unknown), never a success we cannot vouch for (S9).
         if state.prop is not None:
             out.extend(Fail(rid=r, code=FailCode.NO_LONGER_MASTER) for r in state.prop.rids)
         out.extend(Fail(rid=r.rid, code=FailCode.NO_LONGER_MASTER) for r in state.queue.all())
+        # A DropMaster asked us to stop leading; we no longer do, which is its success.
         out.extend(Reply(rid=r, result=None) for r in state.drop_rids)
-    return state.c
+
+
+# A role change builds the new state from the common fields of the old one, field by field:
+# mypy cannot check a generic copy into another class, but it checks these constructor calls,
+# and a field added to Common (without a default) makes each of them fail until it is passed.
 
 
 def _become_follower(
     config: Config, c: Common, leader: str | None, now: float, out: list[Effect]
 ) -> Follower:
-    r, c = _rand(c)
+    r, rng = _draw(c.rng)
+    # No election before the lease we know of could have run out, plus a random margin.
     base = max(c.lease_start + config.lease_period, now)
     out.append(RoleChanged(role=Role.FOLLOWER, n=c.n, master=leader))
-    return _to(Follower, c, leader=leader, check_at=base + _check_delay(config, r))
+    return Follower(
+        n=c.n,
+        max_seen=c.max_seen,
+        applied_i=c.applied_i,
+        last=c.last,
+        last_durable=c.last_durable,
+        lease_holder=c.lease_holder,
+        lease_start=c.lease_start,
+        respect=c.respect,
+        respect_until=c.respect_until,
+        rng=rng,
+        rebuild=c.rebuild,
+        leader=leader,
+        check_at=base + _check_delay(config, r),
+        # heard_at stays LONG_AGO: only Accepts received as this follower may hold back
+        # our own candidacy (see Follower).
+    )
 
 
 def _start_catchup(
@@ -1298,24 +1504,63 @@ def _start_catchup(
 ) -> CatchingUp:
     out.append(StartCatchup(source=source, from_i=c.applied_i + 1))
     out.append(RoleChanged(role=Role.CATCHING_UP, n=c.n, master=None))
-    return _to(CatchingUp, c, source=source, from_i=c.applied_i + 1, replay=replay)
+    return CatchingUp(
+        n=c.n,
+        max_seen=c.max_seen,
+        applied_i=c.applied_i,
+        last=c.last,
+        last_durable=c.last_durable,
+        lease_holder=c.lease_holder,
+        lease_start=c.lease_start,
+        respect=c.respect,
+        respect_until=c.respect_until,
+        rng=c.rng,
+        rebuild=c.rebuild,
+        source=source,
+        from_i=c.applied_i + 1,
+        replay=replay,
+    )
 
 
 def _start_election(
     config: Config, c: Common, retries: int, now: float, out: list[Effect]
 ) -> State:
     """§5.1: a new ballot above everything seen, for slot applied_i + 1."""
+    assert _can_elect(config, c), "an election by a node that may not run"
     n = next_ballot(config, max(c.n, c.max_seen))
     i = c.applied_i + 1
-    r, c = _rand(c)
-    c = evolve(c, n=n, max_seen=n, respect=None, respect_until=LONG_AGO)
+    r, rng = _draw(c.rng)
+    # Without a quorum by then, run again higher; the random part keeps two candidates from
+    # pre-empting each other in lock step. In preferred mode the others wait L/2 longer, so
+    # the preferred master wins the race when it is up.
     wait = config.lease_period / 2 * (1.0 + 0.1 * r)
     if config.preferred and config.me != config.master:
         wait += config.lease_period / 2
+    # Our own last entry is our promise's report for slot i, if our votes count at all (R9).
     own = _entry_at(c, i) if _votes(config, c) else None
-    s = _to(Candidate, c, i=i, own=own, promises=(), deadline=now + wait, retries=retries)
+    s = Candidate(
+        n=n,
+        max_seen=n,
+        applied_i=c.applied_i,
+        last=c.last,
+        last_durable=c.last_durable,
+        lease_holder=c.lease_holder,
+        lease_start=c.lease_start,
+        # Running ourselves ends any respect for another candidate.
+        respect=None,
+        respect_until=LONG_AGO,
+        rng=rng,
+        rebuild=c.rebuild,
+        i=i,
+        own=own,
+        promises=(),
+        deadline=now + wait,
+        retries=retries,
+    )
     if config.other_voters:
         out.append(Broadcast(msg=Prepare(n=n, i=i)))
+    # Neither the Broadcast (before it in the list) nor our own vote waits for this promise to
+    # be durable: a crash forgets the candidacy along with it.
     out.append(PersistPromise(n=n))
     out.append(RoleChanged(role=Role.CANDIDATE, n=n, master=None))
     if config.quorum_size <= 1:
@@ -1328,25 +1573,29 @@ def _start_election(
 
 def _rebuild_tick(config: Config, s: Follower, rb: Rebuild, now: float, out: list[Effect]) -> State:
     """Probe every voter that has not answered yet, every L/2, until all have."""
+    assert rb is s.rebuild
     if rb.target is not None or now < rb.probe_at:
         return s
-    msg = Prepare(n=rb.probe_n, i=s.c.applied_i + 1)
+    msg = Prepare(n=rb.probe_n, i=s.applied_i + 1)
     # Voters that said "rebuilding too" are asked again: an operator may recover one of them
     # deliberately, and then it answers as a witness.
     intact = {a[0] for a in rb.answers}
     for v in config.other_voters:
         if v not in intact:
             out.append(Send(to=v, msg=msg))
-    r, c = _rand(s.c)
+    r, rng = _draw(s.rng)
     probe_at = now + config.lease_period / 2 * (1.0 + 0.1 * r)
-    return evolve(s, c=c, rebuild=evolve(rb, probe_at=probe_at))
+    return evolve(s, rng=rng, rebuild=evolve(rb, probe_at=probe_at))
 
 
 def _rebuild_answer(config: Config, rb: Rebuild, src: str, m: Nak) -> Rebuild:
     """Record one voter's answer to our probe; fix the target once every voter answered."""
+    assert m.n == rb.probe_n, "an answer to another probe"
     if rb.target is not None:
-        return rb
+        return rb  # fixed once; probing has stopped, late answers change nothing
     if m.rebuilding:
+        # A voter that lost its state too witnesses nothing; it is waived rather than
+        # awaited, or two rebuilding voters would wait for each other for ever.
         rb = evolve(rb, waived=rb.waived | {src})
     else:
         answers = (*(a for a in rb.answers if a[0] != src), (src, m.their_n, m.their_i))
@@ -1364,23 +1613,31 @@ def _maybe_rebuilt(
     config: Config, s: Follower, rb: Rebuild, now: float, out: list[Effect]
 ) -> State:
     """Vote again once the target slot is applied: adopt the ballot floor durably first."""
-    if rb.target is None or s.c.applied_i < rb.target:
+    assert rb is s.rebuild
+    if rb.target is None or s.applied_i < rb.target:
         return s
-    c = s.c
-    n = max(c.n, rb.floor)
+    n = max(s.n, rb.floor)
+    # The floor is persisted before Rebuilt is recorded, so a node that restarts as a voter
+    # has it; a crash in between only restarts the rebuild (see Rebuilt).
     out.append(PersistPromise(n=n))
-    out.append(Rebuilt(applied_i=c.applied_i, n=n))
-    r, c = _rand(c)
-    c = evolve(c, n=n, max_seen=max(c.max_seen, n), rebuild=None)
-    check_at = max(c.lease_start + config.lease_period, s.heard_at + config.lease_period, now)
-    if n != s.c.n:
+    out.append(Rebuilt(applied_i=s.applied_i, n=n))
+    r, rng = _draw(s.rng)
+    check_at = max(s.lease_start + config.lease_period, s.heard_at + config.lease_period, now)
+    if n != s.n:
         out.append(RoleChanged(role=Role.FOLLOWER, n=n, master=s.leader))
-    return evolve(s, c=c, check_at=check_at + _check_delay(config, r))
+    return evolve(
+        s,
+        rng=rng,
+        n=n,
+        max_seen=max(s.max_seen, n),
+        rebuild=None,
+        check_at=check_at + _check_delay(config, r),
+    )
 
 
 def rebuild_status(state: State) -> Rebuild | None:
     """The rebuild progress of a node that lost its state (``None`` when it votes normally)."""
-    return state.c.rebuild
+    return state.rebuild
 
 
 def check_invariants(config: Config, state: State) -> None:
@@ -1388,7 +1645,7 @@ def check_invariants(config: Config, state: State) -> None:
 
     Raises ``AssertionError`` naming the broken invariant.
     """
-    c = state.c
+    c = state
     last = c.last
     if last is None:
         assert c.applied_i == -1, f"S3: no log but applied_i={c.applied_i}"

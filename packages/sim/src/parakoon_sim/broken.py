@@ -65,12 +65,12 @@ def accept_lower_ballot(
         isinstance(state, Follower)
         and isinstance(event, Receive)
         and isinstance(event.msg, Accept)
-        and 0 < event.msg.n < state.c.n
+        and 0 < event.msg.n < state.n
     ):
-        promised = state.c.n
+        promised = state.n
         state = replace(state, n=event.msg.n)
         new, effects = step(config, state, event, now)
-        if new.c.n < promised:  # keep claiming the higher promise we broke
+        if new.n < promised:  # keep claiming the higher promise we broke
             new = replace(new, n=promised, max_seen=max(new.max_seen, promised))
         return new, effects
     return step(config, state, event, now)
@@ -118,7 +118,7 @@ def vote_while_rebuilding(
     config: Config, state: State, event: Event, now: float
 ) -> tuple[State, list[Effect]]:
     """Breaks R9: a node that lost its disk votes at once, as if it had always been empty."""
-    if state.c.rebuild is not None:
+    if state.rebuild is not None:
         state = replace(state, rebuild=None)
     return step(config, state, event, now)
 

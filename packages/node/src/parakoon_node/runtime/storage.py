@@ -35,6 +35,7 @@ import structlog
 
 from parakoon_kv import FrozenStore, Store
 from parakoon_kv import Update as KvUpdate
+from parakoon_kv.updates import Set as KvSet
 from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
 from parakoon_paxos.wire import value_from_wire, value_to_wire
 from parakoon_wal.collapser import Collapser, CollapseReport
@@ -46,8 +47,8 @@ log = structlog.get_logger("parakoon.storage")
 
 #: How many applied slots keep their store content hash for the replicas' cross-check.
 HASHES_KEPT = 1024
-#: ``PARAKOON_TEST_FAULT=fork-store`` (tests only): this node drops the last update of every
-#: batch it applies, so its store forks from its peers'; the cross-check must catch it.
+#: ``PARAKOON_TEST_FAULT=fork-store`` (tests only): this node applies the last update of every
+#: batch to another key, so its store forks from its peers'; the cross-check must catch it.
 FORK_FAULT = "fork-store"
 
 PayloadDecoder = Callable[[bytes], KvUpdate]
@@ -217,7 +218,9 @@ class Storage:
                     f"{len(value.payloads)} cannot be decoded: {exc.__class__.__name__}: {exc}"
                 ) from exc
         if self._fork and updates:
-            updates.pop()  # the fork-store test fault: this replica now differs
+            # The fork-store test fault: the last update writes elsewhere, so this replica's
+            # store differs while every request still gets a result (the core asserts that).
+            updates[-1] = KvSet(key=b"__fork-store__", value=b"%d" % i)
         results = tuple(self.store.apply_batch(i, updates))
         self._record_hash(i)
         return results

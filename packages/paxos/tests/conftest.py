@@ -12,12 +12,14 @@ from parakoon_paxos import (
     Accepted,
     Applied,
     Apply,
+    Candidate,
     Config,
     Effect,
     Event,
     Leader,
     Persist,
     Persisted,
+    PreVoteOk,
     Promise,
     Receive,
     Recovered,
@@ -63,6 +65,13 @@ def make_leader(config: Config, now: float = 1.0) -> Node:
     """A leader of a cold cluster holding a fresh lease, idle, with slots 0 (lease), 1 (Nop)."""
     node = new_node(config)
     node.on(Tick(), now)
+    state = node.state
+    if isinstance(state, Candidate) and state.pre:
+        # Pre-vote first: the peers would promise, so the real election starts.
+        for peer in config.other_voters:
+            node.on(Receive(src=peer, msg=PreVoteOk(n=state.pre_n, i=0)))
+            if not (isinstance(node.state, Candidate) and node.state.pre):
+                break
     n = node.state.n
     for peer in config.other_voters:
         node.on(Receive(src=peer, msg=Promise(n=n, i=0, accepted=None)))

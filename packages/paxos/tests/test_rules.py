@@ -19,6 +19,7 @@ from parakoon_paxos import (
     CatchingUp,
     ClientBatch,
     ClientRequest,
+    Commit,
     ConfigError,
     DropMaster,
     Fail,
@@ -33,6 +34,8 @@ from parakoon_paxos import (
     Persisted,
     PersistPromise,
     Prepare,
+    PreVote,
+    PreVoteOk,
     Promise,
     Receive,
     Recovered,
@@ -52,6 +55,16 @@ from parakoon_paxos import (
     role,
     step,
 )
+
+
+def prevoted(n: Any) -> None:
+    """The pre-vote a node just started succeeds: enough voters say yes, the real election runs."""
+    pre = n.state
+    assert isinstance(pre, Candidate) and pre.pre
+    for peer in n.config.other_voters:
+        n.on(Receive(src=peer, msg=PreVoteOk(n=pre.pre_n, i=pre.i)))
+        if not n.state.pre:
+            return
 
 
 def reqs(*pairs: tuple[int, bytes]) -> ClientBatch:
@@ -96,13 +109,21 @@ def test_cold_start_runs_for_election_on_first_due_tick(config: Any, node: Any) 
     n = node(config())
     deadline = next_deadline(n.config, n.state)
     assert deadline is not None and deadline <= 0.1
+    # Pre-vote first: ask whether the voters would promise ballot 3, raising nothing yet.
     effects = n.on(Tick(), 0.2)
+    assert effects == [
+        Broadcast(msg=PreVote(n=3, i=0)),
+        RoleChanged(role=Role.CANDIDATE, n=0, master=None),
+    ]
+    assert isinstance(n.state, Candidate) and n.state.pre and n.state.n == 0
+    # One yes plus our own is a quorum of three: now the real election.
+    effects = n.on(Receive(src="n1", msg=PreVoteOk(n=3, i=0)), 0.21)
     assert effects == [
         Broadcast(msg=Prepare(n=3, i=0)),
         PersistPromise(n=3),
         RoleChanged(role=Role.CANDIDATE, n=3, master=None),
     ]
-    assert isinstance(n.state, Candidate)
+    assert isinstance(n.state, Candidate) and not n.state.pre
 
 
 def test_restart_with_a_log_waits_one_lease_period(config: Any, node: Any) -> None:
@@ -113,7 +134,7 @@ def test_restart_with_a_log_waits_one_lease_period(config: Any, node: Any) -> No
     assert n.on(Tick(), 11.5) == []
     assert n.on(Receive(src="n2", msg=Prepare(n=8, i=4)), 11.6) == []  # guard: unknown holder
     effects = n.on(Tick(), 12.5)
-    assert Broadcast(msg=Prepare(n=7, i=4)) in effects
+    assert Broadcast(msg=PreVote(n=7, i=4)) in effects
 
 
 def test_recovered_store_ahead_of_log_is_refused(config: Any) -> None:
@@ -211,6 +232,7 @@ def test_candidate_reproposes_the_highest_ballot_value(config: Any, node: Any) -
     c5 = config(voters=("n0", "n1", "n2", "n3", "n4"))
     n = node(c5)
     n.on(Tick(), 0.2)
+    prevoted(n)
     b = n.state.n
     old = LogEntry(i=0, n=1, value=Batch(payloads=(b"old",)))
     new = LogEntry(i=0, n=2, value=Batch(payloads=(b"new",)))
@@ -225,6 +247,7 @@ def test_candidate_reproposes_the_highest_ballot_value(config: Any, node: Any) -
 def test_candidate_with_no_value_takes_the_lease(config: Any, node: Any) -> None:
     n = node(config())
     n.on(Tick(), 0.2)
+    n.on(Receive(src="n2", msg=PreVoteOk(n=3, i=0)))
     effects = n.on(Receive(src="n1", msg=Promise(n=3, i=0, accepted=None)))
     assert effects[1:] == [
         Broadcast(msg=Accept(n=3, i=0, value=MasterSet(node="n0"))),
@@ -236,6 +259,7 @@ def test_candidate_nak_from_a_node_ahead_catches_up(config: Any, node: Any) -> N
     """§5.3 table: Nak(n, (n'', i'')) with i'' > i: catch up from it."""
     n = node(config())
     n.on(Tick(), 0.2)
+    # Refused at the pre-vote already: the node ahead says so, and we catch up.
     effects = n.on(Receive(src="n2", msg=Nak(n=3, their_n=2, their_i=4)))
     assert StartCatchup(source="n2", from_i=0) in effects
 
@@ -244,9 +268,13 @@ def test_candidate_retries_above_the_highest_ballot_seen(config: Any, node: Any)
     """§5.3 table: a higher ballot in a Nak; the election timer retries with next(that)."""
     n = node(config())
     n.on(Tick(), 0.2)
+    n.on(Receive(src="n1", msg=PreVoteOk(n=3, i=0)))
     n.on(Receive(src="n2", msg=Nak(n=3, their_n=11, their_i=0)))
     assert isinstance(n.state, Candidate)
     effects = n.on(Tick(), 0.2 + 1.2)
+    # The retry asks again (pre-vote) above the highest ballot seen, then runs with it.
+    assert Broadcast(msg=PreVote(n=12, i=0)) in effects
+    effects = n.on(Receive(src="n1", msg=PreVoteOk(n=12, i=0)))
     assert Broadcast(msg=Prepare(n=12, i=0)) in effects
 
 
@@ -265,8 +293,12 @@ def test_leader_counts_itself_only_after_persisted(config: Any, leader: Any) -> 
     assert ld.on(Receive(src="n1", msg=Accepted(n=n, i=2))) == []  # 1 of Q = 2
     effects = ld.on(Persisted(i=2, n=n))
     assert effects == [Apply(i=2, value=Batch(payloads=(b"a",)))]
-    # S9: the client hears only after Applied.
-    assert ld.on(Applied(i=2, results=("ok",))) == [Reply(rid=1, result="ok")]
+    # S9: the client hears only after Applied; idle again, the leader tells the followers the
+    # slot is chosen so that they apply it now.
+    assert ld.on(Applied(i=2, results=("ok",))) == [
+        Reply(rid=1, result="ok"),
+        Broadcast(msg=Commit(n=n, i=2)),
+    ]
 
 
 def test_requests_arriving_in_flight_form_the_next_bounded_batch(config: Any, leader: Any) -> None:
@@ -503,6 +535,7 @@ def test_new_leader_waits_out_a_reproposed_lease_with_heartbeat_nops(
     from it."""
     n = node(config())
     n.on(Tick(), 0.2)
+    prevoted(n)
     b = n.state.n
     old = LogEntry(i=0, n=2, value=MasterSet(node="n2"))
     n.on(Receive(src="n1", msg=Promise(n=b, i=0, accepted=old)))

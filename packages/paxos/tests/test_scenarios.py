@@ -53,6 +53,7 @@ from parakoon_paxos import (
     CatchupFailed,
     ClientBatch,
     ClientRequest,
+    Commit,
     Config,
     DropMaster,
     Effect,
@@ -67,6 +68,8 @@ from parakoon_paxos import (
     Persisted,
     PersistPromise,
     Prepare,
+    PreVote,
+    PreVoteOk,
     Promise,
     Rebuilt,
     Receive,
@@ -117,6 +120,12 @@ def fmt_msg(m: Message) -> str:
             return f"Accept n={n} i={i} {fmt_value(v)}"
         case Accepted(n=n, i=i):
             return f"Accepted n={n} i={i}"
+        case Commit(n=n, i=i):
+            return f"Commit n={n} i={i}"
+        case PreVote(n=n, i=i):
+            return f"PreVote n={n} i={i}"
+        case PreVoteOk(n=n, i=i):
+            return f"PreVoteOk n={n} i={i}"
     raise AssertionError(m)
 
 
@@ -194,7 +203,9 @@ class Cluster:
                     self._send(node, current, [to], msg)
                 case Broadcast(msg=msg):
                     targets = (
-                        node.config.peers if isinstance(msg, Accept) else node.config.other_voters
+                        node.config.peers
+                        if isinstance(msg, Accept | Commit)
+                        else node.config.other_voters
                     )
                     self._send(node, current, list(targets), msg)
                 case Persist(entry=entry):

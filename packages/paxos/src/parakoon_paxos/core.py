@@ -124,6 +124,7 @@ from .types import (
     CatchupFailed,
     ClientBatch,
     ClientRequest,
+    Commit,
     Config,
     DropMaster,
     Effect,
@@ -139,6 +140,8 @@ from .types import (
     Persisted,
     PersistPromise,
     Prepare,
+    PreVote,
+    PreVoteOk,
     Promise,
     Rebuilt,
     Receive,
@@ -312,9 +315,10 @@ class Common:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Follower(Common):
-    """``heard_at``: when we last accepted from a leader. A leader that is still sending keeps
-    us from running for election even if our lease view ran out (its next lease value may just
-    not be applied here yet); this is a liveness heuristic, the lease guard alone is for safety.
+    """``heard_at``: when we last accepted from a leader (for the record and for the first
+    check after a rebuild). It no longer holds back elections: a leader that still sends but
+    cannot get its renewals chosen (it cannot hear its followers) must be replaced, and commit
+    notices apply every renewal at once, so a live leader renews our view every L/2.
     """
 
     leader: str | None
@@ -329,6 +333,12 @@ class Candidate(Common):
     promises: tuple[tuple[str, Promise], ...]  # at most one per other voter
     deadline: float  # when to run again, higher, without a quorum
     retries: int  # for the record: the wait does not grow with it (see the deviations above)
+    # Pre-vote: while ``pre`` is true the candidate has only asked whether the voters would
+    # promise ``pre_n`` (its ballot ``n`` is unchanged, nothing persisted) and ``pre_ok`` holds
+    # who said yes; a quorum of yeses starts the real election with ``pre_n``.
+    pre: bool = False
+    pre_n: int = 0
+    pre_ok: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -693,25 +703,25 @@ def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> Sta
             if now < state.check_at or not _can_elect(config, state):
                 return state
             forced = config.master_mode is MasterMode.FORCED
-            quiet = now - state.heard_at >= config.lease_period
-            if forced or (
-                quiet and not _lease_live(config, state, now) and now >= state.respect_until
-            ):
+            if forced:
                 return _start_election(config, state, 0, now, out)
+            # Our lease view ran out: the leader's renewals stopped being chosen (commit
+            # notices apply each one at once, so a live leader renews our view every L/2).
+            # A leader that still sends but cannot get its renewals chosen (it cannot hear its
+            # followers) is no reason to wait: ask for a pre-vote.
+            if not _lease_live(config, state, now) and now >= state.respect_until:
+                return _start_prevote(config, state, 0, now, out)
             # Not yet: check again once the latest of the reasons to wait has passed, plus a
             # random margin so that the followers of a dead leader do not all run at once.
             r, s = _rand(state)
-            base = max(
-                s.lease_start + config.lease_period,
-                s.heard_at + config.lease_period,
-                s.respect_until,
-                now,
-            )
+            base = max(s.lease_start + config.lease_period, s.respect_until, now)
             return evolve(s, check_at=base + _check_delay(config, r))
         case Candidate():
             if now < state.deadline:
                 return state
-            return _start_election(config, state, state.retries + 1, now, out)
+            # No quorum in time: ask again (a pre-vote, so that a candidate that cannot win,
+            # e.g. one that cannot hear, never keeps raising its ballot over a live master).
+            return _start_prevote(config, state, state.retries + 1, now, out)
         case Leader():
             return _leader_tick(config, state, now, out)
         case CatchingUp():
@@ -740,6 +750,18 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
             # Hand over to the preferred master: stop renewing and let the leases run out.
             s = evolve(s, drop_deadline=now + 2.2 * config.lease_period)
     prop = s.prop
+    if (
+        prop is not None
+        and not prop.chosen
+        and now - prop.proposed_at >= config.lease_period
+        and not lease_valid(config, s, now)
+    ):
+        # Our lease is gone and our slot has not been chosen for a whole lease period: we can
+        # send but hear no quorum (a one-way partition, or our followers moved on). Step down
+        # instead of re-sending for ever: our followers run once their lease views end, and
+        # our Accepts would only keep the picture muddled.
+        _step_down(config, s, out)
+        return _become_follower(config, s, None, now, out)
     if prop is not None:
         if prop.chosen or now < prop.resend_at:
             return s
@@ -856,7 +878,12 @@ def _on_applied(
     # leader that lost them, so nobody is waiting here.
     for rid, result in zip(prop.rids, results, strict=False):
         out.append(Reply(rid=rid, result=result))
-    return _maybe_propose(config, state, now, out, idle=True)
+    new = _maybe_propose(config, state, now, out, idle=True)
+    if isinstance(new, Leader) and new.prop is None and (config.other_voters or config.learners):
+        # Idle now: tell followers and learners slot i is chosen, so that they apply it now
+        # rather than when the next slot comes (up to a lease renewal later).
+        out.append(Broadcast(msg=Commit(n=state.n, i=i)))
+    return new
 
 
 def _on_catchup_done(
@@ -920,6 +947,16 @@ def _on_message(
             return state
         case Nak():
             return _on_nak(config, state, src, msg, now, out)
+        case Commit():
+            if isinstance(state, Follower):
+                return _on_commit(config, state, msg, now, out)
+            return state
+        case PreVote():
+            return _on_prevote(config, state, src, msg, now, out)
+        case PreVoteOk():
+            if isinstance(state, Candidate) and state.pre and msg.n == state.pre_n:
+                return _on_prevote_ok(config, state, src, now, out)
+            return state
         case _:
             assert_never(msg)
 
@@ -992,7 +1029,9 @@ def _on_promise(
 ) -> State:
     # A promise for a slot above ours comes from a voter that is ahead: it cannot report what
     # it accepted at our slot i, so it must not count (its Nak path makes us catch up).
-    if m.n != s.n or src not in config.other_voters or m.i > s.i:
+    # A pre-candidate still holds its old ballot: a late Promise for that ballot belongs to a
+    # candidacy it has given up (counting it would lead twice under one ballot, S1).
+    if s.pre or m.n != s.n or src not in config.other_voters or m.i > s.i:
         return s
     # Keyed by sender: a re-sent Promise must not count twice towards the quorum.
     promises = (*(p for p in s.promises if p[0] != src), (src, m))
@@ -1004,6 +1043,7 @@ def _on_promise(
 
 def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> State:
     """Q promises are in: lead, re-proposing the highest-ballot value reported for slot i."""
+    assert not s.pre, "deciding on a pre-vote"
     assert len(s.promises) + (1 if _votes(config, s) else 0) >= config.quorum_size
     assert s.i == s.applied_i + 1 and owner(config, s.n) == config.me
     # Only entries *at* slot i matter: a promiser behind us reports an older slot, which is
@@ -1079,8 +1119,11 @@ def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: lis
                 return _start_catchup(config, s, src, out)
             return s
         case Candidate():
-            if m.n != s.n:
-                return s  # a refusal of an earlier candidacy of ours
+            if s.pre and m.n == s.pre_n and ahead:
+                # Refused for being behind: catch up instead of asking again.
+                return _start_catchup(config, s, src, out)
+            if m.n != s.n or s.pre:
+                return s  # a refusal of an earlier candidacy of ours, or of a pre-vote
             if ahead:
                 # Chosen slots beyond ours: no quorum will promise us slot i, catch up first.
                 _step_down(config, s, out)
@@ -1522,6 +1565,101 @@ def _start_catchup(
     )
 
 
+def _start_prevote(config: Config, c: Common, retries: int, now: float, out: list[Effect]) -> State:
+    """Ask every voter whether it would promise our next ballot, raising nothing yet.
+
+    A node that cannot win (the others still see a live lease, or it is behind) thus never
+    raises its ballot, so it never forces a healthy master to run again above it: a follower
+    back from a partition or a restart, or a master that cannot hear, stays harmless.
+    """
+    assert _can_elect(config, c), "a pre-vote by a node that may not run"
+    if config.quorum_size <= 1 or config.master_mode is MasterMode.FORCED:
+        return _start_election(config, c, retries, now, out)
+    pre_n = next_ballot(config, max(c.n, c.max_seen))
+    i = c.applied_i + 1
+    r, rng = _draw(c.rng)
+    wait = config.lease_period / 2 * (1.0 + 0.1 * r)
+    if config.preferred and config.me != config.master:
+        wait += config.lease_period / 2
+    s = Candidate(
+        n=c.n,
+        max_seen=c.max_seen,
+        applied_i=c.applied_i,
+        last=c.last,
+        last_durable=c.last_durable,
+        lease_holder=c.lease_holder,
+        lease_start=c.lease_start,
+        respect=c.respect,
+        respect_until=c.respect_until,
+        rng=rng,
+        rebuild=c.rebuild,
+        i=i,
+        own=None,
+        promises=(),
+        deadline=now + wait,
+        retries=retries,
+        pre=True,
+        pre_n=pre_n,
+        pre_ok=frozenset({config.me}) if _votes(config, c) else frozenset(),
+    )
+    out.append(Broadcast(msg=PreVote(n=pre_n, i=i)))
+    if not isinstance(c, Candidate):
+        out.append(RoleChanged(role=Role.CANDIDATE, n=c.n, master=None))
+    return s
+
+
+def _on_prevote(
+    config: Config, state: State, src: str, m: PreVote, now: float, out: list[Effect]
+) -> State:
+    """Would we promise ``m.n``? The same tests as a Prepare (§5.2), without promising."""
+    my_next = state.applied_i + 1
+    if not _votes(config, state) or src not in config.sorted_voters:
+        if config.is_voter:
+            out.append(
+                Send(
+                    to=src,
+                    msg=Nak(n=m.n, their_n=state.n, their_i=my_next, rebuilding=True),
+                )
+            )
+        return state
+    if state.lease_holder != src and _lease_live(config, state, now):
+        return state  # the lease guard: a live master (maybe us) needs no successor
+    if m.n <= state.n or m.i < my_next:
+        out.append(Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=my_next)))
+        return state
+    if _respecting(state, src, now):
+        return state
+    out.append(Send(to=src, msg=PreVoteOk(n=m.n, i=my_next)))
+    return state
+
+
+def _on_prevote_ok(config: Config, s: Candidate, src: str, now: float, out: list[Effect]) -> State:
+    if src not in config.other_voters:
+        return s
+    ok = s.pre_ok | {src}
+    if len(ok) < config.quorum_size:
+        return evolve(s, pre_ok=ok)
+    # A quorum would promise: now raise the ballot for real (the Prepares may still lose).
+    return _start_election(
+        config, evolve(s, max_seen=max(s.max_seen, s.pre_n - 1)), s.retries, now, out
+    )
+
+
+def _on_commit(config: Config, s: Follower, m: Commit, now: float, out: list[Effect]) -> State:
+    """The leader says slot ``m.i`` under ballot ``m.n`` is chosen: apply our copy now.
+
+    Our last entry ``(m.i, m.n)`` is the one value the leader of ``m.n`` proposed at ``m.i``
+    (the same reasoning as learning a slot from the next one, §5.5).
+    """
+    last = s.last
+    if last is None or last.i != m.i or last.n != m.n or s.applied_i != m.i - 1:
+        return s
+    out.append(Apply(i=last.i, value=last.value))
+    if isinstance(last.value, MasterSet):
+        return evolve(s, applied_i=last.i, lease_holder=last.value.node, lease_start=now)
+    return evolve(s, applied_i=last.i)
+
+
 def _start_election(
     config: Config, c: Common, retries: int, now: float, out: list[Effect]
 ) -> State:
@@ -1669,7 +1807,10 @@ def check_invariants(config: Config, state: State) -> None:
         case Candidate(i=i):
             assert c.rebuild is None or _can_elect(config, c), "R9: a rebuilding node runs"
             assert i == c.applied_i + 1, f"candidate for slot {i} with applied_i={c.applied_i}"
-            assert owner(config, c.n) == config.me
+            if state.pre:
+                assert owner(config, state.pre_n) == config.me and state.pre_n > c.n
+            else:
+                assert owner(config, c.n) == config.me
         case Follower() | CatchingUp():
             pass
         case _:

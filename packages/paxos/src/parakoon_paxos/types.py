@@ -215,7 +215,39 @@ class Accepted:
     i: int
 
 
-Message: TypeAlias = Prepare | Promise | Nak | Accept | Accepted
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commit:
+    """The leader's notice that slot ``i``, accepted under ballot ``n``, is chosen.
+
+    Sent when the leader goes idle after a slot (under load the next ``Accept`` tells the same),
+    so that followers and learners apply the leader's last slot at once instead of one slot
+    behind until the next renewal.
+    """
+
+    n: int
+    i: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreVote:
+    """ "Would you promise ballot ``n`` for slot ``i``?" A node that wants to run asks first,
+    without raising any ballot, so that a node that cannot win (its peers still see a live
+    lease, or it is behind) never deposes a healthy master (pre-vote, as in etcd raft)."""
+
+    n: int
+    i: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreVoteOk:
+    """ "Yes, I would promise ballot ``n``"; ``i`` is the answerer's next slot. Nothing is
+    promised or persisted: the real ``Prepare`` still decides."""
+
+    n: int
+    i: int
+
+
+Message: TypeAlias = Prepare | Promise | Nak | Accept | Accepted | Commit | PreVote | PreVoteOk
 
 
 # ---------------------------------------------------------------------------------------------

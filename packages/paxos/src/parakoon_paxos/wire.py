@@ -13,6 +13,7 @@ Layouts (all lists)::
     Prepare   [1, n, i]        Promise   [2, n, i, entry | None]
     Nak       [3, n, their_n, their_i, rebuilding]
     Accept    [4, n, i, value] Accepted  [5, n, i]
+    Commit    [6, n, i]        PreVote   [7, n, i]       PreVoteOk [8, n, i]
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from .types import (
     Accept,
     Accepted,
     Batch,
+    Commit,
     LogEntry,
     MasterSet,
     Message,
     Nak,
     Prepare,
+    PreVote,
+    PreVoteOk,
     Promise,
     Value,
 )
@@ -37,6 +41,9 @@ TAG_PROMISE = 2
 TAG_NAK = 3
 TAG_ACCEPT = 4
 TAG_ACCEPTED = 5
+TAG_COMMIT = 6
+TAG_PREVOTE = 7
+TAG_PREVOTE_OK = 8
 
 
 class WireError(ValueError):
@@ -111,6 +118,12 @@ def message_to_wire(msg: Message) -> Wire:
             return [TAG_ACCEPT, n, i, value_to_wire(v)]
         case Accepted(n=n, i=i):
             return [TAG_ACCEPTED, n, i]
+        case Commit(n=n, i=i):
+            return [TAG_COMMIT, n, i]
+        case PreVote(n=n, i=i):
+            return [TAG_PREVOTE, n, i]
+        case PreVoteOk(n=n, i=i):
+            return [TAG_PREVOTE_OK, n, i]
     raise TypeError(f"message_to_wire: not a message: {msg!r}")  # pragma: no cover
 
 
@@ -145,4 +158,13 @@ def message_from_wire(obj: object) -> Message:
     if tag == TAG_ACCEPTED:
         _list(obj, "Accepted", 3)
         return Accepted(n=_int(f[1], "Accepted.n"), i=_int(f[2], "Accepted.i"))
+    if tag == TAG_COMMIT:
+        _list(obj, "Commit", 3)
+        return Commit(n=_int(f[1], "Commit.n"), i=_int(f[2], "Commit.i"))
+    if tag == TAG_PREVOTE:
+        _list(obj, "PreVote", 3)
+        return PreVote(n=_int(f[1], "PreVote.n"), i=_int(f[2], "PreVote.i"))
+    if tag == TAG_PREVOTE_OK:
+        _list(obj, "PreVoteOk", 3)
+        return PreVoteOk(n=_int(f[1], "PreVoteOk.n"), i=_int(f[2], "PreVoteOk.i"))
     raise WireError(f"message: unknown tag {tag}")

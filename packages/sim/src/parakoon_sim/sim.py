@@ -71,6 +71,7 @@ from parakoon_paxos import (
     CatchupFailed,
     ClientBatch,
     ClientRequest,
+    Commit,
     Config,
     DropMaster,
     Effect,
@@ -113,7 +114,7 @@ MAX_TRACE_LINES = 200_000
 
 #: The faults of ``Sim.run_single_fault``: each stays until the end of the run.
 SINGLE_FAULTS = frozenset(
-    {"deaf_master", "mute_master", "isolate_master", "crash_master", "one_way"}
+    {"deaf_master", "mute_master", "isolate_master", "crash_master", "one_way", "follower_returns"}
 )
 
 
@@ -342,6 +343,7 @@ class Sim:
         self.next_rid = 0
         self.events = 0
         self.crashes = 0
+        self.leaders_elected = 0
         self.disk_losses = 0
         self.rebuilt = 0
         self.elections = 0
@@ -483,7 +485,7 @@ class Sim:
                     self._send(node, to, msg, send_after)
                 case Broadcast(msg=msg):
                     targets = node.config.other_voters
-                    if isinstance(msg, Accept):
+                    if isinstance(msg, Accept | Commit):
                         targets = node.config.peers
                     for to in targets:
                         self._send(node, to, msg, send_after)
@@ -534,6 +536,8 @@ class Sim:
                 case RoleChanged(role=r):
                     if r.value == "candidate":
                         self.elections += 1
+                    elif r.value == "leader":
+                        self.leaders_elected += 1
                 case _:
                     raise AssertionError(f"unknown effect {eff!r}")
 
@@ -827,6 +831,7 @@ class Sim:
             self._at(t, "submit", None)
         self._at(inject, "single_fault", kind)
         judged_from = inject + recover_within * self.L
+        leaders_before: int | None = None
         acked_after: set[int] = set()
         while self.queue:
             if self.events > MAX_EVENTS_PER_SEED:
@@ -836,11 +841,19 @@ class Sim:
             if t >= stop:
                 break
             before = len(self.acked)
+            if leaders_before is None and t >= inject:
+                leaders_before = self.leaders_elected
             self._dispatch(what, data)
             if t >= judged_from and len(self.acked) > before:
                 acked_after.add(len(self.acked))
         if self.now - self.last_master_at > self.L:
             raise self.fail("liveness", f"{kind}: no master during the last lease period")
+        if kind == "follower_returns" and self.leaders_elected != leaders_before:
+            raise self.fail(
+                "disruption",
+                "a follower that came back deposed a healthy master "
+                f"({self.leaders_elected - (leaders_before or 0)} elections won)",
+            )
         if not acked_after:
             raise self.fail(
                 "liveness", f"{kind}: nothing committed {recover_within} L after the fault"
@@ -881,6 +894,22 @@ class Sim:
                 a, b = self.rng.sample(list(self.nodes), 2)
                 self.cut.add((a, b))
                 victim = f"{a}->{b}"
+            case "follower_returns":
+                # A follower is away for 1.5-6 L (down, its peers' links to it backing off)
+                # and comes back under load: the master must stay (no disruptive return).
+                victim = self.rng.choice(others)
+                self._crash(self.nodes[victim])
+                self.calm = True  # no scheduled restart; this one is ours
+                away = self.rng.uniform(1.5, 6.0) * self.L
+                self._at(self.now + away, "restart", victim)
+                # The master's link to it is still backing off when it returns: for up to
+                # 1.5 L it hears nothing, so its own lease check runs out (as in the node,
+                # where a reconnect back-off once outlasted the lease).
+                if holders:
+                    link = (holders[0], victim)
+                    self._at(self.now + away, "cut_add", link)
+                    back = self.rng.uniform(1.2, 1.5) * self.L
+                    self._at(self.now + away + back, "cut_remove", link)
             case _:
                 raise AssertionError(kind)
         self._log(f"SINGLE FAULT {kind} on {victim}")
@@ -1025,6 +1054,10 @@ class Sim:
                 self._log(f"{data} PAUSED until {node.paused_until:.4f}")
         elif kind == "single_fault":
             self._single_fault(data)
+        elif kind == "cut_add":
+            self.cut.add(data)
+        elif kind == "cut_remove":
+            self.cut.discard(data)
         elif kind == "calm":
             self.calm = True
             # Liveness needs only a majority: sometimes a minority of voters stays down.

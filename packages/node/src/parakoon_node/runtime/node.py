@@ -40,6 +40,7 @@ import structlog
 
 import parakoon_kv as kv
 from parakoon_client.codec import Limits
+from parakoon_conn import machine as conn
 from parakoon_node.clientserver import Backend, ClientServer
 from parakoon_node.clientserver import serve as serve_clients
 from parakoon_paxos import Config as PaxosConfig
@@ -87,6 +88,18 @@ def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
             cluster.max_batch_bytes, max_payload_bytes(cluster.peer_frame_bytes_max)
         ),
         max_queued=cluster.max_queued_requests,
+    )
+
+
+def peer_conn_settings(lease_period_secs: float) -> conn.ConnSettings:
+    """Peer links redial well within a lease period: a peer that comes back must hear the
+    master before its own lease check runs out (a 3.6 s back-off against a 2 s lease once made
+    returning followers run for election), and the dial must not outlast the lease either."""
+    cap = max(0.1, lease_period_secs / 4)
+    return conn.ConnSettings(
+        backoff_secs_min=min(0.1, cap),
+        backoff_secs_max=cap,
+        connect_timeout_secs=max(0.2, min(2.0, lease_period_secs / 2)),
     )
 
 
@@ -161,6 +174,7 @@ class Node:
             max_frame_bytes=cluster.peer_frame_bytes_max,
             rng=self._rng,
             clock=time.monotonic,
+            settings=peer_conn_settings(cluster.lease_period_secs),
         )
         self.driver = Driver(
             self.paxos_config,

@@ -6,7 +6,8 @@ client's lock. Everything else (the call loop, master discovery, redirects, retr
 back-off, and the forty public methods with their signatures and docstrings) can then exist
 once, in ``aio.py``, while each client stays straight-line code: no generator trampoline and no
 extra call per request on the hot path, so neither client gets slower. The connections, where
-the I/O really differs, are hand-written: ``_aio_connection.py`` and ``_connection.py``.
+the I/O really differs, are hand-written: ``aio_connection.py`` and ``blocking_connection.py``
+(internal modules; their names follow the rule that only ``parakoon_client.aio*`` imports anyio).
 
 The rewrite, in order:
 
@@ -65,7 +66,7 @@ TOKENS: list[tuple[str, str]] = [
     (r"\bAsyncClient\b", "Client"),
     (r"\bAsyncSequenceContext\b", "SequenceContext"),
     (r"\bAsyncConnection\b", "Connection"),
-    (r"\b_aio_connection\b", "_connection"),
+    (r"\baio_connection\b", "blocking_connection"),
     (r"\b_run_locked\b", "_run"),
     (r"\bAwaitable\[None\]", "None"),
     (r"\banyio\.current_time\b", "time.monotonic"),

@@ -29,7 +29,7 @@
 :class:`AsyncClient` runs on asyncio and trio alike. Routing, retries and the deadline rule are
 shared with the blocking client (:mod:`parakoon_client._core`), and so is this very code: the
 blocking client is generated from it. Only the I/O differs: connections are anyio socket streams
-(:mod:`parakoon_client._aio_connection`), every exchange runs under ``anyio.fail_after``, pauses
+(:mod:`parakoon_client.aio_connection`), every exchange runs under ``anyio.fail_after``, pauses
 use ``anyio.sleep``.
 
 Concurrency: one instance holds at most one connection per node and the protocol answers one
@@ -52,7 +52,6 @@ from typing import Any, Final, TypeVar, cast, overload
 
 import anyio
 
-from parakoon_client._aio_connection import AsyncConnection
 from parakoon_client._core import (
     DEFAULT_RETRY_SECS,
     DEFAULT_TIMEOUT_SECS,
@@ -91,6 +90,7 @@ from parakoon_client._core import (
     op_who_master,
     server_error,
 )
+from parakoon_client.aio_connection import AsyncConnection
 from parakoon_client.codec import (
     CONSISTENT,
     AnyRequest,

@@ -30,7 +30,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast, overload
 
-from parakoon_client._connection import Connection
 from parakoon_client._core import (
     DEFAULT_RETRY_SECS,
     DEFAULT_TIMEOUT_SECS,
@@ -69,6 +68,7 @@ from parakoon_client._core import (
     op_who_master,
     server_error,
 )
+from parakoon_client.blocking_connection import Connection
 from parakoon_client.codec import (
     CONSISTENT,
     AnyRequest,

@@ -1,7 +1,7 @@
-"""The blocking client's I/O: one TCP socket to one node (hand-written).
+"""Internal: the blocking client's I/O, one TCP socket to one node (hand-written).
 
 Everything above the connection (routing, discovery, retries, the public methods) is generated
-into ``blocking.py`` from ``aio.py``; this module and ``_aio_connection.py`` are the only places
+into ``blocking.py`` from ``aio.py``; this module and ``aio_connection.py`` are the only places
 where the two clients differ, besides the clock and the pause.
 """
 

@@ -1,8 +1,8 @@
-"""The async client's I/O: one anyio TCP stream to one node (hand-written).
+"""Internal: the async client's I/O, one anyio TCP stream to one node (hand-written).
 
-Everything above the connection (routing, discovery, retries, the public methods) is written once
-in ``aio.py`` and generated into ``blocking.py``; this module and ``_connection.py`` are the only
-places where the two clients differ, besides the clock, the pause and the async client's lock.
+Everything above the connection (routing, discovery, retries, the public methods) is written
+once in ``aio.py`` and generated into ``blocking.py``; this module and ``blocking_connection.py``
+are where the two clients differ, besides the clock, the pause and the async client's lock.
 """
 
 from __future__ import annotations

@@ -478,6 +478,15 @@ class AnswerReader(Generic[R]):
         )
 
 
+def connect_failure(node: str, where: str, exc: OSError, budget_secs: float) -> ArakoonError:
+    """The error for a connect to ``where`` that failed with ``exc`` (a timeout or refusal)."""
+    if isinstance(exc, TimeoutError):
+        return ArakoonTimeout(
+            f"connecting to {where} took more than {budget_secs:.3g} s", node=node
+        )
+    return ArakoonNotConnected(f"cannot connect to {where}: {exc.strerror or exc}", node=node)
+
+
 def connection_survives(error: ArakoonError) -> bool:
     """Whether the connection can carry the next request after ``error``."""
     return isinstance(error, ArakoonServerError) and not error.closes_connection

@@ -1,9 +1,36 @@
+# unasync: begin async-only
+# The one copy of the client logic: ``blocking.py`` is generated from this file by
+# ``packages/client/scripts/unasync.py`` (``--check``, run by CI, fails when it is stale). Lines
+# between "unasync: begin async-only" and "unasync: end" are left out of the blocking client;
+# lines between "unasync: begin sync-only" and "unasync: end" are comments here, code there.
+# unasync: end
+# unasync: begin sync-only
+# """The blocking client: plain sockets, one request at a time.
+#
+# :class:`Client` talks to an Arakoon-protocol cluster (parakoon or Arakoon itself). It keeps one
+# TCP connection per node it has needed, usually just the master's; each request is one
+# ``sendall`` of the codec's bytes (the prologue rides along with the first request of a
+# connection) and one or more ``recv`` into the codec's response decoder.
+#
+# Routing and retries are those of :mod:`parakoon_client._core` and :mod:`parakoon_client.policy`:
+# writes and consistent reads go to the master, found with ``who_master`` and followed on
+# ``NotMaster``; relaxed reads go to the preferred node (else the master, else any node); transient
+# failures are retried with exponential back-off and jitter until ``retry_secs`` have passed;
+# writes that may have been applied and are not safe to repeat raise
+# :class:`~parakoon_client.errors.OutcomeUnknown`. Every connect, send and receive is bounded by
+# ``timeout_secs``.
+#
+# A :class:`Client` is not thread-safe: use one per thread (they are cheap).
+# """
+# unasync: end
+# unasync: begin async-only
 """The async client: the same operations as :class:`~parakoon_client.blocking.Client`, on anyio.
 
 :class:`AsyncClient` runs on asyncio and trio alike. Routing, retries and the deadline rule are
-shared with the blocking client (:mod:`parakoon_client._core`); only the I/O differs: connections
-are anyio socket streams, every exchange runs under ``anyio.fail_after``, pauses use
-``anyio.sleep``.
+shared with the blocking client (:mod:`parakoon_client._core`), and so is this very code: the
+blocking client is generated from it. Only the I/O differs: connections are anyio socket streams
+(:mod:`parakoon_client.aio_connection`), every exchange runs under ``anyio.fail_after``, pauses
+use ``anyio.sleep``.
 
 Concurrency: one instance holds at most one connection per node and the protocol answers one
 request at a time per connection, so calls on one instance are **serialized by a lock**: tasks
@@ -13,26 +40,22 @@ may share an instance safely, but they take turns. For parallel load, give each 
 Cancellation: a call cancelled while its request is in flight closes that connection (a late
 answer would otherwise be read as the answer to the next request); the next call reconnects.
 """
+# unasync: end
 
 from __future__ import annotations
 
 import random
-import select
 import types
 from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast, overload
 
 import anyio
-import anyio.abc
-from anyio.abc import SocketAttribute
 
 from parakoon_client._core import (
     DEFAULT_RETRY_SECS,
     DEFAULT_TIMEOUT_SECS,
-    RECV_CHUNK_BYTES,
     Address,
-    AnswerReader,
     CallState,
     ClientCore,
     Op,
@@ -67,15 +90,14 @@ from parakoon_client._core import (
     op_who_master,
     server_error,
 )
+from parakoon_client.aio_connection import AsyncConnection
 from parakoon_client.codec import (
     CONSISTENT,
-    NEED_DATA,
     AnyRequest,
     AtLeast,
     Consistency,
     ErrorResponse,
     NamedList,
-    RemoteProtocolError,
     Request,
     Update,
     VersionInfo,
@@ -84,13 +106,7 @@ from parakoon_client.codec import (
     encode_request,
 )
 from parakoon_client.config import load_cluster_nodes
-from parakoon_client.errors import (
-    ArakoonError,
-    ArakoonNotConnected,
-    ArakoonProtocolError,
-    ArakoonTimeout,
-    NoMasterFound,
-)
+from parakoon_client.errors import ArakoonError, ArakoonProtocolError, NoMasterFound
 from parakoon_client.policy import Backoff, Retry
 from parakoon_client.sequence import BytesLike, SequenceBuilder
 
@@ -98,106 +114,12 @@ R = TypeVar("R")
 
 _WHO_MASTER: Final = WhoMaster()
 _WHO_MASTER_BYTES: Final = encode_request(_WHO_MASTER)
-# Failures of an anyio stream that mean the connection is gone.
-_STREAM_ERRORS: Final = (
-    anyio.EndOfStream,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    OSError,
-)
-
-
-class _AsyncConnection:
-    """One anyio TCP stream to one node. Raises only ArakoonError subclasses naming the node."""
-
-    __slots__ = ("_fresh", "_prologue", "busy", "node", "stream", "where")
-
-    def __init__(self, node: str, where: str, stream: anyio.abc.SocketStream, prologue: bytes):
-        self.node = node
-        self.where = where
-        self.stream = stream
-        self._prologue = prologue
-        self._fresh = True
-        # True while a request is in flight; a connection left busy (its call was cancelled)
-        # is out of step with the server and must not carry another request.
-        self.busy = False
-
-    @classmethod
-    async def open(
-        cls, node: str, address: Address, prologue: bytes, budget_secs: float
-    ) -> _AsyncConnection:
-        host, port = address
-        where = f"{node} at {host}:{port}"
-        try:
-            with anyio.fail_after(budget_secs):
-                stream = await anyio.connect_tcp(host, port)
-        except TimeoutError:
-            raise ArakoonTimeout(
-                f"connecting to {where} took more than {budget_secs:.3g} s", node=node
-            ) from None
-        except OSError as exc:
-            raise ArakoonNotConnected(
-                f"cannot connect to {where}: {exc.strerror or exc}", node=node
-            ) from None
-        return cls(node, where, stream, prologue)
-
-    async def aclose(self) -> None:
-        # Shielded: closing must finish even when the caller is being cancelled.
-        with anyio.CancelScope(shield=True):
-            await self.stream.aclose()
-
-    def looks_closed(self) -> bool:
-        """Whether the idle connection was closed by the peer (see the blocking client)."""
-        raw = self.stream.extra(SocketAttribute.raw_socket)
-        if raw.fileno() < 0:
-            return True
-        poller = select.poll()
-        poller.register(raw.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
-
-    async def exchange(self, request: Request[R], payload: bytes, budget_secs: float) -> Any:
-        """Send ``payload`` (the bytes of ``request``); return the result or ErrorResponse."""
-        if self._prologue:
-            payload = self._prologue + payload
-            self._prologue = b""
-        fresh, self._fresh = self._fresh, False
-        self.busy = True
-        sent = False
-        reader = AnswerReader(request, self.where, self.node)
-        try:
-            with anyio.fail_after(budget_secs):
-                await self.stream.send(payload)
-                sent = True
-                while True:
-                    event = reader.feed(await self.stream.receive(RECV_CHUNK_BYTES))
-                    if event is not NEED_DATA:
-                        self.busy = False
-                        return event
-        except TimeoutError:
-            raise ArakoonTimeout(
-                f"{self.where} did not answer within {budget_secs:.3g} s",
-                node=self.node,
-                # Unlike sendall, an anyio send may return before the bytes left the process
-                # and fail after some did: once it was called, assume the request arrived.
-                request_sent=True,
-            ) from None
-        except anyio.EndOfStream:
-            raise reader.closed_error(fresh_connection=fresh) from None
-        except _STREAM_ERRORS as exc:
-            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise ArakoonNotConnected(
-                f"connection to {self.where} failed: {detail}",
-                node=self.node,
-                request_sent=sent or not isinstance(exc, anyio.ClosedResourceError),
-            ) from None
-        except RemoteProtocolError as exc:
-            raise ArakoonProtocolError(f"{self.where}: {exc}", node=self.node) from None
 
 
 class AsyncSequenceContext(SequenceBuilder):
     """A :class:`SequenceBuilder` that sends its sequence when its ``async with`` block ends.
 
-    Nothing is sent when the block raises.
+    Nothing is sent when the block raises, nor for a builder used without ``async with``.
     """
 
     __slots__ = ("_client", "_synced")
@@ -223,9 +145,18 @@ class AsyncSequenceContext(SequenceBuilder):
 class AsyncClient:
     """Async Arakoon-protocol client for one cluster (anyio: asyncio or trio).
 
-    Same arguments, methods and exceptions as :class:`~parakoon_client.blocking.Client`, with
-    ``await`` in front; use ``async with AsyncClient(...) as client`` (or ``await
-    client.aclose()``). Calls on one instance are serialized (see the module docstring).
+    ``nodes`` maps node names to ``(host, client_port)``. ``timeout_secs`` bounds every connect,
+    send and receive; no retry starts later than ``retry_secs`` after the call began (so a call
+    ends within ``retry_secs + timeout_secs``; ``retry_secs=0`` means one attempt).
+    ``consistency`` is the default for reads (``CONSISTENT``, ``NO_GUARANTEES`` or
+    ``AtLeast(stamp)``); relaxed reads go to ``preferred_node`` when given. ``seed`` makes the
+    jitter and node choices repeatable.
+
+    Every method raises :class:`~parakoon_client.errors.ArakoonError` subclasses only (and
+    ``ValueError``/``TypeError`` for arguments that cannot be sent, such as an unknown node
+    name). Keys and values are ``bytes`` (``str`` is accepted and sent as UTF-8); answers are
+    ``bytes``. Use ``async with AsyncClient(...) as client`` (or ``await client.aclose()``);
+    for concurrency, see the module docstring.
     """
 
     def __init__(
@@ -251,12 +182,18 @@ class AsyncClient:
             rng=random.Random(seed),
         )
         self._prologue = encode_prologue(cluster_id)
-        self._connections: dict[str, _AsyncConnection] = {}
+        self._connections: dict[str, AsyncConnection] = {}
+        # unasync: begin async-only
         self._lock: anyio.Lock | None = None
+        # unasync: end
 
     @classmethod
     def from_config(cls, path: str | Path, node: str | None = None, **kwargs: Any) -> AsyncClient:
-        """A client for the cluster described by ``path`` (see ``Client.from_config``)."""
+        """A client for the cluster described by ``path`` (a ``cluster.toml``).
+
+        ``node`` becomes the preferred node for relaxed reads; ``kwargs`` are passed on.
+        Raises :class:`~parakoon_client.config.ConfigError` for an unusable file.
+        """
         view = load_cluster_nodes(path)
         return cls(view.cluster_id, view.nodes, preferred_node=node, **kwargs)
 
@@ -301,19 +238,27 @@ class AsyncClient:
     # --- the loop -----------------------------------------------------------------------------
 
     async def call(self, request: Request[R], *, node: str | None = None) -> R:
-        """Send any codec request with the client's routing and retry rules (see ``Client``)."""
+        """Send any codec request with the client's routing and retry rules; return its result.
+
+        With ``node`` the request goes to that node only: no discovery, no redirects (a
+        ``NotMaster`` is raised), but reconnects and retries of transient failures still apply.
+        """
         return await self._run(op_for_request(request), node)
 
+    # unasync: begin async-only
     async def _run(self, op: Op[R], node: str | None = None) -> R:
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
             return await self._run_locked(op, node)
 
-    async def _run_locked(self, op: Op[R], node: str | None) -> R:
+    # unasync: end
+    async def _run_locked(self, op: Op[R], node: str | None = None) -> R:
         core = self._core
         payload = encode_request(cast(AnyRequest, op.request))
         call = core.start_call(op, pinned=node, now=anyio.current_time())
+        # Before a write that must not be repeated, make sure the connection was not closed
+        # while idle (a restarted node): sending on it would make the outcome unknown.
         check_idle = op.retry is not Retry.ALWAYS
         while True:
             target = node
@@ -350,7 +295,7 @@ class AsyncClient:
             conn = None
         budget = call.require_budget_secs(anyio.current_time(), target)
         if conn is None:
-            conn = await _AsyncConnection.open(
+            conn = await AsyncConnection.open(
                 target, self._core.nodes[target], self._prologue, budget
             )
             self._connections[target] = conn
@@ -431,7 +376,8 @@ class AsyncClient:
         max_keys: int = -1,
         consistency: Consistency | None = None,
     ) -> list[bytes]:
-        """Keys between ``first`` and ``last``, ascending (see ``Client.range``)."""
+        """Keys between ``first`` and ``last`` (None: unbounded), ascending, at most
+        ``max_keys`` of them (the smallest; negative: all)."""
         return await self._run(
             op_range(
                 first,
@@ -453,7 +399,7 @@ class AsyncClient:
         max_keys: int = -1,
         consistency: Consistency | None = None,
     ) -> list[tuple[bytes, bytes]]:
-        """``(key, value)`` pairs between ``first`` and ``last``, ascending."""
+        """``(key, value)`` pairs between ``first`` and ``last``, ascending (as :meth:`range`)."""
         return await self._run(
             op_range_entries(
                 first,
@@ -475,7 +421,8 @@ class AsyncClient:
         max_keys: int = -1,
         consistency: Consistency | None = None,
     ) -> list[tuple[bytes, bytes]]:
-        """Pairs from ``first`` (upper bound) down to ``last``, descending."""
+        """Pairs from ``first`` (the upper bound) down to ``last``, descending; at most
+        ``max_keys`` (the largest)."""
         return await self._run(
             op_rev_range_entries(
                 first,
@@ -528,7 +475,7 @@ class AsyncClient:
     # --- writes -------------------------------------------------------------------------------
 
     async def set(self, key: BytesLike, value: BytesLike) -> None:
-        """Store ``value`` under ``key``."""
+        """Store ``value`` under ``key``. Retried on transient failures (idempotent)."""
         await self._run(op_set(key, value))
 
     async def confirm(self, key: BytesLike, value: BytesLike) -> None:
@@ -536,13 +483,18 @@ class AsyncClient:
         await self._run(op_confirm(key, value))
 
     async def delete(self, key: BytesLike) -> None:
-        """Remove ``key`` (see ``Client.delete``)."""
+        """Remove ``key``. Raises ``NotFound`` if absent, or ``OutcomeUnknown`` if it became
+        absent while an earlier attempt's outcome was unknown."""
         await self._run(op_delete(key))
 
     async def test_and_set(
         self, key: BytesLike, expected: BytesLike | None, wanted: BytesLike | None
     ) -> bytes | None:
-        """Compare and swap; returns the value before the call (see ``Client.test_and_set``)."""
+        """If ``key`` holds ``expected`` (None: absent), set it to ``wanted`` (None: delete).
+
+        Returns the value before the call: the swap happened exactly when it equals
+        ``expected``. Never repeated once sent (``OutcomeUnknown`` instead).
+        """
         return await self._run(op_test_and_set(key, expected, wanted))
 
     async def replace(self, key: BytesLike, wanted: BytesLike | None) -> bytes | None:
@@ -558,7 +510,7 @@ class AsyncClient:
         return await self._run(op_user_function(name, argument))
 
     async def nop(self) -> None:
-        """Run an empty update through consensus."""
+        """Run an empty update through consensus (checks that the master makes progress)."""
         await self._run(op_nop())
 
     @overload
@@ -572,9 +524,9 @@ class AsyncClient:
     ) -> AsyncSequenceContext | Awaitable[None]:
         """Apply updates atomically, in order.
 
-        ``await client.sequence(updates)`` sends the given updates; ``async with
-        client.sequence() as seq: seq.set(...)`` sends what the block added when it ends
-        without an exception.
+        ``await client.sequence(updates)`` sends the given updates now; ``async with
+        client.sequence() as seq: seq.set(...)`` sends what the block added when it ends without
+        an exception. ``synced`` asks the node to sync its log before answering (SYNCED_SEQUENCE).
         """
         if updates is None:
             return AsyncSequenceContext(self, synced=synced)
@@ -607,7 +559,7 @@ class AsyncClient:
         return await self._run(op_expect_progress_possible(), node)
 
     async def statistics(self, *, node: str | None = None) -> NamedList:
-        """The node's statistics tree (protocol §10)."""
+        """The node's statistics tree (protocol §10; ``StatisticsReport.from_tree`` reads it)."""
         return await self._run(op_statistics(), node)
 
     async def version(self, *, node: str | None = None) -> VersionInfo:
@@ -623,7 +575,11 @@ class AsyncClient:
         return await self._run(op_ping(client_id, self._core.cluster_id), node)
 
     async def get_txid(self, *, node: str | None = None) -> AtLeast:
-        """The node's (default: the master's) last applied transaction, as ``AtLeast(stamp)``."""
+        """The node's (default: the master's) last applied transaction, as ``AtLeast(stamp)``.
+
+        Read-your-writes: after a write, pass ``client.get_txid()`` as the ``consistency`` of
+        a read on any node; that node answers only once it has applied the write.
+        """
         value = await self._run(op_get_txid(), node)
         if isinstance(value, AtLeast):
             return value

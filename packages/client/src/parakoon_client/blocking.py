@@ -1,3 +1,8 @@
+# Generated from aio.py by packages/client/scripts/unasync.py: do not edit. Edit aio.py (the
+# one copy of the client logic) and run that script; CI runs it with --check and fails when this
+# file is stale. Why generated rather than two shells over a sans-I/O engine: both clients stay
+# straight-line code (no generator trampoline per request, so no slower), and everything but
+# the connection (discovery, redirects, retries, back-off, the public methods) is written once.
 """The blocking client: plain sockets, one request at a time.
 
 :class:`Client` talks to an Arakoon-protocol cluster (parakoon or Arakoon itself). It keeps one
@@ -19,8 +24,6 @@ A :class:`Client` is not thread-safe: use one per thread (they are cheap).
 from __future__ import annotations
 
 import random
-import select
-import socket
 import time
 import types
 from collections.abc import Iterable, Mapping
@@ -30,9 +33,7 @@ from typing import Any, Final, TypeVar, cast, overload
 from parakoon_client._core import (
     DEFAULT_RETRY_SECS,
     DEFAULT_TIMEOUT_SECS,
-    RECV_CHUNK_BYTES,
     Address,
-    AnswerReader,
     CallState,
     ClientCore,
     Op,
@@ -67,15 +68,14 @@ from parakoon_client._core import (
     op_who_master,
     server_error,
 )
+from parakoon_client.blocking_connection import Connection
 from parakoon_client.codec import (
     CONSISTENT,
-    NEED_DATA,
     AnyRequest,
     AtLeast,
     Consistency,
     ErrorResponse,
     NamedList,
-    RemoteProtocolError,
     Request,
     Update,
     VersionInfo,
@@ -84,13 +84,7 @@ from parakoon_client.codec import (
     encode_request,
 )
 from parakoon_client.config import load_cluster_nodes
-from parakoon_client.errors import (
-    ArakoonError,
-    ArakoonNotConnected,
-    ArakoonProtocolError,
-    ArakoonTimeout,
-    NoMasterFound,
-)
+from parakoon_client.errors import ArakoonError, ArakoonProtocolError, NoMasterFound
 from parakoon_client.policy import Backoff, Retry
 from parakoon_client.sequence import BytesLike, SequenceBuilder
 
@@ -100,107 +94,10 @@ _WHO_MASTER: Final = WhoMaster()
 _WHO_MASTER_BYTES: Final = encode_request(_WHO_MASTER)
 
 
-class _Connection:
-    """One TCP connection to one node. Raises only ArakoonError subclasses naming the node."""
-
-    __slots__ = ("_fresh", "_prologue", "_timeout", "busy", "node", "sock", "where")
-
-    def __init__(self, node: str, address: Address, prologue: bytes, budget_secs: float) -> None:
-        host, port = address
-        self.node = node
-        self.where = f"{node} at {host}:{port}"
-        try:
-            self.sock = socket.create_connection(address, timeout=budget_secs)
-        except TimeoutError:
-            raise ArakoonTimeout(
-                f"connecting to {self.where} took more than {budget_secs:.3g} s", node=node
-            ) from None
-        except OSError as exc:
-            raise ArakoonNotConnected(
-                f"cannot connect to {self.where}: {exc.strerror or exc}", node=node
-            ) from None
-        # Requests are small and each is one sendall: waiting to coalesce only adds latency.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._timeout = budget_secs
-        # The server never answers the prologue; it travels with the first request.
-        self._prologue = prologue
-        self._fresh = True
-        # True while a request is in flight. A connection left busy (its call was interrupted,
-        # by KeyboardInterrupt say) is out of step with the server: it must not be used again.
-        self.busy = False
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def looks_closed(self) -> bool:
-        """Whether the idle connection was closed (or got unsolicited bytes) by the peer.
-
-        An idle connection has nothing to read; if it is readable, the peer closed or reset it
-        (or broke the protocol), so a request sent now would be lost. Checked without waiting.
-        """
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(0))
-
-    def exchange(self, request: Request[R], payload: bytes, budget_secs: float) -> Any:
-        """Send ``payload`` (the bytes of ``request``) and return the decoded answer.
-
-        Returns the result or an ``ErrorResponse``. Within ``budget_secs`` in total.
-        """
-        sock = self.sock
-        deadline = time.monotonic() + budget_secs
-        if budget_secs != self._timeout:
-            sock.settimeout(budget_secs)
-            self._timeout = budget_secs
-        if self._prologue:
-            payload = self._prologue + payload
-            self._prologue = b""
-        self.busy = True
-        try:
-            sock.sendall(payload)
-        except OSError as exc:
-            # sendall returns only once the kernel took every byte; when it fails, the end of
-            # the request never left, so the server cannot have executed it.
-            raise self._failure(exc, budget_secs, request_sent=False) from None
-        fresh, self._fresh = self._fresh, False
-        reader = AnswerReader(request, self.where, self.node)
-        try:
-            while True:
-                chunk = sock.recv(RECV_CHUNK_BYTES)
-                if not chunk:
-                    raise reader.closed_error(fresh_connection=fresh)
-                event = reader.feed(chunk)
-                if event is not NEED_DATA:
-                    self.busy = False
-                    return event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                sock.settimeout(remaining)
-                self._timeout = remaining
-        except OSError as exc:
-            raise self._failure(exc, budget_secs, request_sent=True) from None
-        except RemoteProtocolError as exc:
-            raise ArakoonProtocolError(f"{self.where}: {exc}", node=self.node) from None
-
-    def _failure(self, exc: OSError, budget_secs: float, *, request_sent: bool) -> ArakoonError:
-        if isinstance(exc, TimeoutError):
-            return ArakoonTimeout(
-                f"{self.where} did not answer within {budget_secs:.3g} s",
-                node=self.node,
-                request_sent=request_sent,
-            )
-        return ArakoonNotConnected(
-            f"connection to {self.where} failed: {exc.strerror or exc}",
-            node=self.node,
-            request_sent=request_sent,
-        )
-
-
 class SequenceContext(SequenceBuilder):
     """A :class:`SequenceBuilder` that sends its sequence when its ``with`` block ends.
 
-    Nothing is sent when the block raises, nor for a builder used outside a ``with`` block.
+    Nothing is sent when the block raises, nor for a builder used without ``with``.
     """
 
     __slots__ = ("_client", "_synced")
@@ -236,7 +133,8 @@ class Client:
     Every method raises :class:`~parakoon_client.errors.ArakoonError` subclasses only (and
     ``ValueError``/``TypeError`` for arguments that cannot be sent, such as an unknown node
     name). Keys and values are ``bytes`` (``str`` is accepted and sent as UTF-8); answers are
-    ``bytes``.
+    ``bytes``. Use ``with Client(...) as client`` (or ``client.close()``);
+    for concurrency, see the module docstring.
     """
 
     def __init__(
@@ -262,7 +160,7 @@ class Client:
             rng=random.Random(seed),
         )
         self._prologue = encode_prologue(cluster_id)
-        self._connections: dict[str, _Connection] = {}
+        self._connections: dict[str, Connection] = {}
 
     @classmethod
     def from_config(cls, path: str | Path, node: str | None = None, **kwargs: Any) -> Client:
@@ -278,9 +176,10 @@ class Client:
 
     def close(self) -> None:
         """Close every connection. The client may be used again (it reconnects)."""
-        for conn in self._connections.values():
-            conn.close()
+        connections = list(self._connections.values())
         self._connections.clear()
+        for conn in connections:
+            conn.close()
 
     def __enter__(self) -> Client:
         return self
@@ -361,7 +260,7 @@ class Client:
             conn = None
         budget = call.require_budget_secs(time.monotonic(), target)
         if conn is None:
-            conn = _Connection(target, self._core.nodes[target], self._prologue, budget)
+            conn = Connection.open(target, self._core.nodes[target], self._prologue, budget)
             self._connections[target] = conn
             budget = call.require_budget_secs(time.monotonic(), target, connected=True)
         event = conn.exchange(request, payload, budget)
@@ -584,14 +483,13 @@ class Client:
     ) -> SequenceContext | None:
         """Apply updates atomically, in order.
 
-        ``client.sequence(updates)`` sends the given updates now; ``with client.sequence() as
-        seq: seq.set(...)`` sends what the block added when it ends without an exception.
-        ``synced`` asks the node to sync its log before answering (SYNCED_SEQUENCE).
+        ``client.sequence(updates)`` sends the given updates now; ``with
+        client.sequence() as seq: seq.set(...)`` sends what the block added when it ends without
+        an exception. ``synced`` asks the node to sync its log before answering (SYNCED_SEQUENCE).
         """
         if updates is None:
             return SequenceContext(self, synced=synced)
-        self._run(op_sequence(updates, synced=synced))
-        return None
+        return self._run(op_sequence(updates, synced=synced))
 
     @overload
     def synced_sequence(self, updates: None = None) -> SequenceContext: ...
@@ -601,10 +499,11 @@ class Client:
 
     def synced_sequence(self, updates: Iterable[Update] | None = None) -> SequenceContext | None:
         """:meth:`sequence` with ``synced=True``."""
-        if updates is None:
-            return SequenceContext(self, synced=True)
-        self._run(op_sequence(updates, synced=True))
-        return None
+        return (
+            self.sequence(updates, synced=True)
+            if updates is not None
+            else self.sequence(synced=True)
+        )
 
     # --- cluster information ------------------------------------------------------------------
 
@@ -638,10 +537,7 @@ class Client:
         Read-your-writes: after a write, pass ``client.get_txid()`` as the ``consistency`` of
         a read on any node; that node answers only once it has applied the write.
         """
-        return _as_stamp(self._run(op_get_txid(), node))
-
-
-def _as_stamp(value: Consistency) -> AtLeast:
-    if isinstance(value, AtLeast):
-        return value
-    raise ArakoonProtocolError(f"get_txid answered {value!r}, expected an AtLeast stamp")
+        value = self._run(op_get_txid(), node)
+        if isinstance(value, AtLeast):
+            return value
+        raise ArakoonProtocolError(f"get_txid answered {value!r}, expected an AtLeast stamp")

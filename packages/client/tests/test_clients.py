@@ -1,17 +1,29 @@
 # spec: docs/spec/arakoon-client-protocol.md
-"""The blocking client over real TCP against scripted peers: routing, retries and transport rules.
+"""Both clients over real TCP against scripted peers: routing, retries and transport rules.
 
-Each test scripts what the peer answers to each request (see conftest.py); the client under
-test is the real one, with small timeouts so that the whole file runs in a few seconds.
+One behavioural suite for the blocking :class:`Client` and the :class:`AsyncClient` (whose code
+is the same: ``blocking.py`` is generated from ``aio.py``). Every test of the first part runs
+three times, by the ``flavour`` fixture: the blocking client, and the async client on asyncio
+and on trio, driven from the test's thread through an anyio blocking portal
+(:class:`PortalClient`), so that one test body serves both. The tests after those are about
+what only one client has: interruption of a blocking call by a signal, and cancellation and
+shared use by concurrent tasks of the async client.
+
+Each test scripts what the peer answers to each request (see conftest.py); the clients under
+test are the real ones, with small timeouts so that the whole file runs in a few seconds.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
+import anyio
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from parakoon_client import (
     NO_GUARANTEES,
@@ -28,6 +40,7 @@ from parakoon_client import (
     OutcomeUnknown,
     UnknownErrorCode,
 )
+from parakoon_client.aio import AsyncClient, AsyncSequenceContext
 from parakoon_client.codec import (
     AnyRequest,
     Delete,
@@ -48,6 +61,8 @@ from parakoon_client.codec import (
 from parakoon_client.policy import Backoff
 
 FAST = Backoff(backoff_secs_min=0.01, backoff_secs_max=0.05)
+WAIT_SECS = 5.0
+FLAVOURS = ["blocking", "asyncio", "trio"]
 
 
 def err(code: int, message: str = "") -> bytes:
@@ -105,14 +120,82 @@ class Store:
                 return err(ErrorCode.UNKNOWN_FAILURE, "unknown failure")
 
 
-def client_for(*servers: tuple[str, Any], **kwargs: Any) -> Client:
-    nodes = {name: server.address for name, server in servers}
-    kwargs.setdefault("backoff", FAST)
-    kwargs.setdefault("seed", 1)
-    return Client("test", nodes, **kwargs)
+class PortalClient:
+    """An :class:`AsyncClient` used like a :class:`Client`: each call runs on the portal's loop.
+
+    Methods return what the awaited call returns (or raise what it raises); a sequence
+    context becomes a blocking ``with`` block; attributes and properties are the client's own.
+    """
+
+    def __init__(self, client: AsyncClient, portal: BlockingPortal) -> None:
+        self._client = client
+        self._portal = portal
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = self._portal.call(partial(attr, *args, **kwargs))
+            if isinstance(result, AsyncSequenceContext):
+                return self._portal.wrap_async_context_manager(result)
+            return result
+
+        return call
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._portal.call(self._client.aclose)
 
 
-def test_single_node_round_trip_on_one_connection(scripted: Any) -> None:
+# Makes a client as ``Client(...)`` would, of the flavour under test.
+MakeClient = Callable[..., Any]
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def make_client(flavour: str) -> Iterator[MakeClient]:
+    """``make_client(cluster_id, nodes, **kwargs)``; ``make_client.from_config`` likewise."""
+    if flavour == "blocking":
+        yield Client
+        return
+    with start_blocking_portal(flavour) as portal:
+
+        class Make:
+            def __call__(self, *args: Any, **kwargs: Any) -> PortalClient:
+                return PortalClient(AsyncClient(*args, **kwargs), portal)
+
+            def from_config(self, *args: Any, **kwargs: Any) -> PortalClient:
+                return PortalClient(AsyncClient.from_config(*args, **kwargs), portal)
+
+        yield Make()
+
+
+@pytest.fixture
+def client_for(make_client: MakeClient) -> Callable[..., Any]:
+    """A client of cluster "test" for ``(name, scripted server)`` pairs, fast back-off."""
+
+    def make(*servers: tuple[str, Any], **kwargs: Any) -> Any:
+        nodes = {name: server.address for name, server in servers}
+        kwargs.setdefault("backoff", FAST)
+        kwargs.setdefault("seed", 1)
+        return make_client("test", nodes, **kwargs)
+
+    return make
+
+
+# --------------------------------------------------------------------------- both clients
+
+
+def test_single_node_round_trip_on_one_connection(scripted: Any, client_for: Any) -> None:
     store = Store("n0")
     server = scripted(store)
     with client_for(("n0", server), timeout_secs=2) as client:
@@ -131,7 +214,7 @@ def test_single_node_round_trip_on_one_connection(scripted: Any) -> None:
     assert server.of_type(WhoMaster) == []
 
 
-def test_discovery_asks_who_master_and_follows_not_master(scripted: Any) -> None:
+def test_discovery_asks_who_master_and_follows_not_master(scripted: Any, client_for: Any) -> None:
     # n0 believes it is master but refuses writes, naming n1; n1 knows no master when asked
     # (so discovery settles on n0 whatever order it asks in) but accepts writes.
     n1_store = Store("n1")
@@ -158,7 +241,9 @@ def test_discovery_asks_who_master_and_follows_not_master(scripted: Any) -> None
     assert len(s1.of_type(Set)) == 2
 
 
-def test_no_master_anywhere_raises_no_master_found_within_the_bound(scripted: Any) -> None:
+def test_no_master_anywhere_raises_no_master_found_within_the_bound(
+    scripted: Any, client_for: Any
+) -> None:
     def nobody(_conn: int, request: AnyRequest) -> bytes:
         return ok(request, None)
 
@@ -171,7 +256,7 @@ def test_no_master_anywhere_raises_no_master_found_within_the_bound(scripted: An
     assert len(s0.of_type(WhoMaster)) >= 2  # retried with back-off, not given up at once
 
 
-def test_relaxed_reads_go_to_the_preferred_node(scripted: Any) -> None:
+def test_relaxed_reads_go_to_the_preferred_node(scripted: Any, client_for: Any) -> None:
     s0, s1 = scripted(Store("n0")), scripted(Store("n1", master="n0"))
     with client_for(("n0", s0), ("n1", s1), preferred_node="n1") as client:
         with pytest.raises(NotFound):
@@ -182,8 +267,8 @@ def test_relaxed_reads_go_to_the_preferred_node(scripted: Any) -> None:
         assert request == Get(key=b"k", consistency=NO_GUARANTEES)
 
 
-def test_connection_refused_ends_in_not_connected(closed_port: int) -> None:
-    client = Client("test", {"n0": ("127.0.0.1", closed_port)}, retry_secs=0.3, backoff=FAST)
+def test_connection_refused_ends_in_not_connected(closed_port: int, make_client: Any) -> None:
+    client = make_client("test", {"n0": ("127.0.0.1", closed_port)}, retry_secs=0.3, backoff=FAST)
     started = time.monotonic()
     with client, pytest.raises(ArakoonNotConnected, match="cannot connect to n0") as info:
         client.get(b"k")
@@ -191,7 +276,7 @@ def test_connection_refused_ends_in_not_connected(closed_port: int) -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_silent_node_times_out(scripted: Any) -> None:
+def test_silent_node_times_out(scripted: Any, client_for: Any) -> None:
     server = scripted(lambda _c, _r: "silent")
     with client_for(("n0", server), timeout_secs=0.2, retry_secs=0) as client:
         started = time.monotonic()
@@ -201,10 +286,14 @@ def test_silent_node_times_out(scripted: Any) -> None:
         assert info.value.request_sent
         # The timed-out connection is closed: a late answer must not be read as the next one.
         assert client.connected_nodes == []
+        with pytest.raises(OutcomeUnknown) as unknown:
+            client.test_and_set(b"k", None, b"v")
+        assert isinstance(unknown.value.cause, ArakoonTimeout)
+        assert client.connected_nodes == []
     assert 0.15 < elapsed < 1.5
 
 
-def test_reads_retry_timeouts_until_the_bound(scripted: Any) -> None:
+def test_reads_retry_timeouts_until_the_bound(scripted: Any, client_for: Any) -> None:
     server = scripted(lambda _c, _r: "silent")
     with client_for(("n0", server), timeout_secs=0.1, retry_secs=0.5) as client:
         started = time.monotonic()
@@ -215,7 +304,9 @@ def test_reads_retry_timeouts_until_the_bound(scripted: Any) -> None:
     assert 0.4 < elapsed < 2.0
 
 
-def test_non_idempotent_write_with_lost_answer_is_outcome_unknown(scripted: Any) -> None:
+def test_non_idempotent_write_with_lost_answer_is_outcome_unknown(
+    scripted: Any, client_for: Any
+) -> None:
     server = scripted(lambda _c, _r: "close")
     with client_for(("n0", server), timeout_secs=1, retry_secs=2) as client:
         with pytest.raises(OutcomeUnknown, match="outcome unknown for test_and_set") as info:
@@ -226,7 +317,9 @@ def test_non_idempotent_write_with_lost_answer_is_outcome_unknown(scripted: Any)
     assert len(server.of_type(TestAndSet)) == 1
 
 
-def test_timeout_of_a_non_idempotent_write_is_outcome_unknown(scripted: Any) -> None:
+def test_timeout_of_a_non_idempotent_write_is_outcome_unknown(
+    scripted: Any, client_for: Any
+) -> None:
     server = scripted(lambda _c, _r: "silent")
     with client_for(("n0", server), timeout_secs=0.2, retry_secs=2) as client:
         with pytest.raises(OutcomeUnknown) as info:
@@ -235,7 +328,7 @@ def test_timeout_of_a_non_idempotent_write_is_outcome_unknown(scripted: Any) -> 
     assert len(server.of_type(Replace)) == 1
 
 
-def test_idempotent_write_is_retried_after_a_lost_answer(scripted: Any) -> None:
+def test_idempotent_write_is_retried_after_a_lost_answer(scripted: Any, client_for: Any) -> None:
     store = Store("n0")
 
     def first_connection_drops(conn: int, request: AnyRequest) -> bytes | str:
@@ -248,7 +341,9 @@ def test_idempotent_write_is_retried_after_a_lost_answer(scripted: Any) -> None:
     assert len(server.of_type(Set)) == 2
 
 
-def test_idempotent_write_that_keeps_failing_reports_outcome_unknown(scripted: Any) -> None:
+def test_idempotent_write_that_keeps_failing_reports_outcome_unknown(
+    scripted: Any, client_for: Any
+) -> None:
     server = scripted(lambda _c, _r: "close")
     with client_for(("n0", server), timeout_secs=0.5, retry_secs=0.3) as client:
         with pytest.raises(OutcomeUnknown, match="set") as info:
@@ -257,7 +352,9 @@ def test_idempotent_write_that_keeps_failing_reports_outcome_unknown(scripted: A
     assert len(server.of_type(Set)) >= 2
 
 
-def test_delete_not_found_after_a_lost_answer_is_outcome_unknown(scripted: Any) -> None:
+def test_delete_not_found_after_a_lost_answer_is_outcome_unknown(
+    scripted: Any, client_for: Any
+) -> None:
     def handler(conn: int, request: AnyRequest) -> bytes | str:
         if conn == 0:
             return "close"  # maybe deleted, answer lost
@@ -279,7 +376,7 @@ def test_delete_not_found_after_a_lost_answer_is_outcome_unknown(scripted: Any) 
     [(ErrorCode.NO_LONGER_MASTER, True), (ErrorCode.GOING_DOWN, False)],
 )
 def test_no_longer_master_and_going_down(
-    scripted: Any, code: ErrorCode, non_idempotent_raises: bool
+    scripted: Any, client_for: Any, code: ErrorCode, non_idempotent_raises: bool
 ) -> None:
     store = Store("n0")
 
@@ -301,7 +398,9 @@ def test_no_longer_master_and_going_down(
             assert store.data[b"k"] == b"w"
 
 
-def test_idle_connection_closed_by_the_node_is_replaced_before_a_write(scripted: Any) -> None:
+def test_idle_connection_closed_by_the_node_is_replaced_before_a_write(
+    scripted: Any, client_for: Any
+) -> None:
     # Every connection answers one request, then the node closes it (as a restart would).
     store = Store("n0")
     server = scripted(lambda conn, request: ("then-close", store(conn, request)))
@@ -315,7 +414,7 @@ def test_idle_connection_closed_by_the_node_is_replaced_before_a_write(scripted:
     assert server.connections == 2
 
 
-def _wait_closed(client: Client) -> None:
+def _wait_closed(client: Any) -> None:
     """Wait until the server-side close of the client's connection to n0 is visible."""
     conn = client._connections["n0"]
     deadline = time.monotonic() + 5
@@ -324,7 +423,7 @@ def _wait_closed(client: Client) -> None:
         time.sleep(0.01)
 
 
-def test_inconsistent_read_is_retried(scripted: Any) -> None:
+def test_inconsistent_read_is_retried(scripted: Any, client_for: Any) -> None:
     answers = iter(
         [err(ErrorCode.INCONSISTENT_READ, "store not fresh enough")] * 2 + [ok(Get(key=b""), b"v")]
     )
@@ -334,21 +433,21 @@ def test_inconsistent_read_is_retried(scripted: Any) -> None:
     assert server.connections == 1  # 0x80 keeps the connection (§4.2)
 
 
-def test_inconsistent_read_raises_when_the_bound_runs_out(scripted: Any) -> None:
+def test_inconsistent_read_raises_when_the_bound_runs_out(scripted: Any, client_for: Any) -> None:
     server = scripted(lambda _c, _r: err(ErrorCode.INCONSISTENT_READ, "store not fresh enough"))
     client = client_for(("n0", server), timeout_secs=0.3, retry_secs=0.2)
     with client, pytest.raises(InconsistentRead):
         client.get(b"k", consistency=AtLeast(stamp=3))
 
 
-def test_wrong_cluster_id_says_so(scripted: Any) -> None:
+def test_wrong_cluster_id_says_so(scripted: Any, make_client: Any) -> None:
     server = scripted(Store("n0"))
-    client = Client("other", {"n0": server.address}, retry_secs=0, timeout_secs=1)
+    client = make_client("other", {"n0": server.address}, retry_secs=0, timeout_secs=1)
     with client, pytest.raises(ArakoonNotConnected, match="cluster id"):
         client.get(b"k")
 
 
-def test_garbage_answer_is_a_protocol_error_and_not_retried(scripted: Any) -> None:
+def test_garbage_answer_is_a_protocol_error_and_not_retried(scripted: Any, client_for: Any) -> None:
     server = scripted(lambda _c, _r: b"\x00\x00\x00\x00\x01\x02")  # unit answer + 2 stray bytes
     with client_for(("n0", server)) as client:
         with pytest.raises(ArakoonProtocolError, match="after the end"):
@@ -357,7 +456,7 @@ def test_garbage_answer_is_a_protocol_error_and_not_retried(scripted: Any) -> No
     assert len(server.requests) == 1
 
 
-def test_server_errors_map_to_their_classes(scripted: Any) -> None:
+def test_server_errors_map_to_their_classes(scripted: Any, client_for: Any) -> None:
     answers = iter([err(ErrorCode.ASSERTION_FAILED, "k"), err(0x42, "new code")])
     server = scripted(lambda _c, _r: next(answers))
     with client_for(("n0", server)) as client:
@@ -369,7 +468,7 @@ def test_server_errors_map_to_their_classes(scripted: Any) -> None:
         assert unknown.value.code == 0x42
 
 
-def test_pinned_node_never_follows_a_redirect(scripted: Any) -> None:
+def test_pinned_node_never_follows_a_redirect(scripted: Any, client_for: Any) -> None:
     server = scripted(lambda _c, _r: err(ErrorCode.NOT_MASTER, "n1"))
     other = scripted(Store("n1"))
     with client_for(("n0", server), ("n1", other)) as client:
@@ -381,7 +480,7 @@ def test_pinned_node_never_follows_a_redirect(scripted: Any) -> None:
     assert other.requests == []
 
 
-def test_sequence_builder_sends_on_exit_only(scripted: Any) -> None:
+def test_sequence_builder_sends_on_exit_only(scripted: Any, client_for: Any) -> None:
     store = Store("n0")
     server = scripted(store)
     with client_for(("n0", server)) as client:
@@ -404,7 +503,7 @@ def test_sequence_builder_sends_on_exit_only(scripted: Any) -> None:
     )
 
 
-def test_get_txid_gives_a_stamp_for_read_your_writes(scripted: Any) -> None:
+def test_get_txid_gives_a_stamp_for_read_your_writes(scripted: Any, client_for: Any) -> None:
     store = Store("n0")
     server = scripted(store)
     with client_for(("n0", server)) as client:
@@ -415,18 +514,19 @@ def test_get_txid_gives_a_stamp_for_read_your_writes(scripted: Any) -> None:
     assert server.requests[-1][1] == Get(key=b"k", consistency=AtLeast(stamp=1))
 
 
-def test_from_config(tmp_path: Any, scripted: Any) -> None:
+def test_from_config(tmp_path: Any, scripted: Any, make_client: Any) -> None:
     server = scripted(Store("node_0"))
     path = tmp_path / "cluster.toml"
     path.write_text(
         '[cluster]\nid = "test"\n[[nodes]]\nname = "node_0"\n'
         f'addresses = ["127.0.0.1:1"]\nclient_port = {server.address[1]}\n'
     )
-    with Client.from_config(path, node="node_0", timeout_secs=2) as client:
+    with make_client.from_config(path, node="node_0", timeout_secs=2) as client:
         assert client.cluster_id == "test"
         assert dict(client.nodes) == {"node_0": server.address}
         client.set(b"k", b"v")
         assert client.get(b"k") == b"v"
+        assert client.who_master() == "node_0"
 
 
 @pytest.mark.parametrize(
@@ -437,14 +537,17 @@ def test_from_config(tmp_path: Any, scripted: Any) -> None:
         {"preferred_node": "nope"},
     ],
 )
-def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
+def test_bad_settings_are_refused(kwargs: dict[str, Any], make_client: Any) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
-        Client("test", {"n0": ("127.0.0.1", 1)}, **kwargs)
+        make_client("test", {"n0": ("127.0.0.1", 1)}, **kwargs)
     with pytest.raises(ValueError, match="at least one node"):
-        Client("test", {})
+        make_client("test", {})
 
 
-def test_an_interrupted_call_does_not_leave_its_answer_behind(scripted: Any) -> None:
+# --------------------------------------------------------------------------- one client only
+
+
+def test_an_interrupted_blocking_call_does_not_leave_its_answer_behind(scripted: Any) -> None:
     store = Store("n0")
 
     def first_request_hangs(conn: int, request: AnyRequest) -> bytes | str:
@@ -456,7 +559,7 @@ def test_an_interrupted_call_does_not_leave_its_answer_behind(scripted: Any) -> 
     server = scripted(first_request_hangs)
     previous = signal.signal(signal.SIGALRM, interrupt)
     try:
-        with client_for(("n0", server), timeout_secs=5) as client:
+        with Client("test", {"n0": server.address}, timeout_secs=5, backoff=FAST) as client:
             signal.setitimer(signal.ITIMER_REAL, 0.1)
             with pytest.raises(KeyboardInterrupt):
                 client.get(b"k")
@@ -466,3 +569,52 @@ def test_an_interrupted_call_does_not_leave_its_answer_behind(scripted: Any) -> 
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert server.connections == 2
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+def async_client(*servers: tuple[str, Any], **kwargs: Any) -> AsyncClient:
+    kwargs.setdefault("backoff", FAST)
+    kwargs.setdefault("seed", 1)
+    kwargs.setdefault("timeout_secs", 2.0)
+    return AsyncClient("test", {name: s.address for name, s in servers}, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_call_does_not_leave_its_answer_behind(scripted: Any) -> None:
+    store = Store("n0")
+
+    def first_request_hangs(conn: int, request: AnyRequest) -> bytes | str:
+        return "silent" if conn == 0 else store(conn, request)
+
+    server = scripted(first_request_hangs)
+    async with async_client(("n0", server)) as client:
+        with anyio.move_on_after(0.1) as scope:
+            await client.get(b"k")
+        assert scope.cancelled_caught
+        await client.set(b"k", b"v")
+        assert await client.get(b"k") == b"v"
+    assert server.connections == 2
+
+
+@pytest.mark.anyio
+async def test_concurrent_calls_on_one_instance_take_turns(scripted: Any) -> None:
+    store = Store("n0")
+    server = scripted(store)
+    results: dict[int, bytes] = {}
+    async with async_client(("n0", server)) as client:
+
+        async def worker(i: int) -> None:
+            key = f"k{i}".encode()
+            await client.set(key, str(i).encode())
+            results[i] = await client.get(key)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(worker, i)
+    assert results == {i: str(i).encode() for i in range(20)}
+    assert server.connections == 1

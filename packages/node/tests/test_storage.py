@@ -171,3 +171,17 @@ def test_catchup_plan_needs_a_snapshot_only_for_pruned_slots(tmp_path: Path) -> 
 def test_decode_payload_rejects_garbage(bad: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         decode_payload(bad)
+
+
+def test_a_backlog_longer_than_the_wal_batch_limit_is_appended_in_pieces(tmp_path: Path) -> None:
+    """A disk that hung hands the persister a long backlog at once (81,535 entries were seen);
+    the WAL refuses batches above APPEND_ENTRIES_MAX, so storage appends them in pieces."""
+    from parakoon_wal.log import APPEND_ENTRIES_MAX
+
+    storage = Storage(settings(tmp_path), decode_payload)
+    count = APPEND_ENTRIES_MAX + 1000
+    storage.append_entries([LogEntry(i=i, n=1, value=NOP) for i in range(count)])
+    assert storage.wal.last_slot == count - 1
+    assert decode_entry(count - 1, storage.wal.read(count - 1)) == LogEntry(
+        i=count - 1, n=1, value=NOP
+    )

@@ -39,12 +39,14 @@ from parakoon_kv.updates import Set as KvSet
 from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
 from parakoon_paxos.wire import value_from_wire, value_to_wire
 from parakoon_wal.collapser import Collapser, CollapseReport
-from parakoon_wal.log import Wal
+from parakoon_wal.log import APPEND_ENTRIES_MAX, Wal
 
 from .identity import Identity, IdentityStore, Status
 
 log = structlog.get_logger("parakoon.storage")
 
+#: Entries per WAL append (the WAL refuses batches above its APPEND_ENTRIES_MAX).
+APPEND_CHUNK = min(4096, APPEND_ENTRIES_MAX)
 #: How many applied slots keep their store content hash for the replicas' cross-check.
 HASHES_KEPT = 1024
 #: ``PARAKOON_TEST_FAULT=fork-store`` (tests only): this node applies the last update of every
@@ -253,7 +255,12 @@ class Storage:
         if not todo:
             return
         sync = any(isinstance(e.value, Batch) and e.value.sync for e in todo)
-        self.wal.append([(e.i, encode_entry(e)) for e in todo], sync=True if sync else None)
+        records = [(e.i, encode_entry(e)) for e in todo]
+        # A disk that hung for a while hands us a long backlog at once: append it in pieces the
+        # WAL accepts (in order; the persister answers Persisted only after the whole call).
+        for start in range(0, len(records), APPEND_CHUNK):
+            chunk = records[start : start + APPEND_CHUNK]
+            self.wal.append(chunk, sync=True if sync else None)
 
     def save_promise(self, n: int) -> None:
         self.wal.save_meta({"promised_n": n})

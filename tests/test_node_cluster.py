@@ -348,3 +348,39 @@ def test_update_too_large_to_replicate_is_refused_and_the_master_keeps_serving(
     assert cluster.running(master)
     assert cluster.call(master, codec.Set(key=b"small", value=b"fine")) is None
     assert cluster.wait_master() == master
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_overwriting_a_large_value_keeps_the_disk_bounded(cluster_factory: Any) -> None:
+    """Collapse by bytes: 150 overwrites of one 1 MiB key (150 MiB of log) never use more than
+    the configured bound on any node (collapse threshold + kept and live segments + head
+    snapshots + what arrives between two collapse checks)."""
+    mib = 1 << 20
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE,
+        cluster_extra="\n".join(
+            [
+                f"collapse_threshold_bytes = {8 * mib}",
+                f"segment_bytes_max = {4 * mib}",
+                "segments_to_keep = 1",
+            ]
+        ),
+    )
+    cluster.start_all()
+    master = cluster.wait_master()
+    value = b"x" * mib
+    worst = 0
+    with cluster.connect(master, timeout=30.0) as conn:
+        for k in range(150):
+            assert conn.call(codec.Set(key=b"big", value=value + str(k).encode())) is None
+            if k % 5 == 0:
+                worst = max(worst, *(_du(cluster.home(n)) for n in cluster.names))
+    time.sleep(1.0)
+    worst = max(worst, *(_du(cluster.home(n)) for n in cluster.names))
+    bound = (8 + 4 + 4 + 2 + 16) * mib
+    print(f"largest home_dir seen: {worst / mib:.1f} MiB (bound {bound / mib:.0f} MiB)")
+    assert worst <= bound, f"{worst / mib:.1f} MiB on disk"
+    assert cluster.call(master, codec.Get(key=b"big")) == value + b"149"

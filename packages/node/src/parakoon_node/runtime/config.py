@@ -166,6 +166,9 @@ class ClusterConfig:
     # Collapse (head snapshot + pruning) once this many entries lie beyond the head snapshot,
     # keeping the newest `segments_to_keep` closed segments so lagging peers can catch up from WAL.
     collapse_threshold_entries: int = 100_000
+    # ... or once the log beyond the head snapshot holds this many bytes: a few large values
+    # overwritten many times fill a disk long before the entry count says so.
+    collapse_threshold_bytes: int = 256 * MiB
     segments_to_keep: int = 2
     # Paxos: how many client updates, and how many bytes of them, one proposed value may hold,
     # and how many client requests may wait for a slot before new ones are refused.
@@ -307,6 +310,7 @@ _INT_TUNABLES: Final[tuple[tuple[str, int, int], ...]] = (
     ("segment_entries_max", 1, INT32_MAX),
     ("segment_bytes_max", 4096, 2**40),
     ("collapse_threshold_entries", 1, 2**62),
+    ("collapse_threshold_bytes", 1 << 20, 2**62),
     ("segments_to_keep", 1, 1_000_000),
     ("max_batch_count", 1, 1_000_000),
     ("max_batch_bytes", 1, INT32_MAX),

@@ -62,7 +62,7 @@ from .storage import Storage, StorageSettings
 log = structlog.get_logger("parakoon.node")
 
 SHUTDOWN_DRAIN_SECS = 5.0
-COLLAPSE_CHECK_SECS = 1.0
+COLLAPSE_CHECK_SECS = 0.25  # cheap: it only reads the segment list
 IDENTITY_CHECK_SECS = 0.02  # founders decide within this of each other
 IDENTITY_LOG_SECS = 5.0
 SEED_COPY_ATTEMPTS = 5
@@ -539,6 +539,10 @@ class Node:
                 await self._collapse_request.wait()
             forced = self._collapse_request.is_set()
             self._collapse_request = anyio.Event()
+            # By bytes too: the collapser's own threshold counts entries, so a byte-triggered
+            # collapse is a forced one.
+            by_bytes = self.storage.bytes_since_snapshot() > self.cluster.collapse_threshold_bytes
+            forced = forced or by_bytes
             if (
                 forced
                 or self.storage.entries_since_snapshot() > self.cluster.collapse_threshold_entries

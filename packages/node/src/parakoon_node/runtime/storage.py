@@ -296,6 +296,15 @@ class Storage:
         base = self.snapshot_slot if self.snapshot_slot is not None else -1
         return int(last) - base
 
+    def bytes_since_snapshot(self) -> int:
+        """Bytes of the log segments that hold slots beyond the head snapshot (not archived)."""
+        base = self.snapshot_slot if self.snapshot_slot is not None else -1
+        return sum(
+            info.size_bytes
+            for info in self.wal.segments()
+            if not info.archived and (info.last_slot is None or info.last_slot > base)
+        )
+
     def collapse_prepare(self) -> FrozenStore | None:
         """On the loop: freeze the store for a snapshot, or None if it is not safe now."""
         last = self.wal.last_slot

@@ -20,7 +20,7 @@ from typing import Any
 
 from parakoon_client import codec
 
-from .conftest import ClusterProcs, RawConnection
+from .conftest import CLUSTER_ID, ClusterProcs, RawConnection
 
 LEASE = 1.0
 
@@ -384,3 +384,50 @@ def test_overwriting_a_large_value_keeps_the_disk_bounded(cluster_factory: Any) 
     print(f"largest home_dir seen: {worst / mib:.1f} MiB (bound {bound / mib:.0f} MiB)")
     assert worst <= bound, f"{worst / mib:.1f} MiB on disk"
     assert cluster.call(master, codec.Get(key=b"big")) == value + b"149"
+
+
+def test_a_thousand_idle_connections_and_slowloris_do_not_lock_clients_out(
+    cluster_factory: Any,
+) -> None:
+    """1,000 connections that send nothing or stop after the prologue, plus a few that send a
+    request's first byte and no more, against one node with its default connection limit: a
+    real client still gets its answer within a second, and the prologue and request timeouts
+    close the stalled ones (each logged with its address). The in-process tests of the client
+    server show a full small limit being reclaimed."""
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE,
+        cluster_extra="\n".join(
+            ["client_prologue_timeout_secs = 2.0", "client_request_timeout_secs = 2.0"]
+        ),
+    )
+    cluster.start_all()
+    master = cluster.wait_master()
+    port = cluster.client_ports[master]
+    hogs: list[socket.socket] = []
+    try:
+        for k in range(1000):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if k % 2:
+                s.sendall(codec.encode_prologue(CLUSTER_ID))
+            hogs.append(s)
+        for _ in range(10):  # slowloris: a request that never completes
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(codec.encode_prologue(CLUSTER_ID) + b"\x02")
+            hogs.append(s)
+        t0 = time.monotonic()
+        assert cluster.call(master, codec.WhoMaster(), timeout=1.0) == master
+        took = time.monotonic() - t0
+        print(f"with 1,010 stalled connections open, a real client was answered in {took:.3f} s")
+        assert took < 1.0
+        log_path = cluster.log_dir / f"{master}.log"
+        deadline = time.monotonic() + 10.0
+        timed_out = 0
+        while time.monotonic() < deadline:
+            timed_out = log_path.read_text().count('"client.timed_out"')
+            if timed_out >= 510:
+                break
+            time.sleep(0.2)
+        assert timed_out >= 510, f"only {timed_out} stalled connections were closed"
+    finally:
+        for s in hogs:
+            s.close()

@@ -17,7 +17,13 @@ Rules of this file
   response is not lost to a TCP reset when the client sent more than was read (a refused
   oversized value, a pipelined request).
 * Connection limit: beyond ``max_connections`` open connections, a new one gets rc 0xFE "too many
-  clients" before anything is read, and is closed (§3.1, §11 rule 22).
+  clients" before anything is read, and is closed (§3.1, §11 rule 22); the log says so at most
+  once per ``FULL_LOG_SECS`` with the last refused address and the count since the last line.
+* Slots are not held for nothing: one sweeper task (no timer per request) closes a connection
+  that has not sent its whole prologue within ``prologue_timeout_secs``, whose current request
+  has been trickling in for longer than ``request_timeout_secs`` (slowloris), or, if
+  ``idle_timeout_secs`` > 0, that sent no request for that long. Each close is logged with the
+  peer's address.
 * Shutdown (``begin_shutdown`` or ``backend.going_down``): a new connection gets rc 0x10
   "closing socket"; an open connection is closed, without an answer, when its next request
   arrives (§3.1). A request already being handled is answered.
@@ -107,6 +113,13 @@ log = structlog.get_logger("parakoon.clientserver")
 
 RECEIVE_BYTES: Final = 65536
 """Most bytes read from a connection at once."""
+PROLOGUE_TIMEOUT_SECS_DEFAULT: Final = 10.0
+REQUEST_TIMEOUT_SECS_DEFAULT: Final = 30.0
+IDLE_TIMEOUT_SECS_DEFAULT: Final = 900.0
+SWEEP_SECS: Final = 0.5
+"""How often the sweeper looks for connections past a timeout."""
+FULL_LOG_SECS: Final = 10.0
+"""At most one "too many clients" log line per this many seconds."""
 LINGER_SECS_DEFAULT: Final = 1.0
 """How long a closing connection drains what the client still sends (see the file rules)."""
 LINGER_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
@@ -138,6 +151,7 @@ class ServerCounters:
         "refused_going_down",
         "refused_max_connections",
         "requests",
+        "timed_out",
         "unexpected_errors",
     )
 
@@ -147,7 +161,22 @@ class ServerCounters:
         self.refused_going_down = 0
         self.protocol_errors = 0
         self.requests = 0
+        self.timed_out = 0
         self.unexpected_errors = 0
+
+
+class _Watch:
+    """What the sweeper knows of one connection (updated on each receive, no timers)."""
+
+    __slots__ = ("busy_since", "cancel", "last", "peer", "prologue_done", "started")
+
+    def __init__(self, peer: str, now: float, cancel: anyio.CancelScope) -> None:
+        self.peer = peer
+        self.started = now
+        self.last = now  # the last complete request (or the connection's start)
+        self.busy_since: float | None = None  # when the request being received began
+        self.prologue_done = False
+        self.cancel = cancel
 
 
 class ClientServer:
@@ -164,8 +193,17 @@ class ClientServer:
         max_connections: int | None = None,
         linger_secs: float = LINGER_SECS_DEFAULT,
         linger_bytes_max: int = LINGER_BYTES_MAX_DEFAULT,
+        prologue_timeout_secs: float = PROLOGUE_TIMEOUT_SECS_DEFAULT,
+        request_timeout_secs: float = REQUEST_TIMEOUT_SECS_DEFAULT,
+        idle_timeout_secs: float = IDLE_TIMEOUT_SECS_DEFAULT,
     ) -> None:
         self.backend = backend
+        self.prologue_timeout_secs = prologue_timeout_secs
+        self.request_timeout_secs = request_timeout_secs
+        self.idle_timeout_secs = idle_timeout_secs
+        self._watches: dict[int, _Watch] = {}
+        self._refused_since_log = 0
+        self._full_logged_at = -FULL_LOG_SECS
         self.limits = limits
         self.max_connections = (
             default_max_connections() if max_connections is None else max_connections
@@ -205,15 +243,29 @@ class ClientServer:
                 return
             if self._open_connections >= self.max_connections:
                 self.counters.refused_max_connections += 1
-                log.warning("client.refused", peer=peer, reason="too many clients")
+                self._refused_since_log += 1
+                now = time.monotonic()
+                if now - self._full_logged_at >= FULL_LOG_SECS:
+                    log.warning(
+                        "client.refused",
+                        peer=peer,
+                        reason=f"too many clients (max_client_connections={self.max_connections})",
+                        refused_since_last_line=self._refused_since_log,
+                    )
+                    self._full_logged_at = now
+                    self._refused_since_log = 0
                 await self._refuse(stream, TOO_MANY_CLIENTS_RESPONSE)
                 return
             self._open_connections += 1
             self.counters.accepted += 1
-            try:
-                await self._converse(stream, peer)
-            finally:
-                self._open_connections -= 1
+            with anyio.CancelScope() as scope:
+                watch = _Watch(peer, time.monotonic(), scope)
+                self._watches[id(watch)] = watch
+                try:
+                    await self._converse(stream, peer, watch)
+                finally:
+                    del self._watches[id(watch)]
+                    self._open_connections -= 1
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
             pass
         except OSError as exc:
@@ -240,7 +292,32 @@ class ClientServer:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
             pass
 
-    async def _converse(self, stream: ClientStream, peer: str) -> None:
+    def sweep(self, now: float) -> None:
+        """Close every connection past one of its timeouts (see the file rules)."""
+        idle = self.idle_timeout_secs
+        for watch in list(self._watches.values()):
+            if not watch.prologue_done:
+                if now - watch.started <= self.prologue_timeout_secs:
+                    continue
+                why = f"no complete prologue within {self.prologue_timeout_secs:g} s"
+            elif watch.busy_since is not None:
+                if now - watch.busy_since <= self.request_timeout_secs:
+                    continue
+                why = f"a request still incomplete after {self.request_timeout_secs:g} s"
+            elif idle > 0 and now - watch.last > idle:
+                why = f"no request for {idle:g} s"
+            else:
+                continue
+            self.counters.timed_out += 1
+            log.info("client.timed_out", peer=watch.peer, reason=why)
+            watch.cancel.cancel()
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await anyio.sleep(SWEEP_SECS)
+            self.sweep(time.monotonic())
+
+    async def _converse(self, stream: ClientStream, peer: str, watch: _Watch) -> None:
         decoder = RequestDecoder(self.limits)
         backend = self.backend
         receive = stream.receive
@@ -267,6 +344,8 @@ class ClientServer:
                         )
                     return
                 decoder.feed(data)
+                if watch.busy_since is None:
+                    watch.busy_since = time.monotonic()
                 if (
                     self.going_down
                     and decoder.state is DecoderState.REQUESTS
@@ -276,7 +355,11 @@ class ClientServer:
                     # without waiting for the rest of the request.
                     return
                 continue
+            # A whole prologue or request is in: the connection is not stalling.
+            watch.busy_since = None if decoder.buffered_bytes == 0 else time.monotonic()
             if isinstance(event, Prologue):
+                watch.prologue_done = True
+                watch.last = time.monotonic()
                 if event.cluster_id != backend.cluster_id:
                     log.info("client.wrong_cluster", peer=peer, cluster_id=event.cluster_id)
                     await self._linger(stream)
@@ -286,6 +369,7 @@ class ClientServer:
                 # §3.1: a request on an open connection during shutdown closes it, unanswered.
                 return
             self.counters.requests += 1
+            watch.last = time.monotonic()
             response, close = await self.answer(event)
             await stream.send(response)
             if close:
@@ -525,6 +609,9 @@ async def serve(
     limits: Limits = DEFAULT_LIMITS,
     max_connections: int | None = None,
     linger_secs: float = LINGER_SECS_DEFAULT,
+    prologue_timeout_secs: float = PROLOGUE_TIMEOUT_SECS_DEFAULT,
+    request_timeout_secs: float = REQUEST_TIMEOUT_SECS_DEFAULT,
+    idle_timeout_secs: float = IDLE_TIMEOUT_SECS_DEFAULT,
     task_status: anyio.abc.TaskStatus[ClientServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve the client protocol until cancelled.
@@ -535,12 +622,19 @@ async def serve(
     cannot be bound; nothing a client does ends the service.
     """
     server = ClientServer(
-        backend, limits=limits, max_connections=max_connections, linger_secs=linger_secs
+        backend,
+        limits=limits,
+        max_connections=max_connections,
+        linger_secs=linger_secs,
+        prologue_timeout_secs=prologue_timeout_secs,
+        request_timeout_secs=request_timeout_secs,
+        idle_timeout_secs=idle_timeout_secs,
     )
     if running_on_asyncio():
         # The node's case: the lean protocol-backed stream (see fast.py), connection tasks in
         # this service's task group.
         async with anyio.create_task_group() as tg:
+            tg.start_soon(server.run_sweeper)
 
             def on_connect(stream: ProtocolStream) -> None:
                 tg.start_soon(server.handle_connection, stream)
@@ -555,7 +649,8 @@ async def serve(
                 listening.close()
         return
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    async with listener:
+    async with listener, anyio.create_task_group() as sweep_tg:
+        sweep_tg.start_soon(server.run_sweeper)
         server.port = listener.extra(SocketAttribute.local_port)
         log.info("clientserver.listening", host=host, port=server.port)
         task_status.started(server)

@@ -38,7 +38,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 __all__ = [
     "COMPRESSORS",
@@ -182,6 +182,13 @@ class ClusterConfig:
     # Clients: connection limit (rule 22), value size limit (rule 20, a value of this length or
     # more is refused) and the largest request read from a client.
     max_client_connections: int = field(default_factory=default_max_client_connections)
+    # Client connections that hold a slot without using it are closed: no complete prologue
+    # within this time, a request whose bytes trickle in for longer than this, or (if > 0) no
+    # request at all for this long. They keep silent or one-byte-per-second sockets from
+    # locking real clients out.
+    client_prologue_timeout_secs: float = 10.0
+    client_request_timeout_secs: float = 30.0
+    client_idle_timeout_secs: float = 900.0
     max_value_bytes: int = 8 * MiB
     max_request_bytes: int = 64 * MiB
     # The file this was loaded from (absolute), or None if built in code.
@@ -322,6 +329,14 @@ _INT_TUNABLES: Final[tuple[tuple[str, int, int], ...]] = (
     ("max_request_bytes", 1024, 2**40),
 )
 
+# (key, lowest, highest) of the float tunables of [cluster] (seconds; 0 = never for the idle
+# timeout).
+_FLOAT_TUNABLES: Final[tuple[tuple[str, float, float], ...]] = (
+    ("client_prologue_timeout_secs", 0.1, 3600.0),
+    ("client_request_timeout_secs", 0.1, 3600.0),
+    ("client_idle_timeout_secs", 0.0, 86400.0 * 365),
+)
+
 #: The keys ``[cluster]`` accepts: the named settings, then every integer tunable.
 _CLUSTER_KEYS: Final = (
     "id",
@@ -331,6 +346,7 @@ _CLUSTER_KEYS: Final = (
     "lease_period_secs",
     "fsync",
     *(key for key, _lowest, _highest in _INT_TUNABLES),
+    *(key for key, _lowest, _highest in _FLOAT_TUNABLES),
 )
 
 
@@ -459,10 +475,13 @@ class _Parser:
             LEASE_PERIOD_SECS_MAX,
         )
         fsync = self.boolean(cluster.get("fsync", True), "cluster.fsync")
-        tunables: dict[str, int] = {}
+        tunables: dict[str, Any] = {}
         for key, lowest, highest in _INT_TUNABLES:
             if key in cluster:
                 tunables[key] = self.integer(cluster[key], f"cluster.{key}", lowest, highest)
+        for key, low, high in _FLOAT_TUNABLES:
+            if key in cluster:
+                tunables[key] = self.number(cluster[key], f"cluster.{key}", low, high)
 
         if "nodes" not in document:
             raise self.fail("nodes", "missing required [[nodes]] entries (at least one node)")

@@ -634,6 +634,9 @@ async def _start_client_server(
         port=node.me.client_port,
         limits=limits,
         max_connections=cluster.max_client_connections,
+        prologue_timeout_secs=cluster.client_prologue_timeout_secs,
+        request_timeout_secs=cluster.client_request_timeout_secs,
+        idle_timeout_secs=cluster.client_idle_timeout_secs,
         task_status=task_status,
     )
 

@@ -139,7 +139,7 @@ class AsyncSequenceContext(SequenceBuilder):
         tb: types.TracebackType | None,
     ) -> None:
         if exc_type is None:
-            await self._client._run(op_sequence(self.updates, synced=self._synced))
+            await self._client._run(op_sequence(self.updates, synced=self._synced))  # noqa: SLF001 (the client's own sequence builder)
 
 
 class AsyncClient:

@@ -117,7 +117,7 @@ class SequenceContext(SequenceBuilder):
         tb: types.TracebackType | None,
     ) -> None:
         if exc_type is None:
-            self._client._run(op_sequence(self.updates, synced=self._synced))
+            self._client._run(op_sequence(self.updates, synced=self._synced))  # noqa: SLF001 (the client's own sequence builder)
 
 
 class Client:

@@ -221,22 +221,22 @@ class Transaction:
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or None if absent. O(1)."""
-        return self._live()._data.get(key)
+        return self._live()._data.get(key)  # noqa: SLF001 (Transaction is the store's own view)
 
     def exists(self, key: bytes) -> bool:
         """Whether ``key`` is present. O(1)."""
-        return key in self._live()._data
+        return key in self._live()._data  # noqa: SLF001 (Transaction is the store's own view)
 
     def set(self, key: bytes, value: bytes) -> None:
         """Store ``value`` under ``key``. O(1) amortized (the index is updated lazily)."""
         # The liveness check is inlined: this is the bulk-load path.
         if not self._open:
             self._live()
-        self._store._put(key, value)
+        self._store._put(key, value)  # noqa: SLF001 (Transaction is the store's own view)
 
     def delete(self, key: bytes) -> None:
         """Remove ``key``. Raises NotFound (message = key) if absent. O(log n)."""
-        if self._live()._remove(key) is None:
+        if self._live()._remove(key) is None:  # noqa: SLF001 (Transaction is the store's own view)
             raise NotFound.for_key(key)
 
     def apply(self, update: Update) -> Result:
@@ -245,7 +245,7 @@ class Transaction:
         A failure does not undo the update's own partial effects by itself: the enclosing
         request is rolled back as a whole when the error leaves the user function or transaction.
         """
-        return self._live()._apply(update, 0)
+        return self._live()._apply(update, 0)  # noqa: SLF001 (Transaction is the store's own view)
 
     def range_entries(
         self,
@@ -649,7 +649,7 @@ class Store:
             self._rollback(0)
             raise
         finally:
-            view._open = False
+            view._open = False  # noqa: SLF001 (Transaction is the store's own view)
             self._undo = None
         self._applied_i = i
 
@@ -729,7 +729,7 @@ class Store:
             # The protocol's message is "the printed exception"; repr() prints its type and text.
             raise UserFunctionFailure(repr(exc).encode("utf-8", "backslashreplace")) from exc
         finally:
-            view._open = False
+            view._open = False  # noqa: SLF001 (Transaction is the store's own view)
         if result is not None and not isinstance(result, bytes):
             raise UserFunctionFailure(
                 f"user function {name!r} returned {type(result).__name__}, "
@@ -811,7 +811,7 @@ class Store:
         data = self._data
         keys = self._keys
         pending = self._pending
-        keys._check()
+        keys._check()  # noqa: SLF001 (SortedList's own check)
         assert self._undo is None, "a transaction is still running"
         assert self._applied_i is None or self._applied_i >= 0, f"applied_i={self._applied_i!r}"
         assert len(pending) <= self._pending_keys_max, (

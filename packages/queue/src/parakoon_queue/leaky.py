@@ -265,7 +265,7 @@ class LeakyQueue(Generic[T]):
 
     def _check(self) -> None:
         """Assert every invariant; stress tests call this between operations."""
-        self._buffer._check()
+        self._buffer._check()  # noqa: SLF001 (the buffer's own check)
         # Whoever sets a waiter's event removes it from the line first, so every consumer still
         # in line is one that nobody has chosen yet.
         assert all(not event.is_set() for event in self._waiters)

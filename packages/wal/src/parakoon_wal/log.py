@@ -1387,13 +1387,13 @@ class CollapseSession:
         self._wal = wal
 
     def write_head_snapshot(self, slot: int, write: Callable[[BinaryIO], None]) -> Path:
-        return self._wal._write_head_snapshot(slot, write)
+        return self._wal._write_head_snapshot(slot, write)  # noqa: SLF001 (the WAL's own collapse session)
 
     def prune(self, upto_slot: int, *, segments_to_keep: int) -> list[Path]:
-        return self._wal._prune(upto_slot, segments_to_keep=segments_to_keep)
+        return self._wal._prune(upto_slot, segments_to_keep=segments_to_keep)  # noqa: SLF001 (the WAL's own collapse session)
 
     def archive_completed(self) -> list[Path]:
-        return self._wal._archive_completed()
+        return self._wal._archive_completed()  # noqa: SLF001 (the WAL's own collapse session)
 
 
 def load_meta_file(path: Path) -> dict[str, int | str]:

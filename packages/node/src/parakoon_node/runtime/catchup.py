@@ -180,7 +180,7 @@ async def fetch_catchup(
             max_frame_bytes=max_frame_bytes,
             identities=identities,
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any dial failure is reported to the core)
         driver.catchup_failed(source.name, f"dial: {exc.__class__.__name__}: {exc}")
         return
     epoch = storage.lease_epoch
@@ -195,7 +195,7 @@ async def fetch_catchup(
             received = await _receive(stream, decoder, pending, storage)
     except LocalStorageFailure:
         raise
-    except Exception as exc:  # the network or the source: the core retries
+    except Exception as exc:  # the network or the source: the core retries  # noqa: BLE001 (the network or the source: the core retries)
         failure = f"{exc.__class__.__name__}: {exc}"
     # Only a lease value applied *by this transfer* is news for the core's lease view (which it
     # then starts at now, conservatively). Re-announcing the lease it already knew would restart
@@ -283,7 +283,7 @@ async def _receive(
     finally:
         if snap_file is not None:
             snap_file.close()
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # noqa: ASYNC240 (a local unlink on cleanup)
 
 
 def _install_snapshot(storage: Storage, slot: int, tmp: Path) -> None:

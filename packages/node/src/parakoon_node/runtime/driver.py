@@ -171,6 +171,7 @@ class Persister:
         self._wake = anyio.Event()
         self._closed = False
         self.lock = anyio.Lock()  # held while writing; catch-up takes it to own the log
+        self._progress = anyio.Event()  # set (and replaced) after each group commit
         self.fsyncs = 0
         self.fsync_observer: Callable[[float], None] | None = None
 
@@ -189,7 +190,10 @@ class Persister:
         core switched to catching up must land before the transfer moves the log past it.
         """
         while not self.idle:
-            await anyio.sleep(0.001)
+            # Woken by the writer after each group commit; the bound covers the other way to
+            # become idle, a catch-up releasing the lock without any write after it.
+            with anyio.move_on_after(0.05):
+                await self._progress.wait()
 
     def close(self) -> None:
         self._closed = True
@@ -214,6 +218,8 @@ class Persister:
                 self.fsync_observer(elapsed)
             for job in jobs:
                 self._on_done(job)
+            progress, self._progress = self._progress, anyio.Event()
+            progress.set()
 
     def _write_all(self, jobs: list[_WriteJob]) -> None:
         # Runs in a worker thread. Consecutive entries are appended with one call (one fsync);

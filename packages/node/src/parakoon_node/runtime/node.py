@@ -549,7 +549,7 @@ class Node:
             ):
                 try:
                     await self.collapse(force=forced)
-                except Exception as exc:  # a failed collapse must not stop the node
+                except Exception as exc:  # a failed collapse must not stop the node  # noqa: BLE001 (a failed collapse must not stop the node)
                     log.error("collapse.failed", error=f"{exc.__class__.__name__}: {exc}")
 
     # ---------------------------------------------------------------- running
@@ -609,8 +609,7 @@ class Node:
         # Requests still in flight: their outcome is unknown to us now.
         self.driver.fail_all_waiters(FailCode.NO_LONGER_MASTER)
         with anyio.move_on_after(SHUTDOWN_DRAIN_SECS):
-            while not self.persister.idle:
-                await anyio.sleep(0.01)
+            await self.persister.wait_idle()
         self.peers.close()
         tg.cancel_scope.cancel()
         log.info("node.stopped", applied_i=self.storage.applied_i)
@@ -657,7 +656,7 @@ def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: s
         # The node is built inside the event loop: its queues and events belong to it.
         try:
             node = Node(cluster, node_name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any start failure becomes one line)
             # Corrupt WAL, locked directory, unreadable snapshot: say what and where, briefly.
             log.error("node.start_failed", error=f"{exc.__class__.__name__}: {exc}")
             print(f"error: cannot start {node_name}: {exc}", file=sys.stderr)
@@ -674,7 +673,7 @@ def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: s
         pass
     try:
         return anyio.run(amain, backend="asyncio", backend_options=backend_options)
-    except (Exception, BaseExceptionGroup) as exc:
+    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 (any fatal error becomes one line per cause)
         # A port already taken, a log write that failed (disk full, I/O error): the node cannot
         # go on safely. Say what happened in one line per cause and exit non-zero; the log
         # lines (and a restart) tell the rest.

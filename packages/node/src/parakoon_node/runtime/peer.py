@@ -375,7 +375,7 @@ class PeerNetwork:
         self.incoming += 1
         try:
             remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
-        except Exception:
+        except Exception:  # noqa: BLE001 (the address is only for the log)
             remote = "?"
         decoder = FrameDecoder(self.max_frame_bytes)
         pending: list[Any] = []

@@ -338,6 +338,7 @@ def node_imports(src: Path) -> dict[str, list[tuple[int, str]]]:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         found: list[tuple[int, str]] = []
         for node in ast.walk(tree):
+            candidates: list[tuple[int, str, tuple[str, ...]]]
             if isinstance(node, ast.Import):
                 candidates = [(node.lineno, alias.name, ()) for alias in node.names]
             elif isinstance(node, ast.ImportFrom):

@@ -195,14 +195,15 @@ def scan_file(path: Path, root: Path) -> Iterator[Reference]:
         where = f"{relative}:{number}"
         for match in REFERENCE.finditer(line):
             named = NAMED_BEFORE.search(line, 0, match.start())
+            spec_name: str | None
             if named is None:
                 spec_name = default
             elif named["alias"]:
                 spec_name = ALIASES[named["alias"].lower()]
             else:
                 spec_name = named["file"]
-            problem = check_reference(match, spec_name)
-            yield Reference(where, match[0], spec_name, problem)
+            ref_problem = check_reference(match, spec_name)
+            yield Reference(where, match[0], spec_name, ref_problem)
         for match in NOTES_ID.finditer(line):
             if notes is None:
                 id_problem: str | None = f"no such spec docs/spec/{NOTES}"

@@ -204,12 +204,12 @@ class LinkedCluster(ClusterProcs):
             path.write_text(text)
             self.node_configs[src] = path
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, env: dict[str, str] | None = None) -> None:
         # ClusterProcs.start passes self.config to the node; give it this node's own file.
         shared = self.config
         self.config = self.node_configs[name]
         try:
-            super().start(name)
+            super().start(name, env)
         finally:
             self.config = shared
 

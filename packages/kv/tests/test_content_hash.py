@@ -7,7 +7,7 @@ import random
 
 from parakoon_kv import Store
 from parakoon_kv.store import content_hash_of
-from parakoon_kv.updates import Delete, DeletePrefix, Sequence, Set
+from parakoon_kv.updates import Delete, DeletePrefix, Sequence, Set, Update
 
 SEED = 20261203
 
@@ -27,7 +27,7 @@ def test_failed_requests_and_snapshots_keep_it_exact() -> None:
     print(f"seed={SEED}")
     store = Store()
     for i in range(300):
-        updates = []
+        updates: list[Update] = []
         for _ in range(rng.randint(1, 5)):
             key = b"k%d" % rng.randrange(40)
             roll = rng.random()

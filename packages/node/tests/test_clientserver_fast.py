@@ -86,17 +86,17 @@ async def test_pipelined_burst_beyond_the_read_bound_is_answered_in_full(
 ) -> None:
     value = b"v" * 1000
     requests = (2 * READ_BUFFER_MAX) // (len(value) + 20)
-    answered = await anyio.to_thread.run_sync(_blocking_pipeline, server.port, requests, value)
+    answered = await anyio.to_thread.run_sync(_blocking_pipeline, server.port, requests, value)  # type: ignore[arg-type]  # port is set once serving
     assert answered == requests
     # The server is still serving others.
-    data = await anyio.to_thread.run_sync(_get, server.port, b"k")
+    data = await anyio.to_thread.run_sync(_get, server.port, b"k")  # type: ignore[arg-type]  # port is set once serving
     assert data[:4] == b"\x00\x00\x00\x00"
 
 
 async def test_client_that_vanishes_mid_burst_does_not_hurt_the_server(
     server: ClientServer,
 ) -> None:
-    await anyio.to_thread.run_sync(_burst_and_vanish, server.port)
-    data = await anyio.to_thread.run_sync(_get, server.port, b"a")
+    await anyio.to_thread.run_sync(_burst_and_vanish, server.port)  # type: ignore[arg-type]  # port is set once serving
+    data = await anyio.to_thread.run_sync(_get, server.port, b"a")  # type: ignore[arg-type]  # port is set once serving
     assert data[:4] == b"\x00\x00\x00\x00"
     assert server.open_connections <= 2

@@ -150,7 +150,7 @@ def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
     # Last, and only sometimes, replace a whole top-level entry (the loop above needs them).
     if draw(st.integers(min_value=0, max_value=9)) == 7:
         document[draw(st.sampled_from(["cluster", "nodes", "extra"]))] = draw(values)
-    return document
+    return document  # type: ignore[no-any-return]  # hypothesis draws are Any
 
 
 def check(text: str) -> None:

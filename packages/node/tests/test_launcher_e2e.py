@@ -140,7 +140,7 @@ def test_three_nodes_serve_and_stop_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     launcher = LauncherProcess(config)
     try:
         for name in ("node_0", "node_1", "node_2"):
-            launcher.wait_for(lambda line, n=name: line.startswith(f"{n:<8} | {{"), f"{name} log")
+            launcher.wait_for(lambda line, n=name: line.startswith(f"{n:<8} | {{"), f"{name} log")  # type: ignore[misc]  # a lambda with a bound default
         # The client waits (retries) until a master is elected, then writes through it.
         client(config, "--retry", "30", "set", "greeting", "hello")
         assert client(config, "--retry", "30", "get", "greeting") == "hello\n"

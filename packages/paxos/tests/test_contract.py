@@ -8,6 +8,7 @@ from parakoon_paxos import (
     Accepted,
     Apply,
     Broadcast,
+    Effect,
     Fail,
     FailCode,
     LogEntry,
@@ -39,7 +40,7 @@ def test_a_promise_waits_for_its_persisted_ballot() -> None:
 
 
 def test_answers_to_clients_wait_too_and_bookkeeping_does_not() -> None:
-    effects = [
+    effects: list[Effect] = [
         Apply(i=2, value=NOP),
         Persist(entry=ENTRY),
         Reply(rid=1, result=None),

@@ -153,7 +153,7 @@ def test_evolve_equals_dataclasses_replace(config: Any, node: Any, leader: Any) 
     """The fast copier of the core gives exactly what dataclasses.replace gives."""
     import dataclasses
 
-    from parakoon_paxos.core import evolve
+    from parakoon_paxos.core import evolve  # type: ignore[attr-defined]  # the run-time copier, checked against replace
 
     for role_name in ROLES:
         state = reach(role_name, config, node, leader).state

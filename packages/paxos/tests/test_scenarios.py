@@ -255,7 +255,7 @@ class Cluster:
 
     def cmd_cluster(self, args: list[str]) -> None:
         voters = tuple(args[0].split(","))
-        opts = dict(a.split("=", 1) if "=" in a else (a, "1") for a in args[1:])
+        opts = dict(a.split("=", 1) if "=" in a else (a, "1") for a in args[1:])  # type: ignore[misc]  # split() gives a list, the pair is a tuple
         learners = tuple(opts["learners"].split(",")) if "learners" in opts else ()
         for name in voters + learners:
             config = Config(
@@ -372,7 +372,7 @@ class Cluster:
                     node.last_i = i
                     node.store.append(src.log[i].value)
                     if isinstance(src.log[i].value, MasterSet):
-                        holder = src.log[i].value.node
+                        holder = src.log[i].value.node  # type: ignore[union-attr]  # checked by the isinstance above
                 self.out.append(f"{name}: caught up from {source} to slot {len(node.store) - 1}")
                 self.step(
                     node,

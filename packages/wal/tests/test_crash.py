@@ -125,7 +125,7 @@ def run_workload(
             slot = max(model.last - rng.randint(0, 3), model.head or 0)
             if model.head is not None and slot <= model.head:
                 continue
-            collapser._snapshot = lambda slot=slot: (slot, snapshot_writer(slot))  # type: ignore[assignment,return-value]
+            collapser._snapshot = lambda slot=slot: (slot, snapshot_writer(slot))  # type: ignore[assignment,misc]
             inflight = InFlight(kind="collapse", slot=slot)
             try:
                 report = collapser.run_once()
@@ -213,7 +213,7 @@ def check_recovered(wal: Wal, model: Model, inflight: InFlight | None) -> None:
     if model.last is not None:
         assert last is not None and last >= model.last, "a durable record was lost"
     got = list(wal.iter_from(first)) if first is not None else []
-    assert [s for s, _ in got] == list(range(first, last + 1)) if first is not None else got == []
+    assert [s for s, _ in got] == list(range(first, last + 1)) if first is not None else got == []  # type: ignore[operator]  # first is not None on this branch
     if first is not None and first > 0 and model.head is not None:
         assert model.head >= first - 1
     pending = dict(inflight.entries) if inflight is not None else {}

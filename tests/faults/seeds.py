@@ -7,7 +7,9 @@ import random
 
 
 def seeded() -> int:
-    """``PARAKOON_SEED`` if set, else a random 32-bit seed; printed as ``seed=N`` either way."""
-    seed = int(os.environ.get("PARAKOON_SEED", random.randrange(1 << 32)))
+    """``PARAKOON_SEED`` if set (``random`` draws one), else a fixed seed; printed as
+    ``seed=N`` either way, so CI is repeatable and any run can be replayed."""
+    raw = os.environ.get("PARAKOON_SEED", "20261203")
+    seed = random.randrange(1 << 32) if raw == "random" else int(raw)
     print(f"seed={seed}")
     return seed

@@ -22,8 +22,9 @@ def seed() -> int:
     The seed is printed so that pytest shows it with a failure; run again with
     ``PARAKOON_SEED=<seed>`` to replay exactly.
     """
-    raw = os.environ.get("PARAKOON_SEED")
-    value = int(raw) if raw else random.SystemRandom().randrange(2**32)
+    raw = os.environ.get("PARAKOON_SEED", "20261203")
+    # Fixed by default so that CI is repeatable; PARAKOON_SEED=N replays N, =random draws one.
+    value = random.SystemRandom().randrange(2**32) if raw == "random" else int(raw)
     print(f"seed={value}")
     return value
 

@@ -186,3 +186,25 @@ def test_without_prevote_a_returning_follower_deposes_the_master(
     monkeypatch.setattr(core, "_start_prevote", run_at_once)
     with pytest.raises(Violation, match="disruption"):
         Sim(0, voters=3, learners=0, mode="elected").run_single_fault("follower_returns")
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        # Liveness: a new leader waited out a lease it had re-proposed without sending, and its
+        # followers ran for election just as it took the lease (finding 7 in docs/paxos.md).
+        88984,
+        # Liveness: a fresh leader stepped down on a late Nak of a voter one slot ahead, and
+        # leadership flapped after every hand-over (finding 5).
+        72759,
+        # A false S8 alarm: the source's last log slot was still being rewritten (simulator).
+        33027,
+        # S1: a pre-candidate counted a late Promise for the ballot it still held and led twice
+        # under one ballot (found while pre-vote was written, fixed before it landed).
+        290,
+    ],
+)
+def test_regression_seed(seed: int) -> None:
+    """Seeds that once failed, run again with the default profile; each must stay clean."""
+    print(f"seed={seed}")
+    run_seed(seed)

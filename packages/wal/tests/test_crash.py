@@ -368,3 +368,18 @@ def test_byte_flips_are_refused_or_harmless(tmp_path: Path, seed: int, long_mode
             )
         shutil.rmtree(work)
     assert refused > trials * 0.9, f"only {refused} of {trials} damaged logs were refused"
+
+
+@pytest.mark.parametrize("point", list(FaultPoint), ids=lambda p: p.value)
+def test_regression_seed_4291427688_reaches_every_fault_point(
+    tmp_path: Path, point: FaultPoint
+) -> None:
+    """Seed 4291427688 once needed more than 4 runs to reach a rare fault point (the test then
+    failed for want of a crash, not for a bug): it must recover from every point it reaches."""
+    rng = random.Random(f"4291427688:{point.value}")
+    fired = 0
+    k = 0
+    while k < 4 or (fired == 0 and k < 40):
+        fired += crash_and_recover(tmp_path / f"run{k}", point, rng)
+        k += 1
+    assert fired > 0, f"seed 4291427688 never reached {point.value} in {k} runs"

@@ -178,3 +178,32 @@ async def test_effects_before_the_first_write_and_applies_run_at_once() -> None:
         wlog.gate.set()
         await eventually(lambda: wlog.done, "the write")
         driver.persister.close()
+
+
+async def test_a_hung_disk_shows_and_bounds_what_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the log's write hangs, ``busy_since`` says since when (the node's disk watch steps
+    down on it), and once the backlog reaches its bound new client writes are refused at once
+    (OVERLOADED) instead of queueing memory for ever."""
+    from parakoon_node.runtime import driver as driver_module
+    from parakoon_paxos import FailCode
+
+    monkeypatch.setattr(driver_module, "PERSIST_BACKLOG_MAX", 3)
+    slots = iter(range(100))
+    script = Script({Receive: lambda ev: [Persist(entry=LogEntry(i=next(slots), n=3, value=NOP))]})
+    driver, _, wlog, _ = make_driver(script)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver.persister.run)
+        for _ in range(4):
+            driver.handle(Receive(src="n1", msg=Prepare(n=-1, i=0)))
+            await anyio.sleep(0.01)
+        assert driver.persister.busy_since is not None, "the hung write is visible"
+        assert driver.persister.queued_entries == 4
+        waiter = driver.submit_write(b"x")
+        assert waiter.failure is FailCode.OVERLOADED
+        wlog.gate.set()
+        await eventually(lambda: driver.persister.queued_entries == 0, "the backlog")
+        await eventually(lambda: driver.persister.busy_since is None, "idle again")
+        assert driver.submit_write(b"y").failure is None
+        tg.cancel_scope.cancel()

@@ -189,6 +189,9 @@ class ClusterConfig:
     client_prologue_timeout_secs: float = 10.0
     client_request_timeout_secs: float = 30.0
     client_idle_timeout_secs: float = 900.0
+    # A write that has not completed for this long means the disk hangs: the node gives up the
+    # mastership and refuses writes until the disk answers again.
+    disk_stall_secs: float = 10.0
     max_value_bytes: int = 8 * MiB
     max_request_bytes: int = 64 * MiB
     # The file this was loaded from (absolute), or None if built in code.
@@ -335,6 +338,7 @@ _FLOAT_TUNABLES: Final[tuple[tuple[str, float, float], ...]] = (
     ("client_prologue_timeout_secs", 0.1, 3600.0),
     ("client_request_timeout_secs", 0.1, 3600.0),
     ("client_idle_timeout_secs", 0.0, 86400.0 * 365),
+    ("disk_stall_secs", 0.5, 3600.0),
 )
 
 #: The keys ``[cluster]`` accepts: the named settings, then every integer tunable.

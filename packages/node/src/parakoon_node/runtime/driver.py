@@ -77,6 +77,9 @@ from parakoon_paxos.contract import NOW, stage
 log = structlog.get_logger("parakoon.driver")
 
 
+#: Log entries the persister may hold unwritten before client writes are refused (OVERLOADED).
+PERSIST_BACKLOG_MAX = 10_000
+
 StepFn = Callable[[Config, Any, Event, float], tuple[Any, list[Effect]]]
 
 
@@ -172,11 +175,15 @@ class Persister:
         self._closed = False
         self.lock = anyio.Lock()  # held while writing; catch-up takes it to own the log
         self._progress = anyio.Event()  # set (and replaced) after each group commit
+        # When the write under way started (None while idle): a disk that hangs shows here.
+        self.busy_since: float | None = None
+        self.queued_entries = 0  # log entries handed to us and not yet written
         self.fsyncs = 0
         self.fsync_observer: Callable[[float], None] | None = None
 
     def submit(self, job: _WriteJob) -> None:
         self._jobs.append(job)
+        self.queued_entries += len(job.entries)
         self._wake.set()
 
     @property
@@ -211,8 +218,13 @@ class Persister:
             self._jobs.clear()
             async with self.lock:
                 started = time.monotonic()
-                await anyio.to_thread.run_sync(self._write_all, jobs, abandon_on_cancel=False)
+                self.busy_since = started
+                try:
+                    await anyio.to_thread.run_sync(self._write_all, jobs, abandon_on_cancel=False)
+                finally:
+                    self.busy_since = None
                 elapsed = time.monotonic() - started
+            self.queued_entries -= sum(len(job.entries) for job in jobs)
             self.fsyncs += 1
             if self.fsync_observer is not None:
                 self.fsync_observer(elapsed)
@@ -428,8 +440,13 @@ class Driver:
         ``decoded`` is the store's form of ``payload`` when the caller has it: applying the
         batch on this node then skips decoding the payload again.
         """
-        rid = next(self._rids)
         waiter = Waiter(self._clock() + self.write_timeout_secs, payload, decoded)
+        if self.persister.queued_entries >= PERSIST_BACKLOG_MAX:
+            # Our disk is not keeping up (or hangs): refuse quickly rather than queue memory
+            # without bound; the client retries (or another node takes over, see Node).
+            waiter.fail(FailCode.OVERLOADED)
+            return waiter
+        rid = next(self._rids)
         self._waiters[rid] = waiter
         if decoded is not None:
             self.decoded[id(payload)] = waiter

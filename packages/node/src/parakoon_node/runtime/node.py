@@ -44,7 +44,7 @@ from parakoon_conn import machine as conn
 from parakoon_node.clientserver import Backend, ClientServer
 from parakoon_node.clientserver import serve as serve_clients
 from parakoon_paxos import Config as PaxosConfig
-from parakoon_paxos import FailCode, MasterMode, Message, Nak, Receive
+from parakoon_paxos import FailCode, MasterMode, Message, Nak, Receive, Role
 from parakoon_paxos import core as paxos
 from parakoon_wal import WalError
 from parakoon_wal.collapser import CollapseReport
@@ -129,6 +129,7 @@ class Node:
         self._claims: dict[str, dict[int, int]] = {}
         self.divergent_peers: dict[str, str] = {}  # peer -> what differs
         self.diverged: str | None = None  # set when a quorum of voters disagrees with us
+        self.disk_stalled: str | None = None  # set while a log write hangs (see _disk_watch)
         self.client_server: ClientServer | None = None
 
         # decode_payload: the protocol §9 update decoder shared with the server
@@ -342,6 +343,29 @@ class Node:
             self.paxos_config, recovered, time.monotonic(), self._rng.getrandbits(63)
         )
         self.driver.release(state)
+
+    async def _disk_watch(self) -> None:
+        """A write that does not complete for ``disk_stall_secs``: the disk hangs (a frozen
+        filesystem, a dying device). The master gives up (drop-master: its lease runs out and
+        the others elect one whose disk works) and every client write is refused, until the
+        write completes; said once when it starts and once when it ends."""
+        bound = self.cluster.disk_stall_secs
+        while True:
+            await anyio.sleep(min(0.5, bound / 2))
+            since = self.persister.busy_since
+            stalled = since is not None and time.monotonic() - since > bound
+            if stalled and self.disk_stalled is None:
+                assert since is not None
+                self.disk_stalled = (
+                    f"a write to {self.me.home_dir} has not completed for "
+                    f"{time.monotonic() - since:.1f} s (disk_stall_secs = {bound:g})"
+                )
+                log.error("disk.stalled", detail=self.disk_stalled, action="stepping down")
+                if self.driver.role() is Role.LEADER:
+                    await self.driver.drop_master()
+            elif not stalled and self.disk_stalled is not None:
+                log.warning("disk.recovered", applied_i=self.storage.applied_i)
+                self.disk_stalled = None
 
     async def _identity_loop(self) -> None:
         """Found or join a history while founding; then report rebuild progress (R9)."""
@@ -575,6 +599,7 @@ class Node:
                 tg.start_soon(self._collapse_loop)
                 tg.start_soon(self._identity_loop)
                 tg.start_soon(self._divergence_loop)
+                tg.start_soon(self._disk_watch)
                 if self.me.metrics_port is not None:
                     from .metrics import serve_metrics  # prometheus_client only when used
 

@@ -135,6 +135,11 @@ class ServedNode(StatusSource, Protocol):
         ...
 
     @property
+    def disk_stalled(self) -> str | None:
+        """Why this node takes no writes now (its disk hangs), or None."""
+        ...
+
+    @property
     def store(self) -> kv.Store:
         """The live store: catch-up may replace it, so read it again for every request."""
         ...
@@ -230,6 +235,9 @@ class NodeBackend:
         if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
+        stalled = self._node.disk_stalled
+        if stalled is not None:
+            raise BackendError(f"this node takes no writes: {stalled}")
         if self._readonly:
             raise ReadOnly(self._config.me)
         driver = self._consensus

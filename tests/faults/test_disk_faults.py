@@ -1,0 +1,142 @@
+"""A hung disk on real processes: the master's home_dir on its own ext4 loop filesystem, frozen
+with ``fsfreeze`` (every write and fsync blocks, as on a dying or stalled device).
+
+It used to keep acknowledging through its followers while its persist queue grew without
+bound (48 -> 309 MB in 150 s), and to die with ``WalUsageError`` when the disk came back. Now
+it notices the stalled write after ``disk_stall_secs``, gives up the mastership, refuses writes,
+and continues when the disk thaws. Needs root (mount, fsfreeze); skipped with the reason
+otherwise. The filesystem is always thawed and unmounted, even when the test fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parakoon_client import codec
+
+from ..conftest import ClusterProcs  # noqa: TID252 - the shared cluster harness of tests/
+
+LEASE = 1.0
+STALL = 2.0
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def loop_fs(tmp_path: Path) -> Iterator[Path]:
+    """A fresh 128 MiB ext4 filesystem mounted at ``tmp_path / "disk"``."""
+    for tool in ("mkfs.ext4", "mount", "umount", "fsfreeze"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    image = tmp_path / "disk.img"
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    with image.open("wb") as f:
+        f.truncate(128 << 20)
+    made = _run("mkfs.ext4", "-q", str(image))
+    if made.returncode != 0:
+        pytest.skip(f"mkfs.ext4 failed: {made.stderr.strip()}")
+    mounted = _run("mount", "-o", "loop", str(image), str(mount))
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a loop filesystem here: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        _run("fsfreeze", "--unfreeze", str(mount))
+        _run("umount", "-l", str(mount))
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_disk_moves_the_mastership_and_bounds_memory(
+    cluster_factory: Any, loop_fs: Path
+) -> None:
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE,
+        cluster_extra="\n".join(
+            ['master = "node_0"', "preferred = true", f"disk_stall_secs = {STALL}"]
+        ),
+    )
+    # node_0, the preferred master, keeps its home_dir on the loop filesystem.
+    (cluster.base / "data").mkdir(parents=True, exist_ok=True)
+    (loop_fs / "node_0").mkdir()
+    cluster.home("node_0").symlink_to(loop_fs / "node_0")
+    cluster.start_all()
+    deadline = time.monotonic() + 30
+    while cluster.who_master("node_1") != "node_0":
+        assert time.monotonic() < deadline, "node_0 never became master"
+        time.sleep(0.1)
+    master = cluster.wait_master(timeout=20)
+    assert master == "node_0"
+
+    acked: list[bytes] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        k = 0
+        while not stop.is_set():
+            key = f"h{k:06d}".encode()
+            for name in cluster.names:
+                try:
+                    if cluster.call(name, codec.Set(key=key, value=b"v"), timeout=1.0) is None:
+                        acked.append(key)
+                        break
+                except OSError:
+                    continue
+            k += 1
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        frozen = _run("fsfreeze", "--freeze", str(loop_fs))
+        assert frozen.returncode == 0, frozen.stderr
+        t0 = time.monotonic()
+        before = len(acked)
+        # Another node takes over: writes are acknowledged again without node_0's disk.
+        while True:
+            assert time.monotonic() - t0 < 15, "no write acknowledged while node_0's disk hangs"
+            new_master = cluster.who_master("node_1")
+            if new_master not in (None, "node_0") and len(acked) > before + 10:
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+        pid = cluster.procs["node_0"].pid
+        peak = rss_mib(pid)
+        for _ in range(30):  # 6 s more of writes while the disk still hangs
+            time.sleep(0.2)
+            peak = max(peak, rss_mib(pid))
+        print(
+            f"hung disk: {new_master} took over after {took:.1f} s; node_0 RSS peak {peak:.0f} MiB"
+        )
+        refused = cluster.call("node_0", codec.Set(key=b"x", value=b"y"), timeout=2.0)
+        assert isinstance(refused, codec.ErrorResponse), refused
+        assert peak < 300, f"node_0 grew to {peak:.0f} MiB"
+    finally:
+        _run("fsfreeze", "--unfreeze", str(loop_fs))
+    time.sleep(3 * LEASE)
+    stop.set()
+    thread.join(timeout=10)
+    assert cluster.running("node_0"), f"node_0 died after the thaw\n{cluster.tail_logs()}"
+    log = (cluster.log_dir / "node_0.log").read_text()
+    assert '"disk.stalled"' in log and '"disk.recovered"' in log
+    master = cluster.wait_master(timeout=20)
+    with cluster.connect(master) as conn:
+        for key in acked[-50:]:
+            assert conn.call(codec.Get(key=key)) == b"v"

@@ -492,3 +492,30 @@ def test_iterator_never_skips_records_appended_while_it_runs(tmp_path: Path) -> 
         assert list(wal.iter_from(0)) == [
             (k, b"a" if k < 5 else b"b" if k < 10 else b"c") for k in range(13)
         ]
+
+
+def test_a_head_snapshot_that_fails_to_write_leaves_the_log_open(tmp_path: Path) -> None:
+    """A full disk while writing a head snapshot (ENOSPC) is the snapshot's failure, not the
+    log's: the partial file goes, the log stays open for appends, and a later try succeeds."""
+    import errno
+
+    with Wal.open(tmp_path / "wal") as wal:
+        wal.append([(0, b"a"), (1, b"b")])
+
+        def full_disk(stream: BinaryIO) -> None:
+            stream.write(b"x" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        with pytest.raises(OSError, match="No space left"):
+            wal.write_head_snapshot(1, full_disk)
+        assert not list((tmp_path / "wal").glob("*.tmp")), "the partial snapshot was left"
+        wal.append([(2, b"c")])  # still open
+        assert wal.last_slot == 2
+
+        def snapshot(stream: BinaryIO) -> None:
+            stream.write(b"snapshot")
+
+        wal.write_head_snapshot(1, snapshot)
+        head = wal.open_head_snapshot()
+        assert head is not None and head[0] == 1
+        head[1].close()

@@ -1133,7 +1133,8 @@ class Wal:
         if head is not None and slot < head:
             raise WalUsageError(f"{self._dir}: snapshot slot {slot} is below head snapshot {head}")
         final = self._dir / head_snapshot_name(slot)
-        with self._crash_guard():
+        existed = final.exists()
+        try:
             write_atomic(
                 final,
                 write,
@@ -1141,6 +1142,18 @@ class Wal:
                 before_rename=FaultPoint.SNAPSHOT_BEFORE_RENAME,
                 after_rename=FaultPoint.SNAPSHOT_AFTER_RENAME,
             )
+        except SimulatedCrash:
+            self._abandon("dead after a simulated crash")
+            raise
+        except OSError:
+            if existed or final.exists():
+                self._abandon("dead after an I/O error while writing")
+                raise
+            # Nothing of the log changed (a full disk while writing the snapshot, typically):
+            # keep the log open, drop the partial file, and let the caller retry later.
+            final.with_name(final.name + ".tmp").unlink(missing_ok=True)
+            raise
+        with self._crash_guard():
             with self._lock:
                 self._heads[slot] = final
                 older = [(s, p) for s, p in self._heads.items() if s < slot]

@@ -195,7 +195,7 @@ async def fetch_catchup(
             received = await _receive(stream, decoder, pending, storage)
     except LocalStorageFailure:
         raise
-    except Exception as exc:  # the network or the source: the core retries  # noqa: BLE001 (the network or the source: the core retries)
+    except Exception as exc:  # noqa: BLE001 (the network or the source: the core retries)
         failure = f"{exc.__class__.__name__}: {exc}"
     # Only a lease value applied *by this transfer* is news for the core's lease view (which it
     # then starts at now, conservatively). Re-announcing the lease it already knew would restart

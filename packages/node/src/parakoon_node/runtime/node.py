@@ -63,6 +63,7 @@ log = structlog.get_logger("parakoon.node")
 
 SHUTDOWN_DRAIN_SECS = 5.0
 COLLAPSE_CHECK_SECS = 0.25  # cheap: it only reads the segment list
+COLLAPSE_RETRY_SECS = 30.0
 IDENTITY_CHECK_SECS = 0.02  # founders decide within this of each other
 IDENTITY_LOG_SECS = 5.0
 SEED_COPY_ATTEMPTS = 5
@@ -573,8 +574,15 @@ class Node:
             ):
                 try:
                     await self.collapse(force=forced)
-                except Exception as exc:  # a failed collapse must not stop the node  # noqa: BLE001 (a failed collapse must not stop the node)
-                    log.error("collapse.failed", error=f"{exc.__class__.__name__}: {exc}")
+                except Exception as exc:  # noqa: BLE001 (a failed collapse must not stop the node)
+                    log.error(
+                        "collapse.failed",
+                        error=f"{exc.__class__.__name__}: {exc}",
+                        retry_in_secs=COLLAPSE_RETRY_SECS,
+                    )
+                    # A full disk fails every attempt: wait before the next automatic one.
+                    with anyio.move_on_after(COLLAPSE_RETRY_SECS):
+                        await self._collapse_request.wait()
 
     # ---------------------------------------------------------------- running
 

@@ -140,3 +140,85 @@ def test_a_hung_disk_moves_the_mastership_and_bounds_memory(
     with cluster.connect(master) as conn:
         for key in acked[-50:]:
             assert conn.call(codec.Get(key=key)) == b"v"
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 96 MiB tmpfs (real ENOSPC, real statvfs) at ``tmp_path / "small"``."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = _run("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount))
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        _run("umount", "-l", str(mount))
+
+
+@pytest.mark.timeout(120)
+def test_a_full_disk_refuses_writes_clearly_and_recovers(
+    cluster_factory: Any, small_fs: Path
+) -> None:
+    """Below ``disk_reserve_bytes`` free, the node refuses writes with a message naming the
+    free space and the reserve, gives up the mastership (another node takes the writes), no
+    node exits, reads go on, and writes resume on it once space returns."""
+    mib = 1 << 20
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE,
+        cluster_extra="\n".join(
+            ['master = "node_0"', "preferred = true", f"disk_reserve_bytes = {32 * mib}"]
+        ),
+    )
+    (cluster.base / "data").mkdir(parents=True, exist_ok=True)
+    (small_fs / "node_0").mkdir()
+    cluster.home("node_0").symlink_to(small_fs / "node_0")
+    cluster.start_all()
+    deadline = time.monotonic() + 30
+    while cluster.who_master("node_1") != "node_0":
+        assert time.monotonic() < deadline, "node_0 never became master"
+        time.sleep(0.1)
+    assert cluster.call("node_0", codec.Set(key=b"before", value=b"1")) is None
+    # Fill node_0's filesystem to leave ~20 MiB, below the 32 MiB reserve.
+    free = shutil.disk_usage(small_fs).free
+    filler = small_fs / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(0, free - 20 * mib))
+    refused: Any = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        refused = cluster.call("node_0", codec.Set(key=b"x", value=b"y"), timeout=2.0)
+        if isinstance(refused, codec.ErrorResponse) and b"reserve" in refused.message:
+            break
+        time.sleep(0.1)
+    print(f"node_0 answers a write with: {refused!r}")
+    assert isinstance(refused, codec.ErrorResponse) and b"reserve" in refused.message
+    assert cluster.call("node_0", codec.Get(key=b"before", consistency=codec.NO_GUARANTEES)) == b"1"
+    # Another node takes the writes meanwhile; nobody exits.
+    deadline = time.monotonic() + 15
+    taken: str | None = None
+    while taken is None and time.monotonic() < deadline:
+        for name in ("node_1", "node_2"):
+            try:
+                if cluster.call(name, codec.Set(key=b"during", value=b"2"), timeout=1.0) is None:
+                    taken = name
+                    break
+            except OSError:
+                pass
+        time.sleep(0.1)
+    assert taken is not None, "no other node took the writes"
+    assert all(cluster.running(n) for n in cluster.names)
+    # Space returns: node_0 takes writes again (as master once the preferred hand-over is back).
+    filler.unlink()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if cluster.call("node_0", codec.Set(key=b"after", value=b"3"), timeout=1.0) is None:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"node_0 never took writes again\n{cluster.tail_logs()}")
+    log = (cluster.log_dir / "node_0.log").read_text()
+    assert '"disk.low_space"' in log and '"disk.space_ok"' in log

@@ -192,6 +192,10 @@ class ClusterConfig:
     # A write that has not completed for this long means the disk hangs: the node gives up the
     # mastership and refuses writes until the disk answers again.
     disk_stall_secs: float = 10.0
+    # Below this much free space on the home_dir's filesystem the node refuses client writes
+    # and gives up the mastership (reads go on), so that a filling disk never ends in a
+    # failed log write; writes resume when space returns. 0 turns the guard off.
+    disk_reserve_bytes: int = 256 * MiB
     max_value_bytes: int = 8 * MiB
     max_request_bytes: int = 64 * MiB
     # The file this was loaded from (absolute), or None if built in code.
@@ -330,6 +334,7 @@ _INT_TUNABLES: Final[tuple[tuple[str, int, int], ...]] = (
     ("max_client_connections", 1, 10_000_000),
     ("max_value_bytes", 1, INT32_MAX),
     ("max_request_bytes", 1024, 2**40),
+    ("disk_reserve_bytes", 0, 2**62),
 )
 
 # (key, lowest, highest) of the float tunables of [cluster] (seconds; 0 = never for the idle

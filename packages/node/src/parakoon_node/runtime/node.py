@@ -131,6 +131,7 @@ class Node:
         self.divergent_peers: dict[str, str] = {}  # peer -> what differs
         self.diverged: str | None = None  # set when a quorum of voters disagrees with us
         self.disk_stalled: str | None = None  # set while a log write hangs (see _disk_watch)
+        self.disk_low: str | None = None  # set while free space is below the reserve
         self.client_server: ClientServer | None = None
 
         # decode_payload: the protocol §9 update decoder shared with the server
@@ -353,6 +354,7 @@ class Node:
         bound = self.cluster.disk_stall_secs
         while True:
             await anyio.sleep(min(0.5, bound / 2))
+            await self._check_space()
             since = self.persister.busy_since
             stalled = since is not None and time.monotonic() - since > bound
             if stalled and self.disk_stalled is None:
@@ -367,6 +369,30 @@ class Node:
             elif not stalled and self.disk_stalled is not None:
                 log.warning("disk.recovered", applied_i=self.storage.applied_i)
                 self.disk_stalled = None
+
+    async def _check_space(self) -> None:
+        """The space guard (like etcd's NOSPACE alarm): below ``disk_reserve_bytes`` free, refuse
+        client writes and give up the mastership; resume once 10% above the reserve again."""
+        reserve = self.cluster.disk_reserve_bytes
+        if reserve <= 0:
+            return
+        try:
+            st = await anyio.to_thread.run_sync(os.statvfs, self.me.home_dir)
+        except OSError as exc:
+            log.warning("disk.statvfs_failed", home_dir=str(self.me.home_dir), error=str(exc))
+            return
+        free = st.f_bavail * st.f_frsize
+        if free < reserve and self.disk_low is None:
+            self.disk_low = (
+                f"{self.me.home_dir} has {free / (1 << 20):.1f} MiB free, below the reserve "
+                f"of {reserve / (1 << 20):.1f} MiB (disk_reserve_bytes)"
+            )
+            log.error("disk.low_space", detail=self.disk_low, action="refusing writes")
+            if self.driver.role() is Role.LEADER:
+                await self.driver.drop_master()
+        elif free >= reserve * 1.1 and self.disk_low is not None:
+            log.warning("disk.space_ok", free_mib=round(free / (1 << 20), 1))
+            self.disk_low = None
 
     async def _identity_loop(self) -> None:
         """Found or join a history while founding; then report rebuild progress (R9)."""

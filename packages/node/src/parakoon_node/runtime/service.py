@@ -140,6 +140,11 @@ class ServedNode(StatusSource, Protocol):
         ...
 
     @property
+    def disk_low(self) -> str | None:
+        """Why this node takes no writes now (its disk is nearly full), or None."""
+        ...
+
+    @property
     def store(self) -> kv.Store:
         """The live store: catch-up may replace it, so read it again for every request."""
         ...
@@ -235,7 +240,7 @@ class NodeBackend:
         if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
-        stalled = self._node.disk_stalled
+        stalled = self._node.disk_stalled or self._node.disk_low
         if stalled is not None:
             raise BackendError(f"this node takes no writes: {stalled}")
         if self._readonly:

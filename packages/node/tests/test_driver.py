@@ -202,6 +202,10 @@ async def test_a_hung_disk_shows_and_bounds_what_waits_for_it(
         assert driver.persister.queued_entries == 4
         waiter = driver.submit_write(b"x")
         assert waiter.failure is FailCode.OVERLOADED
+        # A follower's side of the same bound: Accepts are dropped (Paxos tolerates it).
+        seen = len(script.seen)
+        driver.handle(Receive(src="n1", msg=Accept(n=3, i=9, value=NOP)))
+        assert len(script.seen) == seen and driver.dropped_accepts == 1
         wlog.gate.set()
         await eventually(lambda: driver.persister.queued_entries == 0, "the backlog")
         await eventually(lambda: driver.persister.busy_since is None, "idle again")

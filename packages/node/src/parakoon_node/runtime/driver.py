@@ -44,6 +44,7 @@ import anyio
 import structlog
 
 from parakoon_paxos import (
+    Accept,
     Applied,
     Apply,
     Broadcast,
@@ -63,6 +64,7 @@ from parakoon_paxos import (
     Persisted,
     PersistPromise,
     Rebuilt,
+    Receive,
     Reply,
     Role,
     RoleChanged,
@@ -306,6 +308,7 @@ class Driver:
         self.batch_observer: Callable[[float], None] | None = None
         # True while the node is founding: the core does not run yet (see the module doc).
         self.held = False
+        self.dropped_accepts = 0  # Accepts dropped while the persist backlog was full
 
     # ---------------------------------------------------------------- queries for the server
 
@@ -331,6 +334,15 @@ class Driver:
                     waiter = self._waiters.pop(req.rid, None)
                     if waiter is not None:
                         waiter.fail(FailCode.NOT_MASTER)
+            return
+        if (
+            isinstance(event, Receive)
+            and isinstance(event.msg, Accept)
+            and self.persister.queued_entries >= PERSIST_BACKLOG_MAX
+        ):
+            # Our disk is not keeping up (or hangs): accepting more would only queue memory.
+            # Dropping a message is always safe in Paxos; we catch up once the disk is back.
+            self.dropped_accepts += 1
             return
         self._events.append(event)
         if self._busy:

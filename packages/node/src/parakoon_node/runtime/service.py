@@ -251,10 +251,12 @@ class NodeBackend:
         sync = isinstance(update, USequence) and update.synced
         payload = encode_update(update)
         if len(payload) > self.max_payload_bytes:
-            raise TooLarge(
-                f"update of {len(payload)} bytes is too large to replicate "
-                f"(at most {self.max_payload_bytes})"
+            why = (
+                f"update of {len(payload)} bytes is too large to replicate (at most "
+                f"{self.max_payload_bytes} bytes, from peer_frame_bytes_max)"
             )
+            log.info("client.too_large", size=len(payload), limit=self.max_payload_bytes)
+            raise TooLarge(why)
         waiter = driver.submit_write(payload, sync=sync, decoded=to_kv_update(update))
         await waiter.wait()
         if waiter.timed_out:

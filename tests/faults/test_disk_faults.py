@@ -56,6 +56,15 @@ def loop_fs(tmp_path: Path) -> Iterator[Path]:
         _run("umount", "-l", str(mount))
 
 
+def start_with_node_0_master(cluster: ClusterProcs) -> None:
+    """Start every node and wait until node_0, the preferred master, holds the lease."""
+    cluster.start_all()
+    deadline = time.monotonic() + 30
+    while cluster.who_master("node_1") != "node_0":
+        assert time.monotonic() < deadline, "node_0 never became master"
+        time.sleep(0.1)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -77,11 +86,7 @@ def test_a_hung_disk_moves_the_mastership_and_bounds_memory(
     (cluster.base / "data").mkdir(parents=True, exist_ok=True)
     (loop_fs / "node_0").mkdir()
     cluster.home("node_0").symlink_to(loop_fs / "node_0")
-    cluster.start_all()
-    deadline = time.monotonic() + 30
-    while cluster.who_master("node_1") != "node_0":
-        assert time.monotonic() < deadline, "node_0 never became master"
-        time.sleep(0.1)
+    start_with_node_0_master(cluster)
     master = cluster.wait_master(timeout=20)
     assert master == "node_0"
 
@@ -173,11 +178,7 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers(
     (cluster.base / "data").mkdir(parents=True, exist_ok=True)
     (small_fs / "node_0").mkdir()
     cluster.home("node_0").symlink_to(small_fs / "node_0")
-    cluster.start_all()
-    deadline = time.monotonic() + 30
-    while cluster.who_master("node_1") != "node_0":
-        assert time.monotonic() < deadline, "node_0 never became master"
-        time.sleep(0.1)
+    start_with_node_0_master(cluster)
     assert cluster.call("node_0", codec.Set(key=b"before", value=b"1")) is None
     # Fill node_0's filesystem to leave ~20 MiB, below the 32 MiB reserve.
     free = shutil.disk_usage(small_fs).free

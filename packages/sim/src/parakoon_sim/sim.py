@@ -788,21 +788,7 @@ class Sim:
                 break
             self._dispatch(kind, data)
         self._check_liveness()
-        return Result(
-            seed=self.seed,
-            voters=len(self.voters),
-            learners=len(self.nodes) - len(self.voters),
-            mode=self.mode,
-            chosen=len(self.chosen),
-            acked=len(self.acked),
-            submitted=len(self.submitted),
-            events=self.events,
-            crashes=self.crashes,
-            elections=self.elections,
-            trace=self.trace,
-            disk_losses=self.disk_losses,
-            rebuilt=self.rebuilt,
-        )
+        return self._result()
 
     # --- one fault that stays: the cluster must recover while it lasts -------------------------
 
@@ -858,19 +844,7 @@ class Sim:
             raise self.fail(
                 "liveness", f"{kind}: nothing committed {recover_within} L after the fault"
             )
-        return Result(
-            seed=self.seed,
-            voters=len(self.voters),
-            learners=len(self.nodes) - len(self.voters),
-            mode=self.mode,
-            chosen=len(self.chosen),
-            acked=len(self.acked),
-            submitted=len(self.submitted),
-            events=self.events,
-            crashes=self.crashes,
-            elections=self.elections,
-            trace=self.trace,
-        )
+        return self._result()
 
     def _single_fault(self, kind: str) -> None:
         holders = [
@@ -913,6 +887,23 @@ class Sim:
             case _:
                 raise AssertionError(kind)
         self._log(f"SINGLE FAULT {kind} on {victim}")
+
+    def _result(self) -> Result:
+        return Result(
+            seed=self.seed,
+            voters=len(self.voters),
+            learners=len(self.nodes) - len(self.voters),
+            mode=self.mode,
+            chosen=len(self.chosen),
+            acked=len(self.acked),
+            submitted=len(self.submitted),
+            events=self.events,
+            crashes=self.crashes,
+            elections=self.elections,
+            trace=self.trace,
+            disk_losses=self.disk_losses,
+            rebuilt=self.rebuilt,
+        )
 
     @staticmethod
     def _alive(node: Node, incarnation: int) -> bool:

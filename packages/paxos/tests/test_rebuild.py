@@ -216,9 +216,16 @@ def test_learners_and_a_single_voter_never_rebuild() -> None:
 
 def test_a_forced_master_that_lost_its_state_leads_without_counting_itself() -> None:
     core = wiped(master_mode=MasterMode.FORCED, master="n0")
-    out = core.on(Tick(), now=0.0)
+    # First every voter must answer its probe: it forgot which ballots it used (S1, sim seed
+    # 171287), and the answers put its next ballot above all of them.
+    first = probes(core.on(Tick(), now=0.0))
+    assert set(first) == {"n1", "n2"}
+    probe_n = first["n1"].n
+    core.on(Receive(src="n1", msg=Nak(n=probe_n, their_n=15, their_i=0)))
+    core.on(Receive(src="n2", msg=Nak(n=probe_n, their_n=10, their_i=0)))
+    out = core.on(Tick(), now=0.5)
     prepare = next(e.msg for e in out if isinstance(e, Broadcast))
-    assert isinstance(prepare, Prepare) and prepare.n > 0
+    assert isinstance(prepare, Prepare) and prepare.n > 15
     # One promise plus its own would be a quorum of 3; without its own vote it is not.
     core.on(Receive(src="n1", msg=Promise(n=prepare.n, i=0, accepted=None)))
     assert type(core.state).__name__ == "Candidate"

@@ -208,3 +208,11 @@ def test_regression_seed(seed: int) -> None:
     """Seeds that once failed, run again with the default profile; each must stay clean."""
     print(f"seed={seed}")
     run_seed(seed)
+
+
+def test_regression_seed_171287_disk_loss() -> None:
+    """S1: a forced master that lost its disk ran again with a ballot it had used before the
+    loss and proposed a second value under it; it now waits for every voter's answer and runs
+    above all their ballots (found by the 100,000-seed disk-loss run)."""
+    print("seed=171287 profile=disk-loss")
+    Sim(171287, disk_loss=True).run()

@@ -496,8 +496,15 @@ def _can_elect(config: Config, c: Common) -> bool:
     if config.master_mode is MasterMode.FORCED:
         # Nobody else may ever lead, so a forced master that lost its state still runs; it
         # never counts its own promise or accept (a proposer needs no acceptor state), so it
-        # needs every quorum from the others until a restart finds it rebuilt.
-        return config.is_voter and config.master == config.me
+        # needs every quorum from the others until a restart finds it rebuilt. But only once
+        # every voter has answered its probe: it forgot which ballots it used, and running
+        # with one of them again could propose a second value under one ballot (S1, sim
+        # seed 171287 with disk loss); the answers' floor puts its next ballot above them all.
+        return (
+            config.is_voter
+            and config.master == config.me
+            and (c.rebuild is None or c.rebuild.target is not None)
+        )
     return _votes(config, c)
 
 
@@ -698,7 +705,9 @@ def step(config: Config, state: State, event: Event, now: float) -> tuple[State,
 def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> State:
     match state:
         case Follower():
-            if state.rebuild is not None and not _can_elect(config, state):
+            if state.rebuild is not None and (
+                state.rebuild.target is None or not _can_elect(config, state)
+            ):
                 return _rebuild_tick(config, state, state.rebuild, now, out)
             if now < state.check_at or not _can_elect(config, state):
                 return state
@@ -1104,7 +1113,10 @@ def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: lis
     # Only answers to our current probe ballot count towards a rebuild (R9): an answer to an
     # older probe may describe a cluster from before our loss.
     if rb is not None and m.n == rb.probe_n and src in config.other_voters:
-        s = evolve(s, rebuild=_rebuild_answer(config, rb, src, m))
+        rb = _rebuild_answer(config, rb, src, m)
+        # Once every voter answered, our next ballot goes above every ballot they hold, so we
+        # never reuse one we may have used before the loss (R9).
+        s = evolve(s, rebuild=rb, max_seen=max(s.max_seen, rb.floor))
     # max_seen is where our next election starts: running above every ballot we have heard
     # of saves a round of refusals.
     if m.their_n > s.max_seen and not m.rebuilding:

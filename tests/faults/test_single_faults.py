@@ -13,6 +13,7 @@ one-way partition is exactly that: bytes from A to B vanish while B to A flows.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_a_deaf_master_is_replaced_within_two_lease_periods(linked: LinkedCluste
     assert cluster.call(master, codec.Get(key=b"deaf19")) == b"19"
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(1200)
 def test_a_returning_follower_never_deposes_the_master(linked: LinkedCluster) -> None:
     cluster = linked
     cluster.start_all()
@@ -120,8 +121,10 @@ def test_a_returning_follower_never_deposes_the_master(linked: LinkedCluster) ->
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     before = len(role_changes(cluster, master))
-    follower = next(n for n in cluster.names if n != master)
-    for down in (2.0, 5.0, 10.0):
+    # CI: once each; PARAKOON_LONG=1: ten times each, as the issue asks.
+    rounds = 10 if os.environ.get("PARAKOON_LONG") == "1" else 1
+    for down in [d for d in (2.0, 5.0, 10.0) for _ in range(rounds)]:
+        follower = next(n for n in cluster.names if n != master)
         cluster.kill(follower)
         time.sleep(down)
         cluster.start(follower)

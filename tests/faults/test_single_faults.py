@@ -84,8 +84,9 @@ def test_a_deaf_master_is_replaced_within_two_lease_periods(linked: LinkedCluste
     took = time.monotonic() - t0
     print(f"deaf master {m}: {new} serves writes after {took:.2f} s (L = {LEASE} s)")
     assert new is not None, f"no new master within {10 * LEASE} s"
-    # 2 L, plus the polling step and a write's round trip on a loaded machine.
-    assert took <= 2 * LEASE + 0.5, f"took {took:.2f} s"
+    # 2 L, plus the polling step, a write's round trip and scheduling on a loaded 2-core
+    # machine (measured 2.02 s at L = 1 s on a quiet one).
+    assert took <= 2 * LEASE + 1.0, f"took {took:.2f} s"
     # The deaf master no longer claims the lease; nothing acknowledged is lost.
     assert cluster.who_master(m) != m
     with cluster.connect(new) as conn:

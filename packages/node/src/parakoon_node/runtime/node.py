@@ -541,6 +541,11 @@ class Node:
     async def _serve_catchup(
         self, peer: str, stream: anyio.abc.SocketStream, decoder: FrameDecoder, pending: list[Any]
     ) -> None:
+        if self.disk_stalled is not None:
+            # Serving would wait on our hung disk, and the peer's catch-up with it: close, so
+            # that it fails fast and fetches from a node whose disk works.
+            log.warning("catchup.refused", peer=peer, reason=self.disk_stalled)
+            return
         try:
             await serve_catchup(
                 self.storage,

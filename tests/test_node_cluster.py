@@ -8,7 +8,7 @@ waits on conditions with bounds (never on bare sleeps to order events).
 from __future__ import annotations
 
 import contextlib
-import shutil
+import re
 import socket
 import struct
 import subprocess
@@ -20,7 +20,7 @@ from typing import Any
 
 from parakoon_client import codec
 
-from .conftest import CLUSTER_ID, ClusterProcs, RawConnection
+from .conftest import CLUSTER_ID, ClusterProcs, RawConnection, free_ports
 
 LEASE = 1.0
 
@@ -274,7 +274,21 @@ def test_sigterm_stops_cleanly_with_exit_zero(cluster_factory: Any) -> None:
 def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path) -> None:
     """The README's first command, on a copy of the repository's cluster.toml."""
     root = Path(__file__).resolve().parent.parent
-    shutil.copy(root / "cluster.toml", tmp_path / "cluster.toml")
+    # The file as shipped, with its fixed ports swapped for free ones: a test never talks to a
+    # cluster it did not start (the user's own README cluster may be running on 4000-4012).
+    text = (root / "cluster.toml").read_text()
+    shipped_clients = [int(p) for p in re.findall(r"^client_port = (\d+)", text, re.M)]
+    shipped_peers = [int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)]
+    assert len(shipped_clients) == len(shipped_peers) == 3, "the README cluster has 3 nodes"
+    fresh = free_ports(6)
+    client_ports = fresh[:3]
+    for old_port, new_port in zip(shipped_clients, client_ports, strict=True):
+        text = re.sub(
+            rf"^client_port = {old_port}\b", f"client_port = {new_port}", text, flags=re.M
+        )
+    for old_port, new_port in zip(shipped_peers, fresh[3:], strict=True):
+        text = text.replace(f'"127.0.0.1:{old_port}"', f'"127.0.0.1:{new_port}"')
+    (tmp_path / "cluster.toml").write_text(text)
     log_path = tmp_path / "cluster.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -287,7 +301,7 @@ def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path)
         deadline = time.monotonic() + 30
         master = None
         while time.monotonic() < deadline and master is None:
-            for port in (4000, 4001, 4002):
+            for port in client_ports:
                 try:
                     with RawConnection(port, cluster_id="parakoon", timeout=1) as conn:
                         found = conn.call(codec.WhoMaster())
@@ -297,7 +311,7 @@ def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path)
                     pass
             time.sleep(0.2)
         assert master is not None, log_path.read_text(errors="replace")[-3000:]
-        port = 4000 + int(master.split("_")[1])
+        port = client_ports[int(master.split("_")[1])]
         with RawConnection(port, cluster_id="parakoon") as conn:
             assert conn.call(codec.Set(key=b"readme", value=b"works")) is None
             assert conn.call(codec.Get(key=b"readme")) == b"works"

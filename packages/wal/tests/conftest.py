@@ -1,6 +1,6 @@
 """Shared fixtures of the WAL tests.
 
-``seed``, ``long_mode`` and ``wait_until`` come from the repository's root ``conftest.py``
+``seed`` and ``long_mode`` come from the repository's root ``conftest.py``
 (one rule for seeds everywhere: fixed by default, ``PARAKOON_SEED=N`` or ``=random``).
 """
 

@@ -56,10 +56,6 @@ class Staged:
     after: int
 
 
-def is_write(effect: Effect) -> bool:
-    return isinstance(effect, Persist | PersistPromise | Rebuilt)
-
-
 def stage(effects: Sequence[Effect]) -> list[Staged]:
     """Each effect of ``effects`` with its place in the contract (see the module docstring)."""
     out: list[Staged] = []

@@ -352,7 +352,6 @@ class PeerIdentities:
         self._mine = mine
         self._has_state = has_state
         self.peers: dict[str, PeerIdentity] = {}
-        self.refusals = 0
 
     @property
     def mine(self) -> Identity:
@@ -365,11 +364,9 @@ class PeerIdentities:
         try:
             theirs = PeerIdentity.from_wire(remote)
         except ValueError as exc:
-            self.refusals += 1
             return f"malformed identity from {peer}: {exc}"
         why = mismatch(self.mine, theirs)
         if why is not None:
-            self.refusals += 1
             return why
         self.peers[peer] = theirs
         return None

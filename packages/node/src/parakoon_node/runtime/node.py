@@ -334,7 +334,8 @@ class Node:
             # head snapshot makes that durable, so that a restart does not take the last entry
             # for an unchosen one again.
             await self.collapse(force=True)
-        self.storage.set_identity(identity)
+        # A small fsynced file, but still a disk write: not on the event loop.
+        await anyio.to_thread.run_sync(self.storage.set_identity, identity)
         log.info("identity.decided", identity=identity.describe(), why=decision.reason)
         recovered = dataclasses.replace(
             self._recovered,

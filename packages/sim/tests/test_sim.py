@@ -216,3 +216,11 @@ def test_regression_seed_171287_disk_loss() -> None:
     above all their ballots (found by the 100,000-seed disk-loss run)."""
     print("seed=171287 profile=disk-loss")
     Sim(171287, disk_loss=True).run()
+
+
+def test_regression_seed_252048_disk_loss() -> None:
+    """Liveness: with two of five voters rebuilding, the three others needed one another
+    and two candidates whose retry timers fell within 0.05 L of each other pre-empted each
+    other for seconds; a candidate's random wait now widens with its failed attempts."""
+    print("seed=252048 profile=disk-loss")
+    Sim(252048, disk_loss=True).run()

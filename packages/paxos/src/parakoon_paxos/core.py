@@ -99,7 +99,8 @@ Deviations from the notes (deliberate): the election vote is the textbook highes
 stale ``Accept`` is answered with a ``Nak`` rather than ignored; after catch-up the node simply
 follows (the next ``Accept`` tells it whether it is still behind) instead of probing with
 ``Prepare(-2)``; the R3 probe on restart is likewise left to the next ``Accept``. A non-preferred
-node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds). A leader that gets a
+node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds), and a candidate's
+random wait widens with its failed attempts instead (``_candidate_wait``). A leader that gets a
 ``Nak`` carrying a higher ballot runs again above it at once (a voter that lagged and ran for
 election would otherwise refuse its Accepts for good; the lease guard keeps everyone else from
 winning meanwhile). A follower that accepted from a leader within the last L does not run for
@@ -332,7 +333,7 @@ class Candidate(Common):
     own: LogEntry | None  # our own entry at slot i: our promise's report, if our votes count
     promises: tuple[tuple[str, Promise], ...]  # at most one per other voter
     deadline: float  # when to run again, higher, without a quorum
-    retries: int  # for the record: the wait does not grow with it (see the deviations above)
+    retries: int  # failed attempts in a row: the random part of the wait grows with it
     # Pre-vote: while ``pre`` is true the candidate has only asked whether the voters would
     # promise ``pre_n`` (its ballot ``n`` is unchanged, nothing persisted) and ``pre_ok`` holds
     # who said yes; a quorum of yeses starts the real election with ``pre_n``.
@@ -514,6 +515,24 @@ def _check_delay(config: Config, r: float) -> float:
     if config.preferred and config.me != config.master:
         extra = config.lease_period / 2  # let the preferred master win the race
     return config.lease_period * (0.1 + 0.1 * r) + extra
+
+
+def _candidate_wait(config: Config, r: float, retries: int) -> float:
+    """How long a candidate waits for a quorum before it runs again, higher.
+
+    L/2 plus a random part, so that two candidates do not pre-empt each other in lock step. The
+    random part widens with each failed attempt (0.05 L, then 0.25 L, 0.5 L, at most 0.75 L):
+    when every live voter is needed (a 5-voter cluster with two voters down or rebuilding), two
+    candidates whose timers fall within one pre-vote and Prepare round trip of each other both
+    lose, and with a fixed 0.05 L spread they kept losing for seconds (sim seed 252048,
+    --disk-loss). In preferred mode the others wait L/2 longer, so the preferred master wins
+    the race when it is up.
+    """
+    spread = 0.1 if retries == 0 else min(1.5, 0.5 * retries)
+    wait = config.lease_period / 2 * (1.0 + spread * r)
+    if config.preferred and config.me != config.master:
+        wait += config.lease_period / 2
+    return wait
 
 
 def _entry_at(c: Common, i: int) -> LogEntry | None:
@@ -1590,9 +1609,7 @@ def _start_prevote(config: Config, c: Common, retries: int, now: float, out: lis
     pre_n = next_ballot(config, max(c.n, c.max_seen))
     i = c.applied_i + 1
     r, rng = _draw(c.rng)
-    wait = config.lease_period / 2 * (1.0 + 0.1 * r)
-    if config.preferred and config.me != config.master:
-        wait += config.lease_period / 2
+    wait = _candidate_wait(config, r, retries)
     s = Candidate(
         n=c.n,
         max_seen=c.max_seen,
@@ -1680,12 +1697,7 @@ def _start_election(
     n = next_ballot(config, max(c.n, c.max_seen))
     i = c.applied_i + 1
     r, rng = _draw(c.rng)
-    # Without a quorum by then, run again higher; the random part keeps two candidates from
-    # pre-empting each other in lock step. In preferred mode the others wait L/2 longer, so
-    # the preferred master wins the race when it is up.
-    wait = config.lease_period / 2 * (1.0 + 0.1 * r)
-    if config.preferred and config.me != config.master:
-        wait += config.lease_period / 2
+    wait = _candidate_wait(config, r, retries)
     # Our own last entry is our promise's report for slot i, if our votes count at all (R9).
     own = _entry_at(c, i) if _votes(config, c) else None
     s = Candidate(

@@ -445,3 +445,73 @@ def test_a_thousand_idle_connections_and_slowloris_do_not_lock_clients_out(
     finally:
         for s in hogs:
             s.close()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_clients_that_never_read_their_answers_hold_bounded_memory(
+    cluster_factory: Any,
+) -> None:
+    """Six connections pipeline range_entries over a 16 MiB store and never read: the node
+    holds at most its output budget (16 MiB here) plus one answer, not one answer per
+    connection; writes from a real client go on meanwhile; each stalled reader is closed once
+    its answer has waited client_request_timeout_secs (logged with its address)."""
+    mib = 1 << 20
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE,
+        cluster_extra="\n".join(
+            ["client_request_timeout_secs = 2.0", f"max_client_output_bytes = {16 * mib}"]
+        ),
+    )
+    cluster.start_all()
+    master = cluster.wait_master()
+    port = cluster.client_ports[master]
+    for k in range(16):
+        assert cluster.call(master, codec.Set(key=b"big/%02d" % k, value=bytes([k]) * mib)) is None
+    pid = cluster.procs[master].pid
+    time.sleep(0.5)
+    base = _rss_mib(pid)
+    request = codec.encode_request(codec.RangeEntries(first=b"big/", last=b"big/~"))
+    readers: list[socket.socket] = []
+    try:
+        for _ in range(6):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(5)
+            s.connect(("127.0.0.1", port))
+            s.sendall(codec.encode_prologue(CLUSTER_ID) + request * 3)
+            readers.append(s)
+        peak = base
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            peak = max(peak, _rss_mib(pid))
+            time.sleep(0.05)
+        w0 = time.monotonic()
+        assert cluster.call(master, codec.Set(key=b"small", value=b"v"), timeout=1.0) is None
+        write_took = time.monotonic() - w0
+        print(
+            f"6 readers that never read: node RSS {base:.0f} -> peak {peak:.0f} MiB "
+            f"(budget 16 MiB, one answer 16 MiB); a write meanwhile took {write_took:.3f} s"
+        )
+        assert peak - base < 48, f"RSS grew by {peak - base:.0f} MiB"
+        log_path = cluster.log_dir / f"{master}.log"
+        deadline = time.monotonic() + 30.0
+        closed = 0
+        while time.monotonic() < deadline:
+            closed = log_path.read_text().count("not taken by the client")
+            if closed >= 6:
+                break
+            peak = max(peak, _rss_mib(pid))
+            time.sleep(0.2)
+        assert closed >= 6, f"only {closed} of 6 stalled readers were closed"
+        assert peak - base < 48, f"RSS grew by {peak - base:.0f} MiB"
+        got = cluster.call(master, codec.RangeEntries(first=b"big/", last=b"big/~"), timeout=5)
+        assert len(got) == 16
+    finally:
+        for s in readers:
+            s.close()

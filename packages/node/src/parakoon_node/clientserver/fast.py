@@ -139,6 +139,13 @@ class ProtocolStream:
         self._transport.close()
         self._wake_reader()
 
+    def abort(self) -> None:
+        """Close at once, dropping whatever the client has not taken yet."""
+        self._closed = True
+        self._transport.abort()
+        self._wake_reader()
+        self._wake_writer()
+
     def extra(self, attribute: Any, default: Any = None) -> Any:
         if attribute is SocketAttribute.remote_address:
             peer = self._transport.get_extra_info("peername")

@@ -24,6 +24,16 @@ Rules of this file
   has been trickling in for longer than ``request_timeout_secs`` (slowloris), or, if
   ``idle_timeout_secs`` > 0, that sent no request for that long. Each close is logged with the
   peer's address.
+* Output is bounded too. An answer is held until the client has taken it (``send`` returns once
+  the transport's buffer is below its high-water mark), so a client that pipelines requests and
+  never reads pins one answer. Two rules bound that: an answer the client has not taken within
+  ``request_timeout_secs`` closes the connection (a slow reader is a slowloris in reverse), and
+  while the answers being sent add up to ``output_budget_bytes`` or more, a read whose answer
+  carries stored keys or values (``_BULK_READS``) waits before it is answered; writes and
+  small requests go on. The check and the building of the answer happen without an await in
+  between for reads that need no waiting, so the held output stays below the budget plus one
+  answer (plus the transports' small write buffers): a node with many large answers in flight
+  slows its readers down instead of growing.
 * Shutdown (``begin_shutdown`` or ``backend.going_down``): a new connection gets rc 0x10
   "closing socket"; an open connection is closed, without an answer, when its next request
   arrives (§3.1). A request already being handled is answered.
@@ -116,6 +126,8 @@ RECEIVE_BYTES: Final = 65536
 PROLOGUE_TIMEOUT_SECS_DEFAULT: Final = 10.0
 REQUEST_TIMEOUT_SECS_DEFAULT: Final = 30.0
 IDLE_TIMEOUT_SECS_DEFAULT: Final = 900.0
+OUTPUT_BUDGET_BYTES_DEFAULT: Final = 256 * 1024 * 1024
+"""Most bytes of answers held for clients that have not taken them yet (see the file rules)."""
 SWEEP_SECS: Final = 0.5
 """How often the sweeper looks for connections past a timeout."""
 FULL_LOG_SECS: Final = 10.0
@@ -137,6 +149,11 @@ def default_max_connections() -> int:
 
 
 _OK = b"\x00\x00\x00\x00"
+# Requests whose answers carry stored keys or values, so can be large: they wait while the
+# held output is at its budget (see the file rules). Every other answer is a few bytes.
+_BULK_READS: Final = frozenset(
+    {Get, MultiGet, MultiGetOption, Range, RangeEntries, RevRangeEntries, PrefixKeys}
+)
 _NOT_FOUND_GET = encode_error(ErrorCode.NOT_FOUND, kv.errors.NOT_FOUND_MESSAGE)
 _UNSUPPORTED_ADMIN = encode_error(ErrorCode.NOT_SUPPORTED, b"not supported by this server")
 _INTERNAL_UPDATE = "update of type {} may not be sent by clients"
@@ -168,13 +185,24 @@ class ServerCounters:
 class _Watch:
     """What the sweeper knows of one connection (updated on each receive, no timers)."""
 
-    __slots__ = ("busy_since", "cancel", "last", "peer", "prologue_done", "started")
+    __slots__ = (
+        "busy_since",
+        "cancel",
+        "last",
+        "peer",
+        "prologue_done",
+        "sending",
+        "sending_since",
+        "started",
+    )
 
     def __init__(self, peer: str, now: float, cancel: anyio.CancelScope) -> None:
         self.peer = peer
         self.started = now
         self.last = now  # the last complete request (or the connection's start)
         self.busy_since: float | None = None  # when the request being received began
+        self.sending_since: float | None = None  # when the answer being sent was handed over
+        self.sending = 0  # its size in bytes
         self.prologue_done = False
         self.cancel = cancel
 
@@ -196,8 +224,14 @@ class ClientServer:
         prologue_timeout_secs: float = PROLOGUE_TIMEOUT_SECS_DEFAULT,
         request_timeout_secs: float = REQUEST_TIMEOUT_SECS_DEFAULT,
         idle_timeout_secs: float = IDLE_TIMEOUT_SECS_DEFAULT,
+        output_budget_bytes: int = OUTPUT_BUDGET_BYTES_DEFAULT,
     ) -> None:
         self.backend = backend
+        if output_budget_bytes < 1:
+            raise ValueError(f"output_budget_bytes must be at least 1, not {output_budget_bytes}")
+        self.output_budget_bytes = output_budget_bytes
+        self._output_held = 0  # bytes of answers handed to ``send`` and not yet taken
+        self._output_freed: anyio.Event | None = None  # set when some are taken, if anyone waits
         self.prologue_timeout_secs = prologue_timeout_secs
         self.request_timeout_secs = request_timeout_secs
         self.idle_timeout_secs = idle_timeout_secs
@@ -224,6 +258,11 @@ class ClientServer:
         return self._open_connections
 
     @property
+    def output_held(self) -> int:
+        """Bytes of answers being sent to clients that have not taken them yet."""
+        return self._output_held
+
+    @property
     def going_down(self) -> bool:
         return self._shutting_down or self.backend.going_down
 
@@ -236,6 +275,7 @@ class ClientServer:
     async def handle_connection(self, stream: ClientStream) -> None:
         """Serve one accepted connection until it closes. Never raises (except cancellation)."""
         peer = _peer_name(stream)
+        watch: _Watch | None = None
         try:
             if self.going_down:
                 self.counters.refused_going_down += 1
@@ -274,6 +314,14 @@ class ClientServer:
             self.counters.unexpected_errors += 1
             log.exception("client.connection_failed", peer=peer, error=repr(exc))
         finally:
+            if (
+                watch is not None
+                and watch.sending_since is not None
+                and isinstance(stream, ProtocolStream)
+            ):
+                # Closed while an answer was still unread: drop it. A plain close would keep
+                # it in the transport for as long as the client keeps its socket open.
+                stream.abort()
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
@@ -300,6 +348,13 @@ class ClientServer:
                 if now - watch.started <= self.prologue_timeout_secs:
                     continue
                 why = f"no complete prologue within {self.prologue_timeout_secs:g} s"
+            elif watch.sending_since is not None:
+                if now - watch.sending_since <= self.request_timeout_secs:
+                    continue
+                why = (
+                    f"an answer of {watch.sending} bytes not taken by the client "
+                    f"within {self.request_timeout_secs:g} s"
+                )
             elif watch.busy_since is not None:
                 if now - watch.busy_since <= self.request_timeout_secs:
                     continue
@@ -370,11 +425,35 @@ class ClientServer:
                 return
             self.counters.requests += 1
             watch.last = time.monotonic()
+            while self._output_held >= self.output_budget_bytes and type(event) in _BULK_READS:
+                # Bounded: every held answer is taken or its connection closed by the sweeper
+                # within request_timeout_secs. Waiting here is the node's doing, not a stalled
+                # request, so the request timeout does not run meanwhile.
+                watch.busy_since = None
+                if self._output_freed is None:
+                    self._output_freed = anyio.Event()
+                await self._output_freed.wait()
             response, close = await self.answer(event)
-            await stream.send(response)
+            await self._send(stream, watch, response)
             if close:
                 await self._linger(stream)
                 return
+
+    async def _send(self, stream: ClientStream, watch: _Watch, response: bytes) -> None:
+        """Send one answer, counting it as held output until the client has taken it."""
+        size = len(response)
+        self._output_held += size
+        watch.sending = size
+        watch.sending_since = time.monotonic()
+        try:
+            await stream.send(response)
+            watch.sending_since = None
+        finally:
+            self._output_held -= size
+            freed = self._output_freed
+            if freed is not None:
+                self._output_freed = None
+                freed.set()
 
     # ---------------------------------------------------------------- requests
 
@@ -612,6 +691,7 @@ async def serve(
     prologue_timeout_secs: float = PROLOGUE_TIMEOUT_SECS_DEFAULT,
     request_timeout_secs: float = REQUEST_TIMEOUT_SECS_DEFAULT,
     idle_timeout_secs: float = IDLE_TIMEOUT_SECS_DEFAULT,
+    output_budget_bytes: int = OUTPUT_BUDGET_BYTES_DEFAULT,
     task_status: anyio.abc.TaskStatus[ClientServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve the client protocol until cancelled.
@@ -629,6 +709,7 @@ async def serve(
         prologue_timeout_secs=prologue_timeout_secs,
         request_timeout_secs=request_timeout_secs,
         idle_timeout_secs=idle_timeout_secs,
+        output_budget_bytes=output_budget_bytes,
     )
     if running_on_asyncio():
         # The node's case: the lean protocol-backed stream (see fast.py), connection tasks in

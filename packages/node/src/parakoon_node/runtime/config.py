@@ -189,6 +189,10 @@ class ClusterConfig:
     client_prologue_timeout_secs: float = 10.0
     client_request_timeout_secs: float = 30.0
     client_idle_timeout_secs: float = 900.0
+    # Answers held for clients that have not read them yet, over all connections: at this
+    # much, connections wait before answering their next request (and an answer not taken
+    # within client_request_timeout_secs closes its connection).
+    max_client_output_bytes: int = 256 * MiB
     # A write that has not completed for this long means the disk hangs: the node gives up the
     # mastership and refuses writes until the disk answers again.
     disk_stall_secs: float = 10.0
@@ -332,6 +336,7 @@ _INT_TUNABLES: Final[tuple[tuple[str, int, int], ...]] = (
     ("peer_queue_items", 1, 100_000_000),
     ("peer_frame_bytes_max", 64 * 1024, INT32_MAX),
     ("max_client_connections", 1, 10_000_000),
+    ("max_client_output_bytes", 1 << 20, 2**62),
     ("max_value_bytes", 1, INT32_MAX),
     ("max_request_bytes", 1024, 2**40),
     ("disk_reserve_bytes", 0, 2**62),

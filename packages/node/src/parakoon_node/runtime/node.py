@@ -701,6 +701,7 @@ async def _start_client_server(
         prologue_timeout_secs=cluster.client_prologue_timeout_secs,
         request_timeout_secs=cluster.client_request_timeout_secs,
         idle_timeout_secs=cluster.client_idle_timeout_secs,
+        output_budget_bytes=cluster.max_client_output_bytes,
         task_status=task_status,
     )
 

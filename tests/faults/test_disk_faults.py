@@ -80,7 +80,13 @@ def test_a_hung_disk_moves_the_mastership_and_bounds_memory(
     cluster: ClusterProcs = cluster_factory(
         lease_period_secs=LEASE,
         cluster_extra="\n".join(
-            ['master = "node_0"', "preferred = true", f"disk_stall_secs = {STALL}"]
+            [
+                'master = "node_0"',
+                "preferred = true",
+                f"disk_stall_secs = {STALL}",
+                # The 128 MiB loop filesystem is below the default reserve of 256 MiB.
+                f"disk_reserve_bytes = {16 << 20}",
+            ]
         ),
     )
     # node_0, the preferred master, keeps its home_dir on the loop filesystem.
@@ -226,3 +232,57 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers(
         raise AssertionError(f"node_0 never took writes again\n{cluster.tail_logs()}")
     log = (cluster.log_dir / "node_0.log").read_text()
     assert '"disk.low_space"' in log and '"disk.space_ok"' in log
+
+
+@pytest.mark.timeout(120)
+def test_a_follower_whose_disk_fills_stays_up_and_catches_up(
+    cluster_factory: Any, small_fs: Path
+) -> None:
+    """A follower below ``disk_reserve_bytes`` stops taking the master's log entries instead of
+    writing its filesystem full: the master and the other follower go on with 30 MiB of
+    writes (more than the follower has left), the follower stays up and serves reads, and once
+    space returns it catches up and holds every acknowledged write."""
+    mib = 1 << 20
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE,
+        cluster_extra="\n".join(
+            ['master = "node_0"', "preferred = true", f"disk_reserve_bytes = {32 * mib}"]
+        ),
+    )
+    (cluster.base / "data").mkdir(parents=True, exist_ok=True)
+    (small_fs / "node_2").mkdir()
+    cluster.home("node_2").symlink_to(small_fs / "node_2")
+    start_with_node_0_master(cluster)
+    assert cluster.call("node_0", codec.Set(key=b"before", value=b"1")) is None
+    free = shutil.disk_usage(small_fs).free
+    filler = small_fs / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(0, free - 20 * mib))
+    log_path = cluster.log_dir / "node_2.log"
+    deadline = time.monotonic() + 10
+    while '"disk.low_space"' not in log_path.read_text():
+        assert time.monotonic() < deadline, "node_2 never noticed its disk was low"
+        time.sleep(0.1)
+    acked: list[bytes] = []
+    for k in range(30):
+        key = b"big/%02d" % k
+        assert cluster.call("node_0", codec.Set(key=key, value=bytes([k]) * mib), timeout=5) is None
+        acked.append(key)
+    assert cluster.running("node_2"), f"node_2 exited\n{cluster.tail_logs()}"
+    assert cluster.call("node_2", codec.Get(key=b"before", consistency=codec.NO_GUARANTEES)) == b"1"
+    print(f"30 MiB written while node_2 had 20 MiB left; node_2 is up, {free // mib} MiB fs")
+    filler.unlink()
+    deadline = time.monotonic() + 30
+    while True:
+        got = cluster.call(
+            "node_2", codec.Get(key=acked[-1], consistency=codec.NO_GUARANTEES), timeout=2
+        )
+        if got == bytes([29]) * mib:
+            break
+        assert time.monotonic() < deadline, f"node_2 never caught up\n{cluster.tail_logs()}"
+        time.sleep(0.3)
+    for k, key in enumerate(acked):
+        got = cluster.call("node_2", codec.Get(key=key, consistency=codec.NO_GUARANTEES))
+        assert got == bytes([k]) * mib, key
+    assert all(cluster.running(n) for n in cluster.names)
+    assert '"disk.space_ok"' in log_path.read_text()

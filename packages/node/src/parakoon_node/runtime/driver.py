@@ -309,6 +309,10 @@ class Driver:
         # True while the node is founding: the core does not run yet (see the module doc).
         self.held = False
         self.dropped_accepts = 0  # Accepts dropped while the persist backlog was full
+        # Set (to the reason) while our disk is below its free-space reserve: Accepts are
+        # dropped, so a follower never writes its filesystem full (the node stays up, serves
+        # reads and catches up once space returns).
+        self.refusing_entries: str | None = None
 
     # ---------------------------------------------------------------- queries for the server
 
@@ -338,10 +342,14 @@ class Driver:
         if (
             isinstance(event, Receive)
             and isinstance(event.msg, Accept)
-            and self.persister.queued_entries >= PERSIST_BACKLOG_MAX
+            and (
+                self.persister.queued_entries >= PERSIST_BACKLOG_MAX
+                or self.refusing_entries is not None
+            )
         ):
-            # Our disk is not keeping up (or hangs): accepting more would only queue memory.
-            # Dropping a message is always safe in Paxos; we catch up once the disk is back.
+            # Our disk is not keeping up (or hangs, or is nearly full): accepting more would
+            # only queue memory or fill it. Dropping a message is always safe in Paxos; we
+            # catch up once the disk is back.
             self.dropped_accepts += 1
             return
         self._events.append(event)

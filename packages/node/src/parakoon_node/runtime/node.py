@@ -388,12 +388,19 @@ class Node:
                 f"{self.me.home_dir} has {free / (1 << 20):.1f} MiB free, below the reserve "
                 f"of {reserve / (1 << 20):.1f} MiB (disk_reserve_bytes)"
             )
-            log.error("disk.low_space", detail=self.disk_low, action="refusing writes")
-            if self.driver.role() is Role.LEADER:
-                await self.driver.drop_master()
+            log.error(
+                "disk.low_space",
+                detail=self.disk_low,
+                action="refusing client writes and the master's log entries",
+            )
+            self.driver.refusing_entries = self.disk_low
         elif free >= reserve * 1.1 and self.disk_low is not None:
             log.warning("disk.space_ok", free_mib=round(free / (1 << 20), 1))
             self.disk_low = None
+            self.driver.refusing_entries = None
+        if self.disk_low is not None and self.driver.role() is Role.LEADER:
+            # Also when we won an election while low: a master that cannot write is no use.
+            await self.driver.drop_master()
 
     async def _identity_loop(self) -> None:
         """Found or join a history while founding; then report rebuild progress (R9)."""
@@ -526,6 +533,12 @@ class Node:
         self._tg.start_soon(self._run_catchup, address, from_i)
 
     async def _run_catchup(self, address: PeerAddress, from_i: int) -> None:
+        if self.disk_low is not None:
+            # Catching up writes the log (or a snapshot): not while the disk is nearly full.
+            # The pause keeps the core's retries slow; it asks again when space is back.
+            await anyio.sleep(min(1.0, self.cluster.lease_period_secs))
+            self.driver.catchup_failed(address.name, f"not while {self.disk_low}")
+            return
         await fetch_catchup(
             self.driver,
             self.persister,

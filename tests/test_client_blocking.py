@@ -1,4 +1,11 @@
-"""The blocking client against the node's real client-protocol server over 127.0.0.1.
+"""Both clients against the node's real client-protocol server over 127.0.0.1.
+
+One behavioural suite, written as blocking calls, for the blocking :class:`Client` and the
+:class:`AsyncClient` (whose code is the same: ``blocking.py`` is generated from ``aio.py``):
+every test runs three times, by the ``flavour`` fixture: the blocking client, and the async
+client on asyncio and on trio, driven from the test's thread through the anyio blocking portal
+that also runs the servers (:class:`PortalClient`). What only the async client has (many
+clients on one event loop) is in ``test_client_aio.py``.
 
 The servers here are ``parakoon_node.clientserver.serve`` (the node's server layer: codec,
 close rules, connection limit) over ``LocalBackend`` and the ``parakoon_kv`` store, run in a
@@ -24,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import anyio
 import anyio.abc
@@ -46,6 +53,7 @@ from parakoon_client import (
     NotMaster,
     OutcomeUnknown,
 )
+from parakoon_client.aio import AsyncClient, AsyncSequenceContext
 from parakoon_client.codec import (
     Consistency,
     Consistent,
@@ -74,6 +82,7 @@ from parakoon_node.clientserver import (
 CLUSTER_ID = "client-tests"
 FAST = Backoff(backoff_secs_min=0.01, backoff_secs_max=0.1)
 WAIT_SECS = 10.0
+FLAVOURS = ["blocking", "asyncio", "trio"]
 
 
 # --------------------------------------------------------------------------- servers
@@ -185,10 +194,63 @@ class RunningServer:
         return ("127.0.0.1", self.port)
 
 
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def portal() -> Iterator[BlockingPortal]:
-    with start_blocking_portal() as running:
+def portal(flavour: str) -> Iterator[BlockingPortal]:
+    """The event loop of the servers, and of the async client (trio for the trio flavour)."""
+    with start_blocking_portal("trio" if flavour == "trio" else "asyncio") as running:
         yield running
+
+
+class PortalClient:
+    """An :class:`AsyncClient` used like a :class:`Client`: each call runs on the portal's loop.
+
+    Methods return what the awaited call returns (or raise what it raises); ``close`` is
+    ``aclose``; a sequence context becomes a blocking ``with`` block; attributes and properties
+    are the client's own.
+    """
+
+    def __init__(self, client: AsyncClient, portal: BlockingPortal) -> None:
+        self._client = client
+        self._portal = portal
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = self._portal.call(partial(attr, *args, **kwargs))
+            if isinstance(result, AsyncSequenceContext):
+                return self._portal.wrap_async_context_manager(result)
+            return result
+
+        return call
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._portal.call(self._client.aclose)
+
+
+# ``make_client(cluster_id, nodes, **kwargs)``: a client of the flavour under test.
+MakeClient: TypeAlias = Callable[..., Any]
+
+
+@pytest.fixture
+def make_client(flavour: str, portal: BlockingPortal) -> MakeClient:
+    if flavour == "blocking":
+        return Client
+    return lambda *args, **kwargs: PortalClient(AsyncClient(*args, **kwargs), portal)
 
 
 @pytest.fixture
@@ -207,19 +269,23 @@ def start(portal: BlockingPortal) -> Iterator[Callable[..., RunningServer]]:
             server.stop()
 
 
-def single(start: Callable[..., RunningServer], **options: Any) -> tuple[LocalBackend, Client]:
+def single(
+    start: Callable[..., RunningServer], make_client: MakeClient, **options: Any
+) -> tuple[LocalBackend, Any]:
     backend = LocalBackend(cluster_id=CLUSTER_ID, node_name="node_0")
     server = start(backend)
     options.setdefault("backoff", FAST)
     options.setdefault("timeout_secs", 5.0)
-    return backend, Client(CLUSTER_ID, {"node_0": server.address}, seed=1, **options)
+    return backend, make_client(CLUSTER_ID, {"node_0": server.address}, seed=1, **options)
 
 
 # --------------------------------------------------------------------------- operations
 
 
-def test_every_operation_against_a_real_node(start: Callable[..., RunningServer]) -> None:
-    backend, client = single(start)
+def test_every_operation_against_a_real_node(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
+    backend, client = single(start, make_client)
     with client:
         client.set(b"a", b"1")
         client.set("b", "2")
@@ -272,6 +338,7 @@ def test_every_operation_against_a_real_node(start: Callable[..., RunningServer]
         assert client.version().major == 1
         stats = client.statistics()
         assert isinstance(stats, NamedList)
+        assert stats.name == "arakoon_stats"
         assert StatisticsReport.from_tree(stats).node_is == (("node_0", backend.txid()),)
         stamp = client.get_txid()
         assert stamp == AtLeast(stamp=backend.txid())
@@ -280,13 +347,15 @@ def test_every_operation_against_a_real_node(start: Callable[..., RunningServer]
         assert client.connected_nodes == ["node_0"]
 
 
-def test_randomized_operations_match_a_dict(start: Callable[..., RunningServer]) -> None:
+def test_randomized_operations_match_a_dict(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
     raw = os.environ.get("PARAKOON_SEED", "20261203")  # =random draws one
     seed = random.randrange(2**32) if raw == "random" else int(raw)
     print(f"seed={seed}")
     rng = random.Random(seed)
     steps = 2000 if os.environ.get("PARAKOON_LONG") else 300
-    _, client = single(start)
+    _, client = single(start, make_client)
     oracle: dict[bytes, bytes] = {}
     keys = [f"k{i:02d}".encode() for i in range(20)]
     with client:
@@ -336,19 +405,21 @@ def test_randomized_operations_match_a_dict(start: Callable[..., RunningServer])
 
 
 def pair(
-    start: Callable[..., RunningServer], **options: Any
-) -> tuple[Roles, dict[str, RoleBackend], Client]:
+    start: Callable[..., RunningServer], make_client: MakeClient, **options: Any
+) -> tuple[Roles, dict[str, RoleBackend], Any]:
     roles = Roles()
     backends = {name: RoleBackend(roles, name) for name in ("node_0", "node_1")}
     servers = {name: start(backend) for name, backend in backends.items()}
     options.setdefault("backoff", FAST)
     options.setdefault("timeout_secs", 5.0)
     nodes = {name: server.address for name, server in servers.items()}
-    return roles, backends, Client(CLUSTER_ID, nodes, seed=3, **options)
+    return roles, backends, make_client(CLUSTER_ID, nodes, seed=3, **options)
 
 
-def test_redirect_on_not_master_after_a_failover(start: Callable[..., RunningServer]) -> None:
-    roles, backends, client = pair(start)
+def test_redirect_on_not_master_after_a_failover(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
+    roles, backends, client = pair(start, make_client)
     with client:
         client.set(b"k", b"before")
         assert client.master == "node_0"
@@ -365,9 +436,9 @@ def test_redirect_on_not_master_after_a_failover(start: Callable[..., RunningSer
 
 
 def test_consistent_read_on_a_follower_is_redirected(
-    start: Callable[..., RunningServer],
+    start: Callable[..., RunningServer], make_client: MakeClient
 ) -> None:
-    roles, backends, client = pair(start, preferred_node="node_1")
+    roles, backends, client = pair(start, make_client, preferred_node="node_1")
     with client:
         client.set(b"k", b"v")  # discovery: both name node_0
         roles.master = "node_1"
@@ -377,8 +448,10 @@ def test_consistent_read_on_a_follower_is_redirected(
         assert client.master == "node_1"
 
 
-def test_read_your_writes_on_a_follower(start: Callable[..., RunningServer]) -> None:
-    _, backends, client = pair(start, preferred_node="node_1")
+def test_read_your_writes_on_a_follower(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
+    _, backends, client = pair(start, make_client, preferred_node="node_1")
     follower = backends["node_1"]
     with client:
         client.set(b"k", b"v1")
@@ -394,15 +467,17 @@ def test_read_your_writes_on_a_follower(start: Callable[..., RunningServer]) -> 
 
 
 def test_at_least_read_gives_up_when_the_follower_never_catches_up(
-    start: Callable[..., RunningServer],
+    start: Callable[..., RunningServer], make_client: MakeClient
 ) -> None:
-    _, _, client = pair(start, preferred_node="node_1", retry_secs=0.3)
+    _, _, client = pair(start, make_client, preferred_node="node_1", retry_secs=0.3)
     with client, pytest.raises(InconsistentRead):
         client.get(b"k", consistency=AtLeast(stamp=99))
 
 
-def test_pinned_node_reports_not_master(start: Callable[..., RunningServer]) -> None:
-    _, backends, client = pair(start)
+def test_pinned_node_reports_not_master(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
+    _, backends, client = pair(start, make_client)
     with client:
         with pytest.raises(NotMaster) as info:
             client.call(Get(key=b"k"), node="node_1")
@@ -414,10 +489,12 @@ def test_pinned_node_reports_not_master(start: Callable[..., RunningServer]) -> 
 # --------------------------------------------------------------------------- failures
 
 
-def test_reconnect_after_the_server_restarts(start: Callable[..., RunningServer]) -> None:
+def test_reconnect_after_the_server_restarts(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
     backend = LocalBackend(cluster_id=CLUSTER_ID, node_name="node_0")
     server = start(backend)
-    client = Client(
+    client = make_client(
         CLUSTER_ID, {"node_0": server.address}, timeout_secs=5, retry_secs=5, backoff=FAST
     )
     with client:
@@ -433,7 +510,7 @@ def test_reconnect_after_the_server_restarts(start: Callable[..., RunningServer]
         assert backend.store.get(b"k") == b"w"
 
 
-def _wait_until_closed(client: Client, node: str) -> None:
+def _wait_until_closed(client: Any, node: str) -> None:
     conn = client._connections[node]
     deadline = time.monotonic() + WAIT_SECS
     while not conn.looks_closed():
@@ -441,13 +518,15 @@ def _wait_until_closed(client: Client, node: str) -> None:
         time.sleep(0.01)
 
 
-def test_a_call_waits_out_a_restarting_node(portal: BlockingPortal) -> None:
+def test_a_call_waits_out_a_restarting_node(
+    portal: BlockingPortal, make_client: MakeClient
+) -> None:
     """While the node restarts its port accepts and drops connections; the call retries."""
     backend = LocalBackend(cluster_id=CLUSTER_ID, node_name="node_0")
     with socket.create_server(("127.0.0.1", 0)) as flapping:
         port = flapping.getsockname()[1]
         accepted = 0
-        client = Client(
+        client = make_client(
             CLUSTER_ID, {"node_0": ("127.0.0.1", port)}, timeout_secs=5, retry_secs=10, backoff=FAST
         )
         outcome: list[object] = []
@@ -469,19 +548,21 @@ def test_a_call_waits_out_a_restarting_node(portal: BlockingPortal) -> None:
     server = RunningServer(portal, backend, linger_secs=0.2)
     server.port = port
     server.start()
-    worker.join(WAIT_SECS)
-    assert not worker.is_alive()
     try:
+        worker.join(WAIT_SECS)
+        assert not worker.is_alive()
         assert outcome == [b"v"]
     finally:
         client.close()
         server.stop()
 
 
-def test_stalled_master_times_out(start: Callable[..., RunningServer]) -> None:
+def test_stalled_master_times_out(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
     backend = RoleBackend(Roles(), "node_0")
     server = start(backend)
-    client = Client(
+    client = make_client(
         CLUSTER_ID, {"node_0": server.address}, timeout_secs=0.3, retry_secs=0.5, backoff=FAST
     )
     with client:
@@ -496,6 +577,9 @@ def test_stalled_master_times_out(start: Callable[..., RunningServer]) -> None:
             client.test_and_set(b"k", b"v", b"w")
         assert time.monotonic() - started < 0.3 + 1.0
         assert isinstance(info.value.cause, ArakoonTimeout)
+        with pytest.raises(OutcomeUnknown) as replaced:
+            client.replace(b"k", b"w")
+        assert isinstance(replaced.value.cause, ArakoonTimeout)
         with pytest.raises(OutcomeUnknown, match="outcome unknown for set"):
             client.set(b"k", b"x")
         # Dirty reads do not need the master's quorum and still work.
@@ -504,10 +588,10 @@ def test_stalled_master_times_out(start: Callable[..., RunningServer]) -> None:
         assert client.get(b"k") == b"v"
 
 
-def test_no_longer_master(start: Callable[..., RunningServer]) -> None:
+def test_no_longer_master(start: Callable[..., RunningServer], make_client: MakeClient) -> None:
     backend = RoleBackend(Roles(), "node_0")
     server = start(backend)
-    client = Client(CLUSTER_ID, {"node_0": server.address}, timeout_secs=5, backoff=FAST)
+    client = make_client(CLUSTER_ID, {"node_0": server.address}, timeout_secs=5, backoff=FAST)
     with client:
         backend.lose_next_write = True
         client.set(b"k", b"v")  # idempotent: repeated after NO_LONGER_MASTER
@@ -519,39 +603,43 @@ def test_no_longer_master(start: Callable[..., RunningServer]) -> None:
         assert backend.store.get(b"k") == b"w"  # it was applied: hence "unknown", not "failed"
 
 
-def test_connection_limit(start: Callable[..., RunningServer]) -> None:
+def test_connection_limit(start: Callable[..., RunningServer], make_client: MakeClient) -> None:
     backend = LocalBackend(cluster_id=CLUSTER_ID)
     server = start(backend, max_connections=1)
     nodes = {"node_0": server.address}
-    with Client(CLUSTER_ID, nodes, timeout_secs=5, backoff=FAST) as first:
+    with make_client(CLUSTER_ID, nodes, timeout_secs=5, backoff=FAST) as first:
         first.set(b"k", b"v")
-        second = Client(CLUSTER_ID, nodes, timeout_secs=5, retry_secs=0.2, backoff=FAST)
+        second = make_client(CLUSTER_ID, nodes, timeout_secs=5, retry_secs=0.2, backoff=FAST)
         with second, pytest.raises(MaxConnections, match="too many clients"):
             second.get(b"k")
     with second:
         assert second.get(b"k") == b"v"
 
 
-def test_wrong_cluster_id(start: Callable[..., RunningServer]) -> None:
+def test_wrong_cluster_id(start: Callable[..., RunningServer], make_client: MakeClient) -> None:
     server = start(LocalBackend(cluster_id=CLUSTER_ID))
-    client = Client("another-cluster", {"node_0": server.address}, retry_secs=0, timeout_secs=5)
+    client = make_client(
+        "another-cluster", {"node_0": server.address}, retry_secs=0, timeout_secs=5
+    )
     with client, pytest.raises(ArakoonNotConnected, match="cluster id"):
         client.get(b"k")
 
 
-def test_node_down_for_good(start: Callable[..., RunningServer]) -> None:
+def test_node_down_for_good(start: Callable[..., RunningServer], make_client: MakeClient) -> None:
     server = start(LocalBackend(cluster_id=CLUSTER_ID))
     address = server.address
     server.stop()
-    client = Client(CLUSTER_ID, {"node_0": address}, retry_secs=0.3, backoff=FAST)
+    client = make_client(CLUSTER_ID, {"node_0": address}, retry_secs=0.3, backoff=FAST)
     started = time.monotonic()
     with client, pytest.raises(ArakoonNotConnected, match="cannot connect"):
         client.get(b"k")
     assert time.monotonic() - started < 0.3 + 1.0
 
 
-def test_large_answers_arrive_in_many_pieces(start: Callable[..., RunningServer]) -> None:
-    _, client = single(start)
+def test_large_answers_arrive_in_many_pieces(
+    start: Callable[..., RunningServer], make_client: MakeClient
+) -> None:
+    _, client = single(start, make_client)
     big = bytes(range(256)) * 16 * 1024  # 4 MiB: many receives, below the 8 MiB value limit
     with client:
         client.set(b"big", big)

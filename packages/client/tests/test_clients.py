@@ -123,8 +123,9 @@ class Store:
 class PortalClient:
     """An :class:`AsyncClient` used like a :class:`Client`: each call runs on the portal's loop.
 
-    Methods return what the awaited call returns (or raise what it raises); a sequence
-    context becomes a blocking ``with`` block; attributes and properties are the client's own.
+    Methods return what the awaited call returns (or raise what it raises); ``close`` is
+    ``aclose``; a sequence context becomes a blocking ``with`` block; attributes and properties
+    are the client's own.
     """
 
     def __init__(self, client: AsyncClient, portal: BlockingPortal) -> None:
@@ -148,6 +149,9 @@ class PortalClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._portal.call(self._client.aclose)
 
 

@@ -138,6 +138,9 @@ def test_a_returning_follower_never_deposes_the_master(linked: LinkedCluster) ->
     assert not changes, f"the master changed role: {changes}"
     assert not errors, f"the writer saw errors: {errors[:5]}"
     assert len(acked) > 100
+    with cluster.connect(master) as conn:  # nothing acknowledged is lost
+        for key in acked:
+            assert conn.call(codec.Get(key=key)) == b"v", key
 
 
 def test_an_idle_cluster_agrees_on_the_txid_at_once(linked: LinkedCluster) -> None:

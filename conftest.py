@@ -6,6 +6,9 @@ all of them): the seed of randomized tests and the long-run switch.
   pytest shows it with a failure.
 * ``long_run`` (and its older name ``long_mode``): ``PARAKOON_LONG=1`` asks for the long
   versions of the randomized tests.
+* ``anyio_backend``: every ``@pytest.mark.anyio`` test runs on asyncio (the node's loop) and on
+  trio (which keeps the code honest about structured concurrency). A module whose code is
+  asyncio-only overrides it and says why.
 
 Only the standard library and pytest: ``uv run --package parakoon-paxos pytest packages/paxos``
 still runs with nothing else installed.
@@ -42,3 +45,8 @@ def long_run() -> bool:
 @pytest.fixture
 def long_mode(long_run: bool) -> bool:
     return long_run
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

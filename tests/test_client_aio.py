@@ -21,12 +21,6 @@ CLUSTER_ID = "client-tests"
 FAST = Backoff(backoff_secs_min=0.01, backoff_secs_max=0.1)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 async def test_many_clients_in_parallel() -> None:
     clients_n, ops_n = 20, 25
     backend = LocalBackend(cluster_id=CLUSTER_ID)

@@ -575,12 +575,6 @@ def test_an_interrupted_blocking_call_does_not_leave_its_answer_behind(scripted:
     assert server.connections == 2
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
-
-
 def async_client(*servers: tuple[str, Any], **kwargs: Any) -> AsyncClient:
     kwargs.setdefault("backoff", FAST)
     kwargs.setdefault("seed", 1)

@@ -42,12 +42,6 @@ PROLOGUE = encode_prologue(CLUSTER)
 WAIT_SECS = 10.0
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    # The node runs on asyncio; trio keeps the server honest about structured concurrency.
-    return str(request.param)
-
-
 class Harness:
     """A running server and helpers to talk raw bytes to it."""
 

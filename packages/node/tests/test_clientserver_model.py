@@ -59,6 +59,8 @@ ALPHABET = b"ab\x00\xff"
 
 @pytest.fixture
 def anyio_backend() -> str:
+    # These check what the server answers, not how it schedules: one backend is enough
+    # (test_clientserver.py runs the server on both).
     return "asyncio"
 
 

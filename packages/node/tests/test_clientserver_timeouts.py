@@ -21,11 +21,6 @@ PROLOGUE = encode_prologue(CLUSTER)
 WHO_MASTER = bytes.fromhex("0200ffb1")
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 pytestmark = pytest.mark.anyio
 
 

@@ -26,6 +26,7 @@ raises is a bug: the server logs it, answers ``E_UNKNOWN_FAILURE`` and closes th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from parakoon_client.codec import Consistency, ErrorCode, StatisticsReport, Update, VersionInfo
@@ -183,4 +184,17 @@ class Backend(Protocol):
     async def drop_master(self) -> None:
         """DROP_MASTER: give up mastership; return once stepped down (at once if not master).
         Raises :class:`NotSupported` on a single-node cluster."""
+        ...
+
+    async def get_db(self) -> Path:
+        """GET_DB: write a consistent backup of the store (the backup file format of
+        ``parakoon_node.runtime.backup``) to a new file and return its path; the server streams
+        it to the client and then deletes it. Raises :class:`NotSupported` where the protocol
+        refuses it (the master of a multi-node cluster) or where there is nothing to back up."""
+        ...
+
+    async def compact(self) -> None:
+        """OPT_DB, DEFRAG_DB and COPY_DB_TO_HEAD: for an in-memory store they can only mean
+        "write a head snapshot now and prune the log it covers" (it reclaims disk). Raises
+        :class:`NotSupported` on the master of a multi-node cluster, as §8.7 says."""
         ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
+from pathlib import Path
 
 from parakoon_client.codec import (
     AtLeast,
@@ -126,3 +127,10 @@ class LocalBackend:
 
     async def drop_master(self) -> None:
         raise NotSupported("drop master not supported for singletons")
+
+    async def get_db(self) -> Path:
+        raise NotSupported("this in-memory server keeps no database to copy")
+
+    async def compact(self) -> None:
+        # No log and no snapshot: nothing to write or reclaim.
+        return None

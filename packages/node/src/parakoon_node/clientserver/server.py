@@ -40,13 +40,16 @@ Rules of this file
 * Request classes (§6, §7): C reads call ``backend.check_read(consistency)`` and then read the
   local store with no await in between; M reads do the same with ``Consistent``; W requests go
   to ``backend.write``; A requests are answered from the backend's state; X requests are the
-  admin operations (``collapse`` and ``drop_master`` through the backend; OPT_DB, DEFRAG_DB,
-  COPY_DB_TO_HEAD and GET_DB are E_NOT_SUPPORTED, as §8.7 allows a basic server).
+  admin operations through the backend: ``collapse``, ``drop_master``, GET_DB (a backup file,
+  streamed in chunks by ``_stream_db``), and OPT_DB, DEFRAG_DB and COPY_DB_TO_HEAD, which for
+  an in-memory store mean "write a head snapshot now" (``compact``).
 """
 
 from __future__ import annotations
 
+import os
 import resource
+import struct
 import time
 from typing import Any, Final, Protocol, cast
 
@@ -149,13 +152,15 @@ def default_max_connections() -> int:
 
 
 _OK = b"\x00\x00\x00\x00"
+_INT64: Final = struct.Struct("<q")
+DB_CHUNK_BYTES: Final = 1 << 20
+"""GET_DB sends the backup in pieces of this size."""
 # Requests whose answers carry stored keys or values, so can be large: they wait while the
 # held output is at its budget (see the file rules). Every other answer is a few bytes.
 _BULK_READS: Final = frozenset(
     {Get, MultiGet, MultiGetOption, Range, RangeEntries, RevRangeEntries, PrefixKeys}
 )
 _NOT_FOUND_GET = encode_error(ErrorCode.NOT_FOUND, kv.errors.NOT_FOUND_MESSAGE)
-_UNSUPPORTED_ADMIN = encode_error(ErrorCode.NOT_SUPPORTED, b"not supported by this server")
 _INTERNAL_UPDATE = "update of type {} may not be sent by clients"
 
 
@@ -433,8 +438,11 @@ class ClientServer:
                 if self._output_freed is None:
                     self._output_freed = anyio.Event()
                 await self._output_freed.wait()
-            response, close = await self.answer(event)
-            await self._send(stream, watch, response)
+            if type(event) is GetDb:
+                close = await self._stream_db(stream, watch)
+            else:
+                response, close = await self.answer(event)
+                await self._send(stream, watch, response)
             if close:
                 await self._linger(stream)
                 return
@@ -454,6 +462,31 @@ class ClientServer:
             if freed is not None:
                 self._output_freed = None
                 freed.set()
+
+    async def _stream_db(self, stream: ClientStream, watch: _Watch) -> bool:
+        """GET_DB (§8.7): rc 0, int64 length, then the backup file's bytes, in chunks (each one
+        a held answer of its own, so the output bound and the unread-answer timeout apply).
+        Returns whether to close the connection."""
+        try:
+            path = await self.backend.get_db()
+        except (BackendError, kv.KvError) as error:
+            response, close = error_response(error)
+            await self._send(stream, watch, response)
+            return close
+        try:
+            with open(path, "rb") as f:  # noqa: ASYNC230 (reads go through a worker thread)
+                size = os.fstat(f.fileno()).st_size
+                await self._send(stream, watch, _OK + _INT64.pack(size))
+                sent = 0
+                while sent < size:
+                    chunk = await anyio.to_thread.run_sync(f.read, DB_CHUNK_BYTES)
+                    if not chunk:
+                        raise OSError(f"{path}: ended after {sent} of {size} bytes")
+                    await self._send(stream, watch, chunk)
+                    sent += len(chunk)
+        finally:
+            path.unlink(missing_ok=True)
+        return False
 
     # ---------------------------------------------------------------- requests
 
@@ -627,8 +660,16 @@ class ClientServer:
             case DropMaster():
                 await backend.drop_master()
                 return _OK, False, None
-            case OptimizeDb() | DefragDb() | CopyDbToHead() | GetDb():
-                return _UNSUPPORTED_ADMIN, True, None
+            case CopyDbToHead(tlogs_to_keep=n):
+                if n < 1:
+                    return UNKNOWN_FAILURE_RESPONSE, True, None
+                await backend.compact()
+                return _OK, False, None
+            case OptimizeDb() | DefragDb():
+                await backend.compact()
+                return _OK, False, None
+            case GetDb():
+                raise AssertionError("GET_DB is streamed by _stream_db")
             case _:
                 raise AssertionError(f"unhandled request {request!r}")
 

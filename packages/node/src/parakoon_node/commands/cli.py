@@ -108,7 +108,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each subcommand stores its handler in ``args.run``."""
-    from parakoon_node.commands import client_cli, wal_cli
+    from parakoon_node.commands import backup_cli, client_cli, wal_cli
 
     parser = argparse.ArgumentParser(
         prog="parakoon",
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(force)
     force.add_argument("--node", required=True, metavar="NAME", help="the node to keep")
     force.set_defaults(run=run_force_new_cluster)
+
+    backup_cli.add_parser(commands)
     return parser
 
 

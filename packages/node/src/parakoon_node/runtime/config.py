@@ -277,6 +277,10 @@ def parse_config(
     return _Parser(source, base_dir, path).parse(document)
 
 
+RESTORE_MARKER: Final = "restore.incomplete"
+"""Made first and removed last by ``parakoon restore``; a node does not start while it exists."""
+
+
 def check_home_dir(node: NodeConfig) -> None:
     """Create ``node.home_dir`` if missing and check that files can be created in it.
 
@@ -304,6 +308,11 @@ def check_home_dir(node: NodeConfig) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError(f"{where}: folder {str(home)!r} is not writable: {reason}") from None
+    if (home / RESTORE_MARKER).exists():
+        raise ConfigError(
+            f"{where}: {str(home)!r} holds an unfinished 'parakoon restore' ({RESTORE_MARKER}): "
+            "run the restore again, or move the folder aside and start the node empty"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

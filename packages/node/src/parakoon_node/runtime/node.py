@@ -27,11 +27,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -49,6 +51,7 @@ from parakoon_paxos import core as paxos
 from parakoon_wal import WalError
 from parakoon_wal.collapser import CollapseReport
 
+from .backup import new_info, write_backup_file
 from .catchup import fetch_catchup, serve_catchup
 from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
 from .driver import Driver
@@ -122,6 +125,7 @@ class Node:
         self._applied_event: anyio.Event | None = None
         self._collapse_request = anyio.Event()
         self._collapse_lock = anyio.Lock()
+        self._backup_lock = anyio.Lock()
         self._tg: anyio.abc.TaskGroup | None = None
         self.catchups = 0
         self.peer_slots: dict[str, int] = {}
@@ -577,6 +581,23 @@ class Node:
             )
 
     # ---------------------------------------------------------------- collapse
+
+    async def write_backup(self) -> Path:
+        """A consistent backup of the store as it is now (every applied slot is chosen) in a new
+        file under ``home_dir``; the caller deletes it. One at a time, written off the loop."""
+        async with self._backup_lock:
+            frozen = self.storage.store.freeze()  # on the loop: no apply can interleave
+            identity = self.storage.identity
+            info = new_info(
+                cluster_id=self.cluster.cluster_id,
+                cluster_uuid=None if identity is None else identity.cluster_uuid,
+                node=self.name,
+                frozen=frozen,
+            )
+            path = self.me.home_dir / f"get_db-{secrets.token_hex(4)}.backup"
+            await anyio.to_thread.run_sync(write_backup_file, path, frozen, info)
+            log.info("backup.written", slot=info.slot, keys=info.keys, file=str(path))
+            return path
 
     async def collapse(self, *, force: bool) -> CollapseReport | None:
         """Write a head snapshot and prune, off the event loop. One at a time."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -155,6 +156,8 @@ class ServedNode(StatusSource, Protocol):
     async def wait_applied(self, i: int, timeout_secs: float) -> bool: ...
 
     async def collapse(self, *, force: bool) -> CollapseReport | None: ...
+
+    async def write_backup(self) -> Path: ...
 
 
 class NodeBackend:
@@ -356,6 +359,23 @@ class NodeBackend:
             return []
         elapsed_us = int((time.monotonic() - started) * 1e6)
         return [elapsed_us for _ in range(max(1, len(report.pruned)))]
+
+    def _refuse_on_master(self) -> None:
+        # §8.7: GET_DB, OPT_DB, DEFRAG_DB and COPY_DB_TO_HEAD are for a non-master node, so the
+        # master keeps its disk and CPU for the clients. A single node is always the master and
+        # has nobody else to ask: it is allowed (see docs/protocol-notes.md).
+        if not self._single and self._consensus.role() is Role.LEADER:
+            raise NotSupported("Operation cannot be performed on master node")
+
+    async def get_db(self) -> Path:
+        self._refuse_on_master()
+        if self._node.diverged is not None:
+            raise NotSupported(f"no backup of a diverged store: {self._node.diverged}")
+        return await self._node.write_backup()
+
+    async def compact(self) -> None:
+        self._refuse_on_master()
+        await self._node.collapse(force=True)
 
     async def drop_master(self) -> None:
         if self._single:

@@ -282,10 +282,10 @@ def test_refusals_keep_the_error_format(cli: Cli) -> None:
     code, out, err = cli("user-function", "nosuch", "arg")
     assert (code, out) == (1, "")
     assert err == 'error: BadInput (code 0x26): User function "nosuch" could not be found\n'
+    # On a single node (always the master, nobody else to ask) the compaction commands run;
+    # a master of a larger cluster refuses them (tests/test_backup_restore.py).
     for admin in (("optimize-db",), ("defrag-db",), ("copy-db-to-head", "2")):
-        code, out, err = cli(*admin, node=True)
-        assert (code, out) == (1, ""), admin
-        assert err.startswith("error: NotSupported (code 0x20): "), admin
+        assert cli.ok(*admin, node=True) == "", admin
     assert cli.ok("collapse", node=True) == ""
 
 

@@ -204,3 +204,32 @@ def test_admin_commands_of_the_protocol(cluster_factory: Any) -> None:
     assert isinstance(bad, codec.ErrorResponse) and bad.code == 0xFF
     db = cluster.call(follower, codec.GetDb(), timeout=10)
     assert isinstance(db, bytes) and db.startswith(b"PKBACKUP")
+
+
+def test_a_head_snapshot_copied_off_a_node_seeds_a_new_cluster(
+    cluster_factory: Any, tmp_path: Path
+) -> None:
+    """The operator's old way (copy a node's head snapshot) also restores, as a new history:
+    a head snapshot does not say which history it belongs to, so rejoining is refused."""
+    old: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    old.start_all()
+    master = old.wait_master()
+    for k in range(100):
+        assert old.call(master, codec.Set(key=b"h%03d" % k, value=b"%d" % k)) is None
+    follower = next(n for n in old.names if n != master)
+    assert old.call(follower, codec.CopyDbToHead(tlogs_to_keep=1)) is None
+    head = max((old.home(follower) / "wal").glob("head-*.snap"))
+    copy = tmp_path / head.name
+    shutil.copyfile(head, copy)
+    new: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    rejoin = parakoon("restore", "--config", str(new.config), "--node", "node_0", str(copy))
+    assert rejoin.returncode == 1 and "--new-cluster" in rejoin.stderr, rejoin.stderr
+    seeded = parakoon(
+        "restore", "--config", str(new.config), "--node", "node_0", "--new-cluster", str(copy)
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    new.start_all()
+    new_master = new.wait_master(timeout=30)
+    data = store_of(new, new_master)
+    assert all(data.get(b"h%03d" % k) == b"%d" % k for k in range(100))
+    wait_same_store(new, new.names)

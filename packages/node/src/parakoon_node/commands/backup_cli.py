@@ -7,7 +7,9 @@
     is asked, so the master keeps serving; a master refuses GET_DB unless it is the only node.
     The file is checked (every checksum) before it is renamed to ``OUT``; exit 0, 1 on failure.
 ``restore --config FILE --node NAME [--new-cluster] BACKUP``
-    Seeds the stopped node NAME, whose ``home_dir`` must be empty, from BACKUP:
+    Seeds the stopped node NAME, whose ``home_dir`` must be empty, from BACKUP (a backup file,
+    or a node's head snapshot ``wal/head-<slot>.snap``, which only ``--new-cluster`` takes: it
+    does not say which history it belongs to):
 
     * without ``--new-cluster``: the node rejoins the history the backup came from as a
       *rebuilding* node (it holds the backup's state but votes only once it has caught up with
@@ -34,7 +36,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from parakoon_client import codec
-from parakoon_node.runtime.backup import BackupError, read_backup
+from parakoon_kv import Store
+from parakoon_node.runtime.backup import BackupError, BackupInfo, read_backup
 from parakoon_node.runtime.config import RESTORE_MARKER, ClusterConfig, NodeConfig, load_config
 
 __all__ = ["add_parser"]
@@ -199,7 +202,7 @@ def run_restore(args: argparse.Namespace) -> int:
     from parakoon_wal.log import Wal
 
     try:
-        info, store = read_backup(args.backup)
+        info, store = _read_any(Path(args.backup), cluster.cluster_id)
     except BackupError as exc:
         return _fail(str(exc))
     if info.cluster_id != cluster.cluster_id:
@@ -234,6 +237,7 @@ def run_restore(args: argparse.Namespace) -> int:
     except WalError as exc:
         return _fail(f"cannot create the log of {node.name}: {exc}")
     try:
+
         def write(f: BinaryIO) -> None:
             store.dump(f, crc=snapshot_crc)
 
@@ -267,6 +271,38 @@ def run_restore(args: argparse.Namespace) -> int:
     _fsync_dir(home)
     print(what, flush=True)
     return EXIT_OK
+
+
+def _read_any(path: Path, cluster_id: str) -> tuple[BackupInfo, Store]:
+    """A backup file, or a node's head snapshot (``head-<slot>.snap``: the store without the
+    history it belongs to, so it can only seed a new cluster)."""
+    from parakoon_kv import SnapshotError
+    from parakoon_kv.snapshot import MAGIC as SNAPSHOT_MAGIC
+    from parakoon_node.runtime.storage import snapshot_crc
+
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(SNAPSHOT_MAGIC))
+            if magic != SNAPSHOT_MAGIC:
+                return read_backup(path)
+            f.seek(0)
+            store = Store.load(f, crc=snapshot_crc)
+            if f.read(1):
+                raise BackupError(path, f.tell() - 1, "bytes after the snapshot's end block")
+    except SnapshotError as exc:
+        raise BackupError(path, exc.offset, str(exc)) from exc
+    except OSError as exc:
+        raise BackupError(path, 0, f"cannot read: {exc.strerror}") from exc
+    applied = -1 if store.applied_i is None else store.applied_i
+    info = BackupInfo(
+        cluster_id=cluster_id,
+        cluster_uuid=None,
+        slot=applied,
+        node="?",
+        created="?",
+        keys=store.key_count(),
+    )
+    return info, store
 
 
 def _remove(path: Path) -> None:

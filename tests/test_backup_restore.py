@@ -8,7 +8,7 @@
 * The same backup seeds one wiped node of the old cluster, which rejoins as rebuilding and ends
   with the store of the others.
 * The admin commands of §8.7: GET_DB is refused by a master, OPT_DB/DEFRAG_DB/COPY_DB_TO_HEAD
-  write a head snapshot on a follower.
+  write a head snapshot on a follower, DROP_MASTER on a follower answers OK at once.
 """
 
 from __future__ import annotations
@@ -204,6 +204,11 @@ def test_admin_commands_of_the_protocol(cluster_factory: Any) -> None:
     assert isinstance(bad, codec.ErrorResponse) and bad.code == 0xFF
     db = cluster.call(follower, codec.GetDb(), timeout=10)
     assert isinstance(db, bytes) and db.startswith(b"PKBACKUP")
+    # §8.7: DROP_MASTER on a node that is not master answers OK at once (admin scripts send
+    # it to every node), and the master stays.
+    with cluster.connect(follower) as conn:
+        assert conn.call(codec.DropMaster()) is None
+        assert conn.call(codec.WhoMaster()) == master
 
 
 def test_a_head_snapshot_copied_off_a_node_seeds_a_new_cluster(

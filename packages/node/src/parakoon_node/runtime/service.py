@@ -382,5 +382,8 @@ class NodeBackend:
             raise NotSupported("drop master not supported for singletons")
         waiter = await self._consensus.drop_master()
         await waiter.wait()
+        if waiter.failure is FailCode.NOT_MASTER:
+            # §8.7: "immediately if it was not master": admin scripts send it to every node.
+            return
         if waiter.failure is not None:
             raise self._failure(waiter.failure)

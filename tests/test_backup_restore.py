@@ -23,7 +23,7 @@ from typing import Any
 
 from parakoon_client import codec
 
-from .conftest import CLUSTER_ID, ClusterProcs
+from .conftest import CLUSTER_ID, ClusterProcs, wait_until
 
 LEASE = 1.0
 
@@ -78,18 +78,11 @@ def store_of(cluster: ClusterProcs, name: str) -> dict[bytes, bytes]:
 
 
 def wait_same_store(cluster: ClusterProcs, names: list[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            stores = [store_of(cluster, n) for n in names]
-        except OSError:  # a node still starting
-            stores = []
-        if stores and all(s == stores[0] for s in stores):
-            return
-        assert time.monotonic() < deadline, (
-            f"stores differ: {[len(s) for s in stores]}\n{cluster.tail_logs()}"
-        )
-        time.sleep(0.3)
+    def same() -> bool:
+        stores = [store_of(cluster, n) for n in names]
+        return all(s == stores[0] for s in stores)
+
+    wait_until(same, f"{names} hold the same store", timeout=timeout, interval=0.3)
 
 
 def test_a_backup_under_load_restores_into_a_new_cluster(
@@ -179,10 +172,8 @@ def test_a_wiped_node_restored_from_a_backup_rejoins_and_catches_up(
     data = store_of(cluster, follower)
     assert all(data.get(k) == v for k, v in writer.acked.items())
     assert cluster.wait_master() == master
-    deadline = time.monotonic() + 20
-    while '"rebuild.done"' not in (cluster.log_dir / f"{follower}.log").read_text():
-        assert time.monotonic() < deadline, cluster.tail_logs()
-        time.sleep(0.2)
+    log_path = cluster.log_dir / f"{follower}.log"
+    wait_until(lambda: '"rebuild.done"' in log_path.read_text(), "rebuild.done", timeout=20)
 
 
 def test_admin_commands_of_the_protocol(cluster_factory: Any) -> None:

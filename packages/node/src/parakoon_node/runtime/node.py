@@ -112,6 +112,10 @@ def peer_address(node: NodeConfig) -> PeerAddress:
     return PeerAddress(name=node.name, host=host, port=port)
 
 
+GET_DB_PREFIX = "get_db-"
+"""GET_DB writes its backup to ``home_dir/get_db-<random>.backup`` and deletes it once sent."""
+
+
 class Node:
     """A running node. Build it, then ``await node.run()`` inside an anyio event loop."""
 
@@ -594,7 +598,7 @@ class Node:
                 node=self.name,
                 frozen=frozen,
             )
-            path = self.me.home_dir / f"get_db-{secrets.token_hex(4)}.backup"
+            path = self.me.home_dir / f"{GET_DB_PREFIX}{secrets.token_hex(4)}.backup"
             await anyio.to_thread.run_sync(write_backup_file, path, frozen, info)
             log.info("backup.written", slot=info.slot, keys=info.keys, file=str(path))
             return path
@@ -748,6 +752,9 @@ def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: s
     try:
         node_cfg = cluster.node(node_name)
         check_home_dir(node_cfg)
+        for stale in node_cfg.home_dir.glob(f"{GET_DB_PREFIX}*"):
+            # A GET_DB copy left by a crash while it was being sent.
+            stale.unlink(missing_ok=True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -371,6 +371,9 @@ class NodeBackend:
         self._refuse_on_master()
         if self._node.diverged is not None:
             raise NotSupported(f"no backup of a diverged store: {self._node.diverged}")
+        if self._node.disk_low is not None:
+            # The copy is written to home_dir before it is sent.
+            raise NotSupported(f"no room for a backup copy: {self._node.disk_low}")
         return await self._node.write_backup()
 
     async def compact(self) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import struct
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Any, BinaryIO
 
 from parakoon_client import codec
 from parakoon_kv import Store
+from parakoon_node.commands.direct import DirectConnection
 from parakoon_node.runtime.backup import BackupError, BackupInfo, read_backup
 from parakoon_node.runtime.config import RESTORE_MARKER, ClusterConfig, NodeConfig, load_config
 
@@ -94,35 +94,6 @@ def add_parser(commands: Any) -> None:
 # backup
 
 
-def _recv_exact(sock: socket.socket, n: int, node: str) -> bytes:
-    parts: list[bytes] = []
-    while n > 0:
-        chunk = sock.recv(min(n, CHUNK))
-        if not chunk:
-            raise ConnectionError(f"{node} closed the connection")
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
-def _connect(cluster: ClusterConfig, node: NodeConfig, timeout: float) -> socket.socket:
-    sock = socket.create_connection((node.client_host, node.client_port), timeout=timeout)
-    sock.sendall(codec.encode_prologue(cluster.cluster_id))
-    return sock
-
-
-def _who_master(cluster: ClusterConfig, node: NodeConfig, timeout: float) -> str | None:
-    with _connect(cluster, node, timeout) as sock:
-        sock.sendall(codec.encode_request(codec.WhoMaster()))
-        rc = struct.unpack("<I", _recv_exact(sock, 4, node.name))[0]
-        if rc != 0:
-            return None
-        if _recv_exact(sock, 1, node.name) == b"\x00":
-            return None
-        (length,) = struct.unpack("<I", _recv_exact(sock, 4, node.name))
-        return _recv_exact(sock, length, node.name).decode()
-
-
 def _pick_node(cluster: ClusterConfig, timeout: float) -> NodeConfig:
     """The first node, in file order, that answers and is not the master (or the only one)."""
     if len(cluster.nodes) == 1:
@@ -130,7 +101,8 @@ def _pick_node(cluster: ClusterConfig, timeout: float) -> NodeConfig:
     problems: list[str] = []
     for node in cluster.nodes:
         try:
-            master = _who_master(cluster, node, timeout)
+            with DirectConnection(cluster, node, timeout=timeout) as conn:
+                master = conn.call(codec.WhoMaster())
         except OSError as exc:
             problems.append(f"{node.name}: {exc}")
             continue
@@ -152,22 +124,18 @@ def run_backup(args: argparse.Namespace) -> int:
     tmp = out.with_name(out.name + ".part")
     started = time.monotonic()
     try:
-        with _connect(cluster, node, args.timeout) as sock:
-            sock.sendall(codec.encode_request(codec.GetDb()))
-            rc = struct.unpack("<I", _recv_exact(sock, 4, node.name))[0]
+        with DirectConnection(cluster, node, timeout=args.timeout) as conn:
+            conn.send(codec.GetDb())
+            rc = struct.unpack("<I", conn.recv_exact(4))[0]
             if rc != 0:
-                (length,) = struct.unpack("<I", _recv_exact(sock, 4, node.name))
-                message = _recv_exact(sock, min(length, 4096), node.name).decode(errors="replace")
+                (length,) = struct.unpack("<I", conn.recv_exact(4))
+                message = conn.recv_exact(min(length, 4096)).decode(errors="replace")
                 return _fail(f"{node.name} refused GET_DB (rc 0x{rc:02x}): {message}")
-            (size,) = struct.unpack("<q", _recv_exact(sock, 8, node.name))
+            (size,) = struct.unpack("<q", conn.recv_exact(8))
             with open(tmp, "wb") as f:
                 left = size
                 while left > 0:
-                    chunk = sock.recv(min(left, CHUNK))
-                    if not chunk:
-                        raise ConnectionError(
-                            f"{node.name} closed the connection after {size - left} of {size} bytes"
-                        )
+                    chunk = conn.recv_some(min(left, CHUNK))
                     f.write(chunk)
                     left -= len(chunk)
                 f.flush()

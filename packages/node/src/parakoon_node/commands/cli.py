@@ -108,7 +108,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each subcommand stores its handler in ``args.run``."""
-    from parakoon_node.commands import backup_cli, client_cli, wal_cli
+    from parakoon_node.commands import backup_cli, client_cli, status_cli, wal_cli
 
     parser = argparse.ArgumentParser(
         prog="parakoon",
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     force.set_defaults(run=run_force_new_cluster)
 
     backup_cli.add_parser(commands)
+    status_cli.add_parser(commands)
     return parser
 
 

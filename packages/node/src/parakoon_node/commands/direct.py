@@ -1,0 +1,65 @@
+"""One blocking client-protocol connection to one named node, for the operator commands
+(``status``, ``backup``) that must talk to a particular node rather than to "the cluster" the
+client library finds a master in. Only the codec; every step bounded by ``timeout``."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from parakoon_client import codec
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig
+
+__all__ = ["DirectConnection"]
+
+
+class DirectConnection:
+    """Connects and sends the prologue at once; ``OSError`` if the node cannot be reached."""
+
+    def __init__(self, cluster: ClusterConfig, node: NodeConfig, *, timeout: float) -> None:
+        self.node = node
+        self.where = f"{node.name} ({node.client_host}:{node.client_port})"
+        self.sock = socket.create_connection((node.client_host, node.client_port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.sock.sendall(codec.encode_prologue(cluster.cluster_id))
+
+    def call(self, request: Any) -> Any:
+        """Send one request; the decoded result, or a ``codec.ErrorResponse``."""
+        self.sock.sendall(codec.encode_request(request))
+        decoder = codec.ResponseDecoder(request)
+        while True:
+            event = decoder.next_event()
+            if event is not codec.NEED_DATA:
+                return event
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError(f"{self.where} closed the connection")
+            decoder.feed(data)
+
+    def send(self, request: Any) -> None:
+        self.sock.sendall(codec.encode_request(request))
+
+    def recv_exact(self, n: int) -> bytes:
+        parts: list[bytes] = []
+        while n > 0:
+            chunk = self.sock.recv(min(n, 1 << 20))
+            if not chunk:
+                raise ConnectionError(f"{self.where} closed the connection")
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+    def recv_some(self, n: int) -> bytes:
+        chunk = self.sock.recv(n)
+        if not chunk:
+            raise ConnectionError(f"{self.where} closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> DirectConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -224,3 +224,13 @@ def test_regression_seed_252048_disk_loss() -> None:
     other for seconds; a candidate's random wait now widens with its failed attempts."""
     print("seed=252048 profile=disk-loss")
     Sim(252048, disk_loss=True).run()
+
+
+def test_regression_seed_19371_disk_loss() -> None:
+    """Liveness: with two of five voters rebuilding, candidates that lost to each other became
+    followers and ran again from their follower timers within milliseconds of each other, so
+    the widening candidate wait never came into play (4.2 s without a master in the calm
+    phase). Lost elections now count across follower spells (``unsettled``) and widen the
+    follower's check margin too."""
+    print("seed=19371 profile=disk-loss")
+    Sim(19371, disk_loss=True).run()

@@ -99,8 +99,9 @@ Deviations from the notes (deliberate): the election vote is the textbook highes
 stale ``Accept`` is answered with a ``Nak`` rather than ignored; after catch-up the node simply
 follows (the next ``Accept`` tells it whether it is still behind) instead of probing with
 ``Prepare(-2)``; the R3 probe on restart is likewise left to the next ``Accept``. A non-preferred
-node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds), and a candidate's
-random wait widens with its failed attempts instead (``_candidate_wait``). A leader that gets a
+node delays its elections by L/2 (rather than "1 + L/2 - retries" seconds), and the random
+waits widen with the elections lost in a row instead (``_candidate_wait``, ``_check_delay``,
+``Common.unsettled``). A leader that gets a
 ``Nak`` carrying a higher ballot runs again above it at once (a voter that lagged and ran for
 election would otherwise refuse its Accepts for good; the lease guard keeps everyone else from
 winning meanwhile). A follower that accepted from a leader within the last L does not run for
@@ -312,6 +313,13 @@ class Common:
     # change builds the new state field by field, and a forgotten rebuild would let a node
     # that lost its promises vote again; mypy reports a constructor call that omits it.
     rebuild: Rebuild | None
+    # Elections lost in a row since we last accepted from a leader. A candidate's random wait
+    # widens with it (``_candidate_wait``), and it survives the follower spells between two
+    # attempts: a candidate that lost to a rival's Prepare becomes a follower, and when that
+    # rival failed too it runs again from the follower's timer. Counting from zero there kept
+    # two or three candidates in lock step for seconds when every live voter was needed (sim
+    # seeds 252048 and 19371, --disk-loss). Liveness only; no safety rule reads it.
+    unsettled: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -509,12 +517,18 @@ def _can_elect(config: Config, c: Common) -> bool:
     return _votes(config, c)
 
 
-def _check_delay(config: Config, r: float) -> float:
-    """The follower's lease-check margin after the view expires (§8: L x 0.1-0.2 past L)."""
+def _check_delay(config: Config, r: float, unsettled: int = 0) -> float:
+    """The follower's lease-check margin after the view expires (§8: L x 0.1-0.2 past L).
+
+    After lost elections (``unsettled``) the random part widens (0.1 L, then 0.4 L, 0.8 L, at
+    most 1 L): followers that gave up their own candidacies at about the same moment would
+    otherwise run again within a few milliseconds of each other and split the votes again.
+    """
     extra = 0.0
     if config.preferred and config.me != config.master:
         extra = config.lease_period / 2  # let the preferred master win the race
-    return config.lease_period * (0.1 + 0.1 * r) + extra
+    spread = 0.1 if unsettled == 0 else min(1.0, 0.4 * unsettled)
+    return config.lease_period * (0.1 + spread * r) + extra
 
 
 def _candidate_wait(config: Config, r: float, retries: int) -> float:
@@ -594,6 +608,7 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
         respect_until=LONG_AGO,
         rng=rng,
         rebuild=rebuild,
+        unsettled=0,
     )
     r, c = _rand(c)
     forced_master = config.master_mode is MasterMode.FORCED and config.master == config.me
@@ -738,12 +753,12 @@ def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> Sta
             # A leader that still sends but cannot get its renewals chosen (it cannot hear its
             # followers) is no reason to wait: ask for a pre-vote.
             if not _lease_live(config, state, now) and now >= state.respect_until:
-                return _start_prevote(config, state, 0, now, out)
+                return _start_prevote(config, state, state.unsettled, now, out)
             # Not yet: check again once the latest of the reasons to wait has passed, plus a
             # random margin so that the followers of a dead leader do not all run at once.
             r, s = _rand(state)
             base = max(s.lease_start + config.lease_period, s.respect_until, now)
-            return evolve(s, check_at=base + _check_delay(config, r))
+            return evolve(s, check_at=base + _check_delay(config, r, s.unsettled))
         case Candidate():
             if now < state.deadline:
                 return state
@@ -1095,6 +1110,7 @@ def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> Stat
         respect_until=s.respect_until,
         rng=rng,
         rebuild=s.rebuild,
+        unsettled=0,
         prop=None,
         queue=EMPTY_QUEUE,
         my_lease_start=LONG_AGO,
@@ -1255,6 +1271,7 @@ def _follower_accept(
             last_durable=False,
             leader=src,
             heard_at=now,
+            unsettled=0,
         )
     # The lease view and applied slot this Accept may move (one copy of the state per step).
     lease_holder, lease_start = s.lease_holder, s.lease_start
@@ -1274,7 +1291,7 @@ def _follower_accept(
             if s.last_durable and _votes(config, s):
                 out.append(Send(to=src, msg=Accepted(n=m.n, i=i)))
             # (Nothing was applied above: the entry applied there sits at slot i - 1.)
-            return evolve(s, leader=src, heard_at=now)
+            return evolve(s, leader=src, heard_at=now, unsettled=0)
         # Write (or overwrite an unchosen last entry, S3); Accepted waits for Persisted.
         entry = LogEntry(i=i, n=m.n, value=m.value)
         out.append(Persist(entry=entry, sync=_sync(m.value)))
@@ -1291,6 +1308,7 @@ def _follower_accept(
             lease_start=lease_start,
             leader=src,
             heard_at=now,
+            unsettled=0,
         )
     # Further ahead than one slot: we missed chosen slots. Fetch them from the sender, then
     # handle this Accept again.
@@ -1543,6 +1561,11 @@ def _step_down(config: Config, state: Leader | Candidate, out: list[Effect]) -> 
 # and a field added to Common (without a default) makes each of them fail until it is passed.
 
 
+def _unsettled(c: Common) -> int:
+    """Elections lost in a row, counting the one a candidate gives up now."""
+    return c.retries + 1 if isinstance(c, Candidate) else c.unsettled
+
+
 def _become_follower(
     config: Config, c: Common, leader: str | None, now: float, out: list[Effect]
 ) -> Follower:
@@ -1562,8 +1585,9 @@ def _become_follower(
         respect_until=c.respect_until,
         rng=rng,
         rebuild=c.rebuild,
+        unsettled=_unsettled(c),
         leader=leader,
-        check_at=base + _check_delay(config, r),
+        check_at=base + _check_delay(config, r, _unsettled(c)),
         # heard_at stays LONG_AGO: only Accepts received as this follower may hold back
         # our own candidacy (see Follower).
     )
@@ -1590,6 +1614,7 @@ def _start_catchup(
         respect_until=c.respect_until,
         rng=c.rng,
         rebuild=c.rebuild,
+        unsettled=_unsettled(c),
         source=source,
         from_i=c.applied_i + 1,
         replay=replay,
@@ -1622,6 +1647,7 @@ def _start_prevote(config: Config, c: Common, retries: int, now: float, out: lis
         respect_until=c.respect_until,
         rng=rng,
         rebuild=c.rebuild,
+        unsettled=c.unsettled,
         i=i,
         own=None,
         promises=(),
@@ -1713,6 +1739,7 @@ def _start_election(
         respect_until=LONG_AGO,
         rng=rng,
         rebuild=c.rebuild,
+        unsettled=c.unsettled,
         i=i,
         own=own,
         promises=(),

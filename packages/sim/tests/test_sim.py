@@ -234,3 +234,12 @@ def test_regression_seed_19371_disk_loss() -> None:
     follower's check margin too."""
     print("seed=19371 profile=disk-loss")
     Sim(19371, disk_loss=True).run()
+
+
+def test_regression_seed_14715_disk_loss() -> None:
+    """Liveness (preferred mode): followers whose election check was scheduled before the last
+    renewal they applied ran the moment the handed-over lease ended, so a non-preferred node
+    won, handed over again, and the calm phase ended without a master. A follower now runs
+    only its margin past the lease's real end."""
+    print("seed=14715 profile=disk-loss")
+    Sim(14715, disk_loss=True).run()

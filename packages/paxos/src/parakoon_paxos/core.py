@@ -753,6 +753,15 @@ def _on_tick(config: Config, state: State, now: float, out: list[Effect]) -> Sta
             # A leader that still sends but cannot get its renewals chosen (it cannot hear its
             # followers) is no reason to wait: ask for a pre-vote.
             if not _lease_live(config, state, now) and now >= state.respect_until:
+                lease_end = state.lease_start + config.lease_period
+                if now < lease_end + _check_delay(config, 0.0):
+                    # This check was set before the renewal we applied last: run only the
+                    # margin past that lease's real end, so that the preferred master (L/2
+                    # ahead) and the random spread still decide who runs first. Without it
+                    # a non-preferred follower could run the moment a handed-over lease
+                    # ended and win, and the hand-over started again (sim seed 14715).
+                    r, s = _rand(state)
+                    return evolve(s, check_at=lease_end + _check_delay(config, r, s.unsettled))
                 return _start_prevote(config, state, state.unsettled, now, out)
             # Not yet: check again once the latest of the reasons to wait has passed, plus a
             # random margin so that the followers of a dead leader do not all run at once.

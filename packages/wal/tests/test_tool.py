@@ -79,14 +79,15 @@ def test_verify_reports_every_problem_with_file_and_offset(tmp_path: Path) -> No
 def test_dump_lists_records_and_marks_rewrites(tmp_path: Path) -> None:
     make_log(tmp_path)
     out = io.StringIO()
-    count = dump(tmp_path, out)
+    report = dump(tmp_path, out)
     text = out.getvalue()
     assert "# head snapshot slot=9" in text
     assert f"19\t9\t{b'rewritten'.hex()}\trewrite" in text
     assert f"12\t8\t{b'value 12'.hex()}" in text
-    assert count == 13  # slots 8..19 plus the rewrite
+    assert report.records == 13  # slots 8..19 plus the rewrite
+    assert report.errors == ()
     out = io.StringIO()
-    assert dump(tmp_path, out, from_slot=18) == 3
+    assert dump(tmp_path, out, from_slot=18).records == 3
 
 
 def test_truncate_after_slot_keeps_removed_bytes(tmp_path: Path) -> None:

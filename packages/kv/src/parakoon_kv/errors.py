@@ -148,3 +148,4 @@ class SnapshotError(ValueError):
     def __init__(self, message: str, *, offset: int) -> None:
         super().__init__(f"snapshot: {message} (at byte offset {offset})")
         self.offset = offset
+        self.reason = message  # without the offset, for callers that print it themselves

@@ -5,7 +5,7 @@ one with :func:`run_action`; only how the log's folder is named on the command l
 plain ``dir`` here, ``HOME_DIR`` or ``--config FILE --node NAME`` for ``parakoon wal``), so each
 passes its own ``add_location``. Output, errors and exit codes are the same for both:
 
-* ``dump``: one line per record, exit 0;
+* ``dump``: one line per record; exit 0, or 1 (each error also on stderr) if it met damage;
 * ``verify``: a summary line, then one line per problem; exit 0 if no errors, 1 if damaged;
 * ``truncate``: what was removed and where it was saved; exit 0;
 * a WAL or OS error (a locked log, damage below the cut...): ``error: ...`` on stderr, exit 1.
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from .errors import WalError
-from .tool import dump, truncate, verify
+from .tool import SnapshotCheck, dump, truncate, verify
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "add_actions", "run_action", "slot_number"]
 
@@ -67,16 +67,27 @@ def add_actions(
 
 
 def run_action(
-    action: str, home: str | os.PathLike[str], args: argparse.Namespace, out: TextIO
+    action: str,
+    home: str | os.PathLike[str],
+    args: argparse.Namespace,
+    out: TextIO,
+    *,
+    snapshot_check: SnapshotCheck | None = None,
 ) -> int:
-    """Run ``action`` on the log in ``home`` (a home folder or the WAL folder itself)."""
+    """Run ``action`` on the log in ``home`` (a home folder or the WAL folder itself);
+    ``verify`` also checks each head snapshot's content with ``snapshot_check`` if given."""
     try:
         match action:
             case "dump":
-                dump(home, out, from_slot=args.from_slot)
+                dumped = dump(home, out, from_slot=args.from_slot)
                 code = EXIT_OK
+                if dumped.errors:
+                    out.flush()
+                    for line in dumped.errors:
+                        print(f"error: {line}", file=sys.stderr)
+                    code = EXIT_FAILURE
             case "verify":
-                report = verify(home)
+                report = verify(home, snapshot_check=snapshot_check)
                 for line in report.lines():
                     out.write(line + "\n")
                 code = EXIT_OK if report.ok else EXIT_FAILURE

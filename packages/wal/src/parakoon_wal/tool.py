@@ -18,7 +18,7 @@ import contextlib
 import fcntl
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
@@ -151,7 +151,15 @@ def _list(directory: Path, problems: list[Problem]) -> tuple[list[_SegFile], dic
     return [by_seq[k] for k in sorted(by_seq)], heads
 
 
-def verify(home_dir: str | os.PathLike[str]) -> VerifyReport:
+#: Checks one head snapshot's content (the log only knows its file name): given the file and
+#: the slot in its name, returns ``(byte offset, message)`` of the first problem, or None. The
+#: node passes one that reads the store format, which this package does not know.
+SnapshotCheck = Callable[[Path, int], tuple[int, str] | None]
+
+
+def verify(
+    home_dir: str | os.PathLike[str], *, snapshot_check: SnapshotCheck | None = None
+) -> VerifyReport:
     """Check a WAL directory without changing it; never raises for damage, reports it.
 
     Reports, with file and offset: unreadable or inconsistent segment headers, holes in the
@@ -312,6 +320,14 @@ def verify(home_dir: str | os.PathLike[str]) -> VerifyReport:
             chain_intact = False
         end_slot = seg_last if seg_last is not None else header.next_slot - 1
         prev_end = (end_slot, seed) if chain_intact else None
+    if snapshot_check is not None:
+        for slot, path in sorted(heads.items()):
+            try:
+                damage = snapshot_check(path, slot)
+            except OSError as exc:
+                damage = (0, f"unreadable: {exc}")
+            if damage is not None:
+                error(path, damage[0], f"head snapshot: {damage[1]}")
     meta: dict[str, int | str] | None = None
     try:
         meta = load_meta_file(directory / META_NAME)
@@ -329,17 +345,29 @@ def verify(home_dir: str | os.PathLike[str]) -> VerifyReport:
     )
 
 
-def dump(home_dir: str | os.PathLike[str], out: TextIO, from_slot: int | None = None) -> int:
-    """Write every record (every stored copy, rewrites marked) to ``out``; returns the count.
+@dataclass(frozen=True, slots=True)
+class DumpReport:
+    """What :func:`dump` wrote: the number of records and the damage it met (as written)."""
+
+    records: int
+    errors: tuple[str, ...]
+
+
+def dump(home_dir: str | os.PathLike[str], out: TextIO, from_slot: int | None = None) -> DumpReport:
+    """Write every record (every stored copy, rewrites marked) to ``out``.
 
     One line per record: ``slot<TAB>length<TAB>hex of the first payload bytes``, preceded by a
-    ``#`` line per segment. Damage is written as a ``# ERROR`` line and ends that segment.
+    ``#`` line per segment. Damage is written as a ``# ERROR`` line, ends that segment and is
+    reported in the result, so that a caller can exit non-zero (``| tail`` would hide it).
     """
     directory = resolve_wal_dir(home_dir)
     problems: list[Problem] = []
     segs, heads = _list(directory, problems)
+    errors: list[str] = []
     for problem in problems:
         out.write(f"# {problem}\n")
+        if problem.severity == "error":
+            errors.append(str(problem))
     for slot, path in sorted(heads.items()):
         out.write(f"# head snapshot slot={slot} file={path.name} bytes={path.stat().st_size}\n")
     count = 0
@@ -350,6 +378,7 @@ def dump(home_dir: str | os.PathLike[str], out: TextIO, from_slot: int | None = 
             header = framing.decode_segment_header(data, str(seg.path))
         except (WalDiskError, OSError) as exc:
             out.write(f"# ERROR {exc}\n")
+            errors.append(str(exc))
             continue
         out.write(
             f"# segment {seg.path.name} seq={header.seq} next_slot={header.next_slot} "
@@ -362,6 +391,7 @@ def dump(home_dir: str | os.PathLike[str], out: TextIO, from_slot: int | None = 
                 slot, payload, end, crc = framing.decode_record(data, offset, crc, str(seg.path))
             except WalCorruptError as exc:
                 out.write(f"# ERROR {exc} ({len(data) - offset} bytes not shown)\n")
+                errors.append(str(exc))
                 break
             if from_slot is None or slot >= from_slot:
                 shown = payload[:DUMP_PAYLOAD_BYTES_MAX].hex()
@@ -371,7 +401,7 @@ def dump(home_dir: str | os.PathLike[str], out: TextIO, from_slot: int | None = 
                 count += 1
             previous = slot
             offset = end
-    return count
+    return DumpReport(records=count, errors=tuple(errors))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,9 +7,11 @@ taken from the configuration.
 
 ``dump HOME_DIR [--from-slot N]``
     One line per stored record, ``slot<TAB>length<TAB>hex of the first payload bytes``, with a
-    ``#`` line per segment and per head snapshot. Exit 0.
+    ``#`` line per segment and per head snapshot. Exit 0, or 1 when it met damage (each problem
+    is also printed on stderr, so ``| tail`` cannot hide it).
 ``verify HOME_DIR``
-    Checks every segment, record, chain and the meta record without changing anything; prints a
+    Checks every segment, record, chain, the meta record and every head snapshot's content
+    (each block checksum, its slot, nothing after its end) without changing anything; prints a
     summary line then one line per problem (with file and offset). Exit 0 if no errors (warnings
     such as a torn tail, which the node cuts when it opens the log, are fine), 1 if damaged.
 ``truncate HOME_DIR --after SLOT``
@@ -83,4 +85,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     if not home.is_dir():
         print(f"error: {home}: no such folder", file=sys.stderr)
         return EXIT_FAILURE
-    return run_action(args.wal_command, home, args, stream)
+    from parakoon_node.runtime.storage import check_snapshot_file
+
+    # The log treats head snapshots as opaque files; their content is the store's format.
+    return run_action(args.wal_command, home, args, stream, snapshot_check=check_snapshot_file)

@@ -33,7 +33,7 @@ import crc32c
 import msgpack
 import structlog
 
-from parakoon_kv import FrozenStore, Store
+from parakoon_kv import FrozenStore, SnapshotError, Store
 from parakoon_kv import Update as KvUpdate
 from parakoon_kv.updates import Set as KvSet
 from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
@@ -58,6 +58,23 @@ PayloadDecoder = Callable[[bytes], KvUpdate]
 
 def snapshot_crc(data: bytes, value: int = 0) -> int:
     return int(crc32c.crc32c(data, value))
+
+
+def check_snapshot_file(path: Path, slot: int | None = None) -> tuple[int, str] | None:
+    """Read a head snapshot file through and check every checksum, that it holds ``slot`` (the
+    one in its name) and that nothing follows its end block: ``(byte offset, problem)`` of the
+    first problem, or None when it is intact. Raises OSError if it cannot be read."""
+    with open(path, "rb") as f:
+        try:
+            store = Store.load(f, crc=snapshot_crc)
+        except SnapshotError as exc:
+            return exc.offset, exc.reason
+        end = f.tell()
+        if f.read(1):
+            return end, "bytes after the end block"
+    if slot is not None and store.applied_i != slot:
+        return 0, f"holds the store at slot {store.applied_i}, its name says {slot}"
+    return None
 
 
 def encode_entry(entry: LogEntry) -> bytes:
@@ -131,7 +148,13 @@ class Storage:
         if head is not None:
             slot, stream = head
             with stream:
-                self.store = Store.load(stream, crc=snapshot_crc)
+                try:
+                    self.store = Store.load(stream, crc=snapshot_crc)
+                except SnapshotError as exc:
+                    raise StorageError(
+                        f"{stream.name}: head snapshot damaged: {exc.reason} (at byte offset "
+                        f"{exc.offset}); see 'A corrupt snapshot' in docs/operations.md"
+                    ) from exc
             if self.store.applied_i != slot:
                 raise StorageError(
                     f"{self.settings.home_dir}: head snapshot for slot {slot} holds a store "

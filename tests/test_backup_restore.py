@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """Backup and restore on real clusters, with the documented commands (docs/operations.md).
 
 * A backup taken from a follower while a writer runs restores, with ``--new-cluster``, into a

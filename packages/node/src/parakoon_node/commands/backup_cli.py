@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """``parakoon backup`` and ``parakoon restore``: a running node's store to one file, and back.
 
 ``backup --config FILE [--node NAME] OUT``

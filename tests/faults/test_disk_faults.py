@@ -283,3 +283,52 @@ def test_a_follower_whose_disk_fills_stays_up_and_catches_up(
         assert got == bytes([k]) * mib, key
     assert all(cluster.running(n) for n in cluster.names)
     assert '"disk.space_ok"' in log_path.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_every_disk_low_at_once_keeps_a_readable_cluster(
+    cluster_factory: Any, small_fs: Path
+) -> None:
+    """All three home_dirs on one filesystem that fills (identical logs fill identical disks
+    together): writes are refused with the reserve named, a master remains and serves
+    consistent reads, nobody exits, and writes resume once space returns."""
+    mib = 1 << 20
+    cluster: ClusterProcs = cluster_factory(
+        lease_period_secs=LEASE, cluster_extra=f"disk_reserve_bytes = {32 * mib}"
+    )
+    (cluster.base / "data").mkdir(parents=True, exist_ok=True)
+    for name in cluster.names:
+        (small_fs / name).mkdir()
+        cluster.home(name).symlink_to(small_fs / name)
+    cluster.start_all()
+    master = cluster.wait_master()
+    assert cluster.call(master, codec.Set(key=b"before", value=b"1")) is None
+    free = shutil.disk_usage(small_fs).free
+    filler = small_fs / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(0, free - 20 * mib))
+
+    def refused() -> bool:
+        for name in cluster.names:
+            got = cluster.call(name, codec.Set(key=b"x", value=b"y"), timeout=2.0)
+            if got is None:
+                return False
+        return True
+
+    wait_until(refused, "every node refuses writes", timeout=15, interval=0.2)
+    # Still a master holding its lease, answering consistent reads, for several lease periods.
+    for _ in range(3):
+        time.sleep(LEASE)
+        master = cluster.wait_master(timeout=10)
+        assert cluster.call(master, codec.Get(key=b"before")) == b"1"
+    answer = cluster.call(master, codec.Set(key=b"x", value=b"y"))
+    print(f"every disk low: {master} answers a write with {answer!r}")
+    assert isinstance(answer, codec.ErrorResponse) and b"reserve" in answer.message
+    assert all(cluster.running(n) for n in cluster.names)
+    filler.unlink()
+    wait_until(
+        lambda: cluster.call(cluster.wait_master(), codec.Set(key=b"after", value=b"2")) is None,
+        "writes resume once space returns",
+        timeout=30,
+        interval=0.3,
+    )

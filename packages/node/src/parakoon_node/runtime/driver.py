@@ -47,6 +47,7 @@ from parakoon_paxos import (
     Accept,
     Applied,
     Apply,
+    Batch,
     Broadcast,
     CatchupDone,
     CatchupFailed,
@@ -107,6 +108,12 @@ class WriteLog(Protocol):
     def save_promise(self, n: int) -> None: ...
 
     def mark_rebuilt(self) -> None: ...
+
+
+def _carries_client_data(msg: Accept) -> bool:
+    """Whether an Accept holds client updates (as opposed to a lease renewal or a no-op)."""
+    value = msg.value
+    return isinstance(value, Batch) and bool(value.payloads)
 
 
 class Waiter:
@@ -344,12 +351,15 @@ class Driver:
             and isinstance(event.msg, Accept)
             and (
                 self.persister.queued_entries >= PERSIST_BACKLOG_MAX
-                or self.refusing_entries is not None
+                or (self.refusing_entries is not None and _carries_client_data(event.msg))
             )
         ):
             # Our disk is not keeping up (or hangs, or is nearly full): accepting more would
             # only queue memory or fill it. Dropping a message is always safe in Paxos; we
-            # catch up once the disk is back.
+            # catch up once the disk is back. A nearly full disk still takes the master's lease
+            # renewals and no-ops (a few dozen bytes each, within the reserve): when every disk
+            # is low at once, the master refuses client writes and the cluster stays readable
+            # instead of losing its master.
             self.dropped_accepts += 1
             return
         self._events.append(event)

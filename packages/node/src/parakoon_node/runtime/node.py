@@ -399,7 +399,7 @@ class Node:
             log.error(
                 "disk.low_space",
                 detail=self.disk_low,
-                action="refusing client writes and the master's log entries",
+                action="refusing client writes and the master's client updates",
             )
             self.driver.refusing_entries = self.disk_low
         elif free >= reserve * 1.1 and self.disk_low is not None:

@@ -206,6 +206,21 @@ class ClusterProcs:
         with self.connect(name, timeout=timeout) as conn:
             return conn.call(request)
 
+    def store_of(self, name: str) -> dict[bytes, bytes]:
+        """Every key and value of ``name``'s store, read locally (no master needed)."""
+        request = codec.RangeEntries(consistency=codec.NO_GUARANTEES, max_keys=-1)
+        return dict(self.call(name, request, timeout=10))
+
+    def wait_same_store(self, names: list[str] | None = None, timeout: float = 30.0) -> None:
+        """Wait until every node of ``names`` (default: all) holds the same store."""
+        names = names or self.names
+
+        def same() -> bool:
+            stores = [self.store_of(n) for n in names]
+            return all(s == stores[0] for s in stores)
+
+        wait_until(same, f"{names} hold the same store", timeout=timeout, interval=0.3)
+
     def who_master(self, name: str) -> str | None:
         try:
             result = self.call(name, codec.WhoMaster(), timeout=2.0)

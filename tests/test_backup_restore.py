@@ -71,21 +71,6 @@ class Writer:
         self.thread.join(timeout=10)
 
 
-def store_of(cluster: ClusterProcs, name: str) -> dict[bytes, bytes]:
-    got = cluster.call(
-        name, codec.RangeEntries(consistency=codec.NO_GUARANTEES, max_keys=-1), timeout=10
-    )
-    return dict(got)
-
-
-def wait_same_store(cluster: ClusterProcs, names: list[str], timeout: float = 30.0) -> None:
-    def same() -> bool:
-        stores = [store_of(cluster, n) for n in names]
-        return all(s == stores[0] for s in stores)
-
-    wait_until(same, f"{names} hold the same store", timeout=timeout, interval=0.3)
-
-
 def test_a_backup_under_load_restores_into_a_new_cluster(
     cluster_factory: Any, tmp_path: Path
 ) -> None:
@@ -120,7 +105,7 @@ def test_a_backup_under_load_restores_into_a_new_cluster(
     assert new.who_master("node_1") is None and new.who_master("node_2") is None
     new.start("node_0")
     new_master = new.wait_master(timeout=30)
-    data = store_of(new, new_master)
+    data = new.store_of(new_master)
     missing = [k for k in before if data.get(k) != before[k]]
     assert not missing, f"{len(missing)} keys acknowledged before the backup are missing"
     late = [k for k in data if k in after]
@@ -130,11 +115,11 @@ def test_a_backup_under_load_restores_into_a_new_cluster(
     wrong = [k for k, v in data.items() if v != f"v{int(k[1:])}".encode()]
     assert not wrong, wrong[:5]
     print(f"restored {len(data)} keys; {len(before)} acknowledged before the backup started")
-    wait_same_store(new, new.names)
+    new.wait_same_store(new.names)
     assert new.call(new_master, codec.Set(key=b"after-restore", value=b"1")) is None
     # The old cluster is untouched: same master, every acknowledged write, still writable.
     assert old.wait_master() == master
-    old_data = store_of(old, master)
+    old_data = old.store_of(master)
     assert all(old_data.get(k) == v for k, v in writer.acked.items())
     assert b"after-restore" not in old_data
     assert old.call(master, codec.Set(key=b"old-still-writes", value=b"1")) is None
@@ -169,8 +154,8 @@ def test_a_wiped_node_restored_from_a_backup_rejoins_and_catches_up(
         time.sleep(2.0)
     log = (cluster.log_dir / f"{follower}.log").read_text()
     assert "rebuilding" in log
-    wait_same_store(cluster, cluster.names)
-    data = store_of(cluster, follower)
+    cluster.wait_same_store(cluster.names)
+    data = cluster.store_of(follower)
     assert all(data.get(k) == v for k, v in writer.acked.items())
     assert cluster.wait_master() == master
     log_path = cluster.log_dir / f"{follower}.log"
@@ -227,6 +212,6 @@ def test_a_head_snapshot_copied_off_a_node_seeds_a_new_cluster(
     assert seeded.returncode == 0, seeded.stderr
     new.start_all()
     new_master = new.wait_master(timeout=30)
-    data = store_of(new, new_master)
+    data = new.store_of(new_master)
     assert all(data.get(b"h%03d" % k) == b"%d" % k for k in range(100))
-    wait_same_store(new, new.names)
+    new.wait_same_store(new.names)

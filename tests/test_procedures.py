@@ -122,23 +122,13 @@ class Load:
         self.thread.join(timeout=10)
 
 
-def store_of(cluster: ClusterProcs, name: str) -> dict[bytes, bytes]:
-    request = codec.RangeEntries(consistency=codec.NO_GUARANTEES, max_keys=-1)
-    return dict(cluster.call(name, request, timeout=10))
-
-
 def check_nothing_lost_and_replicas_equal(cluster: ClusterProcs, load: Load) -> None:
     assert len(load.acked) > 20, f"only {len(load.acked)} writes acknowledged"
     master = cluster.wait_master(timeout=30)
-    data = store_of(cluster, master)
+    data = cluster.store_of(master)
     lost = [k for k, v in load.acked.items() if data.get(k) != v]
     assert not lost, f"{len(lost)} acknowledged writes missing, e.g. {lost[:3]}"
-
-    def equal() -> bool:
-        stores = [store_of(cluster, n) for n in cluster.names]
-        return all(s == stores[0] for s in stores)
-
-    wait_until(equal, "every replica holds the same store", timeout=30, interval=0.3)
+    cluster.wait_same_store()
     print(f"{len(load.acked)} acknowledged writes all present; {len(cluster.names)} replicas equal")
 
 
@@ -240,15 +230,10 @@ def test_restoring_a_whole_cluster(cluster: ClusterProcs, cluster_factory: Any) 
     assert done.returncode == 0
     new.start_all()
     master = new.wait_master(timeout=30)
-    data = store_of(new, master)
+    data = new.store_of(master)
     assert all(data.get(k) == v for k, v in before.items())
     assert all(k.startswith(b"p") and v == b"%d" % int(k[1:]) for k, v in data.items())
-
-    def equal() -> bool:
-        stores = [store_of(new, n) for n in new.names]
-        return all(s == stores[0] for s in stores)
-
-    wait_until(equal, "the new cluster's replicas are equal", timeout=30, interval=0.3)
+    new.wait_same_store()
     check_nothing_lost_and_replicas_equal(cluster, load)  # the old one is untouched
 
 

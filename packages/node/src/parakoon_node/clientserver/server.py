@@ -473,6 +473,11 @@ class ClientServer:
             response, close = error_response(error)
             await self._send(stream, watch, response)
             return close
+        except Exception as exc:  # as in answer(): any other failure is rc 0xFF and a close
+            self.counters.unexpected_errors += 1
+            log.exception("client.get_db_failed", peer=watch.peer, error=repr(exc))
+            await self._send(stream, watch, UNKNOWN_FAILURE_RESPONSE)
+            return True
         try:
             with open(path, "rb") as f:  # noqa: ASYNC230 (reads go through a worker thread)
                 size = os.fstat(f.fileno()).st_size

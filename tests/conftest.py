@@ -68,8 +68,14 @@ def free_ports(count: int) -> list[int]:
 class RawConnection:
     """One Arakoon protocol connection over a blocking socket, using only the codec."""
 
-    def __init__(self, port: int, cluster_id: str = CLUSTER_ID, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(
+        self,
+        port: int,
+        cluster_id: str = CLUSTER_ID,
+        timeout: float = 5.0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.sock.sendall(codec.encode_prologue(cluster_id))
 

@@ -119,9 +119,17 @@ class CallFailed(Exception):
 class Conn:
     """One blocking Arakoon connection that knows whether a failed request was sent."""
 
-    def __init__(self, port: int, cluster_id: str, *, connect_timeout: float, timeout: float):
+    def __init__(
+        self,
+        port: int,
+        cluster_id: str,
+        *,
+        connect_timeout: float,
+        timeout: float,
+        host: str = "127.0.0.1",
+    ):
         try:
-            self.sock = socket.create_connection(("127.0.0.1", port), timeout=connect_timeout)
+            self.sock = socket.create_connection((host, port), timeout=connect_timeout)
         except OSError as exc:
             raise CallFailed(f"connect: {type(exc).__name__}", sent=False) from exc
         try:
@@ -165,6 +173,7 @@ class Client:
         client_id: int,
         seed: int,
         ports: dict[str, int],
+        hosts: dict[str, str] | None = None,
         cluster_id: str,
         config: WorkloadConfig,
         read_target: str,
@@ -177,6 +186,8 @@ class Client:
         self.client_id = client_id
         self.rng = random.Random(seed)
         self.ports = ports
+        #: Each node's address (127.0.0.1 unless the nodes live in network namespaces).
+        self.hosts = hosts or {}
         self.names = sorted(ports)
         self.cluster_id = cluster_id
         self.config = config
@@ -203,6 +214,7 @@ class Client:
                 self.cluster_id,
                 connect_timeout=self.config.connect_timeout_secs,
                 timeout=self.config.call_timeout_secs,
+                host=self.hosts.get(name, "127.0.0.1"),
             )
             self.conns[name] = c
         return c
@@ -455,6 +467,7 @@ def run_clients(
     cluster_id: str,
     config: WorkloadConfig,
     duration_secs: float,
+    hosts: dict[str, str] | None = None,
     read_target: str = "master",
     t0: float | None = None,
     during: Callable[[float], None] | None = None,
@@ -473,6 +486,7 @@ def run_clients(
             client_id=k,
             seed=seed * 1000 + k,
             ports=ports,
+            hosts=hosts,
             cluster_id=cluster_id,
             config=config,
             read_target=read_target,

@@ -475,12 +475,20 @@ class NetnsCluster(ClusterProcs):
         self.frozen.discard(name)
 
     def fill(self, name: str, leave_bytes: int = 256 << 10) -> None:
-        """Fill ``name``'s disk until only ``leave_bytes`` are free (a filler file)."""
-        stat = os.statvfs(self.mounts[name])
-        free = stat.f_bfree * stat.f_frsize  # the node runs as root: reserved blocks count
+        """Fill ``name``'s disk until only about ``leave_bytes`` are free (a filler file)."""
         filler = self.mounts[name] / "filler"
+        size = 0
         with open(filler, "wb") as f:
-            os.posix_fallocate(f.fileno(), 0, max(0, free - leave_bytes))
+            # Grow in steps until the filesystem refuses (the extent tree needs blocks too, so
+            # "free space" cannot be taken in one call), then give ``leave_bytes`` back.
+            for step in (64 << 20, 4 << 20, 256 << 10, 16 << 10):
+                while True:
+                    try:
+                        os.posix_fallocate(f.fileno(), size, step)
+                    except OSError:
+                        break
+                    size += step
+            f.truncate(max(0, size - leave_bytes))
         self.fillers[name] = filler
 
     def unfill(self, name: str) -> None:

@@ -104,8 +104,10 @@ class Overloaded(BackendError):
 #: without being master (followers trail the master by at least one slot, so a client can read
 #: a value older than one it already saw acknowledged). Never set it on a real cluster; the node
 #: logs a loud warning at start when it is set.
+#: ``lease-ignored``: a node that has led once serves consistent reads from then on, valid
+#: lease or not, as a master would whose clock ran slow or that missed being partitioned away.
 TEST_FAULT_ENV = "PARAKOON_TEST_FAULT"
-TEST_FAULTS = frozenset({"stale-reads", "fork-store", "amnesia"})
+TEST_FAULTS = frozenset({"stale-reads", "fork-store", "amnesia", "lease-ignored"})
 
 
 class Consensus(Protocol):
@@ -184,6 +186,8 @@ class NodeBackend:
         self._readonly = config.master_mode is MasterMode.READONLY
         fault = os.environ.get(TEST_FAULT_ENV, "")
         self._stale_reads = fault == "stale-reads"
+        self._lease_ignored = fault == "lease-ignored"
+        self._has_led = False
         if fault:
             if fault not in TEST_FAULTS:
                 raise ValueError(f"{TEST_FAULT_ENV}={fault!r}: unknown test fault")
@@ -218,6 +222,10 @@ class NodeBackend:
         if isinstance(consistency, Consistent):
             if self._stale_reads:
                 return
+            if self._lease_ignored:
+                self._has_led = self._has_led or self._consensus.role() is Role.LEADER
+                if self._has_led:
+                    return
             if self._single and self._consensus.role() is Role.LEADER:
                 return
             if not self._consensus.lease_valid():

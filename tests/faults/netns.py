@@ -82,6 +82,39 @@ def missing_capabilities() -> list[str]:
     return missing
 
 
+def libfaketime() -> str | None:
+    """The path of libfaketime (Debian's package ``faketime``), or None."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    return str(found[0]) if found else None
+
+
+def clock_env(
+    rate: float, wall_offset_secs: int = 0, control: Path | None = None
+) -> dict[str, str]:
+    """Environment that runs a node on a clock ticking at ``rate`` times real time (monotonic
+    and wall clock, and its sleeps and timeouts with them), its wall clock shifted by
+    ``wall_offset_secs``. libfaketime applies the rate from the process's start.
+
+    With ``control``, the clock is read from that file (re-read every second) and
+    ``set_clock`` changes it while the node runs: a new rate applies from the process's start,
+    so changing it makes the clock jump (a clock gone wrong, far beyond any drift bound)."""
+    lib = libfaketime()
+    if lib is None:
+        raise NetnsError("libfaketime is not installed (apt-get install faketime)")
+    env = {"LD_PRELOAD": lib}
+    if control is None:
+        env["FAKETIME"] = f"{wall_offset_secs:+d} x{rate}"
+    else:
+        set_clock(control, rate, wall_offset_secs)
+        env["FAKETIME_TIMESTAMP_FILE"] = str(control)
+        env["FAKETIME_CACHE_DURATION"] = "1"
+    return env
+
+
+def set_clock(control: Path, rate: float, wall_offset_secs: int = 0) -> None:
+    control.write_text(f"{wall_offset_secs:+d} x{rate}\n")
+
+
 def has_netem() -> bool:
     """Whether the kernel has ``sch_netem`` (some VM kernels ship without it)."""
     probe = f"{PREFIX}{os.getpid()}-netem"

@@ -34,7 +34,16 @@ import pytest
 from parakoon_client import codec
 
 from .lincheck import Outcome, Verdict, check_history
-from .netns import NetnsCluster, cleanup_leftovers, has_netem, missing_capabilities, sh
+from .netns import (
+    NetnsCluster,
+    cleanup_leftovers,
+    clock_env,
+    has_netem,
+    libfaketime,
+    missing_capabilities,
+    set_clock,
+    sh,
+)
 from .seeds import seeded
 from .test_nemesis import dump_history, final_reads, wait_converged, write_through_master
 from .workload import WorkloadConfig, cluster_id_of, keys_of, run_clients
@@ -419,6 +428,157 @@ def test_a_master_serving_reads_without_its_lease_is_caught(netns_cluster: Facto
             duration_secs=8.0,
             read_target="any",
             during=isolate_the_master,
+        )
+        print(f"round {round_no}: {result.summary()}")
+        report = check_history(result.ops, time_budget_secs=30.0)
+        verdicts.append(report.verdict)
+        if report.verdict is Verdict.VIOLATION:
+            print(report.describe())
+            assert "get(" in report.describe()
+            return
+    raise AssertionError(f"seed={seed}: no violation in {len(verdicts)} rounds: {verdicts}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Clocks (libfaketime): within the drift bound nothing breaks; beyond it, leases cannot hold
+
+#: The assumption the lease arithmetic relies on (``Config.clock_drift``; notes §5.6: clock
+#: rates may differ by less than about 10%):
+#: every node's clock runs within 5% of real time. libfaketime sets each node's rate (its
+#: monotonic and wall clocks, its sleeps and timeouts) and shifts its wall clock.
+CLOCK_DRIFT = 0.05
+needs_faketime = pytest.mark.skipif(
+    libfaketime() is None, reason="libfaketime is not installed (Debian package faketime)"
+)
+
+
+def converged_and_linearizable(
+    cluster: NetnsCluster, result: Any, seed: int, t0: float, tmp_path: Path, timeline: str
+) -> None:
+    """The end of every schedule: liveness, equal digests, a linearizable history."""
+    marker = (b"__final_marker__", f"seed-{seed}".encode())
+    write_through_master(cluster, *marker, timeout=30.0)
+    digest = wait_converged(cluster, marker, timeout=60.0)
+    print(f"converged: every node's store has digest {digest[:16]}")
+    ops = list(result.ops) + final_reads(cluster, keys_of(result.ops), timeout=30.0)
+    history = tmp_path / "history.jsonl"
+    dump_history(history, ops, t0)
+    report = check_history(ops, t0=t0, time_budget_secs=60.0)
+    print(report.describe())
+    assert sum(1 for op in ops if op.outcome is Outcome.OK) > 100, result.summary()
+    assert report.verdict is Verdict.LINEARIZABLE, (
+        f"seed={seed}\n{report.describe()}\nschedule:\n{timeline}\nhistory: {history}"
+    )
+
+
+@needs_faketime
+@pytest.mark.timeout(300)
+def test_clocks_within_the_drift_bound_keep_history_linearizable(
+    netns_cluster: Factory, tmp_path: Path
+) -> None:
+    """Each node runs on its own clock: a rate within the bound (0.96-1.04 of real time) and a
+    wall clock hours or a day off. The master is killed (restarted on a new rate and wall
+    offset: the rate changes, the wall clock jumps), isolated, paused or made deaf, while
+    clients read with Consistent from every node. Nothing may be stale or lost."""
+    seed = seeded()
+    rng = random.Random(seed)
+    cluster = netns_cluster(lease_period_secs=LEASE)
+
+    def new_clock(name: str) -> dict[str, str]:
+        rate = round(rng.uniform(1 - 0.8 * CLOCK_DRIFT, 1 + 0.8 * CLOCK_DRIFT), 3)
+        offset = rng.choice([-7200, 0, 3600, 86400])
+        clocks.append(f"{name}: x{rate} {offset:+d}s")
+        return clock_env(rate, offset)
+
+    clocks: list[str] = []
+    for name in cluster.names:
+        cluster.start(name, env=new_clock(name))
+    cluster.wait_master(timeout=30)
+    t0 = time.monotonic()
+    events: list[str] = []
+
+    def schedule(deadline: float) -> None:
+        while time.monotonic() < deadline - 10.0:
+            time.sleep(rng.uniform(0.5, 1.0))
+            master = cluster.wait_master(timeout=15)
+            kind = rng.choice(["kill", "isolate", "pause", "deaf"])
+            hold = rng.uniform(0.5, 3.0 * LEASE)
+            events.append(f"  {time.monotonic() - t0:8.3f} {kind} {master} {hold:.1f}s")
+            if kind == "kill":
+                cluster.kill(master)
+            elif kind == "isolate":
+                cluster.isolate(master)
+            elif kind == "pause":
+                cluster.pause(master)
+            else:
+                for other in cluster.names:
+                    if other != master:
+                        cluster.cut(other, master)
+            time.sleep(hold)
+            if kind == "kill":
+                cluster.start(master, env=new_clock(master))
+            elif kind == "pause":
+                cluster.resume(master)
+            else:
+                cluster.heal_links()
+
+    result = run_clients(
+        seed=rng.randrange(1 << 32),
+        ports=cluster.client_ports,
+        hosts=cluster.hosts,
+        cluster_id=cluster_id_of(cluster),
+        config=WorkloadConfig(clients=4, keys=5, key_window_secs=8.0),
+        duration_secs=45.0,
+        read_target="any",
+        t0=t0,
+        during=schedule,
+    )
+    timeline = "\n".join(events)
+    print(f"seed={seed}\nclocks: {'; '.join(clocks)}\nload: {result.summary()}\n{timeline}")
+    assert len(events) >= 5, timeline
+    converged_and_linearizable(cluster, result, seed, t0, tmp_path, timeline)
+
+
+@needs_faketime
+@pytest.mark.timeout(200)
+def test_a_master_clock_beyond_the_drift_bound_breaks_leases_and_is_caught(
+    netns_cluster: Factory, tmp_path: Path
+) -> None:
+    """The assumption made visible: the master's clock goes wrong (it jumps back and runs at
+    0.3 of real time, far beyond the bound), then the master is isolated from its peers while
+    clients still reach it. It believes its lease lasts long after the others' views ended, so
+    it answers consistent reads after a new master took writes. The checker must report it;
+    if it did not, the within-bound test would prove nothing."""
+    seed = seeded()
+    rng = random.Random(seed)
+    cluster = netns_cluster(lease_period_secs=LEASE)
+    controls = {name: tmp_path / f"clock-{name}" for name in cluster.names}
+    for name in cluster.names:
+        cluster.start(name, env=clock_env(1.0, control=controls[name]))
+    cluster.wait_master(timeout=30)
+    time.sleep(3.0)  # a clock that jumps back from a few seconds after the start
+    verdicts = []
+    for round_no in range(4):
+        master = cluster.wait_master(timeout=30)
+
+        def slow_and_isolate(deadline: float, master: str = master) -> None:
+            time.sleep(0.5)
+            set_clock(controls[master], 0.3)
+            time.sleep(2.0)  # libfaketime re-reads the file every second
+            cluster.isolate(master)
+            time.sleep(max(0.0, min(5.0 * LEASE, deadline - time.monotonic() - 1.0)))
+            cluster.heal_links()
+            set_clock(controls[master], 1.0)
+
+        result = run_clients(
+            seed=rng.randrange(1 << 32),
+            ports=cluster.client_ports,
+            hosts=cluster.hosts,
+            cluster_id=cluster_id_of(cluster),
+            config=WorkloadConfig(clients=4, keys=3, key_window_secs=60.0),
+            duration_secs=10.0,
+            read_target="any",
+            during=slow_and_isolate,
         )
         print(f"round {round_no}: {result.summary()}")
         report = check_history(result.ops, time_budget_secs=30.0)

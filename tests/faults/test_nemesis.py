@@ -266,8 +266,12 @@ def wait_converged(cluster: Cluster, marker: tuple[bytes, bytes], timeout: float
     raise AssertionError(f"stores differ after healing: {digests}")
 
 
-def final_reads(cluster: Cluster, keys: list[bytes], timeout: float) -> list[Operation]:
-    """A consistent read of every key through the master, recorded as operations."""
+def final_reads(
+    cluster: Cluster, keys: list[bytes], timeout: float, group_size: int = 0
+) -> list[Operation]:
+    """A consistent read of every key through the master, recorded as operations. With
+    ``group_size``, each key is a multi-key group (``workload.WorkloadConfig.group_size``),
+    read whole with one ``range_entries``; members that disagree fail the test at once."""
     out: list[Operation] = []
     deadline = time.monotonic() + timeout
     master = cluster.wait_master(timeout=timeout)
@@ -275,12 +279,21 @@ def final_reads(cluster: Cluster, keys: list[bytes], timeout: float) -> list[Ope
         while True:
             assert time.monotonic() < deadline, f"final reads not done within {timeout}s"
             t_call = time.monotonic()
+            request: Any = codec.Get(key=key)
+            if group_size:
+                request = codec.RangeEntries(first=key + b"/", last=key + b"/\xff")
             try:
-                answer = cluster.call(master, codec.Get(key=key), timeout=5.0)
+                answer = cluster.call(master, request, timeout=5.0)
             except OSError:
                 master = cluster.wait_master(timeout=max(1.0, deadline - time.monotonic()))
                 continue
             t_return = time.monotonic()
+            if group_size and isinstance(answer, list):
+                values = {v for _, v in answer}
+                assert not answer or (len(answer) == group_size and len(values) == 1), (
+                    f"group {key!r} is partial on {master}: {answer}"
+                )
+                answer = answer[0][1] if answer else None
             if isinstance(answer, codec.ErrorResponse):
                 if answer.code == codec.ErrorCode.NOT_FOUND:
                     answer = None

@@ -50,6 +50,8 @@ from .workload import WorkloadConfig, cluster_id_of, keys_of, run_clients
 
 LONG = bool(os.environ.get("PARAKOON_LONG"))
 LEASE = 1.0
+#: Keys per group in the multi-key workload.
+GROUP = 3
 MISSING = missing_capabilities()
 pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"namespace fault tests need: {'; '.join(MISSING)}"
@@ -356,6 +358,27 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
     t0 = time.monotonic()
     schedule = Schedule(cluster, random.Random(rng.randrange(1 << 32)), t0)
     duration = 3600.0 if LONG else 70.0
+    # Two workloads at once: registers (4 clients) and multi-key groups (2 clients), each
+    # group written whole by one sequence and read whole by one range: no partial sequence
+    # may ever be visible.
+    groups: dict[str, Any] = {}
+    group_seed = rng.randrange(1 << 32)
+
+    def group_load() -> None:
+        groups["result"] = run_clients(
+            seed=group_seed,
+            ports=cluster.client_ports,
+            hosts=cluster.hosts,
+            cluster_id=cluster_id_of(cluster),
+            config=WorkloadConfig(
+                clients=2, keys=3, key_window_secs=8.0, group_size=GROUP, key_prefix="grp-"
+            ),
+            duration_secs=duration,
+            t0=t0,
+        )
+
+    group_thread = threading.Thread(target=group_load, name="group-load", daemon=True)
+    group_thread.start()
     result = run_clients(
         seed=rng.randrange(1 << 32),
         ports=cluster.client_ports,
@@ -366,11 +389,16 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
         t0=t0,
         during=schedule.run,
     )
+    group_thread.join(timeout=60)
+    assert "result" in groups, "the multi-key workload did not finish"
+    grouped = groups["result"]
     timeline = "\n".join(schedule.events)
-    print(f"seed={seed}\nload: {result.summary()}\nschedule:\n{timeline}")
+    print(f"seed={seed}\nregisters: {result.summary()}\ngroups: {grouped.summary()}")
+    print(f"schedule:\n{timeline}")
     if not has_netem():
         print("tc netem: not in this kernel; delay, jitter and reordering were not injected")
     assert set(schedule.done) == set(Fault), f"faults not run: {set(Fault) - set(schedule.done)}"
+    assert grouped.partial_reads() == [], f"partial sequences seen: {grouped.partial_reads()}"
     gone = {n: cluster.procs[n].returncode for n in cluster.names if not cluster.running(n)}
     for name in gone:  # a node may stop itself on a failed disk: it must start again
         cluster.start(name)
@@ -382,12 +410,15 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
     digest = wait_converged(cluster, marker, timeout=60.0)
     print(f"converged: every node's store has digest {digest[:16]}")
     ops = list(result.ops) + final_reads(cluster, keys_of(result.ops), timeout=30.0)
+    ops += list(grouped.ops)
+    ops += final_reads(cluster, keys_of(grouped.ops), timeout=30.0, group_size=GROUP)
     history = tmp_path / "history.jsonl"
     dump_history(history, ops, t0)
     report = check_history(ops, t0=t0, time_budget_secs=900.0 if LONG else 60.0)
     print(report.describe())
-    completed = sum(1 for op in ops if op.outcome is Outcome.OK)
-    assert completed > 100, f"only {completed} operations completed: {result.summary()}"
+    for load in (result, grouped):
+        completed = sum(1 for op in load.ops if op.outcome is Outcome.OK)
+        assert completed > 100, f"only {completed} operations completed: {load.summary()}"
     assert report.verdict is Verdict.LINEARIZABLE, (
         f"seed={seed}\n{report.describe()}\nschedule:\n{timeline}\nhistory: {history}"
     )

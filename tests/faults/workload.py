@@ -92,6 +92,15 @@ class WorkloadConfig:
     discovery_backoff_secs: float = 0.05
     #: Upper bound on operations per client (a guard; the deadline normally ends the run).
     ops_per_client_max: int = 200_000
+    #: Multi-key mode: each "key" is a group of ``group_size`` keys (``<key>/0`` ...). Writes
+    #: set every member in one sequence (``cas`` asserts the first member first); reads take
+    #: the whole group with one consistent ``range_entries``. A read that sees the members
+    #: disagree is an atomicity violation (a partial sequence became visible): it is counted
+    #: in ``partial_reads`` and recorded as a read of a value nobody wrote, so the checker
+    #: rejects the history too. Test-and-set has no group form; its weight goes to ``cas``.
+    group_size: int = 0
+    #: Put before every key: lets two workloads share a cluster without sharing keys.
+    key_prefix: str = ""
 
 
 @dataclass(slots=True)
@@ -100,6 +109,8 @@ class ClientStats:
     failed: int = 0
     unknown: int = 0
     dropped_reads: int = 0
+    #: Multi-key reads that saw a group's members disagree (must stay 0), with what they saw.
+    partial_reads: list[str] = field(default_factory=list)
     #: Error codes and exception names seen, with counts, for the test's summary line.
     causes: dict[str, int] = field(default_factory=dict)
 
@@ -271,12 +282,15 @@ class Client:
 
     def key_now(self) -> bytes:
         generation = int((time.monotonic() - self.t0) / self.config.key_window_secs)
-        return f"k{self.rng.randrange(self.config.keys)}.g{generation}".encode()
+        key = f"{self.config.key_prefix}k{self.rng.randrange(self.config.keys)}.g{generation}"
+        return key.encode()
 
     def one_op(self) -> None:
         assert self.master is not None
         rng = self.rng
         kind = rng.choices(list(OpKind), weights=self.config.weights)[0]
+        if self.config.group_size and kind is OpKind.TEST_AND_SET:
+            kind = OpKind.CAS
         key = self.key_now()
         self.seq += 1
         new = f"c{self.client_id}-{self.seq}".encode()
@@ -302,6 +316,8 @@ class Client:
                         codec.USet(key=key, value=new),
                     )
                 )
+        if self.config.group_size:
+            request = self.as_group(kind, key, request)
         t_call = time.monotonic()
         try:
             answer = self.conn(target).call(request)
@@ -312,7 +328,46 @@ class Client:
             self.record_failure(kind, key, request, t_call, exc)
             return
         t_return = time.monotonic()
+        if self.config.group_size and kind is OpKind.GET and isinstance(answer, list):
+            answer = self.group_value(key, answer, target)
         self.record_answer(kind, key, request, target, t_call, t_return, answer)
+
+    # ------------------------------------------------------------------ multi-key groups
+
+    def members(self, key: bytes) -> list[bytes]:
+        return [key + b"/%d" % m for m in range(self.config.group_size)]
+
+    def as_group(self, kind: OpKind, key: bytes, request: Any) -> Any:
+        """The group form of a single-key request (see ``WorkloadConfig.group_size``)."""
+        members = self.members(key)
+        match kind:
+            case OpKind.GET:
+                return codec.RangeEntries(
+                    first=key + b"/", last=key + b"/\xff", max_keys=-1,
+                    consistency=request.consistency,
+                )  # fmt: skip
+            case OpKind.SET:
+                sets = tuple(codec.USet(key=m, value=request.value) for m in members)
+                return codec.Sequence(updates=sets)
+            case _:
+                assert kind is OpKind.CAS, kind
+                check, new = request.updates
+                sets = tuple(codec.USet(key=m, value=new.value) for m in members)
+                return codec.Sequence(
+                    updates=(codec.UAssert(key=members[0], expected=check.expected), *sets)
+                )
+
+    def group_value(self, key: bytes, entries: list[tuple[bytes, bytes]], node: str) -> Any:
+        """The group's value from its members, or a value nobody wrote if they disagree."""
+        values = {value for _, value in entries}
+        if not entries:
+            return codec.ErrorResponse(code=codec.ErrorCode.NOT_FOUND, message=key)
+        if len(entries) == self.config.group_size and len(values) == 1:
+            return entries[0][1]
+        seen = ", ".join(f"{k.decode(errors='replace')}={v.decode(errors='replace')}"
+                         for k, v in entries)  # fmt: skip
+        self.stats.partial_reads.append(f"{node}: {seen}")
+        return b"<partial: " + seen.encode() + b">"
 
     # ------------------------------------------------------------------ recording
 
@@ -332,6 +387,10 @@ class Client:
         match kind:
             case OpKind.GET:
                 pass
+            case OpKind.SET if isinstance(request, codec.Sequence):  # a group's sets
+                first = request.updates[0]
+                assert isinstance(first, codec.USet), first
+                value = first.value
             case OpKind.SET:
                 value = request.value
             case OpKind.TEST_AND_SET:
@@ -443,6 +502,10 @@ class Client:
 class WorkloadResult:
     ops: tuple[Operation, ...]
     stats: tuple[ClientStats, ...]
+
+    def partial_reads(self) -> list[str]:
+        """Multi-key reads that saw a partial sequence (atomicity violations; must be empty)."""
+        return [seen for s in self.stats for seen in s.partial_reads]
 
     def summary(self) -> str:
         total = ClientStats()

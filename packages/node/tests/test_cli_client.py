@@ -195,6 +195,7 @@ def test_parse_sequence_missing_argument() -> None:
                 name="arakoon_stats",
                 items=(
                     NamedFloat(name="start", value=1.5),
+                    NamedFloat(name="min", value=1.7976931348623157e308),
                     NamedList(
                         name="set_info",
                         items=(NamedInt(name="n", value=0), NamedFloat(name="avg", value=0.0)),
@@ -203,7 +204,14 @@ def test_parse_sequence_missing_argument() -> None:
                     NamedList(name="node_is", items=(NamedInt64(name="node_0", value=41),)),
                 ),
             ),
-            ["start\t1.5", "set_info.n\t0", "set_info.avg\t0.0", "s\ttext", "node_is.node_0\t41"],
+            [
+                "start\t1.500",
+                "min\t-",
+                "set_info.n\t0",
+                "set_info.avg\t0.000",
+                "s\ttext",
+                "node_is.node_0\t41",
+            ],
         ),
     ],
 )
@@ -251,15 +259,15 @@ def parakoon(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_node_not_listening_is_an_error_line_and_exit_1(tmp_path: Path) -> None:
+def test_node_not_listening_is_an_error_line_and_exit_5(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port)
     result = parakoon("client", "--config", str(config), "--node", "node_0", "get", "k")
-    assert result.returncode == 1
+    assert result.returncode == 5  # unavailable
     assert result.stdout == ""
     assert result.stderr == (
-        f"error: ArakoonNotConnected: cannot connect to node_0 at 127.0.0.1:{port}:"
-        " Connection refused\n"
+        f"error: get key 'k' (node node_0): ArakoonNotConnected: cannot connect to node_0 at"
+        f" 127.0.0.1:{port}: Connection refused\n"
     )
 
 
@@ -274,8 +282,8 @@ home_dir = "data/node_1"
 """
     config.write_text(config.read_text() + second)
     result = parakoon("client", "--config", str(config), "--retry", "0", "set", "k", "v")
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: NoMasterFound: no master found: ")
+    assert result.returncode == 5  # unavailable
+    assert result.stderr.startswith("error: set key 'k': NoMasterFound: no master found: ")
     assert "node_0: cannot connect to node_0" in result.stderr
     assert "node_1: cannot connect to node_1" in result.stderr
     assert "Traceback" not in result.stderr

@@ -8,9 +8,12 @@ script would, so every byte goes through the codec, the blocking client and a re
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
+import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -116,12 +119,28 @@ def test_set_get_exists_delete(cli: Cli) -> None:
     assert cli.ok("exists", "greeting") == "false\n"
 
 
-def test_error_line_and_exit_code_1(cli: Cli) -> None:
-    assert cli("get", "missing") == (1, "", "error: NotFound (code 0x05): Not_found\n")
-    assert cli("delete", "missing") == (1, "", "error: NotFound (code 0x05): missing\n")
+def test_error_lines_name_the_key_and_exit_codes_say_what_failed(cli: Cli) -> None:
+    assert cli("get", "missing") == (
+        3,
+        "",
+        "error: get key 'missing': NotFound (code 0x05): Not_found\n",
+    )
+    assert cli("delete", "missing") == (
+        3,
+        "",
+        "error: delete key 'missing': NotFound (code 0x05): missing\n",
+    )
     cli.ok("set", "k", "v")
-    assert cli("assert", "k", "other") == (1, "", "error: AssertionFailed (code 0x07): k\n")
-    assert cli("assert-exists", "nope") == (1, "", "error: AssertionFailed (code 0x07): nope\n")
+    assert cli("assert", "k", "other") == (
+        4,
+        "",
+        "error: assert key 'k': AssertionFailed (code 0x07): k\n",
+    )
+    assert cli("assert-exists", "nope") == (
+        4,
+        "",
+        "error: assert-exists key 'nope': AssertionFailed (code 0x07): nope\n",
+    )
 
 
 def test_utf8_in_and_backslashreplace_out(cli: Cli, server: Server) -> None:
@@ -152,7 +171,7 @@ def test_ranges_lists_and_pairs(cli: Cli) -> None:
     assert cli.ok("prefix", "x/", "--max", "1") == "x/1\n"
     assert cli.ok("prefix", "nothing") == ""
     assert cli.ok("multi-get", "a", "c") == "a\t1\nc\t3\n"
-    assert cli("multi-get", "a", "zz") == (1, "", "error: NotFound (code 0x05): zz\n")
+    assert cli("multi-get", "a", "zz") == (3, "", "error: multi-get: NotFound (code 0x05): zz\n")
     assert cli.ok("multi-get-option", "a", "zz", "c") == "a\t1\nzz\nc\t3\n"
     assert cli.ok("key-count") == "6\n"
     assert cli.ok("delete-prefix", "x/") == "2\n"
@@ -161,7 +180,12 @@ def test_ranges_lists_and_pairs(cli: Cli) -> None:
 
 def test_test_and_set_replace_confirm(cli: Cli) -> None:
     assert cli.ok("test-and-set", "k", "--wanted", "v1") == ""  # was absent: prints nothing
-    assert cli.ok("test-and-set", "k", "--expected", "nope", "--wanted", "v2") == "v1\n"
+    # A failed comparison prints the value found and exits 4, naming what it expected.
+    assert cli("test-and-set", "k", "--expected", "nope", "--wanted", "v2") == (
+        4,
+        "v1\n",
+        "error: test-and-set key 'k': expected 'nope', found 'v1'; nothing set\n",
+    )
     assert cli.ok("get", "k") == "v1\n"
     assert cli.ok("test-and-set", "k", "--expected", "v1", "--wanted", "v2") == "v1\n"
     assert cli.ok("replace", "k", "v3") == "v2\n"
@@ -178,7 +202,7 @@ def test_sequence_is_atomic(cli: Cli) -> None:
     assert cli.ok("sequence", "set", "a", "1", "delete", "old", "assert-exists", "a") == ""
     assert cli.ok("multi-get-option", "a", "old") == "a\t1\nold\n"
     code, out, err = cli("sequence", "set", "b", "2", "delete", "ghost")
-    assert (code, out, err) == (1, "", "error: NotFound (code 0x05): ghost\n")
+    assert (code, out, err) == (3, "", "error: sequence: NotFound (code 0x05): ghost\n")
     assert cli.ok("exists", "b") == "false\n", "the failed sequence left nothing behind"
     assert cli.ok("sequence", "--synced", "replace", "a", "9", "assert", "a", "9") == ""
     assert cli.ok("sequence") == ""
@@ -210,7 +234,7 @@ def test_consistency_option(cli: Cli) -> None:
     # The client retries an unmet at-least read (the node may catch up); --retry 0 asks once.
     code, out, err = cli("--retry", "0", "--consistency", f"at-least:{stamp + 100}", "get", "k")
     assert (code, out) == (1, "")
-    assert err == "error: InconsistentRead (code 0x80): store not fresh enough\n"
+    assert err == "error: get key 'k': InconsistentRead (code 0x80): store not fresh enough\n"
 
 
 def test_node_option_talks_to_that_node(cli: Cli) -> None:
@@ -220,13 +244,13 @@ def test_node_option_talks_to_that_node(cli: Cli) -> None:
     # A single node refuses to drop mastership: an administrative error, exit 1.
     code, out, err = cli("drop-master", node=True)
     assert (code, out) == (1, "")
-    assert err.startswith("error: NotSupported (code 0x20): ")
+    assert err.startswith("error: drop-master (node node_0): NotSupported (code 0x20): ")
 
 
 def test_going_down_node(cli: Cli, server: Server) -> None:
     server.backend.begin_shutdown()
     code, out, err = cli("set", "k", "v", node=True)
-    assert (code, out) == (1, "")
+    assert (code, out) == (5, "")  # unavailable
     assert err.startswith("error: ")
     assert "GoingDown (code 0x10)" in err or "closed the connection" in err
 
@@ -273,15 +297,17 @@ def test_wrong_cluster_id_is_reported(server: Server, cli: Cli) -> None:
     text = server.config.read_text().replace(CLUSTER_ID, "someone-else")
     server.config.write_text(text)
     code, out, err = cli("get", "k", node=True)
-    assert (code, out) == (1, "")
-    assert err.startswith("error: ArakoonNotConnected: ")
-    assert "cluster id" in err
+    assert (code, out) == (2, "")  # a configuration problem: retrying cannot help
+    assert err.startswith("error: every reachable node closed the connection right after")
+    assert "id = 'someone-else'" in err
 
 
 def test_refusals_keep_the_error_format(cli: Cli) -> None:
     code, out, err = cli("user-function", "nosuch", "arg")
     assert (code, out) == (1, "")
-    assert err == 'error: BadInput (code 0x26): User function "nosuch" could not be found\n'
+    assert err == (
+        'error: user-function: BadInput (code 0x26): User function "nosuch" could not be found\n'
+    )
     # On a single node (always the master, nobody else to ask) the compaction commands run;
     # a master of a larger cluster refuses them (tests/test_backup_restore.py).
     for admin in (("optimize-db",), ("defrag-db",), ("copy-db-to-head", "2")):
@@ -320,3 +346,56 @@ def test_value_and_value_file_are_exclusive(cli: Cli, tmp_path: Path) -> None:
     code, out, err = cli("set", "k", "--value-file", str(tmp_path / "missing"))
     assert (code, out) == (2, "")
     assert err == f"error: set: --value-file {tmp_path / 'missing'}: No such file or directory\n"
+
+
+def test_text_output_is_unambiguous_for_any_bytes(cli: Cli, tmp_path: Path) -> None:
+    """Tabs, newlines, NUL bytes and bytes that are not UTF-8 are escaped, so one entry is
+    one line and ``key<TAB>value`` splits at the one real tab; ``--json`` and ``--raw`` give
+    the bytes back exactly."""
+    cli.ok("set", "t/tab", "a\tb")
+    cli.ok("set", "t/nl", "line1\nline2")
+    cli.ok("set", "t/back", "c:\\dir")
+    raw = tmp_path / "raw"
+    raw.write_bytes(b"nul\x00byte\xff")
+    cli.ok("set", "t/bin", "--value-file", str(raw))
+    assert cli.ok("get", "t/bin") == "nul\\x00byte\\xff\n"
+    out = cli.ok("range-entries", "--first", "t/", "--last", "t/~")
+    assert out.splitlines() == [
+        "t/back\tc:\\\\dir",
+        "t/bin\tnul\\x00byte\\xff",
+        "t/nl\tline1\\nline2",
+        "t/tab\ta\\tb",
+    ]
+    assert all(line.count("\t") == 1 for line in out.splitlines())
+    answer = json.loads(cli.ok("--json", "range-entries", "--first", "t/", "--last", "t/~"))
+    assert answer["result"] == [
+        ["t/back", "c:\\dir"],
+        ["t/bin", {"base64": base64.b64encode(b"nul\x00byte\xff").decode()}],
+        ["t/nl", "line1\nline2"],
+        ["t/tab", "a\tb"],
+    ]
+    assert json.loads(cli.ok("--json", "get", "t/tab")) == {"result": "a\tb"}
+    assert json.loads(cli.ok("--json", "exists", "t/none")) == {"result": False}
+    assert json.loads(cli.ok("--json", "who-master", node=True)) == {"result": "node_0"}
+
+
+def test_statistics_are_readable_and_raw_in_json(cli: Cli) -> None:
+    cli.ok("set", "k", "v")
+    text = cli.ok("statistics", node=True)
+    assert "e+308" not in text and "e308" not in text, text
+    for line in text.splitlines():
+        _name, value = line.split("\t")
+        assert value == "-" or not re.fullmatch(r"-?\d+\.\d{4,}", value), line
+    stats = json.loads(cli.ok("--json", "statistics", node=True))["result"]
+    assert isinstance(stats, dict) and stats
+
+
+def test_a_subcommand_usage_error_shows_that_subcommand(
+    cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["client", "--config", str(cli.server.config), "range", "a", "z"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: parakoon client range "), err
+    assert "unrecognized arguments: a z" in err

@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     backup_cli.add_parser(commands)
     status_cli.add_parser(commands)
     snapshot_cli.add_parser(commands)
+    # Each subcommand's own parser reports its usage errors (see main); nested subcommands
+    # (client's) set their own, which wins because it is parsed later.
+    for sub in commands.choices.values():
+        sub.set_defaults(usage_parser=sub)
     return parser
 
 
@@ -304,7 +308,11 @@ def run_bench(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``parakoon`` console script and of ``python -m parakoon_node``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Say it with the usage of the subcommand that was given too much (`client range a z`
+        # shows `client range`'s usage, not the top level's); exits 2.
+        getattr(args, "usage_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: int = args.run(args)
     except ConfigError as exc:

@@ -1,4 +1,4 @@
-"""``parakoon client``: run one client command against the cluster and print its answer.
+r"""``parakoon client``: run one client command against the cluster and print its answer.
 
 ::
 
@@ -9,23 +9,35 @@ Every protocol command has a subcommand named as in docs/spec/architecture.md (`
 
 Output rules (stdout), the same for every command:
 
-* a value or a name: the text itself, decoded from UTF-8 with ``backslashreplace`` (so any byte
-  string prints, and ``\\xff`` shows a byte that is not UTF-8);
+* a value, key or name: its text, decoded from UTF-8, with every byte that would make the
+  output ambiguous escaped: ``\\`` for a backslash, ``\t``, ``\n``, ``\r``, and ``\xNN`` for
+  any other control byte (NUL included) or byte that is not UTF-8. So one item is always one
+  line and a key/value pair is always ``key<TAB>value``;
 * ``true`` / ``false`` for booleans, decimal numbers for counts and transaction numbers;
-* lists: one item per line; key/value pairs as ``key<TAB>value``; for ``multi-get-option`` a key
-  without a value is printed alone (``key`` with no tab);
-* an absent optional answer (``who-master`` with no master, ``test-and-set``/``replace`` on an
-  absent key, a user function returning nothing): **nothing at all**, exit code 0;
-* commands without an answer (``set``, ``delete``, ``assert``, ...): nothing, exit code 0;
+* lists: one item per line; for ``multi-get-option`` a key without a value is printed alone;
+* ``statistics``: ``name<TAB>value`` per line, fractional numbers with three decimals, ``-``
+  where nothing was measured yet (the protocol's placeholder is the largest double);
+* commands without an answer (``set``, ``delete``, ``assert``, ...): nothing;
 * ``get --raw`` writes the value's bytes exactly, without a newline (``set``/``confirm`` take
-  ``--value-file PATH``, ``-`` for stdin, for the other direction), so binary values round-trip.
+  ``--value-file PATH``, ``-`` for stdin, for the other direction), so binary values round-trip;
+* ``--json`` (before the command): one JSON document instead, ``{"result": ...}``. A byte
+  string is a JSON string when it is UTF-8, else ``{"base64": "..."}``; pairs are two-element
+  arrays; absent values are ``null``; statistics are an object of raw numbers (``null`` where
+  nothing was measured).
 
-Errors go to stderr as one line and the exit code is **1**::
+Errors go to stderr as one line naming what failed (the key, the node) and the exit code says
+what kind of failure it was:
 
-    error: NotFound (code 0x05): Not_found
-    error: ArakoonNotConnected: cannot connect to node_0 at 127.0.0.1:4000: Connection refused
-
-A configuration or usage problem exits with 2 (see :mod:`parakoon_node.commands.cli`).
+====  =====================================================================================
+0     success (``exists`` and ``expect-progress-possible`` print ``false`` and still exit 0)
+1     any other error (a bad request, an unexpected answer)
+2     usage or configuration error (also: every node closed the connection right after the
+      prologue, which is what a node does with a wrong cluster id)
+3     not found: the key (or, for ``delete``, the key to delete) does not exist
+4     a comparison failed: ``assert``, ``assert-exists``, a ``sequence``'s assertion, or
+      ``test-and-set`` whose expected value was not the value found (it still prints that value)
+5     unavailable: no master, no node reachable, or the node asked is not master
+====  =====================================================================================
 
 The command is sent with the blocking :class:`parakoon_client.Client` (``Client.call``), so it
 follows the library's routing and retry rules (docs/client.md). Without ``--node`` writes and
@@ -40,8 +52,12 @@ administrative command (``drop-master``, ``collapse``, ``statistics``) on a give
 from __future__ import annotations
 
 import argparse
+import base64
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TextIO, cast
 
@@ -104,11 +120,22 @@ from parakoon_client.codec import (
 )
 from parakoon_client.errors import (
     ArakoonError,
+    ArakoonNotConnected,
+    AssertionFailed,
+    GoingDown,
+    NoLongerMaster,
+    NoMasterFound,
+    NotFound,
+    NotMaster,
 )
-from parakoon_node.runtime.config import ClusterConfig, load_config
+from parakoon_node.commands.direct import DirectConnection
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
 
 __all__ = [
+    "EXIT_CHECK_FAILED",
     "EXIT_ERROR",
+    "EXIT_NOT_FOUND",
+    "EXIT_UNAVAILABLE",
     "SequenceSyntaxError",
     "add_parser",
     "format_result",
@@ -121,6 +148,9 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_NOT_FOUND: Final = 3
+EXIT_CHECK_FAILED: Final = 4
+EXIT_UNAVAILABLE: Final = 5
 DEFAULT_TIMEOUT_SECS: Final = 10.0
 # Long enough to ride out a master failover (about one lease period plus an election), short
 # enough that a command against a cluster that is down gives up while the user still waits.
@@ -387,7 +417,7 @@ COMMANDS: Final[tuple[_Command, ...]] = (
     ),
     _Command(
         name="who-master",
-        help="the master's name (nothing if none)",
+        help="the master's name, confirmed by the master itself (exit 5 if none)",
         arguments=_nothing,
         build=lambda a: WhoMaster(),
     ),
@@ -593,8 +623,9 @@ def add_parser(commands: Any) -> None:
         help="run one client command against the cluster",
         description=(
             "Run one client command. Keys and values are text sent as UTF-8; answers go to"
-            " stdout, errors to stderr with exit code 1. Put -- before a key or value that"
-            " starts with a dash."
+            " stdout, errors to stderr; exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4"
+            " comparison failed, 5 no master or unavailable. Put -- before a key or value"
+            " that starts with a dash."
         ),
     )
     client.add_argument(
@@ -605,6 +636,11 @@ def add_parser(commands: Any) -> None:
     )
     client.add_argument(
         "--node", metavar="NAME", help="talk to this node only (no master discovery, no retries)"
+    )
+    client.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON document {"result": ...} (bytes: UTF-8 text or {"base64": ...})',
     )
     client.add_argument(
         "--consistency",
@@ -634,7 +670,7 @@ def add_parser(commands: Any) -> None:
     for command in COMMANDS:
         parser = subcommands.add_parser(command.name, help=command.help, description=command.help)
         command.arguments(parser)
-        parser.set_defaults(client_spec=command)
+        parser.set_defaults(client_spec=command, usage_parser=parser)
     client.set_defaults(run=run)
 
 
@@ -643,8 +679,36 @@ def add_parser(commands: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+_ESCAPES: Final = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+
+
 def _text(data: bytes) -> str:
-    return data.decode("utf-8", "backslashreplace")
+    """``data`` as one unambiguous line (see the module's output rules)."""
+    text = data.decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text  # the common case, no escaping needed
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if code in _ESCAPES:
+            out.append(_ESCAPES[code])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+#: What the protocol's statistics send where nothing was measured yet (min of no samples).
+_UNMEASURED: Final = 1e300
+
+
+def _number(value: float) -> str:
+    if abs(value) >= _UNMEASURED:
+        return "-"
+    return f"{value:.3f}"
 
 
 def _flatten(value: NamedValue, path: str) -> Iterator[str]:
@@ -655,9 +719,61 @@ def _flatten(value: NamedValue, path: str) -> Iterator[str]:
         case NamedInt(value=number) | NamedInt64(value=number):
             yield f"{path}\t{number}"
         case NamedFloat(value=number):
-            yield f"{path}\t{number!r}"
+            yield f"{path}\t{_number(number)}"
         case NamedString(value=text):
             yield f"{path}\t{text}"
+
+
+def _json_bytes(data: bytes | None) -> object:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _json_named(value: NamedValue) -> object:
+    match value:
+        case NamedList(items=items):
+            return {item.name: _json_named(item) for item in items}
+        case NamedFloat(value=number):
+            return None if abs(number) >= _UNMEASURED else number
+        case NamedInt(value=number) | NamedInt64(value=number):
+            return number
+        case NamedString(value=text):
+            return text
+        case _:
+            raise AssertionError(f"unknown statistics value {value!r}")
+
+
+def json_result(request: AnyRequest, result: object) -> object:
+    """``result`` as JSON data (see the module's output rules)."""
+    match request:
+        case Range() | PrefixKeys():
+            assert isinstance(result, list)
+            return [_json_bytes(key) for key in result]
+        case RangeEntries() | RevRangeEntries():
+            assert isinstance(result, list)
+            return [[_json_bytes(k), _json_bytes(v)] for k, v in result]
+        case MultiGet() | MultiGetOption():
+            assert isinstance(result, list)
+            return [[_json_bytes(k), _json_bytes(v)] for k, v in zip(request.keys, result,
+                                                                       strict=True)]  # fmt: skip
+        case Version():
+            assert isinstance(result, VersionInfo)
+            return {"version": f"{result.major}.{result.minor}.{result.patch}",
+                    "info": result.info}  # fmt: skip
+        case GetTxid():
+            return format_result(request, result)[0]
+        case Statistics():
+            assert isinstance(result, NamedList)
+            return _json_named(result)
+    if result is None or isinstance(result, bool | int | str):
+        return result
+    if isinstance(result, bytes):
+        return _json_bytes(result)
+    return repr(result)
 
 
 def format_result(request: AnyRequest, result: object) -> list[str]:
@@ -741,6 +857,130 @@ def describe_error(error: ArakoonError) -> str:
     return f"{type(error).__name__} (code 0x{error.code:02x}): {error.message}"
 
 
+def exit_code_for(error: ArakoonError) -> int:
+    """The exit code of a failed command (see the module's table)."""
+    match error:
+        case NotFound():
+            return EXIT_NOT_FOUND
+        case AssertionFailed():
+            return EXIT_CHECK_FAILED
+        case NotMaster() | NoLongerMaster() | ArakoonNotConnected() | GoingDown():
+            return EXIT_UNAVAILABLE
+    return EXIT_ERROR
+
+
+def _subject(request: AnyRequest) -> str:
+    """What the request was about, for the error line: ``key 'k'`` or ``prefix 'p'``."""
+    for field_name in ("key", "prefix"):
+        value = getattr(request, field_name, None)
+        if isinstance(value, bytes):
+            return f"{field_name} '{_text(value)}'"
+    return ""
+
+
+class WrongClusterId(Exception):
+    """Every node that was reached closed the connection right after the prologue."""
+
+
+def _probe(cluster: ClusterConfig, node: NodeConfig, timeout: float) -> object:
+    """One node's answer to WHO_MASTER on a fresh connection: the name, ``None`` (no
+    master known), an ``OSError`` (unreachable) or ``WrongClusterId`` (closed at once)."""
+    try:
+        with DirectConnection(cluster, node, timeout=timeout) as conn:
+            return conn.call(WhoMaster())
+    except ConnectionError as exc:  # closed without a byte: how a node refuses a wrong id
+        if not isinstance(exc, ConnectionRefusedError | ConnectionResetError):
+            return WrongClusterId(str(exc))
+        return exc
+    except OSError as exc:
+        return exc
+
+
+def _only(cluster: ClusterConfig, name: str) -> ClusterConfig:
+    """``cluster`` reduced to the node ``name`` (for probing that node alone)."""
+    return dataclasses.replace(cluster, nodes=(cluster.node(name),))
+
+
+def _views(cluster: ClusterConfig, timeout: float) -> dict[str, object]:
+    """Every node's WHO_MASTER view (see ``_probe``), asked in parallel."""
+    with ThreadPoolExecutor(max_workers=len(cluster.nodes)) as pool:
+        futures = {n.name: pool.submit(_probe, cluster, n, timeout) for n in cluster.nodes}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _describe_views(views: dict[str, object]) -> str:
+    parts = []
+    for name, view in views.items():
+        if isinstance(view, BaseException):
+            parts.append(f"{name} unreachable ({type(view).__name__})")
+        else:
+            parts.append(f"{name} names {view or 'no master'}")
+    return "; ".join(parts)
+
+
+def _check_cluster_id(cluster: ClusterConfig, views: dict[str, object], config: str) -> None:
+    reached = [v for v in views.values() if not isinstance(v, OSError)]
+    if reached and all(isinstance(v, WrongClusterId) for v in reached):
+        raise WrongClusterId(
+            f"every reachable node closed the connection right after the prologue, which is"
+            f" what a node does when the cluster id is not its own: is id = "
+            f"'{cluster.cluster_id}' in {config} this cluster's id?"
+        )
+
+
+def confirmed_master(
+    views: dict[str, object], cluster: ClusterConfig, timeout: float
+) -> str | None:
+    """The master some node names and that names itself when asked on a fresh connection."""
+    for claimed in dict.fromkeys(v for v in views.values() if isinstance(v, str)):
+        if claimed not in {node.name for node in cluster.nodes}:
+            continue
+        if _probe(cluster, cluster.node(claimed), timeout) == claimed:
+            return claimed
+    return None
+
+
+def _answer_without_master(args: argparse.Namespace, cluster: ClusterConfig) -> object:
+    """``who-master`` and ``expect-progress-possible`` without ``--node``: ask the nodes
+    themselves (each once) instead of routing to a master, so that "none" and "false" come
+    back at once instead of after the retries. Raises ``ArakoonNotConnected`` when no node
+    answers at all."""
+    timeout = min(args.timeout, 2.0)
+    views = _views(cluster, timeout)
+    _check_cluster_id(cluster, views, args.config)
+    if all(isinstance(v, BaseException) for v in views.values()):
+        raise ArakoonNotConnected(f"no node answers: {_describe_views(views)}")
+    if args.client_spec.name == "who-master":
+        master = confirmed_master(views, cluster, timeout)
+        if master is None:
+            raise NoMasterFound(f"no master: {_describe_views(views)}")
+        return master
+    for node in cluster.nodes:
+        if isinstance(views[node.name], BaseException):
+            continue
+        try:
+            with DirectConnection(cluster, node, timeout=timeout) as conn:
+                if conn.call(ExpectProgressPossible()) is True:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _print(args: argparse.Namespace, request: AnyRequest, result: object, stream: TextIO) -> None:
+    if getattr(args, "json", False):
+        stream.write(json.dumps({"result": json_result(request, result)}) + "\n")
+    elif getattr(args, "raw", False) and isinstance(result, bytes):
+        stream.flush()
+        stream.buffer.write(result)
+        stream.buffer.flush()
+        return
+    else:
+        for line in format_result(request, result):
+            stream.write(line + "\n")
+    stream.flush()
+
+
 def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """``parakoon client ...``; returns the exit code. ConfigError propagates (exit 2)."""
     stream = out if out is not None else sys.stdout
@@ -760,21 +1000,39 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     retry_secs = args.retry
     if retry_secs is None:
         retry_secs = 0.0 if args.node is not None else DEFAULT_RETRY_SECS
-    client = make_client(cluster, timeout_secs=args.timeout, retry_secs=retry_secs, node=args.node)
     try:
-        # Every request type fixes its own result type; here they are all just printed.
-        result: object = client.call(cast("Request[Any]", request), node=args.node)
+        if args.node is None and command.name in ("who-master", "expect-progress-possible"):
+            result: object = _answer_without_master(args, cluster)
+        else:
+            # A wrong cluster id can never succeed: find out before retrying for seconds.
+            asked = cluster if args.node is None else _only(cluster, args.node)
+            _check_cluster_id(cluster, _views(asked, min(args.timeout, 2.0)), args.config)
+            client = make_client(
+                cluster, timeout_secs=args.timeout, retry_secs=retry_secs, node=args.node
+            )
+            try:
+                # Every request type fixes its own result type; here they are all printed.
+                result = client.call(cast("Request[Any]", request), node=args.node)
+            finally:
+                client.close()
+    except WrongClusterId as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ArakoonError as exc:
-        print(f"error: {describe_error(exc)}", file=sys.stderr)
-        return EXIT_ERROR
-    finally:
-        client.close()
-    if getattr(args, "raw", False) and isinstance(result, bytes):
-        stream.flush()
-        stream.buffer.write(result)
-        stream.buffer.flush()
-        return EXIT_OK
-    for line in format_result(request, result):
-        stream.write(line + "\n")
-    stream.flush()
+        parts = [command.name, _subject(request), f"(node {args.node})" if args.node else ""]
+        about = " ".join(part for part in parts if part)
+        print(f"error: {about}: {describe_error(exc)}", file=sys.stderr)
+        return exit_code_for(exc)
+    if command.name == "who-master" and result is None:
+        print(f"error: who-master (node {args.node}): it knows no master", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    _print(args, request, result, stream)
+    if isinstance(request, TestAndSet) and result != request.expected:
+        print(
+            f"error: test-and-set {_subject(request)}: expected "
+            f"{'absent' if request.expected is None else repr(_text(request.expected))}, found "
+            f"{'absent' if result is None else repr(_text(cast('bytes', result)))}; nothing set",
+            file=sys.stderr,
+        )
+        return EXIT_CHECK_FAILED
     return EXIT_OK

@@ -1,8 +1,12 @@
-"""The Prometheus endpoint of a real node: scraped over HTTP, and the figures move with writes."""
+"""The Prometheus endpoint of a real node: scraped over HTTP, and the figures move with writes;
+its ``/health`` and ``/ready`` probes follow the node's liveness and its quorum."""
 
 from __future__ import annotations
 
+import functools
+import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -10,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from parakoon_client import codec
 
-from .conftest import ClusterProcs
+from .conftest import ClusterProcs, wait_until
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -58,3 +62,52 @@ def test_metrics_endpoint_reports_role_and_moves_with_writes(cluster_factory: An
         if peer != master:
             assert value(after, "parakoon_peer_connected", peer=peer) == 1.0
             assert ("parakoon_peer_queue_dropped_total", (("peer", peer),)) in after
+
+
+def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    """HTTP status and JSON body of ``/health`` or ``/ready``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_ready_turns_503_without_quorum_and_200_after(cluster_factory: Any) -> None:
+    lease = 1.0
+    cluster: ClusterProcs = cluster_factory(lease_period_secs=lease, metrics=True)
+    cluster.start_all()
+    master = cluster.wait_master(timeout=30)
+
+    def ready(name: str) -> bool:
+        return probe(cluster.metrics_ports[name], "/ready")[0] == 200
+
+    for name in cluster.names:
+        wait_until(functools.partial(ready, name), f"{name} ready", timeout=10)
+        status, body = probe(cluster.metrics_ports[name], "/health")
+        assert status == 200 and body["live"] is True, body
+    survivor = master
+    for name in cluster.names:
+        if name != survivor:
+            cluster.kill(name)
+    lost = time.monotonic()
+    wait_until(
+        lambda: probe(cluster.metrics_ports[survivor], "/ready")[0] == 503,
+        "the survivor's /ready turned 503",
+        timeout=10,
+        interval=0.05,
+    )
+    took = time.monotonic() - lost
+    status, body = probe(cluster.metrics_ports[survivor], "/ready")
+    print(f"/ready 503 after {took:.2f} s ({took / lease:.2f} L): {body}")
+    assert took < 2 * lease + 0.5, f"{took:.2f} s"  # half a second for a loaded machine
+    assert body["ready"] is False and body["why_not"], body
+    assert probe(cluster.metrics_ports[survivor], "/health")[0] == 200  # live, just not ready
+    for name in cluster.names:
+        if name != survivor:
+            cluster.start(name)
+    wait_until(
+        lambda: all(probe(cluster.metrics_ports[n], "/ready")[0] == 200 for n in cluster.names),
+        "every node ready again",
+        timeout=30,
+    )

@@ -1,4 +1,16 @@
-"""Prometheus metrics of one node, served over HTTP on ``metrics_port`` when configured.
+"""Prometheus metrics of one node, served over HTTP on ``metrics_port`` when configured, with
+two probes for load balancers and orchestrators beside them:
+
+* ``GET /health``: 200 while the process is live and its event loop turns (a heartbeat the
+  loop writes every 0.5 s is younger than ``HEARTBEAT_STALE_SECS``), 503 otherwise; a small
+  JSON body either way.
+* ``GET /ready``: 200 when this node can serve consistent traffic: it is master with a live
+  lease, or it follows a master whose lease it sees live and has applied every slot it heard of
+  but at most ``READY_LAG_SLOTS``; and it is a voter (not rebuilding), not diverged, not going
+  down. 503 otherwise, with the reasons in the JSON body. A node without a quorum loses its
+  master view within about two lease periods, so ``/ready`` turns 503 by then.
+
+Every other path answers the metrics page, as before.
 
 Formatting and the HTTP endpoint are ``prometheus_client``'s (its WSGI server runs in a daemon
 thread). Gauges are computed at scrape time by a collector that asks the node for its
@@ -10,17 +22,22 @@ are observed as things happen.
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import anyio
 import anyio.abc
 import structlog
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from .status import Observable, StatusSource
+from .status import NodeStatus, Observable, StatusSource
 
 log = structlog.get_logger("parakoon.metrics")
 
@@ -155,6 +172,78 @@ def install(source: Observable) -> CollectorRegistry:
     return registry
 
 
+#: A heartbeat older than this says the event loop is stuck (``/health`` answers 503).
+HEARTBEAT_STALE_SECS = 5.0
+HEARTBEAT_EVERY_SECS = 0.5
+#: A follower this many slots behind what it heard of is not ready (still catching up).
+READY_LAG_SLOTS = 1000
+
+
+def readiness(status: NodeStatus) -> tuple[bool, dict[str, object]]:
+    """Whether ``status`` is ready for traffic (see the module docstring), and why not."""
+    reasons: list[str] = []
+    newest = max([status.applied_i, *(slot for _, slot in status.peer_slots)])
+    lag = max(0, newest - status.applied_i)
+    if status.going_down:
+        reasons.append("going down")
+    if status.identity != "voter":
+        reasons.append(f"identity is {status.identity}")
+    if status.diverged is not None:
+        reasons.append(f"diverged: {status.diverged}")
+    leading = status.role.value == "leader" and status.lease_valid
+    if status.master is None:
+        reasons.append("no master with a live lease (no quorum, or an election under way)")
+    elif not leading and status.master == status.name:
+        reasons.append("its own lease is not live")
+    if not leading and lag > READY_LAG_SLOTS:
+        reasons.append(f"{lag} slots behind")
+    body: dict[str, object] = {
+        "node": status.name,
+        "ready": not reasons,
+        "role": status.role.value,
+        "master": status.master,
+        "applied": status.applied_i,
+        "lag": lag,
+    }
+    if reasons:
+        body["why_not"] = reasons
+    return not reasons, body
+
+
+class _Probes:
+    """The WSGI app: the two probes, and the metrics page for every other path."""
+
+    def __init__(self, source: StatusSource, metrics_app: Any) -> None:
+        self._source = source
+        self._metrics = metrics_app
+        self.heartbeat = time.monotonic()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/health":
+            age = time.monotonic() - self.heartbeat
+            live = age < HEARTBEAT_STALE_SECS
+            body: dict[str, object] = {"live": live, "loop_heartbeat_age_secs": round(age, 3)}
+            return self._json(start_response, live, body)
+        if path == "/ready":
+            ready, body = readiness(self._source.status())
+            return self._json(start_response, ready, body)
+        return self._metrics(environ, start_response)
+
+    @staticmethod
+    def _json(start_response: Any, ok: bool, body: dict[str, object]) -> list[bytes]:
+        data = json.dumps(body).encode()
+        status = "200 OK" if ok else "503 Service Unavailable"
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(status, headers)
+        return [data]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on stderr (a scraper every few seconds would drown the node's log)."""
+
+
 async def serve_metrics(
     source: Observable,
     *,
@@ -163,11 +252,16 @@ async def serve_metrics(
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     registry = install(source)
-    server, thread = start_http_server(port, addr=host, registry=registry)
-    log.info("metrics.serving", port=port)
+    app = _Probes(source, make_wsgi_app(registry))
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    log.info("metrics.serving", port=port, probes=["/health", "/ready"])
     task_status.started()
     try:
-        await anyio.sleep_forever()
+        while True:  # the heartbeat /health reads: proof that this loop still turns
+            app.heartbeat = time.monotonic()
+            await anyio.sleep(HEARTBEAT_EVERY_SECS)
     finally:
         server.shutdown()
         server.server_close()

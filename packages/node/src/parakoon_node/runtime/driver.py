@@ -82,6 +82,10 @@ log = structlog.get_logger("parakoon.driver")
 
 #: Log entries the persister may hold unwritten before client writes are refused (OVERLOADED).
 PERSIST_BACKLOG_MAX = 10_000
+#: A group commit (write + fdatasync) slower than this is logged as ``disk.slow_fsync``, at
+#: most once per ``SLOW_FSYNC_LOG_EVERY_SECS``.
+SLOW_FSYNC_SECS = 1.0
+SLOW_FSYNC_LOG_EVERY_SECS = 10.0
 
 StepFn = Callable[[Config, Any, Event, float], tuple[Any, list[Effect]]]
 
@@ -189,6 +193,8 @@ class Persister:
         self.queued_entries = 0  # log entries handed to us and not yet written
         self.fsyncs = 0
         self.fsync_observer: Callable[[float], None] | None = None
+        self.slow_fsyncs = 0
+        self._slow_logged_at = -SLOW_FSYNC_LOG_EVERY_SECS
 
     def submit(self, job: _WriteJob) -> None:
         self._jobs.append(job)
@@ -237,10 +243,28 @@ class Persister:
             self.fsyncs += 1
             if self.fsync_observer is not None:
                 self.fsync_observer(elapsed)
+            if elapsed >= SLOW_FSYNC_SECS:
+                self._slow_fsync(elapsed, sum(len(job.entries) for job in jobs))
             for job in jobs:
                 self._on_done(job)
             progress, self._progress = self._progress, anyio.Event()
             progress.set()
+
+    def _slow_fsync(self, elapsed: float, entries: int) -> None:
+        """Warn of a slow group commit: every write waits for it. At most once per
+        ``SLOW_FSYNC_LOG_EVERY_SECS``, with how many were slow in between."""
+        self.slow_fsyncs += 1
+        now = time.monotonic()
+        if now - self._slow_logged_at < SLOW_FSYNC_LOG_EVERY_SECS:
+            return
+        self._slow_logged_at = now
+        log.warning(
+            "disk.slow_fsync",
+            secs=round(elapsed, 3),
+            entries=entries,
+            slow_so_far=self.slow_fsyncs,
+            note="every acknowledged write waits for this; see parakoon_fsync_seconds",
+        )
 
     def _write_all(self, jobs: list[_WriteJob]) -> None:
         # Runs in a worker thread. Consecutive entries are appended with one call (one fsync);

@@ -320,6 +320,44 @@ class Node:
             + "; see docs/operations.md",
         )
 
+    async def _explain_loop(self) -> None:
+        """Log, once per change and with the reason, what an operator must know: quorum lost
+        and regained (as this node sees its links), and a master whose lease ran out without a
+        renewal. Elections are logged by the driver (``role.changed``). Nothing is logged until
+        the first look (a starting node has no links yet: that is not a lost quorum)."""
+        config = self.paxos_config
+        period = max(0.05, config.lease_period / 10)
+        had_quorum: bool | None = None
+        was_master = False
+        while True:
+            await anyio.sleep(period)
+            links = {p.name: p.connected for p in self.peers.link_status()}
+            reachable = [v for v in config.other_voters if links.get(v, False)]
+            unreachable = [v for v in config.other_voters if not links.get(v, False)]
+            quorum = 1 + len(reachable) >= config.quorum_size
+            if had_quorum is not None and quorum != had_quorum:
+                addresses = {n.name: "{}:{}".format(*n.addresses[0]) for n in self.cluster.nodes}
+                if quorum:
+                    log.info("quorum.regained", reachable=reachable, quorum=config.quorum_size)
+                else:
+                    log.warning(
+                        "quorum.lost",
+                        reachable=reachable,
+                        unreachable={v: addresses.get(v, "?") for v in unreachable},
+                        quorum=config.quorum_size,
+                        effect="no writes and no consistent reads until a quorum is back",
+                    )
+            had_quorum = quorum
+            master = self.driver.role() is Role.LEADER and self.driver.lease_valid()
+            if was_master and not master and self.driver.role() is Role.LEADER:
+                log.warning(
+                    "lease.not_renewed",
+                    reachable=reachable,
+                    unreachable=unreachable,
+                    effect="this node stops serving as master until a quorum renews a lease",
+                )
+            was_master = master
+
     async def _divergence_loop(self) -> None:
         """Every lease period: tell every peer our newest (slot, store hash); check theirs."""
         period = max(0.2, self.paxos_config.lease_period)
@@ -677,6 +715,7 @@ class Node:
                 tg.start_soon(self._collapse_loop)
                 tg.start_soon(self._identity_loop)
                 tg.start_soon(self._divergence_loop)
+                tg.start_soon(self._explain_loop)
                 tg.start_soon(self._disk_watch)
                 if self.me.metrics_port is not None:
                     from .metrics import serve_metrics  # prometheus_client only when used

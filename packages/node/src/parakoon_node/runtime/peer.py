@@ -50,6 +50,8 @@ log = structlog.get_logger("parakoon.peer")
 PROTOCOL_VERSION = 2  # 2: the hello and welcome carry the cluster identity
 HANDSHAKE_TIMEOUT_SECS = 5.0
 RECEIVE_CHUNK_BYTES = 1 << 16
+#: While a peer cannot be reached, "peer.unreachable" is logged at most this often.
+UNREACHABLE_LOG_EVERY_SECS = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +153,9 @@ class PeerLink:
         self._dial_scopes: dict[int, anyio.CancelScope] = {}
         self._sender_dial: int | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        # Dials that failed since the last connection, and when "unreachable" was last logged.
+        self._failed_dials = 0
+        self._unreachable_logged_at: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -196,12 +201,36 @@ class PeerLink:
                 case conn.StateChanged(old=old, new=new, reason=reason):
                     if new is conn.ConnPhase.CONNECTED:
                         log.info("peer.connected", peer=self.address.name, addr=self.address.text)
+                        self._failed_dials = 0
+                        self._unreachable_logged_at = None
                     elif old is conn.ConnPhase.CONNECTED:
-                        log.info("peer.disconnected", peer=self.address.name, reason=reason)
+                        log.info(
+                            "peer.disconnected",
+                            peer=self.address.name,
+                            addr=self.address.text,
+                            reason=reason,
+                        )
                 case conn.StartTimer():
                     pass  # run() ticks every link periodically, which the contract allows
                 case _:
                     raise AssertionError(f"unexpected conn effect {effect!r}")
+
+    def _note_unreachable(self, exc: BaseException) -> None:
+        """Log a peer we cannot reach, with its address: the first failure, then at most once
+        per ``UNREACHABLE_LOG_EVERY_SECS`` while it lasts (dials retry every few hundred ms)."""
+        self._failed_dials += 1
+        now = self._clock()
+        last = self._unreachable_logged_at
+        if last is not None and now - last < UNREACHABLE_LOG_EVERY_SECS:
+            return
+        self._unreachable_logged_at = now
+        log.warning(
+            "peer.unreachable",
+            peer=self.address.name,
+            addr=self.address.text,
+            reason=f"{exc.__class__.__name__}: {exc}",
+            failed_dials=self._failed_dials,
+        )
 
     async def _dial(self, dial_id: int, scope: anyio.CancelScope) -> None:
         with scope:
@@ -225,6 +254,8 @@ class PeerLink:
             ) as exc:
                 if isinstance(exc, PeerRefused):
                     log.warning("peer.refused", peer=self.address.name, reason=str(exc))
+                else:
+                    self._note_unreachable(exc)
                 self._dial_scopes.pop(dial_id, None)
                 self._feed(
                     conn.ConnectFailed(

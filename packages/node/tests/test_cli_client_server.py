@@ -399,3 +399,16 @@ def test_a_subcommand_usage_error_shows_that_subcommand(
     err = capsys.readouterr().err
     assert err.startswith("usage: parakoon client range "), err
     assert "unrecognized arguments: a z" in err
+
+
+def test_a_value_over_the_protocol_limit_is_refused_with_the_reason(
+    cli: Cli, tmp_path: Path
+) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (8 << 20))
+    code, out, err = cli("set", "k", "--value-file", str(big))
+    assert (code, out) == (1, "")
+    assert err.startswith("error: set key 'k': a value of 8388608 bytes is at or over"), err
+    assert "8 MiB" in err
+    big.write_bytes(b"x" * ((8 << 20) - 1))
+    assert cli.ok("set", "k", "--value-file", str(big)) == ""

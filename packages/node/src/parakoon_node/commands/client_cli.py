@@ -64,6 +64,7 @@ from typing import Any, Final, TextIO, cast
 from parakoon_client.blocking import Client
 from parakoon_client.codec import (
     CONSISTENT,
+    DEFAULT_LIMITS,
     NO_GUARANTEES,
     AnyRequest,
     Assert,
@@ -878,6 +879,21 @@ def _subject(request: AnyRequest) -> str:
     return ""
 
 
+def _too_large(request: AnyRequest) -> str:
+    """Why a value is too large for the protocol (§11 rule 20), or "" if it is not. Said here
+    because the node can only answer "unknown failure" and close, as the reference does."""
+    limit = DEFAULT_LIMITS.max_value_bytes
+    for field_name in ("value", "wanted"):
+        value = getattr(request, field_name, None)
+        if isinstance(value, bytes) and len(value) >= limit:
+            return (
+                f"a value of {len(value)} bytes is at or over the protocol's limit of {limit}"
+                f" bytes ({limit // (1 << 20)} MiB): a node refuses it with 'unknown failure'."
+                " Split it, or store it elsewhere and keep a reference here"
+            )
+    return ""
+
+
 class WrongClusterId(Exception):
     """Every node that was reached closed the connection right after the prologue."""
 
@@ -997,6 +1013,10 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     except ValueSourceError as exc:
         print(f"error: {command.name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    too_large = _too_large(request)
+    if too_large:
+        print(f"error: {command.name} {_subject(request)}: {too_large}", file=sys.stderr)
+        return EXIT_ERROR
     retry_secs = args.retry
     if retry_secs is None:
         retry_secs = 0.0 if args.node is not None else DEFAULT_RETRY_SECS

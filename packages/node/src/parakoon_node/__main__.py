@@ -2,6 +2,6 @@
 
 import sys
 
-from parakoon_node.commands.cli import main
+from parakoon_node.commands.entry import main
 
 sys.exit(main())

@@ -30,7 +30,9 @@ the remaining nodes fail over is exactly what one wants to see then. When every 
 on its own the launcher exits too.
 
 Exit code: 0 after a clean stop (every child exited 0 after SIGTERM, or every child exited 0 on
-its own); 1 if a child failed, had to be killed, or could not be started.
+its own; a child that our SIGTERM ended while it was still starting counts as clean); 1 if a
+child failed, had to be killed, or could not be started; 130 for a Ctrl-C that came before
+the launcher itself had started (``commands/entry.py``).
 """
 
 from __future__ import annotations
@@ -352,7 +354,9 @@ def _supervise(
                 failed = failed or code != 0
             else:
                 relay.say(f"{child.spec.name} stopped with code {_describe(code)}")
-                failed = failed or code != 0
+                # A node stopped by our SIGTERM before it had installed its handler (still
+                # importing, in the first moments after a Ctrl-C) had nothing to finish.
+                failed = failed or code not in (0, -signal.SIGTERM)
         if all(child.reported for child in children):
             if not children:
                 return 1

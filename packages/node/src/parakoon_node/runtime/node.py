@@ -29,6 +29,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -797,6 +798,14 @@ def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: s
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    taken = ports_taken(node_cfg)
+    if taken:
+        # Before the log is opened or a vote is cast: a node that cannot listen must not have
+        # started an election or written anything first.
+        for problem in taken:
+            log.error("node.start_failed", error=problem)
+            print(f"error: cannot start {node_name}: {problem}", file=sys.stderr)
+        return 1
 
     async def amain() -> int:
         # The node is built inside the event loop: its queues and events belong to it.
@@ -829,6 +838,30 @@ def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: s
         reasons = "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
         print(f"error: {node_name} stopped: {reasons}", file=sys.stderr)
         return 1
+
+
+def ports_taken(node: NodeConfig) -> list[str]:
+    """The node's listening addresses that another socket holds, each as one sentence."""
+    wanted = [
+        ("messaging", node.messaging_host, node.messaging_port, "addresses[0]"),
+        ("client", node.client_host, node.client_port, "client_port"),
+    ]
+    if node.metrics_port is not None:
+        wanted.append(("metrics", node.client_host, node.metrics_port, "metrics_port"))
+    problems = []
+    for what, host, port, key in wanted:
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # As the servers bind: a port left in TIME_WAIT is free, one in use is not.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+        except OSError as exc:
+            problems.append(
+                f"its {what} address {host}:{port} ({node.name}'s {key} in the configuration)"
+                f" cannot be bound: {exc.strerror or exc}; is another node or program using it?"
+            )
+    return problems
 
 
 def _leaf_exceptions(exc: BaseException) -> list[BaseException]:

@@ -12,8 +12,15 @@ is concerned). Phases:
 * ``seq10``: SEQUENCE of 10 SETs, on the master (one operation = one sequence);
 * ``mixed``: 90% consistent GET / 10% SET, on the master.
 
-Throughput is acknowledged operations divided by the phase's wall time; latencies are per
-operation (p50/p95/p99/max). ``--json PATH`` writes everything for machines.
+Keys live under a prefix of the run's own (``--prefix``, default ``parakoon-bench/<random>/``)
+and are deleted at the end (``--no-cleanup`` keeps them), so a run never touches other keys and
+leaves nothing behind. With no node answering, it stops at once with one line naming the
+addresses it tried.
+
+Throughput is acknowledged operations divided by the time from the first worker's start to the
+last one's end (process start-up excluded); the live rate on a terminal divides by the same
+clock, so the two agree. Latencies are per operation (p50/p95/p99/max). ``--json PATH`` writes
+everything for machines.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import secrets
 import socket
 import sys
 import time
@@ -52,6 +60,7 @@ class WorkerJob:
     worker: int
     workers: int
     seed: int
+    prefix: bytes = b""
 
 
 @dataclass(slots=True)
@@ -69,12 +78,13 @@ class PhaseResult:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def make_key(index: int, size: int) -> bytes:
+def make_key(index: int, size: int, prefix: bytes = b"") -> bytes:
+    """Key number ``index``: ``prefix`` then ``size`` bytes of zero-padded number."""
     text = f"k{index:015d}"
     raw = text.encode()
     if size <= len(raw):
-        return raw[-size:] if size > 0 else b""
-    return raw.rjust(size, b"0")
+        return prefix + (raw[-size:] if size > 0 else b"")
+    return prefix + raw.rjust(size, b"0")
 
 
 UNIT = 0  # the answer to SET / SEQUENCE: rc 0 and nothing else
@@ -172,7 +182,9 @@ class Connection:
 def _get_wires(job: WorkerJob, consistency: Any) -> list[bytes]:
     """Every GET this worker may send, encoded once before the clock starts."""
     return [
-        codec.encode_request(codec.Get(key=make_key(k, job.key_size), consistency=consistency))
+        codec.encode_request(
+            codec.Get(key=make_key(k, job.key_size, job.prefix), consistency=consistency)
+        )
         for k in range(job.key_space)
     ]
 
@@ -182,26 +194,29 @@ def _request(
 ) -> tuple[bytes, int]:
     phase = job.phase
     if phase == "set":
-        return codec.encode_request(codec.Set(key=make_key(n, job.key_size), value=value)), UNIT
+        return codec.encode_request(
+            codec.Set(key=make_key(n, job.key_size, job.prefix), value=value)
+        ), UNIT
     if phase in ("get", "get-ng"):
         return gets[rng.randrange(job.key_space)], STRING
     if phase == "seq10":
         base = n * 10
         sequence = codec.Sequence(
             updates=tuple(
-                codec.USet(key=make_key(base + k, job.key_size), value=value) for k in range(10)
+                codec.USet(key=make_key(base + k, job.key_size, job.prefix), value=value)
+                for k in range(10)
             )
         )
         return codec.encode_request(sequence), UNIT
     if phase == "mixed":
         if rng.random() < 0.9:
             return gets[rng.randrange(job.key_space)], STRING
-        key = make_key(rng.randrange(job.key_space), job.key_size)
+        key = make_key(rng.randrange(job.key_space), job.key_size, job.prefix)
         return codec.encode_request(codec.Set(key=key, value=value)), UNIT
     raise ValueError(f"unknown phase {phase!r}")
 
 
-async def _worker_main(job: WorkerJob, progress: Any) -> dict[str, Any]:
+async def _worker_main(job: WorkerJob, progress: Any, first_start: Any) -> dict[str, Any]:
     rng = random.Random(job.seed)
     value = bytes(rng.getrandbits(8) for _ in range(job.value_size))
     latencies = array("d")
@@ -273,27 +288,32 @@ async def _worker_main(job: WorkerJob, progress: Any) -> dict[str, Any]:
                 conn.close()
 
     started = time.monotonic()
+    with first_start.get_lock():
+        if first_start.value == 0.0 or started < first_start.value:
+            first_start.value = started  # the live rate counts from the same moment
     await asyncio.gather(*(run_connection(i) for i in range(job.connections)))
-    elapsed = time.monotonic() - started
+    ended = time.monotonic()
     with progress.get_lock():
         progress.value += counter[0] % PROGRESS_EVERY_OPS
     return {
         "ok": counter[0],
         "failed": failed[0],
-        "seconds": elapsed,
+        "started": started,
+        "ended": ended,
+        "seconds": ended - started,
         "latencies": latencies.tobytes(),
         "errors": errors,
     }
 
 
-def _worker_entry(job: WorkerJob, progress: Any, out: Any) -> None:
+def _worker_entry(job: WorkerJob, progress: Any, first_start: Any, out: Any) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(_worker_main(job, progress))
+    result = asyncio.run(_worker_main(job, progress, first_start))
     out.send(result)
     out.close()
 
@@ -318,14 +338,20 @@ def _ask(cluster: ClusterConfig, name: str, request: Any) -> Any:
         return event
 
 
-def find_master(cluster: ClusterConfig, timeout_secs: float = 30.0) -> str:
+class NoCluster(Exception):
+    """No node answers, or none serves as master in time; the message says which."""
+
+
+def find_master(cluster: ClusterConfig, timeout_secs: float = 15.0) -> str:
     """The master, once it serves: named by a node, and answering a consistent read itself.
 
     Right after an election the new master is named before its own lease value is chosen; the
-    benchmark waits for that instead of measuring refusals.
+    benchmark waits for that instead of measuring refusals. When no node answers at all it
+    gives up at once (a stopped cluster does not start by itself), naming the addresses.
     """
     deadline = time.monotonic() + timeout_secs
-    while time.monotonic() < deadline:
+    while True:
+        unreachable: list[str] = []
         for node in cluster.nodes:
             try:
                 named = _ask(cluster, node.name, codec.WhoMaster())
@@ -333,10 +359,33 @@ def find_master(cluster: ClusterConfig, timeout_secs: float = 30.0) -> str:
                     answer = _ask(cluster, named, codec.Exists(key=b"parakoon-bench-probe"))
                     if answer is True or answer is False:
                         return named
-            except (OSError, ConnectionError, codec.ProtocolError):
-                continue
+            except (OSError, ConnectionError, codec.ProtocolError) as exc:
+                where = f"{node.client_host}:{node.client_port}"
+                unreachable.append(f"{node.name} at {where} ({exc.__class__.__name__})")
+        if len(unreachable) == len(cluster.nodes):
+            raise NoCluster(f"no node of the cluster answers: {'; '.join(unreachable)}")
+        if time.monotonic() >= deadline:
+            down = f" (unreachable: {'; '.join(unreachable)})" if unreachable else ""
+            raise NoCluster(f"no master serving consistent reads within {timeout_secs:g} s{down}")
         time.sleep(0.2)
-    raise RuntimeError(f"no master serving consistent reads within {timeout_secs}s")
+
+
+def cleanup(cluster: ClusterConfig, prefix: bytes) -> int:
+    """Delete every key the benchmark wrote (one DELETE_PREFIX on the master); the count."""
+    master = find_master(cluster)
+    node = cluster.node(master)
+    request = codec.DeletePrefix(prefix=prefix)
+    with socket.create_connection((node.client_host, node.client_port), 60) as s:
+        s.sendall(codec.encode_prologue(cluster.cluster_id) + codec.encode_request(request))
+        decoder = codec.ResponseDecoder(request)
+        while (event := decoder.next_event()) is codec.NEED_DATA:
+            data = s.recv(4096)
+            if not data:
+                raise ConnectionError(f"{master} closed the connection during the clean-up")
+            decoder.feed(data)
+    if isinstance(event, codec.ErrorResponse):
+        raise NoCluster(f"the clean-up (delete_prefix {prefix!r}) failed: {event.message!r}")
+    return int(event)
 
 
 def run_phase(
@@ -353,6 +402,7 @@ def run_phase(
     key_space: int,
     seed: int,
     show_progress: bool,
+    prefix: bytes = b"",
 ) -> PhaseResult:
     master_node = cluster.node(master)
     if phase == "get-ng":
@@ -362,6 +412,9 @@ def run_phase(
     procs = max(1, min(procs, clients))
     ctx = mp.get_context("spawn")
     progress = ctx.Value("q", 0)
+    # When the first worker started measuring (time.monotonic() is one clock for every
+    # process): the live rate and the final table both divide by the time since then.
+    first_start = ctx.Value("d", 0.0)
     workers = []
     for w in range(procs):
         conns = clients // procs + (1 if w < clients % procs else 0)
@@ -379,9 +432,12 @@ def run_phase(
             worker=w,
             workers=procs,
             seed=seed * 100 + w,
+            prefix=prefix,
         )
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker_entry, args=(job, progress, child), daemon=True)
+        proc = ctx.Process(
+            target=_worker_entry, args=(job, progress, first_start, child), daemon=True
+        )
         proc.start()
         child.close()
         workers.append((proc, parent))
@@ -407,7 +463,8 @@ def run_phase(
                     }
                 )
         if show_progress:
-            _draw_progress(phase, progress.value, ops, time.monotonic() - started, duration_secs)
+            measured = time.monotonic() - first_start.value if first_start.value else 0.0
+            _draw_progress(phase, progress.value, ops, measured, duration_secs)
     wall = time.monotonic() - started
     if show_progress:
         sys.stderr.write("\n")
@@ -421,8 +478,11 @@ def run_phase(
         lat.extend(arr)
         for k, v in r["errors"].items():
             result.errors[k] = result.errors.get(k, 0) + v
-    # Wall time of the slowest worker, not including process start-up.
-    result.seconds = max((r["seconds"] for r in results), default=wall) or wall
+    # From the first worker's start to the last one's end (process start-up excluded), the
+    # same span the live rate divides by.
+    starts = [r["started"] for r in results if "started" in r]
+    ends = [r["ended"] for r in results if "ended" in r]
+    result.seconds = (max(ends) - min(starts)) if starts and ends else wall
     result.ops_per_sec = result.ok / result.seconds if result.seconds > 0 else 0.0
     lat.sort()
     result.p50_ms = percentile(lat, 0.50) * 1000
@@ -478,7 +538,13 @@ def main(args: argparse.Namespace) -> int:
     clients = int(args.clients)
     procs = int(getattr(args, "procs", None) or min(4, max(1, (os.cpu_count() or 2))))
     seed = int(getattr(args, "seed", None) or 1)
-    master = find_master(cluster)
+    prefix_text = getattr(args, "prefix", None) or f"parakoon-bench/{secrets.token_hex(4)}/"
+    prefix = prefix_text.encode()
+    try:
+        master = find_master(cluster)
+    except NoCluster as exc:
+        print(f"error: bench: {exc}", file=sys.stderr)
+        return 1
     show = sys.stderr.isatty()
     key_space = max(1, ops if ops else 10_000)
     results: list[PhaseResult] = []
@@ -496,15 +562,25 @@ def main(args: argparse.Namespace) -> int:
             key_space=key_space,
             seed=seed,
             show_progress=show,
+            prefix=prefix,
         )
         results.append(result)
         if not show:
             print(f"{phase}: {result.ok} ok, {result.ops_per_sec:.0f} ops/s", file=sys.stderr)
     print(
         f"master: {master}; clients: {clients}; processes: {procs}; "
-        f"value size: {args.value_size}; key size: {args.key_size}"
+        f"value size: {args.value_size}; key size: {args.key_size} after the prefix {prefix_text!r}"
     )
     print(format_table(results))
+    if getattr(args, "cleanup", True):
+        try:
+            removed = cleanup(cluster, prefix)
+        except (NoCluster, OSError) as exc:
+            print(f"error: bench: keys under {prefix_text!r} were left: {exc}", file=sys.stderr)
+            return 1
+        print(f"cleaned up: deleted the {removed} keys under {prefix_text!r}")
+    else:
+        print(f"kept the keys under {prefix_text!r} (--no-cleanup)")
     if args.json:
         payload = {
             "master": master,
@@ -514,6 +590,7 @@ def main(args: argparse.Namespace) -> int:
             "duration_secs": duration,
             "key_size": int(args.key_size),
             "value_size": int(args.value_size),
+            "prefix": prefix_text,
             "results": [asdict(r) for r in results],
         }
         with open(args.json, "w") as f:

@@ -209,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--seed", type=int, default=1, metavar="N", help="seed of the key choices (default: 1)"
     )
+    bench.add_argument(
+        "--prefix",
+        default=None,
+        metavar="TEXT",
+        help="put before every key (default: parakoon-bench/<random>/, so a run never touches"
+        " other keys)",
+    )
+    bench.add_argument(
+        "--cleanup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="delete the keys written under the prefix at the end (default: yes)",
+    )
     bench.set_defaults(run=run_bench)
 
     wal_cli.add_parser(commands)

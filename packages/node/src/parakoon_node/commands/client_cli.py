@@ -880,7 +880,7 @@ def _subject(request: AnyRequest) -> str:
 
 
 def _too_large(request: AnyRequest) -> str:
-    """Why a value is too large for the protocol (§11 rule 20), or "" if it is not. Said here
+    """Why a value is too large for the protocol (protocol §11 rule 20), or "" if not. Said here
     because the node can only answer "unknown failure" and close, as the reference does."""
     limit = DEFAULT_LIMITS.max_value_bytes
     for field_name in ("value", "wanted"):

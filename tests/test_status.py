@@ -1,16 +1,18 @@
 """``parakoon status`` against real clusters: the right master, roles and lag, a node down,
-and no quorum (exit 1, no master)."""
+a node lagging, and no quorum (exit 1, no master)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from parakoon_client import codec
 
 from .conftest import ClusterProcs, wait_until
+from .faults.links import LinkedCluster
 
 LEASE = 1.0
 
@@ -75,3 +77,36 @@ def test_status_follows_the_cluster(cluster_factory: Any) -> None:
     got = wait_until(lost, "status reports no master once the quorum is gone", timeout=4 * LEASE)
     assert isinstance(got, dict)
     assert got["quorum"] is False
+
+
+def test_status_shows_a_lagging_follower(tmp_path: Path) -> None:
+    """The master's messages to one follower vanish (its peer link is cut, through the fault
+    tests' proxies): that follower still answers, and status shows how far behind it is."""
+    cluster = LinkedCluster(tmp_path / "cluster", lease_period_secs=LEASE)
+    try:
+        cluster.start_all()
+        master = cluster.wait_master()
+        behind = next(n for n in cluster.names if n != master)
+        cluster.cut(master, behind)
+        for k in range(30):
+            assert cluster.call(master, codec.Set(key=b"lag%02d" % k, value=b"v")) is None
+
+        def lagging() -> dict[str, Any] | None:
+            code, got = status(cluster)
+            rows = {n["name"]: n for n in got["nodes"]}
+            return got if code == 0 and rows[behind]["lag"] >= 30 else None
+
+        got = wait_until(lagging, f"status shows {behind} behind", timeout=10)
+        assert isinstance(got, dict)
+        rows = {n["name"]: n for n in got["nodes"]}
+        print(json.dumps(rows[behind], indent=1))
+        assert rows[behind]["reachable"] and rows[behind]["role"] == "follower"
+        assert got["master"] == master and rows[master]["lag"] == 0
+        cluster.heal_links()
+        wait_until(
+            lambda: all(n["lag"] == 0 for n in status(cluster)[1]["nodes"]),
+            "the follower caught up",
+            timeout=20,
+        )
+    finally:
+        cluster.shutdown()

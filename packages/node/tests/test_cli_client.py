@@ -205,10 +205,10 @@ def test_parse_sequence_missing_argument() -> None:
                 ),
             ),
             [
-                "start\t1.500",
+                "start\t1970-01-01T00:00:01.500+00:00",
                 "min\t-",
                 "set_info.n\t0",
-                "set_info.avg\t0.000",
+                "set_info.avg\t0.000 ms",
                 "s\ttext",
                 "node_is.node_0\t41",
             ],

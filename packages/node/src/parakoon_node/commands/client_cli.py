@@ -15,8 +15,9 @@ Output rules (stdout), the same for every command:
   line and a key/value pair is always ``key<TAB>value``;
 * ``true`` / ``false`` for booleans, decimal numbers for counts and transaction numbers;
 * lists: one item per line; for ``multi-get-option`` a key without a value is printed alone;
-* ``statistics``: ``name<TAB>value`` per line, fractional numbers with three decimals, ``-``
-  where nothing was measured yet (the protocol's placeholder is the largest double);
+* ``statistics``: ``name<TAB>value`` per line: ``start``/``last`` as UTC timestamps,
+  latencies in milliseconds, other fractions with three decimals, ``-`` where nothing was
+  measured yet (the protocol's placeholder is the largest double, or NaN);
 * commands without an answer (``set``, ``delete``, ``assert``, ...): nothing;
 * ``get --raw`` writes the value's bytes exactly, without a newline (``set``/``confirm`` take
   ``--value-file PATH``, ``-`` for stdin, for the other direction), so binary values round-trip;
@@ -54,7 +55,9 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import datetime
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -706,9 +709,22 @@ def _text(data: bytes) -> str:
 _UNMEASURED: Final = 1e300
 
 
-def _number(value: float) -> str:
-    if abs(value) >= _UNMEASURED:
+def _number(value: float, path: str = "") -> str:
+    """A statistics figure for people: times of day as UTC timestamps, latencies (the min,
+    max and avg of an ``*_info`` timing, in seconds on the wire) in milliseconds, variances in
+    three significant digits, ``-`` where nothing was measured (or NaN)."""
+    if math.isnan(value) or abs(value) >= _UNMEASURED:
         return "-"
+    parent, _, leaf = path.rpartition(".")
+    if path in ("start", "last"):
+        if value <= 0:
+            return "-"
+        stamp = datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
+        return stamp.isoformat(timespec="milliseconds")
+    if parent.endswith("_info") and leaf in ("min", "max", "avg"):
+        return f"{value * 1000:.3f} ms"
+    if leaf in ("m2", "var"):
+        return f"{value:.3g}"
     return f"{value:.3f}"
 
 
@@ -720,7 +736,7 @@ def _flatten(value: NamedValue, path: str) -> Iterator[str]:
         case NamedInt(value=number) | NamedInt64(value=number):
             yield f"{path}\t{number}"
         case NamedFloat(value=number):
-            yield f"{path}\t{_number(number)}"
+            yield f"{path}\t{_number(number, path)}"
         case NamedString(value=text):
             yield f"{path}\t{text}"
 

@@ -15,54 +15,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from parakoon_testing import free_ports, wait_until
 
 from parakoon_client import codec
 
 CLUSTER_ID = "parakoon-test"
-
-
-def wait_until(
-    condition: Callable[[], object], what: str, *, timeout: float, interval: float = 0.1
-) -> object:
-    """Poll ``condition`` until it returns something true; return that. After ``timeout``
-    seconds fail with ``what`` (say what was awaited: "node_2 caught up"). An ``OSError`` from
-    the condition (a node still starting or just killed) counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = condition()
-        except OSError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(interval)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS considers free now (bound then released together, so all distinct).
-
-    Probing races with other processes in principle; the node processes need their ports in
-    ``cluster.toml`` before they start, and handing them pre-bound sockets instead would keep a
-    killed node's port accepting connections (the parent's socket), which is not what a
-    crashed node looks like to its peers and clients. In-process servers take port 0 and
-    report the port they got."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class RawConnection:

@@ -147,6 +147,11 @@ def check_file(package: str, path: Path, rel: Path, *, is_test: bool) -> list[Vi
         top = module.split(".")[0]
         if top == "__future__":
             continue
+        if top == "parakoon_testing":
+            # The shared test helpers (testing/parakoon_testing.py), for tests only.
+            if not is_test:
+                out.append(Violation(path, line, module, "only tests import parakoon_testing"))
+            continue
         if top.startswith("parakoon_"):
             other = top.removeprefix("parakoon_")
             if other == package:

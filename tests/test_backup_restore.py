@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parakoon_testing import wait_until
+
 from parakoon_client import codec
 
-from .conftest import CLUSTER_ID, ClusterProcs, wait_until
+from .conftest import CLUSTER_ID, ClusterProcs
 
 LEASE = 1.0
 

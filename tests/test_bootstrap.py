@@ -22,10 +22,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from parakoon_testing import free_ports, wait_until
 
 from parakoon_client import codec
 
-from .conftest import RawConnection, free_ports, wait_until
+from .conftest import RawConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_INSTALL_SECS = 240.0  # venv + pip install uv + uv sync, on a loaded 2-core machine

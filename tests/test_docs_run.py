@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from parakoon_testing import free_ports, wait_until
 
 from parakoon_client import codec
 
-from .conftest import RawConnection, free_ports, wait_until
+from .conftest import RawConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"sh", "bash", "console", "python"}

@@ -9,7 +9,9 @@ import json
 import time
 from typing import Any
 
-from .conftest import ClusterProcs, wait_until
+from parakoon_testing import wait_until
+
+from .conftest import ClusterProcs
 
 LEASE = 1.0
 

@@ -10,11 +10,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from parakoon_testing import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from parakoon_client import codec
 
-from .conftest import ClusterProcs, wait_until
+from .conftest import ClusterProcs
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

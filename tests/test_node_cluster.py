@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parakoon_testing import free_ports
+
 from parakoon_client import codec
 
-from .conftest import CLUSTER_ID, ClusterProcs, RawConnection, free_ports
+from .conftest import CLUSTER_ID, ClusterProcs, RawConnection
 
 LEASE = 1.0
 

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from parakoon_testing import wait_until
 
 from parakoon_client import codec
 
-from .conftest import ClusterProcs, wait_until
+from .conftest import ClusterProcs
 
 LEASE = 1.0
 DOC = Path(__file__).resolve().parents[1] / "docs" / "operations.md"

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from parakoon_testing import wait_until
+
 from parakoon_client import codec
 
-from .conftest import ClusterProcs, wait_until
+from .conftest import ClusterProcs
 from .faults.links import LinkedCluster
 
 LEASE = 1.0

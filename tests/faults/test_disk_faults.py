@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from parakoon_testing import wait_until
 
 from parakoon_client import codec
 
-from ..conftest import ClusterProcs, wait_until  # noqa: TID252 - the shared cluster harness of tests/
+from ..conftest import ClusterProcs  # noqa: TID252 - the shared cluster harness of tests/
 
 LEASE = 1.0
 STALL = 2.0

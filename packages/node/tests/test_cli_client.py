@@ -7,12 +7,12 @@ end-to-end runs against a real node's client port are in ``test_cli_client_serve
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from parakoon_testing import free_ports
 
 from parakoon_client.codec import (
     CONSISTENT,
@@ -224,10 +224,8 @@ def test_format_result(request_: object, result: object, lines: list[str]) -> No
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
 
 
 def write_config(folder: Path, client_port: int) -> Path:

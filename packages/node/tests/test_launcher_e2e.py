@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,19 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from parakoon_testing import free_ports
 
 WAIT_SECS = 60.0
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def write_cluster(folder: Path) -> Path:

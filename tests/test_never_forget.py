@@ -13,8 +13,9 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from typing import Any
+
+from parakoon_testing import holds_for, wait_until
 
 from parakoon_client import codec
 
@@ -118,15 +119,17 @@ def test_a_wiped_voter_never_helps_forget_acknowledged_writes(cluster_factory: A
     acked, m, a, c = _lose_m_and_c(cluster, None)
     cluster.wait_ready(a)
     cluster.wait_ready(c)
+
     # For several lease periods: nobody may serve as master without M (C must not vote).
-    deadline = time.monotonic() + 6 * LEASE
-    while time.monotonic() < deadline:
+    def nobody_serves() -> bool:
         serving = consistent_master(cluster, [a, c])
         if serving is not None:
             store = store_of(cluster, serving)
             missing = [k for k in acked if store.get(k) != acked[k]]
             raise AssertionError(f"{serving} serves as master without {len(missing)} writes")
-        time.sleep(0.1)
+        return True
+
+    holds_for(6 * LEASE, nobody_serves, "no master without M")
     status = cluster.call(c, codec.CurrentState(), timeout=2.0)
     assert isinstance(status, str) and status.startswith("Rebuilding"), status
     assert any(e.get("event") == "rebuild.waiting" for e in log_events(cluster, c))
@@ -138,27 +141,24 @@ def test_a_wiped_voter_never_helps_forget_acknowledged_writes(cluster_factory: A
             assert conn.call(codec.Get(key=key)) == value, f"{key!r} lost"
     marker = (b"marker", b"after")
     assert cluster.call(master, codec.Set(key=marker[0], value=marker[1])) is None
-    deadline = time.monotonic() + 30.0
-    digests: dict[str, str] = {}
-    while time.monotonic() < deadline:
+
+    def equal_stores() -> dict[str, dict[bytes, bytes]] | None:
         stores = {n: store_of(cluster, n) for n in cluster.names}
-        digests = {n: digest(s) for n, s in stores.items()}
-        if len(set(digests.values())) == 1 and all(
-            s.get(marker[0]) == marker[1] for s in stores.values()
-        ):
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"stores differ: {digests}")
+        same = len({digest(s) for s in stores.values()}) == 1
+        marked = all(s.get(marker[0]) == marker[1] for s in stores.values())
+        return stores if same and marked else None
+
+    stores = wait_until(equal_stores, "every store equal, with the marker", timeout=30.0,
+                        interval=0.2)  # fmt: skip
+    assert isinstance(stores, dict)
     assert all(stores[c].get(k) == v for k, v in acked.items())
     # C finishes rebuilding and votes again.
-    deadline = time.monotonic() + 20 * LEASE
-    while time.monotonic() < deadline:
-        if any(e.get("event") == "rebuild.done" for e in log_events(cluster, c)):
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"{c} never finished rebuilding\n{cluster.tail_logs()}")
+    wait_until(
+        lambda: any(e.get("event") == "rebuild.done" for e in log_events(cluster, c)),
+        f"{c} finished rebuilding",
+        timeout=20 * LEASE,
+        interval=0.2,
+    )
     identity = json.loads((cluster.home(c) / "identity.json").read_text())
     assert identity["status"] == "voter"
 
@@ -181,13 +181,16 @@ def test_two_empty_nodes_next_to_a_history_never_elect_a_master(cluster_factory:
         cluster.start(name)
     for name in empty:
         cluster.wait_ready(name)
-    deadline = time.monotonic() + 5 * LEASE
-    while time.monotonic() < deadline:
+
+    def nothing_formed() -> bool:
         assert consistent_master(cluster, empty) is None, "two empty nodes formed a cluster"
         for name in empty:
             result = cluster.call(name, codec.Set(key=b"x", value=b"y"), timeout=2.0)
             assert isinstance(result, codec.ErrorResponse), f"{name} accepted a write"
-        time.sleep(0.2)
+        return True
+
+    holds_for(5 * LEASE, nothing_formed, "no master and no write among the empty nodes",
+              interval=0.2)  # fmt: skip
     for name in empty:
         identity = json.loads((cluster.home(name) / "identity.json").read_text())
         assert identity["status"] == "founding" and identity["cluster_uuid"] is None, identity
@@ -199,12 +202,14 @@ def test_two_empty_nodes_next_to_a_history_never_elect_a_master(cluster_factory:
     # see test_force_new_cluster_reseeds_from_the_best_survivor).
     cluster.start(keeper)
     cluster.wait_ready(keeper)
-    deadline = time.monotonic() + 8 * LEASE
     states: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def no_master() -> bool:
         assert consistent_master(cluster, cluster.names) is None, "a master without a quorum"
-        states = {n: cluster.call(n, codec.CurrentState(), timeout=2.0) for n in empty}
-        time.sleep(0.2)
+        states.update({n: cluster.call(n, codec.CurrentState(), timeout=2.0) for n in empty})
+        return True
+
+    holds_for(8 * LEASE, no_master, "no master without a quorum", interval=0.2)
     assert all(str(s).startswith("Rebuilding") for s in states.values()), states
     for name in empty:
         identity = json.loads((cluster.home(name) / "identity.json").read_text())
@@ -231,18 +236,18 @@ def test_a_node_from_another_history_is_refused_naming_both(cluster_factory: Any
     ours = json.loads((first.home(first.names[0]) / "identity.json").read_text())["cluster_uuid"]
     assert theirs != ours
     first.start(victim)
-    deadline = time.monotonic() + 10.0
-    refused: list[dict[str, Any]] = []
-    while time.monotonic() < deadline and not refused:
-        refused = [
+
+    def refusals() -> list[dict[str, Any]]:
+        return [
             e
             for name in first.names
             for e in log_events(first, name)
             if e.get("event") in ("peer.refused_incoming", "peer.refused")
             and "different cluster history" in str(e.get("reason"))
         ]
-        time.sleep(0.2)
-    assert refused, first.tail_logs()
+
+    refused = wait_until(refusals, "a refusal naming both histories", timeout=10.0, interval=0.2)
+    assert isinstance(refused, list)
     reason = str(refused[0]["reason"])
     assert ours in reason and theirs in reason, reason
     # Both sides refuse: the stranger's own log says so too.
@@ -300,15 +305,12 @@ def test_a_forked_replica_is_detected_and_stops_serving(cluster_factory: Any) ->
         assert cluster.call(master, codec.DropMaster()) is None
         master = cluster.wait_master(timeout=30.0, among=[n for n in cluster.names if n != forked])
     acked_writes(cluster, master, 5, "d")
-    deadline = time.monotonic() + 20 * LEASE
-    state: Any = None
-    while time.monotonic() < deadline:
+
+    def noticed() -> bool:
         state = cluster.call(forked, codec.CurrentState(), timeout=2.0)
-        if isinstance(state, str) and state.startswith("Diverged"):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"{forked} never noticed: {state!r}\n{cluster.tail_logs()}")
+        return isinstance(state, str) and state.startswith("Diverged")
+
+    wait_until(noticed, f"{forked} reports Diverged", timeout=20 * LEASE)
     got = cluster.call(forked, codec.Get(key=b"d0000", consistency=codec.NO_GUARANTEES))
     assert isinstance(got, codec.ErrorResponse) and b"serves nothing" in got.message, got
     events = [e for e in log_events(cluster, forked) if e.get("event") == "divergence.detected"]
@@ -324,7 +326,9 @@ def test_a_forked_replica_is_detected_and_stops_serving(cluster_factory: Any) ->
         )
 
     # Each healthy node compares the forked node's claims on its own schedule (every L).
-    deadline = time.monotonic() + 20 * LEASE
-    while not all(named_the_fork(n) for n in healthy):
-        assert time.monotonic() < deadline, cluster.tail_logs()
-        time.sleep(0.2)
+    wait_until(
+        lambda: all(named_the_fork(n) for n in healthy),
+        f"every healthy node named {forked}",
+        timeout=20 * LEASE,
+        interval=0.2,
+    )

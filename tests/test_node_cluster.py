@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from parakoon_testing import free_ports
+from parakoon_testing import free_ports, wait_until
 
 from parakoon_client import codec
 
@@ -29,22 +29,28 @@ LEASE = 1.0
 
 def write_until_ok(cluster: ClusterProcs, key: bytes, value: bytes, timeout: float) -> str:
     """Keep trying a SET on whoever claims to be master until one is acknowledged."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+    last: list[Any] = [None]
+
+    def acknowledged() -> str | None:
         for name in cluster.names:
             if not cluster.running(name):
                 continue
             try:
                 result = cluster.call(name, codec.Set(key=key, value=value), timeout=2.0)
             except OSError as exc:
-                last = exc
+                last[0] = exc
                 continue
             if result is None:
                 return name
-            last = result
-        time.sleep(0.05)
-    raise AssertionError(f"no acknowledged write within {timeout}s (last: {last!r})")
+            last[0] = result
+        return None
+
+    try:
+        name = wait_until(acknowledged, "an acknowledged write", timeout=timeout, interval=0.05)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (last answer: {last[0]!r})") from None
+    assert isinstance(name, str)
+    return name
 
 
 def get_from(cluster: ClusterProcs, name: str, key: bytes) -> Any:
@@ -52,17 +58,12 @@ def get_from(cluster: ClusterProcs, name: str, key: bytes) -> Any:
 
 
 def wait_value(cluster: ClusterProcs, name: str, key: bytes, value: bytes, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    got: Any = None
-    while time.monotonic() < deadline:
-        try:
-            got = get_from(cluster, name, key)
-        except OSError:
-            got = None
-        if got == value:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{name}: {key!r} is {got!r}, expected {value!r}")
+    wait_until(
+        lambda: get_from(cluster, name, key) == value,
+        f"{name} holds {key!r} = {value!r}",
+        timeout=timeout,
+        interval=0.05,
+    )
 
 
 def test_three_nodes_elect_one_master_and_replicate(cluster_factory: Any) -> None:
@@ -165,9 +166,12 @@ def test_kill_all_during_writes_loses_nothing_acknowledged(cluster_factory: Any)
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while len(acked) < 100 and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.01)
+    wait_until(
+        lambda: len(acked) >= 100 or not thread.is_alive(),
+        "100 acknowledged writes",
+        timeout=30,
+        interval=0.01,
+    )
     for name in cluster.names:
         cluster.kill(name)  # SIGKILL while the writer is mid-stream
     stop.set()
@@ -190,21 +194,16 @@ def test_no_quorum_refuses_writes_then_recovers(cluster_factory: Any) -> None:
     others = [n for n in cluster.names if n != master]
     for name in others:
         cluster.kill(name)
+
     # The master's lease runs out without renewal; it must not accept writes any more.
-    deadline = time.monotonic() + 15 * LEASE
-    outcome: Any = None
-    while time.monotonic() < deadline:
-        try:
-            outcome = cluster.call(master, codec.Set(key=b"k", value=b"v"), timeout=3 * LEASE)
-        except (OSError, ConnectionError) as exc:
-            outcome = exc
-        if isinstance(outcome, codec.ErrorResponse) and outcome.code in (
+    def refuses() -> bool:
+        outcome = cluster.call(master, codec.Set(key=b"k", value=b"v"), timeout=3 * LEASE)
+        return isinstance(outcome, codec.ErrorResponse) and outcome.code in (
             codec.ErrorCode.NOT_MASTER,
             codec.ErrorCode.NO_LONGER_MASTER,
-        ):
-            break
-        time.sleep(0.1)
-    assert isinstance(outcome, codec.ErrorResponse), outcome
+        )
+
+    wait_until(refuses, f"{master} refuses writes without a quorum", timeout=15 * LEASE)
     assert cluster.who_master(master) is None
     cluster.start(others[0])
     write_until_ok(cluster, b"back", b"again", timeout=15 * LEASE)
@@ -300,19 +299,17 @@ def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path)
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        master = None
-        while time.monotonic() < deadline and master is None:
+
+        def named_master() -> str | None:
             for port in client_ports:
-                try:
-                    with RawConnection(port, cluster_id="parakoon", timeout=1) as conn:
-                        found = conn.call(codec.WhoMaster())
-                        if isinstance(found, str):
-                            master = found
-                except OSError:
-                    pass
-            time.sleep(0.2)
-        assert master is not None, log_path.read_text(errors="replace")[-3000:]
+                with RawConnection(port, cluster_id="parakoon", timeout=1) as conn:
+                    found = conn.call(codec.WhoMaster())
+                if isinstance(found, str):
+                    return found
+            return None
+
+        master = wait_until(named_master, "a master named", timeout=30, interval=0.2)
+        assert isinstance(master, str), log_path.read_text(errors="replace")[-3000:]
         port = client_ports[int(master.split("_")[1])]
         with RawConnection(port, cluster_id="parakoon") as conn:
             assert conn.call(codec.Set(key=b"readme", value=b"works")) is None
@@ -436,14 +433,12 @@ def test_a_thousand_idle_connections_and_slowloris_do_not_lock_clients_out(
         print(f"with 1,010 stalled connections open, a real client was answered in {took:.3f} s")
         assert took < 1.0
         log_path = cluster.log_dir / f"{master}.log"
-        deadline = time.monotonic() + 10.0
-        timed_out = 0
-        while time.monotonic() < deadline:
-            timed_out = log_path.read_text().count('"client.timed_out"')
-            if timed_out >= 510:
-                break
-            time.sleep(0.2)
-        assert timed_out >= 510, f"only {timed_out} stalled connections were closed"
+        wait_until(
+            lambda: log_path.read_text().count('"client.timed_out"') >= 510,
+            "510 stalled connections closed",
+            timeout=10.0,
+            interval=0.2,
+        )
     finally:
         for s in hogs:
             s.close()

@@ -8,12 +8,11 @@ master itself; section numbers refer to `arakoon-client-protocol.md`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from parakoon_testing import wait_until
 
 from parakoon_client import (
     NO_GUARANTEES,
@@ -203,26 +202,27 @@ def test_consistent_read_on_a_follower_is_not_master(cluster: ClusterProcs) -> N
     # The same read with no guarantees is served by the follower from its own store, once the
     # value has reached it (followers learn a slot when the next one arrives: lease renewals).
     assert cluster.call(master, codec.Set(key=b"x", value=b"relaxed")) is None
-    deadline = time.monotonic() + 10
-    relaxed: Any = None
-    while time.monotonic() < deadline and relaxed != b"relaxed":
-        relaxed = cluster.call(follower, codec.Get(key=b"x", consistency=NO_GUARANTEES))
-        time.sleep(0.05)
-    assert relaxed == b"relaxed"
+    wait_until(
+        lambda: (
+            cluster.call(follower, codec.Get(key=b"x", consistency=NO_GUARANTEES)) == b"relaxed"
+        ),
+        f"{follower} serves the value without guarantees",
+        timeout=10,
+        interval=0.05,
+    )
 
 
 def test_drop_master_moves_mastership(client: Client, cluster: ClusterProcs, prefix: bytes) -> None:
     """§8.7 DROP_MASTER: the master steps down and another node takes over."""
     old = cluster.wait_master()
     client.call(codec.DropMaster(), node=old)
-    deadline = time.monotonic() + 20
-    new: Any = old
-    while time.monotonic() < deadline:
+
+    def moved() -> str | None:
         new = cluster.who_master(old)
-        if new is not None and new != old:
-            break
-        time.sleep(0.1)
-    assert new != old and new in cluster.names
+        return new if new is not None and new != old else None
+
+    new = wait_until(moved, f"mastership moved away from {old}", timeout=20)
+    assert new in cluster.names
     client.set(prefix + b"after-drop", b"ok")
     assert client.get(prefix + b"after-drop") == b"ok"
     with pytest.raises(NotMaster):

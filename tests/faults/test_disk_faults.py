@@ -10,6 +10,7 @@ otherwise. The filesystem is always thawed and unmounted, even when the test fai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -61,10 +62,7 @@ def loop_fs(tmp_path: Path) -> Iterator[Path]:
 def start_with_node_0_master(cluster: ClusterProcs) -> None:
     """Start every node and wait until node_0, the preferred master, holds the lease."""
     cluster.start_all()
-    deadline = time.monotonic() + 30
-    while cluster.who_master("node_1") != "node_0":
-        assert time.monotonic() < deadline, "node_0 never became master"
-        time.sleep(0.1)
+    wait_until(lambda: cluster.who_master("node_1") == "node_0", "node_0 master", timeout=30)
 
 
 def rss_mib(pid: int) -> float:
@@ -195,42 +193,35 @@ def test_a_full_disk_refuses_writes_clearly_and_recovers(
     filler = small_fs / "filler"
     with filler.open("wb") as f:
         f.write(b"\0" * max(0, free - 20 * mib))
-    refused: Any = None
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        refused = cluster.call("node_0", codec.Set(key=b"x", value=b"y"), timeout=2.0)
-        if isinstance(refused, codec.ErrorResponse) and b"reserve" in refused.message:
-            break
-        time.sleep(0.1)
+
+    def refusal() -> Any:
+        answer = cluster.call("node_0", codec.Set(key=b"x", value=b"y"), timeout=2.0)
+        ok = isinstance(answer, codec.ErrorResponse) and b"reserve" in answer.message
+        return answer if ok else None
+
+    refused = wait_until(refusal, "node_0 refuses writes naming the reserve", timeout=10)
     print(f"node_0 answers a write with: {refused!r}")
     assert isinstance(refused, codec.ErrorResponse) and b"reserve" in refused.message
     assert cluster.call("node_0", codec.Get(key=b"before", consistency=codec.NO_GUARANTEES)) == b"1"
     # Another node takes the writes meanwhile; nobody exits.
-    deadline = time.monotonic() + 15
-    taken: str | None = None
-    while taken is None and time.monotonic() < deadline:
+
+    def taker() -> str | None:
         for name in ("node_1", "node_2"):
-            try:
+            with contextlib.suppress(OSError):
                 if cluster.call(name, codec.Set(key=b"during", value=b"2"), timeout=1.0) is None:
-                    taken = name
-                    break
-            except OSError:
-                pass
-        time.sleep(0.1)
-    assert taken is not None, "no other node took the writes"
+                    return name
+        return None
+
+    wait_until(taker, "another node took the writes", timeout=15)
     assert all(cluster.running(n) for n in cluster.names)
     # Space returns: node_0 takes writes again (as master once the preferred hand-over is back).
     filler.unlink()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if cluster.call("node_0", codec.Set(key=b"after", value=b"3"), timeout=1.0) is None:
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"node_0 never took writes again\n{cluster.tail_logs()}")
+    wait_until(
+        lambda: cluster.call("node_0", codec.Set(key=b"after", value=b"3"), timeout=1.0) is None,
+        "node_0 takes writes again",
+        timeout=20,
+        interval=0.2,
+    )
     log = (cluster.log_dir / "node_0.log").read_text()
     assert '"disk.low_space"' in log and '"disk.space_ok"' in log
 

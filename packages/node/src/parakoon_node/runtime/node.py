@@ -70,6 +70,9 @@ COLLAPSE_CHECK_SECS = 0.25  # cheap: it only reads the segment list
 COLLAPSE_RETRY_SECS = 30.0
 IDENTITY_CHECK_SECS = 0.02  # founders decide within this of each other
 IDENTITY_LOG_SECS = 5.0
+#: A master whose disk is low gives up mastership at most once per this many lease periods
+#: (see ``_check_space``).
+LOW_DROP_BACKOFF_LEASES = 10
 SEED_COPY_ATTEMPTS = 5
 REBUILD_CHECK_SECS = 0.25
 #: ``PARAKOON_TEST_FAULT=amnesia`` (tests only): a node without state joins an existing
@@ -141,6 +144,7 @@ class Node:
         self.diverged: str | None = None  # set when a quorum of voters disagrees with us
         self.disk_stalled: str | None = None  # set while a log write hangs (see _disk_watch)
         self.disk_low: str | None = None  # set while free space is below the reserve
+        self._low_dropped_at: float | None = None  # when mastership was last given up for it
         self.client_server: ClientServer | None = None
 
         # decode_payload: the protocol §9 update decoder shared with the server
@@ -445,9 +449,22 @@ class Node:
             log.warning("disk.space_ok", free_mib=round(free / (1 << 20), 1))
             self.disk_low = None
             self.driver.refusing_entries = None
-        if self.disk_low is not None and self.driver.role() is Role.LEADER:
-            # Also when we won an election while low: a master that cannot write is no use.
-            await self.driver.drop_master()
+        if self.disk_low is None:
+            self._low_dropped_at = None
+        elif self.driver.role() is Role.LEADER:
+            # Also when we won an election while low: a master that cannot write is no use if
+            # another node can write. But once per LOW_DROP_BACKOFF_LEASES lease periods only:
+            # when every disk is low, each winner would give up again and the cluster would
+            # flap between elections instead of keeping a master that serves reads.
+            now = time.monotonic()
+            last = self._low_dropped_at
+            if (
+                last is None
+                or now - last > LOW_DROP_BACKOFF_LEASES * self.cluster.lease_period_secs
+            ):
+                self._low_dropped_at = now
+                log.warning("disk.low_space_drop_master", detail=self.disk_low)
+                await self.driver.drop_master()
 
     async def _identity_loop(self) -> None:
         """Found or join a history while founding; then report rebuild progress (R9)."""

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from parakoon_testing import wait_until
 
 WAIT_SECS = 30.0
 
@@ -147,22 +148,22 @@ def pid_of(launcher: Launcher, name: str) -> int:
     return int(line.rsplit("=", 1)[1])
 
 
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie of an already-dead launcher counts: init reaps it
+    later)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
 def wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + WAIT_SECS
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        # The child may be a zombie of an already-dead launcher until init reaps it.
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                if handle.read().split(") ", 1)[1].startswith("Z"):
-                    return
-        except FileNotFoundError:
-            return
-        time.sleep(0.05)
-    pytest.fail(f"process {pid} still running after {WAIT_SECS} s")
+    wait_until(lambda: gone(pid), f"process {pid} exited", timeout=WAIT_SECS, interval=0.05)
 
 
 def test_interleaved_prefixed_lines_and_clean_stop_on_ctrl_c(tmp_path: Path) -> None:

@@ -85,6 +85,9 @@ PERSIST_BACKLOG_MAX = 10_000
 #: A group commit (write + fdatasync) slower than this is logged as ``disk.slow_fsync``, at
 #: most once per ``SLOW_FSYNC_LOG_EVERY_SECS``.
 SLOW_FSYNC_SECS = 1.0
+#: Bytes of client updates a node below its disk reserve still accepts per episode (see
+#: Driver.refuse_entries): far below any sensible reserve, enough for a value in flight.
+LOW_SPACE_ACCEPT_BUDGET = 1 << 20
 SLOW_FSYNC_LOG_EVERY_SECS = 10.0
 
 StepFn = Callable[[Config, Any, Event, float], tuple[Any, list[Effect]]]
@@ -342,8 +345,31 @@ class Driver:
         self.dropped_accepts = 0  # Accepts dropped while the persist backlog was full
         # Set (to the reason) while our disk is below its free-space reserve: Accepts are
         # dropped, so a follower never writes its filesystem full (the node stays up, serves
-        # reads and catches up once space returns).
+        # reads and catches up once space returns). See refuse_entries.
         self.refusing_entries: str | None = None
+        self._low_space_budget = 0
+
+    def refuse_entries(self, reason: str | None) -> None:
+        """Start (with the reason) or stop dropping the master's client updates for lack of
+        disk space. A low node still takes ``LOW_SPACE_ACCEPT_BUDGET`` bytes of them per
+        episode: enough to finish a value already in flight. Without that, when every disk is
+        low and one client update was accepted by some nodes but not chosen, every new leader
+        must re-propose it, the others drop it, no leader ever gets its lease value chosen and
+        the cluster flaps between elections (seen on real processes)."""
+        if reason is not None and self.refusing_entries is None:
+            self._low_space_budget = LOW_SPACE_ACCEPT_BUDGET
+        self.refusing_entries = reason
+
+    def _within_low_budget(self, msg: Accept) -> bool:
+        """Whether a low node may still take this Accept (always for renewals and no-ops)."""
+        if not _carries_client_data(msg):
+            return True
+        assert isinstance(msg.value, Batch)
+        size = sum(len(payload) for payload in msg.value.payloads)
+        if size > self._low_space_budget:
+            return False
+        self._low_space_budget -= size
+        return True
 
     # ---------------------------------------------------------------- queries for the server
 
@@ -375,7 +401,7 @@ class Driver:
             and isinstance(event.msg, Accept)
             and (
                 self.persister.queued_entries >= PERSIST_BACKLOG_MAX
-                or (self.refusing_entries is not None and _carries_client_data(event.msg))
+                or (self.refusing_entries is not None and not self._within_low_budget(event.msg))
             )
         ):
             # Our disk is not keeping up (or hangs, or is nearly full): accepting more would

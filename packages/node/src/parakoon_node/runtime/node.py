@@ -444,11 +444,11 @@ class Node:
                 detail=self.disk_low,
                 action="refusing client writes and the master's client updates",
             )
-            self.driver.refusing_entries = self.disk_low
+            self.driver.refuse_entries(self.disk_low)
         elif free >= reserve * 1.1 and self.disk_low is not None:
             log.warning("disk.space_ok", free_mib=round(free / (1 << 20), 1))
             self.disk_low = None
-            self.driver.refusing_entries = None
+            self.driver.refuse_entries(None)
         if self.disk_low is None:
             self._low_dropped_at = None
         elif self.driver.role() is Role.LEADER:

@@ -132,15 +132,22 @@ def test_teardown_and_cleanup_of_a_killed_run_leave_nothing(
         "time.sleep(60)\n"
     )
     root = Path(__file__).resolve().parents[2]
+    # The child imports the test harness, which needs the shared helpers pytest puts on its
+    # own path (testing/); a subprocess gets them through PYTHONPATH.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "testing"), str(root)]))
     child = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True, env=env
     )
-    assert child.stdout is not None
-    pid = int(child.stdout.readline())
-    assert len(leftovers(pid)) == RESOURCES, leftovers(pid)
-    child.kill()
-    child.wait(timeout=10)
-    child.stdout.close()
+    try:
+        assert child.stdout is not None
+        pid = int(child.stdout.readline() or "0")
+        assert pid, "the child did not build its hosts"
+        assert len(leftovers(pid)) == RESOURCES, leftovers(pid)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
     removed = cleanup_leftovers()
     print("\n".join(removed))
     assert leftovers(pid) == [], removed

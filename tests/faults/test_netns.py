@@ -437,6 +437,40 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
 # The checker bites: a master that serves reads without a valid lease
 
 
+def caught_within_rounds(
+    cluster: NetnsCluster,
+    seed: int,
+    rng: random.Random,
+    fault: Callable[[float], None],
+    *,
+    round_secs: float,
+    rounds: int = 4,
+) -> None:
+    """Run the contended workload (reads from every node) with ``fault`` as its nemesis, up to
+    ``rounds`` times, until the checker reports a stale read; fail if it never does. For the
+    broken variants: a checker that cannot see them would make the other tests prove nothing."""
+    verdicts = []
+    for round_no in range(rounds):
+        result = run_clients(
+            seed=rng.randrange(1 << 32),
+            ports=cluster.client_ports,
+            hosts=cluster.hosts,
+            cluster_id=cluster_id_of(cluster),
+            config=WorkloadConfig(clients=4, keys=3, key_window_secs=60.0),
+            duration_secs=round_secs,
+            read_target="any",
+            during=fault,
+        )
+        print(f"round {round_no}: {result.summary()}")
+        report = check_history(result.ops, time_budget_secs=30.0)
+        verdicts.append(report.verdict)
+        if report.verdict is Verdict.VIOLATION:
+            print(report.describe())
+            assert "get(" in report.describe()
+            return
+    raise AssertionError(f"seed={seed}: no violation in {len(verdicts)} rounds: {verdicts}")
+
+
 @pytest.mark.timeout(200)
 def test_a_master_serving_reads_without_its_lease_is_caught(netns_cluster: Factory) -> None:
     """``PARAKOON_TEST_FAULT=lease-ignored``: a node that has led keeps answering consistent
@@ -449,34 +483,15 @@ def test_a_master_serving_reads_without_its_lease_is_caught(netns_cluster: Facto
     for name in cluster.names:
         cluster.start(name, env={"PARAKOON_TEST_FAULT": "lease-ignored"})
     cluster.wait_master(timeout=30)
-    verdicts = []
-    for round_no in range(4):
 
-        def isolate_the_master(deadline: float) -> None:
-            time.sleep(1.0)
-            master = cluster.wait_master(timeout=15)
-            cluster.isolate(master)
-            time.sleep(max(0.0, min(4.0 * LEASE, deadline - time.monotonic() - 1.0)))
-            cluster.heal_links()
+    def isolate_the_master(deadline: float) -> None:
+        time.sleep(1.0)
+        master = cluster.wait_master(timeout=15)
+        cluster.isolate(master)
+        time.sleep(max(0.0, min(4.0 * LEASE, deadline - time.monotonic() - 1.0)))
+        cluster.heal_links()
 
-        result = run_clients(
-            seed=rng.randrange(1 << 32),
-            ports=cluster.client_ports,
-            hosts=cluster.hosts,
-            cluster_id=cluster_id_of(cluster),
-            config=WorkloadConfig(clients=4, keys=3, key_window_secs=60.0),
-            duration_secs=8.0,
-            read_target="any",
-            during=isolate_the_master,
-        )
-        print(f"round {round_no}: {result.summary()}")
-        report = check_history(result.ops, time_budget_secs=30.0)
-        verdicts.append(report.verdict)
-        if report.verdict is Verdict.VIOLATION:
-            print(report.describe())
-            assert "get(" in report.describe()
-            return
-    raise AssertionError(f"seed={seed}: no violation in {len(verdicts)} rounds: {verdicts}")
+    caught_within_rounds(cluster, seed, rng, isolate_the_master, round_secs=8.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,34 +613,15 @@ def test_a_master_clock_beyond_the_drift_bound_breaks_leases_and_is_caught(
         cluster.start(name, env=clock_env(1.0, control=controls[name]))
     cluster.wait_master(timeout=30)
     time.sleep(3.0)  # a clock that jumps back from a few seconds after the start
-    verdicts = []
-    for round_no in range(4):
+
+    def slow_and_isolate(deadline: float) -> None:
         master = cluster.wait_master(timeout=30)
+        time.sleep(0.5)
+        set_clock(controls[master], 0.3)
+        time.sleep(2.0)  # libfaketime re-reads the file every second
+        cluster.isolate(master)
+        time.sleep(max(0.0, min(5.0 * LEASE, deadline - time.monotonic() - 1.0)))
+        cluster.heal_links()
+        set_clock(controls[master], 1.0)
 
-        def slow_and_isolate(deadline: float, master: str = master) -> None:
-            time.sleep(0.5)
-            set_clock(controls[master], 0.3)
-            time.sleep(2.0)  # libfaketime re-reads the file every second
-            cluster.isolate(master)
-            time.sleep(max(0.0, min(5.0 * LEASE, deadline - time.monotonic() - 1.0)))
-            cluster.heal_links()
-            set_clock(controls[master], 1.0)
-
-        result = run_clients(
-            seed=rng.randrange(1 << 32),
-            ports=cluster.client_ports,
-            hosts=cluster.hosts,
-            cluster_id=cluster_id_of(cluster),
-            config=WorkloadConfig(clients=4, keys=3, key_window_secs=60.0),
-            duration_secs=10.0,
-            read_target="any",
-            during=slow_and_isolate,
-        )
-        print(f"round {round_no}: {result.summary()}")
-        report = check_history(result.ops, time_budget_secs=30.0)
-        verdicts.append(report.verdict)
-        if report.verdict is Verdict.VIOLATION:
-            print(report.describe())
-            assert "get(" in report.describe()
-            return
-    raise AssertionError(f"seed={seed}: no violation in {len(verdicts)} rounds: {verdicts}")
+    caught_within_rounds(cluster, seed, rng, slow_and_isolate, round_secs=12.0)

@@ -116,28 +116,20 @@ class ClusterProcs:
     def home(self, name: str) -> Path:
         return self.base / "data" / name
 
+    def node_command(self, name: str) -> list[str]:
+        """The command line that runs ``name`` (the namespace harness puts ``ip netns exec``
+        in front)."""
+        return [
+            sys.executable, "-m", "parakoon_node", "node", "--config", str(self.config),
+            "--node", name, "--log-format", "json", "--log-level", "info",
+        ]  # fmt: skip
+
     def start(self, name: str, env: dict[str, str] | None = None) -> None:
         assert name not in self.procs or self.procs[name].poll() is not None
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.procs[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "parakoon_node",
-                "node",
-                "--config",
-                str(self.config),
-                "--node",
-                name,
-                "--log-format",
-                "json",
-                "--log-level",
-                "info",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
+            self.node_command(name), stdout=log, stderr=subprocess.STDOUT, env=env
         )
         log.close()
 

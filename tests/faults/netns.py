@@ -27,7 +27,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -330,20 +329,9 @@ class NetnsCluster(ClusterProcs):
     def home(self, name: str) -> Path:
         return self.mounts[name] / "home"
 
-    def start(self, name: str, env: dict[str, str] | None = None) -> None:
-        assert name not in self.procs or self.procs[name].poll() is not None
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    def node_command(self, name: str) -> list[str]:
         # `ip netns exec` enters the namespace and execs the node: the pid is the node's.
-        self.procs[name] = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns[name], sys.executable, "-m", "parakoon_node",
-             "node", "--config", str(self.config), "--node", name, "--log-format", "json",
-             "--log-level", "info"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )  # fmt: skip
-        log.close()
+        return ["ip", "netns", "exec", self.netns[name], *super().node_command(name)]
 
     def connect(self, name: str, timeout: float = 5.0) -> RawConnection:
         return RawConnection(CLIENT_PORT, timeout=timeout, host=self.hosts[name])

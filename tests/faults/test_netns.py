@@ -355,6 +355,41 @@ class Schedule:
         self.note(f"{'healed':15}")
 
 
+def converged_and_linearizable(
+    cluster: NetnsCluster,
+    loads: list[tuple[Any, int]],
+    *,
+    seed: int,
+    t0: float,
+    tmp_path: Path,
+    timeline: str,
+    budget_secs: float = 60.0,
+) -> None:
+    """The end of every schedule, with every fault healed: a write must succeed within 30 s
+    (liveness), every store must have the same digest, and the history of ``loads`` (each a
+    workload result and its group size, 0 for registers) with a final read of every key must
+    be linearizable."""
+    marker = (b"__final_marker__", f"seed-{seed}".encode())
+    t_heal = time.monotonic()
+    write_through_master(cluster, *marker, timeout=30.0)
+    print(f"a write succeeded {time.monotonic() - t_heal:.2f} s after healing")
+    digest = wait_converged(cluster, marker, timeout=60.0)
+    print(f"converged: every node's store has digest {digest[:16]}")
+    ops: list[Any] = []
+    for load, group_size in loads:
+        ops += list(load.ops)
+        ops += final_reads(cluster, keys_of(load.ops), timeout=30.0, group_size=group_size)
+        completed = sum(1 for op in load.ops if op.outcome is Outcome.OK)
+        assert completed > 100, f"only {completed} operations completed: {load.summary()}"
+    history = tmp_path / "history.jsonl"
+    dump_history(history, ops, t0)
+    report = check_history(ops, t0=t0, time_budget_secs=budget_secs)
+    print(report.describe())
+    assert report.verdict is Verdict.LINEARIZABLE, (
+        f"seed={seed}\n{report.describe()}\nschedule:\n{timeline}\nhistory: {history}"
+    )
+
+
 @pytest.mark.timeout(400 if not LONG else LONG_SECS + 1400)
 def test_every_nemesis_under_load_keeps_history_linearizable(
     netns_cluster: Factory, tmp_path: Path
@@ -411,25 +446,15 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
     gone = {n: cluster.procs[n].returncode for n in cluster.names if not cluster.running(n)}
     for name in gone:  # a node may stop itself on a failed disk: it must start again
         cluster.start(name)
-    # Liveness: with every fault healed, a write succeeds within a bound.
-    marker = (b"__final_marker__", f"seed-{seed}".encode())
-    t_heal = time.monotonic()
-    write_through_master(cluster, *marker, timeout=30.0)
-    print(f"a write succeeded {time.monotonic() - t_heal:.2f} s after healing; stopped: {gone}")
-    digest = wait_converged(cluster, marker, timeout=60.0)
-    print(f"converged: every node's store has digest {digest[:16]}")
-    ops = list(result.ops) + final_reads(cluster, keys_of(result.ops), timeout=30.0)
-    ops += list(grouped.ops)
-    ops += final_reads(cluster, keys_of(grouped.ops), timeout=30.0, group_size=GROUP)
-    history = tmp_path / "history.jsonl"
-    dump_history(history, ops, t0)
-    report = check_history(ops, t0=t0, time_budget_secs=900.0 if LONG else 60.0)
-    print(report.describe())
-    for load in (result, grouped):
-        completed = sum(1 for op in load.ops if op.outcome is Outcome.OK)
-        assert completed > 100, f"only {completed} operations completed: {load.summary()}"
-    assert report.verdict is Verdict.LINEARIZABLE, (
-        f"seed={seed}\n{report.describe()}\nschedule:\n{timeline}\nhistory: {history}"
+    print(f"nodes that had stopped on their own and were started again: {gone}")
+    converged_and_linearizable(
+        cluster,
+        [(result, 0), (grouped, GROUP)],
+        seed=seed,
+        t0=t0,
+        tmp_path=tmp_path,
+        timeline=timeline,
+        budget_secs=900.0 if LONG else 60.0,
     )
 
 
@@ -507,25 +532,6 @@ needs_faketime = pytest.mark.skipif(
 )
 
 
-def converged_and_linearizable(
-    cluster: NetnsCluster, result: Any, seed: int, t0: float, tmp_path: Path, timeline: str
-) -> None:
-    """The end of every schedule: liveness, equal digests, a linearizable history."""
-    marker = (b"__final_marker__", f"seed-{seed}".encode())
-    write_through_master(cluster, *marker, timeout=30.0)
-    digest = wait_converged(cluster, marker, timeout=60.0)
-    print(f"converged: every node's store has digest {digest[:16]}")
-    ops = list(result.ops) + final_reads(cluster, keys_of(result.ops), timeout=30.0)
-    history = tmp_path / "history.jsonl"
-    dump_history(history, ops, t0)
-    report = check_history(ops, t0=t0, time_budget_secs=60.0)
-    print(report.describe())
-    assert sum(1 for op in ops if op.outcome is Outcome.OK) > 100, result.summary()
-    assert report.verdict is Verdict.LINEARIZABLE, (
-        f"seed={seed}\n{report.describe()}\nschedule:\n{timeline}\nhistory: {history}"
-    )
-
-
 @needs_faketime
 @pytest.mark.timeout(300)
 def test_clocks_within_the_drift_bound_keep_history_linearizable(
@@ -592,7 +598,9 @@ def test_clocks_within_the_drift_bound_keep_history_linearizable(
     print(f"assumption: every clock runs within {CLOCK_DRIFT:.0%} of real time (clock_drift)")
     print(f"seed={seed}\nclocks: {'; '.join(clocks)}\nload: {result.summary()}\n{timeline}")
     assert len(events) >= 5, timeline
-    converged_and_linearizable(cluster, result, seed, t0, tmp_path, timeline)
+    converged_and_linearizable(
+        cluster, [(result, 0)], seed=seed, t0=t0, tmp_path=tmp_path, timeline=timeline
+    )
 
 
 @needs_faketime

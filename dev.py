@@ -41,39 +41,45 @@ def tools_uv() -> Path:
     return TOOLS / ("Scripts/uv.exe" if os.name == "nt" else "bin/uv")
 
 
+PIP_QUIET = ["install", "--quiet", "--disable-pip-version-check"]
+
+
 def find_uv() -> str:
     """The uv to use: one on PATH, else the private one (installed on first use)."""
     on_path = shutil.which("uv")
     if on_path:
         return on_path
-    private = tools_uv()
-    if private.exists():
-        return str(private)
+    for private in (tools_uv(), TOOLS / "pip" / "bin" / "uv"):
+        if private.exists():
+            return str(private)
     say(f"uv is not on PATH: installing {UV_REQUIREMENT} into {TOOLS} (once)")
     try:
+        # A venv of our own: its pip installs even where the system pip refuses (Debian's
+        # "externally managed" python3).
         subprocess.run([sys.executable, "-m", "venv", str(TOOLS)], check=True)
         python = TOOLS / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                UV_REQUIREMENT,
-            ],
-            check=True,
-        )
+        subprocess.run([str(python), "-m", "pip", *PIP_QUIET, UV_REQUIREMENT], check=True)
+        return str(tools_uv())
     except (OSError, subprocess.CalledProcessError) as exc:
         shutil.rmtree(TOOLS, ignore_errors=True)  # a half-made venv would be found next time
+        say(f"no venv ({exc}); trying pip --target instead")
+    try:
+        # Without the venv module (Debian without python3-venv): uv is one binary, and pip can
+        # put it in a folder of ours.
+        target = TOOLS / "pip"
+        subprocess.run(
+            [sys.executable, "-m", "pip", *PIP_QUIET, "--target", str(target), UV_REQUIREMENT],
+            check=True,
+        )
+        return str(target / "bin" / "uv")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        shutil.rmtree(TOOLS, ignore_errors=True)
         say(f"could not install uv into {TOOLS}: {exc}")
         say(
-            "needs Python's venv module with pip (Debian: apt install python3-venv) and "
-            "access to a package index"
+            "needs pip (and preferably Python's venv module: Debian's python3-venv) and access"
+            " to a package index"
         )
         raise SystemExit(1) from None
-    return str(private)
 
 
 def uv_run(args: list[str]) -> int:

@@ -36,7 +36,7 @@ PREFIX = "pktest-"
 PEER_PORT = 4010
 CLIENT_PORT = 4000
 SUBNETS = ipaddress.IPv4Network("10.213.0.0/16")
-COMMANDS = ("ip", "nft", "tc", "losetup", "mkfs.ext4", "mount", "umount", "fsfreeze")
+COMMANDS = ("ip", "nft", "tc", "losetup", "mkfs.ext4", "mount", "umount", "fsfreeze", "nsenter")
 #: ext4's shutdown ioctl (_IOR('X', 125, __u32)) and its flag "do not flush the journal":
 #: what the disk holds afterwards is what was durable before, as after a power cut.
 EXT4_IOC_SHUTDOWN = 0x8004587D
@@ -330,8 +330,12 @@ class NetnsCluster(ClusterProcs):
         return self.mounts[name] / "home"
 
     def node_command(self, name: str) -> list[str]:
-        # `ip netns exec` enters the namespace and execs the node: the pid is the node's.
-        return ["ip", "netns", "exec", self.netns[name], *super().node_command(name)]
+        # nsenter enters only the network namespace and execs the node (the pid is the node's).
+        # Not `ip netns exec`: it also gives the process a mount namespace of its own, which
+        # keeps a copy of the node's filesystem mount alive after the process died, so a
+        # power-cut filesystem could still be mounted (and written) twice over one image.
+        netns = f"--net=/run/netns/{self.netns[name]}"
+        return ["nsenter", netns, "--", *super().node_command(name)]
 
     def connect(self, name: str, timeout: float = 5.0) -> RawConnection:
         return RawConnection(CLIENT_PORT, timeout=timeout, host=self.hosts[name])
@@ -465,9 +469,8 @@ class NetnsCluster(ClusterProcs):
         """Remount (the journal replays what was committed) and start the nodes again."""
         for name in names:
             self._umount(name)
-            # A fresh loop device: the old one's (shut down) superblock can outlive the umount
-            # for a moment, held by the dead node's mount namespace (`ip netns exec` makes
-            # one), and mounting the same device again would hand it back, still shut down.
+            # A fresh loop device, so that mounting cannot hand back the old (shut down)
+            # superblock if anything still held it.
             sh("losetup", "-d", self.loops[name], check=False)
             image = str(self.images[name])
             self.loops[name] = sh("losetup", "--find", "--show", image).stdout.strip()

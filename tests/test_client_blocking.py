@@ -349,11 +349,8 @@ def test_every_operation_against_a_real_node(
 
 
 def test_randomized_operations_match_a_dict(
-    start: Callable[..., RunningServer], make_client: MakeClient
+    start: Callable[..., RunningServer], make_client: MakeClient, seed: int
 ) -> None:
-    raw = os.environ.get("PARAKOON_SEED", "20261203")  # =random draws one
-    seed = random.randrange(2**32) if raw == "random" else int(raw)
-    print(f"seed={seed}")
     rng = random.Random(seed)
     steps = 2000 if os.environ.get("PARAKOON_LONG") else 300
     _, client = single(start, make_client)

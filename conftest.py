@@ -10,26 +10,21 @@ all of them): the seed of randomized tests and the long-run switch.
   trio (which keeps the code honest about structured concurrency). A module whose code is
   asyncio-only overrides it and says why.
 
-Only the standard library and pytest: ``uv run --package parakoon-paxos pytest packages/paxos``
-still runs with nothing else installed.
+Only the standard library, pytest and ``testing/parakoon_testing.py`` (stdlib only): ``uv run
+--package parakoon-paxos pytest packages/paxos`` still runs with nothing else installed.
 """
 
 from __future__ import annotations
 
 import os
-import random
 
 import pytest
 
-DEFAULT_SEED = 20261203
+# The seed rule itself lives with the other shared helpers (testing/parakoon_testing.py, on
+# pytest's pythonpath), so that code which is not a fixture can call it too.
+from parakoon_testing import DEFAULT_SEED, seed_from_env
 
-
-def seed_from_env() -> int:
-    """The seed rule above, for code that is not a fixture (printed as ``seed=N``)."""
-    raw = os.environ.get("PARAKOON_SEED", str(DEFAULT_SEED))
-    value = random.SystemRandom().randrange(2**32) if raw == "random" else int(raw)
-    print(f"seed={value}")
-    return value
+__all__ = ["DEFAULT_SEED", "seed_from_env"]
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,24 +22,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The tests' free_ports (its docstring says why ports are probed: the nodes need them in
+# cluster.toml before they start); node_cpu_bench.py imports it from here.
+sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
+from parakoon_testing import free_ports
 
 AIMS = (
     "Aims (issue 8, this 2-core machine): >= 18,000 acknowledged sets/s with 128 clients, "
     "p99 <= 30 ms; p50 <= 1.5 ms with 1 client; consistent gets >= 40,000/s."
 )
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def write_config(base: Path, fsync: bool) -> Path:

@@ -1,26 +1,50 @@
 """Helpers every test folder of the workspace shares (on pytest's ``pythonpath`` and mypy's
-``mypy_path``, see ``pyproject.toml``): bounded waits and free ports. The root ``conftest.py``
-holds the shared fixtures (seeds, long runs, anyio backends); this module holds plain functions,
-which a conftest cannot export to another folder's tests.
+``mypy_path``, see ``pyproject.toml``): bounded waits, free ports and the seed rule. The root
+``conftest.py`` holds the shared fixtures (seeds, long runs, anyio backends); this module holds
+plain functions, which a conftest cannot export to another folder's tests.
 
 Standard library only, so any package's tests can use it with nothing else installed.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["free_ports", "holds_for", "wait_until"]
+__all__ = ["DEFAULT_SEED", "free_ports", "holds_for", "seed_from_env", "wait_until"]
+
+T = TypeVar("T")
+
+DEFAULT_SEED = 20261203
+
+
+def seed_from_env() -> int:
+    """The seed of a randomized test: ``PARAKOON_SEED=N`` replays N, ``PARAKOON_SEED=random``
+    draws a fresh one; unset, a fixed seed, so that CI runs the same cases every time. Printed
+    as ``seed=N`` either way, so pytest shows it with a failure. (The root ``conftest.py``'s
+    ``seed`` fixture returns it; code that is not a test function calls this.)"""
+    raw = os.environ.get("PARAKOON_SEED", str(DEFAULT_SEED))
+    value = random.SystemRandom().randrange(2**32) if raw == "random" else int(raw)
+    print(f"seed={value}")
+    return value
 
 
 def wait_until(
-    condition: Callable[[], object], what: str, *, timeout: float, interval: float = 0.1
-) -> object:
-    """Poll ``condition`` until it returns something true; return that. After ``timeout``
-    seconds fail with ``what`` (say what was awaited: "node_2 caught up"). An ``OSError`` from
-    the condition (a node still starting or just killed) counts as not yet."""
+    condition: Callable[[], T | None],
+    what: str | Callable[[], str],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+) -> T:
+    """Poll ``condition`` until it returns something true; return that (typed: a condition
+    returning ``str | None`` gives a ``str``). After ``timeout`` seconds fail with ``what``
+    (say what was awaited: "node_2 caught up"; a callable is called then, to add what was last
+    seen). An ``OSError`` from the condition (a node still starting or just killed) counts as
+    not yet; any other exception, an ``AssertionError`` included, fails at once."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -30,7 +54,9 @@ def wait_until(
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
+            raise AssertionError(
+                f"not within {timeout:g} s: {what if isinstance(what, str) else what()}"
+            )
         time.sleep(interval)
 
 

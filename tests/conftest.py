@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,17 +189,21 @@ class ClusterProcs:
 
     def wait_master(self, timeout: float = 20.0, among: list[str] | None = None) -> str:
         """Wait until every running node (of ``among``) names the same master, and it agrees."""
-        deadline = time.monotonic() + timeout
         names = among or [n for n in self.names if self.running(n)]
-        while time.monotonic() < deadline:
-            views = {n: self.who_master(n) for n in names}
+        views: dict[str, str | None] = {}
+
+        def agreed() -> str | None:
+            views.update({n: self.who_master(n) for n in names})
             values = set(views.values())
             if len(values) == 1:
                 (master,) = values
                 if master is not None and master in names and self._serves(master):
                     return master
-            time.sleep(0.1)
-        raise AssertionError(f"no agreed master within {timeout}s: {views}\n{self.tail_logs()}")
+            return None
+
+        return wait_until(
+            agreed, lambda: f"an agreed master: {views}\n{self.tail_logs()}", timeout=timeout
+        )
 
     def _serves(self, name: str) -> bool:
         """Whether ``name`` answers a consistent read (it holds a valid lease)."""
@@ -211,15 +214,17 @@ class ClusterProcs:
         return result is False or result is True
 
     def wait_ready(self, name: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def serving() -> bool:
             with contextlib.suppress(OSError), self.connect(name, timeout=1.0) as conn:
                 conn.call(codec.WhoMaster())
-                return
+                return True
             if not self.running(name):
                 raise AssertionError(f"{name} exited\n{self.tail_logs()}")
-            time.sleep(0.05)
-        raise AssertionError(f"{name} not serving within {timeout}s\n{self.tail_logs()}")
+            return False
+
+        wait_until(
+            serving, lambda: f"{name} serving\n{self.tail_logs()}", timeout=timeout, interval=0.05
+        )
 
     def tail_logs(self, lines: int = 40) -> str:
         out = []

@@ -37,6 +37,7 @@ import anyio
 import anyio.abc
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from parakoon_testing import wait_until
 
 import parakoon_kv as kv
 from parakoon_client import (
@@ -348,11 +349,8 @@ def test_every_operation_against_a_real_node(
 
 
 def test_randomized_operations_match_a_dict(
-    start: Callable[..., RunningServer], make_client: MakeClient
+    start: Callable[..., RunningServer], make_client: MakeClient, seed: int
 ) -> None:
-    raw = os.environ.get("PARAKOON_SEED", "20261203")  # =random draws one
-    seed = random.randrange(2**32) if raw == "random" else int(raw)
-    print(f"seed={seed}")
     rng = random.Random(seed)
     steps = 2000 if os.environ.get("PARAKOON_LONG") else 300
     _, client = single(start, make_client)
@@ -512,10 +510,9 @@ def test_reconnect_after_the_server_restarts(
 
 def _wait_until_closed(client: Any, node: str) -> None:
     conn = client._connections[node]
-    deadline = time.monotonic() + WAIT_SECS
-    while not conn.looks_closed():
-        assert time.monotonic() < deadline, "the restarted server's close never arrived"
-        time.sleep(0.01)
+    wait_until(
+        conn.looks_closed, "the restarted server's close arrived", timeout=WAIT_SECS, interval=0.01
+    )
 
 
 def test_a_call_waits_out_a_restarting_node(

@@ -39,7 +39,7 @@ def test_quorum_lost_and_regained_are_logged_with_addresses(cluster_factory: Any
     lost = wait_until(
         lambda: events(cluster, master, "quorum.lost"), "quorum.lost logged", timeout=10
     )
-    assert isinstance(lost, list) and len(lost) == 1, lost
+    assert len(lost) == 1, lost
     for name in others:
         assert lost[0]["unreachable"][name] == f"127.0.0.1:{cluster.peer_ports[name]}", lost
     wait_until(

@@ -44,11 +44,12 @@ def test_metrics_endpoint_reports_role_and_moves_with_writes(cluster_factory: An
     assert value(scrape(cluster.metrics_ports[follower]), "parakoon_role", role="follower") == 1.0
     for k in range(20):
         assert cluster.call(master, codec.Set(key=b"m%d" % k, value=b"v")) is None
-    deadline = time.monotonic() + 10
-    after = scrape(port)
-    while value(after, "parakoon_applied_updates_total") < 20 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        after = scrape(port)
+
+    def applied() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        samples = scrape(port)
+        return samples if value(samples, "parakoon_applied_updates_total") >= 20 else None
+
+    after = wait_until(applied, "the master reports 20 applied updates", timeout=10)
     assert value(after, "parakoon_commits_total") > value(before, "parakoon_commits_total")
     assert value(after, "parakoon_applied_updates_total") >= 20
     assert value(after, "parakoon_applied_slot") > value(before, "parakoon_applied_slot")

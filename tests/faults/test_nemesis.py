@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, assert_never
 
 import pytest
+from parakoon_testing import wait_until
 
 from parakoon_client import codec
 
@@ -225,18 +226,20 @@ def store_digest(cluster: Cluster, name: str) -> tuple[str, int]:
 
 def write_through_master(cluster: Cluster, key: bytes, value: bytes, timeout: float) -> str:
     deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+    last: list[Any] = [None]
+
+    def acknowledged() -> str | None:
         master = cluster.wait_master(timeout=max(1.0, deadline - time.monotonic()))
         try:
-            last = cluster.call(master, codec.Set(key=key, value=value), timeout=5.0)
+            last[0] = cluster.call(master, codec.Set(key=key, value=value), timeout=5.0)
         except OSError as exc:
-            last = exc
-            continue
-        if last is None:
-            return master
-        time.sleep(0.1)
-    raise AssertionError(f"marker write not acknowledged within {timeout}s: {last!r}")
+            last[0] = exc
+            return None
+        return master if last[0] is None else None
+
+    return wait_until(
+        acknowledged, lambda: f"marker write acknowledged (last: {last[0]!r})", timeout=timeout
+    )
 
 
 def wait_converged(cluster: Cluster, marker: tuple[bytes, bytes], timeout: float) -> str:
@@ -244,7 +247,8 @@ def wait_converged(cluster: Cluster, marker: tuple[bytes, bytes], timeout: float
     key, value = marker
     deadline = time.monotonic() + timeout
     views: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def marked() -> bool:
         for name in cluster.names:
             try:
                 views[name] = cluster.call(
@@ -252,18 +256,23 @@ def wait_converged(cluster: Cluster, marker: tuple[bytes, bytes], timeout: float
                 )
             except OSError as exc:
                 views[name] = exc
-        if all(v == value for v in views.values()):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"marker did not reach every node within {timeout}s: {views}")
+        return all(v == value for v in views.values())
+
+    wait_until(marked, lambda: f"marker on every node: {views}", timeout=timeout)
     digests: dict[str, tuple[str, int]] = {}
-    while time.monotonic() < deadline:
-        digests = {name: store_digest(cluster, name) for name in cluster.names}
+
+    def agreed() -> str | None:
+        digests.update({name: store_digest(cluster, name) for name in cluster.names})
         if len({d for d, _ in digests.values()}) == 1:
             return next(iter(digests.values()))[0]
-        time.sleep(0.2)
-    raise AssertionError(f"stores differ after healing: {digests}")
+        return None
+
+    return wait_until(
+        agreed,
+        lambda: f"equal stores after healing: {digests}",
+        timeout=max(0.0, deadline - time.monotonic()),
+        interval=0.2,
+    )
 
 
 def final_reads(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from parakoon_testing import wait_until
 
 from parakoon_client import codec
 
@@ -75,15 +76,14 @@ def test_a_deaf_master_is_replaced_within_two_lease_periods(linked: LinkedCluste
     for f in followers:
         cluster.cut(f, m)  # the master can still talk, but hears nobody
     t0 = time.monotonic()
-    new: str | None = None
-    while time.monotonic() - t0 < 10 * LEASE:
-        new = serving_master(cluster, followers)
-        if new is not None:
-            break
-        time.sleep(0.05)
+    new = wait_until(
+        lambda: serving_master(cluster, followers),
+        "a new master serves writes",
+        timeout=10 * LEASE,
+        interval=0.05,
+    )
     took = time.monotonic() - t0
     print(f"deaf master {m}: {new} serves writes after {took:.2f} s (L = {LEASE} s)")
-    assert new is not None, f"no new master within {10 * LEASE} s"
     # 2 L, plus the polling step, a write's round trip and scheduling on a loaded 2-core
     # machine (measured 2.02 s at L = 1 s on a quiet one).
     assert took <= 2 * LEASE + 1.0, f"took {took:.2f} s"
@@ -150,18 +150,18 @@ def test_an_idle_cluster_agrees_on_the_txid_at_once(linked: LinkedCluster) -> No
     cluster = linked
     cluster.start_all()
     master = cluster.wait_master(timeout=30)
+    txids: dict[str, Any] = {}
+
+    def agreed() -> bool:
+        txids.update({n: cluster.call(n, codec.GetTxid()) for n in cluster.names})
+        return len({str(t) for t in txids.values()}) == 1
+
     worst = 0.0
     for k in range(10):
         time.sleep(0.3 * LEASE)  # idle in between, at different points of the renewal cycle
         assert cluster.call(master, codec.Set(key=f"t{k}".encode(), value=b"v")) is None
         t0 = time.monotonic()
-        txids: dict[str, Any] = {}
-        while True:
-            txids = {n: cluster.call(n, codec.GetTxid()) for n in cluster.names}
-            if len({str(t) for t in txids.values()}) == 1:
-                break
-            assert time.monotonic() - t0 < 2 * LEASE, f"txids never agreed: {txids}"
-            time.sleep(0.005)
+        wait_until(agreed, lambda: f"txids agreed: {txids}", timeout=2 * LEASE, interval=0.005)
         worst = max(worst, time.monotonic() - t0)
     print(f"every node's txid equal at most {worst * 1000:.0f} ms after the write")
     assert worst <= 0.1, f"{worst:.3f} s"

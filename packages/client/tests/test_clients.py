@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from parakoon_testing import wait_until
 
 from parakoon_client import (
     NO_GUARANTEES,
@@ -421,10 +422,7 @@ def test_idle_connection_closed_by_the_node_is_replaced_before_a_write(
 def _wait_closed(client: Any) -> None:
     """Wait until the server-side close of the client's connection to n0 is visible."""
     conn = client._connections["n0"]
-    deadline = time.monotonic() + 5
-    while not conn.looks_closed():
-        assert time.monotonic() < deadline, "the peer never closed the idle connection"
-        time.sleep(0.01)
+    wait_until(conn.looks_closed, "the peer closed the idle connection", timeout=5, interval=0.01)
 
 
 def test_inconsistent_read_is_retried(scripted: Any, client_for: Any) -> None:

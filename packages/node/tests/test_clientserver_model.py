@@ -156,10 +156,7 @@ async def _serve_backend(
     await serve(backend, host="127.0.0.1", port=0, task_status=task_status)
 
 
-async def test_reads_agree_with_the_oracle() -> None:
-    raw = os.environ.get("PARAKOON_SEED", "20261203")  # =random draws one
-    seed = random.randrange(2**32) if raw == "random" else int(raw)
-    print(f"seed={seed}")
+async def test_reads_agree_with_the_oracle(seed: int) -> None:
     rng = random.Random(seed)
     rounds = 2000 if os.environ.get("PARAKOON_LONG") else 300
     backend = LocalBackend(cluster_id="model")
@@ -272,10 +269,7 @@ def random_write(rng: random.Random) -> AnyRequest:
 READS = (Range, RangeEntries, RevRangeEntries, PrefixKeys, MultiGetOption, Exists, Get)
 
 
-async def test_writes_agree_with_the_oracle() -> None:
-    raw = os.environ.get("PARAKOON_SEED", "20261203")  # =random draws one
-    seed = random.randrange(2**32) if raw == "random" else int(raw)
-    print(f"seed={seed}")
+async def test_writes_agree_with_the_oracle(seed: int) -> None:
     rng = random.Random(seed)
     rounds = 2000 if os.environ.get("PARAKOON_LONG") else 300
     backend = LocalBackend(cluster_id="model")

@@ -59,4 +59,7 @@ def test_ctrl_c_in_the_first_moments_of_the_cluster_command_is_quiet(
     out, _ = launcher.communicate(timeout=60)
     print(out[-2000:])
     assert "Traceback" not in out
-    assert launcher.returncode in (0, 130), launcher.returncode
+    # 0: the launcher stopped its nodes; 130: interrupted while importing; -SIGINT: the signal
+    # came before the interpreter had set up its own handling (a loaded machine takes a while
+    # to get there), and the default action ended it, quietly too.
+    assert launcher.returncode in (0, 130, -signal.SIGINT), launcher.returncode

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,36 @@ from parakoon_testing import free_ports, wait_until
 from parakoon_client import codec
 
 CLUSTER_ID = "parakoon-test"
+
+
+@dataclass(frozen=True)
+class MovedPorts:
+    """A ``cluster.toml`` whose 127.0.0.1 ports were all moved to free ones (``on_free_ports``)."""
+
+    text: str
+    #: The file's client ports before and after, in node order.
+    shipped_client_ports: list[int]
+    client_ports: list[int]
+
+    def localize(self, text: str) -> str:
+        """``text`` (a doc example) with every shipped client port replaced by the new one."""
+        for shipped, port in zip(self.shipped_client_ports, self.client_ports, strict=True):
+            text = re.sub(rf"\b{shipped}\b", str(port), text)
+        return text
+
+
+def on_free_ports(text: str) -> MovedPorts:
+    """``text``, a cluster file such as the repository's, with every client port and every
+    127.0.0.1 peer port replaced by a free one: a test runs the shipped file without ever
+    meeting a cluster it did not start (a user's README cluster runs on the shipped ports)."""
+    clients = [int(p) for p in re.findall(r"^client_port = (\d+)", text, re.M)]
+    peers = [int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)]
+    fresh = free_ports(len(clients) + len(peers))
+    for old, new in zip(clients, fresh, strict=False):
+        text = re.sub(rf"^client_port = {old}\b", f"client_port = {new}", text, flags=re.M)
+    for old, new in zip(peers, fresh[len(clients) :], strict=True):
+        text = text.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
+    return MovedPorts(text, clients, fresh[: len(clients)])
 
 
 class RawConnection:
@@ -64,6 +96,22 @@ class RawConnection:
         self.close()
 
 
+def serving_master_port(ports: list[int], cluster_id: str) -> int | None:
+    """The client port of the master some node names, once it answers a consistent read
+    itself; for clusters whose nodes are ``node_0``, ``node_1``, ... in the order of ``ports``
+    (the repository's ``cluster.toml``). An ``OSError`` (a node not up yet) propagates, which
+    ``wait_until`` counts as "not yet"."""
+    for port in ports:
+        with RawConnection(port, cluster_id=cluster_id, timeout=1) as conn:
+            name = conn.call(codec.WhoMaster())
+        if isinstance(name, str):
+            master = ports[int(name.rsplit("_", 1)[1])]
+            with RawConnection(master, cluster_id=cluster_id, timeout=1) as conn:
+                if conn.call(codec.Exists(key=b"?")) in (True, False):
+                    return master
+    return None
+
+
 class ClusterProcs:
     """A cluster of real node processes for one test."""
 
@@ -88,29 +136,38 @@ class ClusterProcs:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = base / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.lease = lease_period_secs
+        self.config = base / "cluster.toml"
+        self.write_config(lease_period_secs=lease_period_secs, fsync=fsync, extra=cluster_extra)
+
+    def peer_address(self, name: str) -> str:
+        """Where ``name`` takes node-to-node connections (``addresses`` in the file)."""
+        return f"127.0.0.1:{self.peer_ports[name]}"
+
+    def write_config(self, *, lease_period_secs: float, fsync: bool, extra: str) -> None:
+        """The cluster file every node starts from, at ``self.config``."""
         lines = [
             "[cluster]",
             f'id = "{CLUSTER_ID}"',
             f"lease_period_secs = {lease_period_secs}",
             f"fsync = {'true' if fsync else 'false'}",
-            cluster_extra,
+            extra,
             "",
         ]
         for name in self.names:
             lines += [
                 "[[nodes]]",
                 f'name = "{name}"',
-                f'addresses = ["127.0.0.1:{self.peer_ports[name]}"]',
+                f'addresses = ["{self.peer_address(name)}"]',
                 f"client_port = {self.client_ports[name]}",
-                f'home_dir = "data/{name}"',
+                # Relative, as in the repository's file: commands run in the cluster's folder.
+                f'home_dir = "{os.path.relpath(self.home(name), self.config.parent)}"',
                 'compressor = "zstd"',
             ]
             if name in self.metrics_ports:
                 lines.append(f"metrics_port = {self.metrics_ports[name]}")
             lines.append("")
-        self.config = base / "cluster.toml"
         self.config.write_text("\n".join(lines))
-        self.lease = lease_period_secs
 
     def home(self, name: str) -> Path:
         return self.base / "data" / name

@@ -1,9 +1,9 @@
 """The README's two commands on a bare machine: a fresh clone, no uv on PATH, no venv.
 
 The clone is made from this repository's HEAD (what CI checks out); its ``cluster.toml`` gets
-free ports instead of the shipped 4000-4012, so the test never meets a cluster it did not
-start. PATH holds only a ``python3`` (the distribution's when it is 3.11+, else the one running
-the tests) and git, so ``dev.py`` must install uv itself. It then checks what the README
+free ports instead of the shipped ones, so the test never meets a cluster it did not start.
+PATH holds only a ``python3`` (the distribution's when it is 3.11+, else the one running the
+tests) and git, so ``dev.py`` must install uv itself. It then checks what the README
 promises: the cluster command installs only runtime packages and serves; the test command
 runs while that cluster runs and leaves it untouched; Ctrl-C stops the cluster with exit 0.
 
@@ -22,14 +22,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from parakoon_testing import free_ports, wait_until
+from parakoon_testing import wait_until
 
 from parakoon_client import codec
 
-from .conftest import RawConnection
+from .conftest import RawConnection, on_free_ports, serving_master_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_INSTALL_SECS = 240.0  # venv + pip install uv + uv sync, on a loaded 2-core machine
+TAIL = 3000  # characters of output shown with a failure
 
 
 def bare_python() -> str:
@@ -64,18 +65,6 @@ def bare_env(bin_dir: Path) -> dict[str, str]:
     return env
 
 
-def with_free_ports(text: str) -> tuple[str, list[int]]:
-    """``cluster.toml`` with every client and peer port replaced by a free one."""
-    clients = [int(p) for p in re.findall(r"^client_port = (\d+)", text, re.M)]
-    peers = [int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)]
-    fresh = free_ports(len(clients) + len(peers))
-    for old, new in zip(clients, fresh, strict=False):
-        text = re.sub(rf"^client_port = {old}\b", f"client_port = {new}", text, flags=re.M)
-    for old, new in zip(peers, fresh[len(clients) :], strict=True):
-        text = text.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
-    return text, fresh[: len(clients)]
-
-
 def readme_commands() -> tuple[list[str], list[str]]:
     """The two commands of the README's "Set-up" section, as argument lists."""
     readme = (ROOT / "README.md").read_text()
@@ -92,8 +81,9 @@ def test_readme_two_commands_on_a_bare_machine(tmp_path: Path) -> None:
     env = bare_env(tmp_path / "bin")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], env=env, check=True)
-    text, client_ports = with_free_ports((clone / "cluster.toml").read_text())
-    (clone / "cluster.toml").write_text(text)
+    moved = on_free_ports((clone / "cluster.toml").read_text())
+    (clone / "cluster.toml").write_text(moved.text)
+    client_ports = moved.client_ports
 
     log_path = tmp_path / "cluster.log"
     with open(log_path, "wb") as log:
@@ -107,15 +97,10 @@ def test_readme_two_commands_on_a_bare_machine(tmp_path: Path) -> None:
         )
 
     def master_port() -> int | None:
-        for port in client_ports:
-            with RawConnection(port, cluster_id="parakoon", timeout=1) as conn:
-                found = conn.call(codec.WhoMaster())
-            if isinstance(found, str):
-                return client_ports[int(found.split("_")[1])]
-        return None
+        return serving_master_port(client_ports, "parakoon")
 
     def log_tail() -> str:
-        return log_path.read_text(errors="replace")[-4000:]
+        return log_path.read_text(errors="replace")[-TAIL:]
 
     try:
         port = wait_until(
@@ -152,7 +137,7 @@ def test_readme_two_commands_on_a_bare_machine(tmp_path: Path) -> None:
             timeout=FIRST_INSTALL_SECS + 120,
             check=False,
         )
-        assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-4000:]
+        assert tests.returncode == 0, tests.stdout[-TAIL:] + tests.stderr[-TAIL:]
         assert "1 passed" in tests.stdout, tests.stdout[-2000:]
 
         # The cluster was not disturbed: same master's store, our key, nothing of the test's.

@@ -6,7 +6,7 @@ A fenced block in a language that runs (``sh``, ``bash``, ``console``, ``python`
   earlier ones defined), and ``sh`` blocks whose lines start with ``$ `` (the command; the lines
   after it up to the next ``$`` are its expected output, where ``<...>`` matches any one line).
   Both run in a folder holding a copy of the repository's ``cluster.toml`` whose three nodes
-  run (on free ports: every ``4000``-``4002`` in a block is rewritten to them), and
+  run on free ports (every client port of the shipped file in a block is rewritten), and
   ``python3 dev.py parakoon`` stands for ``python -m parakoon_node``;
 * run by another test, named on the line before the fence: ``<!-- run-by: tests/x.py -->``;
 * not meant to run, with the reason on the line before: ``<!-- not-run: API signatures -->``.
@@ -25,15 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from parakoon_testing import free_ports, wait_until
+from parakoon_testing import wait_until
 
-from parakoon_client import codec
-
-from .conftest import RawConnection
+from .conftest import MovedPorts, on_free_ports, serving_master_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = {"sh", "bash", "console", "python"}
-SHIPPED_CLIENT_PORTS = (4000, 4001, 4002)
 
 
 @dataclass(frozen=True)
@@ -114,22 +111,18 @@ def test_every_runnable_block_is_run_or_marked() -> None:
 # Running them against a cluster
 
 
+@dataclass(frozen=True)
+class DocsCluster:
+    folder: Path  # holds the running cluster's cluster.toml
+    ports: MovedPorts  # its ports, shipped and free
+
+
 @pytest.fixture(scope="module")
-def readme_cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Path, list[int]]]:
-    """The repository's cluster.toml on free ports, running; (its folder, client ports)."""
+def readme_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocsCluster]:
+    """The repository's cluster.toml on free ports, running."""
     folder = tmp_path_factory.mktemp("docs")
-    text = (ROOT / "cluster.toml").read_text()
-    clients = [int(p) for p in re.findall(r"^client_port = (\d+)", text, re.M)]
-    peers = [int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)]
-    assert tuple(clients) == SHIPPED_CLIENT_PORTS, "the docs assume the shipped client ports"
-    fresh = free_ports(len(clients) + len(peers))
-    for old, new in zip(clients, fresh, strict=False):
-        text = re.sub(rf"^client_port = {old}\b", f"client_port = {new}", text, flags=re.M)
-    for old, new in zip(peers, fresh[len(clients) :], strict=True):
-        text = text.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
-    (folder / "cluster.toml").write_text(text)
+    moved = on_free_ports((ROOT / "cluster.toml").read_text())
+    (folder / "cluster.toml").write_text(moved.text)
     log = open(folder / "cluster.log", "wb")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "parakoon_node", "cluster", "--config", "cluster.toml"],
@@ -137,21 +130,13 @@ def readme_cluster(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    ports = fresh[: len(clients)]
-
-    def serving() -> bool:
-        for port in ports:
-            with RawConnection(port, cluster_id="parakoon", timeout=1) as conn:
-                name = conn.call(codec.WhoMaster())
-            if isinstance(name, str):
-                index = int(name.split("_")[1])
-                with RawConnection(ports[index], cluster_id="parakoon", timeout=1) as conn:
-                    return conn.call(codec.Exists(key=b"?")) in (True, False)
-        return False
-
     try:
-        wait_until(serving, "the docs' cluster serves", timeout=60)
-        yield folder, ports
+        wait_until(
+            lambda: serving_master_port(moved.client_ports, "parakoon"),
+            "the docs' cluster serves",
+            timeout=60,
+        )
+        yield DocsCluster(folder, moved)
     finally:
         proc.send_signal(2)
         try:
@@ -160,12 +145,6 @@ def readme_cluster(
             if proc.poll() is None:
                 proc.kill()
             log.close()
-
-
-def localize(text: str, ports: list[int]) -> str:
-    for shipped, port in zip(SHIPPED_CLIENT_PORTS, ports, strict=True):
-        text = re.sub(rf"\b{shipped}\b", str(port), text)
-    return text
 
 
 def python_programs() -> dict[Path, list[Block]]:
@@ -177,10 +156,10 @@ def python_programs() -> dict[Path, list[Block]]:
 
 
 @pytest.mark.parametrize("doc", sorted(python_programs()), ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_blocks_run(doc: Path, readme_cluster: tuple[Path, list[int]]) -> None:
-    folder, ports = readme_cluster
+def test_python_blocks_run(doc: Path, readme_cluster: DocsCluster) -> None:
+    folder, ports = readme_cluster.folder, readme_cluster.ports
     program = "\n\n".join(
-        f"# --- {b.where}\n{localize(b.body, ports)}" for b in python_programs()[doc]
+        f"# --- {b.where}\n{ports.localize(b.body)}" for b in python_programs()[doc]
     )
     done = subprocess.run(
         [sys.executable, "-c", program], cwd=folder, capture_output=True, text=True,
@@ -204,11 +183,11 @@ def matches(expected: list[str], got: list[str]) -> bool:
 
 @pytest.mark.parametrize("block", shell_sessions(), ids=lambda b: b.where)
 def test_shell_sessions_run_and_print_what_they_show(
-    block: Block, readme_cluster: tuple[Path, list[int]]
+    block: Block, readme_cluster: DocsCluster
 ) -> None:
-    folder, ports = readme_cluster
+    folder, ports = readme_cluster.folder, readme_cluster.ports
     steps: list[tuple[str, list[str]]] = []
-    for line in localize(block.body, ports).split("\n"):
+    for line in ports.localize(block.body).split("\n"):
         if line.startswith("$ "):
             steps.append((line[2:], []))
         elif steps and line.strip():

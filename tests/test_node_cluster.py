@@ -8,7 +8,6 @@ waits on conditions with bounds (never on bare sleeps to order events).
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import struct
 import subprocess
@@ -18,11 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from parakoon_testing import free_ports, wait_until
+from parakoon_testing import wait_until
 
 from parakoon_client import codec
 
-from .conftest import CLUSTER_ID, ClusterProcs, RawConnection
+from .conftest import (
+    CLUSTER_ID,
+    ClusterProcs,
+    RawConnection,
+    on_free_ports,
+    serving_master_port,
+)
 
 LEASE = 1.0
 
@@ -275,21 +280,12 @@ def test_sigterm_stops_cleanly_with_exit_zero(cluster_factory: Any) -> None:
 def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path) -> None:
     """The README's first command, on a copy of the repository's cluster.toml."""
     root = Path(__file__).resolve().parent.parent
-    # The file as shipped, with its fixed ports swapped for free ones: a test never talks to a
-    # cluster it did not start (the user's own README cluster may be running on 4000-4012).
-    text = (root / "cluster.toml").read_text()
-    shipped_clients = [int(p) for p in re.findall(r"^client_port = (\d+)", text, re.M)]
-    shipped_peers = [int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)]
-    assert len(shipped_clients) == len(shipped_peers) == 3, "the README cluster has 3 nodes"
-    fresh = free_ports(6)
-    client_ports = fresh[:3]
-    for old_port, new_port in zip(shipped_clients, client_ports, strict=True):
-        text = re.sub(
-            rf"^client_port = {old_port}\b", f"client_port = {new_port}", text, flags=re.M
-        )
-    for old_port, new_port in zip(shipped_peers, fresh[3:], strict=True):
-        text = text.replace(f'"127.0.0.1:{old_port}"', f'"127.0.0.1:{new_port}"')
-    (tmp_path / "cluster.toml").write_text(text)
+    # The file as shipped, its ports moved to free ones: a test never talks to a cluster it
+    # did not start (the user's own README cluster may be running on the shipped ports).
+    moved = on_free_ports((root / "cluster.toml").read_text())
+    assert len(moved.client_ports) == 3, "the README cluster has 3 nodes"
+    client_ports = moved.client_ports
+    (tmp_path / "cluster.toml").write_text(moved.text)
     log_path = tmp_path / "cluster.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -299,18 +295,12 @@ def test_repository_cluster_toml_starts_with_the_cluster_command(tmp_path: Path)
             stderr=subprocess.STDOUT,
         )
     try:
-
-        def named_master() -> str | None:
-            for port in client_ports:
-                with RawConnection(port, cluster_id="parakoon", timeout=1) as conn:
-                    found = conn.call(codec.WhoMaster())
-                if isinstance(found, str):
-                    return found
-            return None
-
-        master = wait_until(named_master, "a master named", timeout=30, interval=0.2)
-        assert isinstance(master, str), log_path.read_text(errors="replace")[-3000:]
-        port = client_ports[int(master.split("_")[1])]
+        port = wait_until(
+            lambda: serving_master_port(client_ports, "parakoon"),
+            "a master serving",
+            timeout=30,
+            interval=0.2,
+        )
         with RawConnection(port, cluster_id="parakoon") as conn:
             assert conn.call(codec.Set(key=b"readme", value=b"works")) is None
             assert conn.call(codec.Get(key=b"readme")) == b"works"

@@ -30,11 +30,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..conftest import CLUSTER_ID, ClusterProcs, RawConnection  # noqa: TID252 - shared harness
+from parakoon_testing import free_ports
+
+from ..conftest import ClusterProcs, RawConnection  # noqa: TID252 - shared harness
 
 PREFIX = "pktest-"
-PEER_PORT = 4010
-CLIENT_PORT = 4000
 SUBNETS = ipaddress.IPv4Network("10.213.0.0/16")
 COMMANDS = ("ip", "nft", "tc", "losetup", "mkfs.ext4", "mount", "umount", "fsfreeze", "nsenter")
 #: ext4's shutdown ioctl (_IOR('X', 125, __u32)) and its flag "do not flush the journal":
@@ -227,8 +227,11 @@ class NetnsCluster(ClusterProcs):
         self.netns = {n: f"{PREFIX}{self.run_id}-{k}" for k, n in enumerate(self.names)}
         self.veth = {n: f"pkv{self.run_id}n{k}" for k, n in enumerate(self.names)}
         self.bridge = f"pkb{self.run_id}"
-        self.client_ports = dict.fromkeys(self.names, CLIENT_PORT)
-        self.peer_ports = dict.fromkeys(self.names, PEER_PORT)
+        # Every node listens on the same two ports, each on its own address. Taken free like
+        # any test's (no port is fixed), though only these namespaces can reach them.
+        self.client_port, self.peer_port = free_ports(2)
+        self.client_ports = dict.fromkeys(self.names, self.client_port)
+        self.peer_ports = dict.fromkeys(self.names, self.peer_port)
         self.metrics_ports: dict[str, int] = {}
         self.mounts = {n: base / f"{PREFIX}{self.run_id}-{n}" for n in self.names}
         self.images = {n: base / "disks" / f"{PREFIX}{self.run_id}-{n}.img" for n in self.names}
@@ -247,25 +250,11 @@ class NetnsCluster(ClusterProcs):
         except BaseException:
             self.teardown()
             raise
-        lines = [
-            "[cluster]",
-            f'id = "{CLUSTER_ID}"',
-            f"lease_period_secs = {lease_period_secs}",
-            f"fsync = {'true' if fsync else 'false'}",
-            cluster_extra,
-            "",
-        ]
-        for name in self.names:
-            lines += [
-                "[[nodes]]",
-                f'name = "{name}"',
-                f'addresses = ["{self.hosts[name]}:{PEER_PORT}"]',
-                f"client_port = {CLIENT_PORT}",
-                f'home_dir = "{self.home(name)}"',
-                "",
-            ]
         self.config = base / "cluster.toml"
-        self.config.write_text("\n".join(lines))
+        self.write_config(lease_period_secs=lease_period_secs, fsync=fsync, extra=cluster_extra)
+
+    def peer_address(self, name: str) -> str:
+        return f"{self.hosts[name]}:{self.peer_port}"
 
     # ------------------------------------------------------------------ set-up and teardown
 
@@ -338,7 +327,7 @@ class NetnsCluster(ClusterProcs):
         return ["nsenter", netns, "--", *super().node_command(name)]
 
     def connect(self, name: str, timeout: float = 5.0) -> RawConnection:
-        return RawConnection(CLIENT_PORT, timeout=timeout, host=self.hosts[name])
+        return RawConnection(self.client_port, timeout=timeout, host=self.hosts[name])
 
     # ------------------------------------------------------------------ network faults
 
@@ -354,14 +343,14 @@ class NetnsCluster(ClusterProcs):
             if dst == name:
                 # src's own stream to us (it dials our peer port) vanishes both ways; the one
                 # we dial to src (its peer port, our ephemeral port) still flows.
-                drop_in.append(f"ip saddr {self.hosts[src]} tcp dport {PEER_PORT}")
-                drop_out.append(f"ip daddr {self.hosts[src]} tcp sport {PEER_PORT}")
+                drop_in.append(f"ip saddr {self.hosts[src]} tcp dport {self.peer_port}")
+                drop_out.append(f"ip daddr {self.hosts[src]} tcp sport {self.peer_port}")
         for (src, dst), per_mille in self.losses.items():
             if src == name:
                 drop_out.append(f"ip daddr {self.hosts[dst]} numgen random mod 1000 < {per_mille}")
         if name in self.client_cuts:
-            drop_in.append(f"ip saddr {self.gateway} tcp dport {CLIENT_PORT}")
-            drop_out.append(f"ip daddr {self.gateway} tcp sport {CLIENT_PORT}")
+            drop_in.append(f"ip saddr {self.gateway} tcp dport {self.client_port}")
+            drop_out.append(f"ip daddr {self.gateway} tcp sport {self.client_port}")
         rules = [
             "flush ruleset",
             "table inet pktest {",

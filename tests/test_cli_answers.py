@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parakoon_testing import wait_until
+
 from .conftest import ClusterProcs
 
 LEASE = 1.0
@@ -43,7 +45,8 @@ def test_who_master_and_progress_say_the_truth_at_once(cluster_factory: Any) -> 
     for name in cluster.names:
         if name != master:
             cluster.kill(name)
-    time.sleep(3 * LEASE)  # the master's lease runs out
+    # The master's lease runs out: it no longer names itself.
+    wait_until(lambda: cluster.who_master(master) is None, "the lease ran out", timeout=5 * LEASE)
     code, out, err, took = client(cluster.config, "who-master")
     assert (code, out) == (5, ""), err
     assert err.startswith("error: who-master: NoMasterFound: no master: "), err

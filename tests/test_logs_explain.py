@@ -6,7 +6,6 @@ peer's address was never logged.)"""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from parakoon_testing import wait_until
@@ -30,9 +29,8 @@ def test_quorum_lost_and_regained_are_logged_with_addresses(cluster_factory: Any
     cluster: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
     cluster.start_all()
     master = cluster.wait_master(timeout=30)
-    time.sleep(
-        LEASE
-    )  # the master has seen its quorum (a starting node's missing links are not a loss)
+    # The master has seen its quorum (a starting node's missing links are not a loss).
+    wait_until(lambda: events(cluster, master, "quorum.reached"), "quorum.reached", timeout=10)
     others = [n for n in cluster.names if n != master]
     for name in others:
         cluster.kill(name)

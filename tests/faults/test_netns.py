@@ -47,7 +47,7 @@ from .netns import (
 )
 from .seeds import seeded
 from .test_nemesis import dump_history, final_reads, wait_converged, write_through_master
-from .workload import WorkloadConfig, cluster_id_of, keys_of, run_clients
+from .workload import WorkloadConfig, WorkloadResult, cluster_id_of, keys_of, run_clients
 
 LONG = bool(os.environ.get("PARAKOON_LONG"))
 #: How long the long schedule runs (``PARAKOON_LONG_SECS``, default one hour).
@@ -80,6 +80,17 @@ def netns_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fa
         if report is not None and report.failed:
             print(cluster.tail_logs(60))
         cluster.teardown()
+
+
+def load(cluster: NetnsCluster, *, seed: int, **options: Any) -> WorkloadResult:
+    """The recording clients of ``workload.py`` against the namespace hosts."""
+    return run_clients(
+        seed=seed,
+        ports=cluster.client_ports,
+        hosts=cluster.hosts,
+        cluster_id=cluster_id_of(cluster),
+        **options,
+    )
 
 
 def leftovers(run_id: int) -> list[str]:
@@ -428,11 +439,9 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
     group_seed = rng.randrange(1 << 32)
 
     def group_load() -> None:
-        groups["result"] = run_clients(
+        groups["result"] = load(
+            cluster,
             seed=group_seed,
-            ports=cluster.client_ports,
-            hosts=cluster.hosts,
-            cluster_id=cluster_id_of(cluster),
             config=WorkloadConfig(
                 clients=2, keys=3, key_window_secs=8.0, group_size=GROUP, key_prefix="grp-"
             ),
@@ -442,11 +451,9 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
 
     group_thread = threading.Thread(target=group_load, name="group-load", daemon=True)
     group_thread.start()
-    result = run_clients(
+    result = load(
+        cluster,
         seed=rng.randrange(1 << 32),
-        ports=cluster.client_ports,
-        hosts=cluster.hosts,
-        cluster_id=cluster_id_of(cluster),
         config=WorkloadConfig(clients=4, keys=5, key_window_secs=8.0),
         duration_secs=duration,
         t0=t0,
@@ -495,11 +502,9 @@ def caught_within_rounds(
     broken variants: a checker that cannot see them would make the other tests prove nothing."""
     verdicts = []
     for round_no in range(rounds):
-        result = run_clients(
+        result = load(
+            cluster,
             seed=rng.randrange(1 << 32),
-            ports=cluster.client_ports,
-            hosts=cluster.hosts,
-            cluster_id=cluster_id_of(cluster),
             config=WorkloadConfig(clients=4, keys=3, key_window_secs=60.0),
             duration_secs=round_secs,
             read_target="any",
@@ -602,11 +607,9 @@ def test_clocks_within_the_drift_bound_keep_history_linearizable(
             else:
                 cluster.heal_links()
 
-    result = run_clients(
+    result = load(
+        cluster,
         seed=rng.randrange(1 << 32),
-        ports=cluster.client_ports,
-        hosts=cluster.hosts,
-        cluster_id=cluster_id_of(cluster),
         config=WorkloadConfig(clients=4, keys=5, key_window_secs=8.0),
         duration_secs=45.0,
         read_target="any",

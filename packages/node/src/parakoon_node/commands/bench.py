@@ -32,7 +32,6 @@ import multiprocessing as mp
 import os
 import random
 import secrets
-import socket
 import sys
 import time
 from array import array
@@ -40,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from parakoon_client import codec
+from parakoon_node.commands.direct import DirectConnection
 from parakoon_node.runtime.config import ClusterConfig, load_config
 
 PHASES = ("set", "get", "get-ng", "seq10", "mixed")
@@ -325,17 +325,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def _ask(cluster: ClusterConfig, name: str, request: Any) -> Any:
-    node = cluster.node(name)
-    with socket.create_connection((node.client_host, node.client_port), 2) as s:
-        s.sendall(codec.encode_prologue(cluster.cluster_id) + codec.encode_request(request))
-        decoder = codec.ResponseDecoder(request)
-        while (event := decoder.next_event()) is codec.NEED_DATA:
-            data = s.recv(4096)
-            if not data:
-                raise ConnectionError(f"{name} closed the connection")
-            decoder.feed(data)
-        return event
+def _ask(cluster: ClusterConfig, name: str, request: Any, timeout: float = 2.0) -> Any:
+    with DirectConnection(cluster, cluster.node(name), timeout=timeout) as conn:
+        return conn.call(request)
 
 
 class NoCluster(Exception):
@@ -372,17 +364,8 @@ def find_master(cluster: ClusterConfig, timeout_secs: float = 15.0) -> str:
 
 def cleanup(cluster: ClusterConfig, prefix: bytes) -> int:
     """Delete every key the benchmark wrote (one DELETE_PREFIX on the master); the count."""
-    master = find_master(cluster)
-    node = cluster.node(master)
-    request = codec.DeletePrefix(prefix=prefix)
-    with socket.create_connection((node.client_host, node.client_port), 60) as s:
-        s.sendall(codec.encode_prologue(cluster.cluster_id) + codec.encode_request(request))
-        decoder = codec.ResponseDecoder(request)
-        while (event := decoder.next_event()) is codec.NEED_DATA:
-            data = s.recv(4096)
-            if not data:
-                raise ConnectionError(f"{master} closed the connection during the clean-up")
-            decoder.feed(data)
+    # One request that may delete many keys: a generous bound on the answer.
+    event = _ask(cluster, find_master(cluster), codec.DeletePrefix(prefix=prefix), timeout=60)
     if isinstance(event, codec.ErrorResponse):
         raise NoCluster(f"the clean-up (delete_prefix {prefix!r}) failed: {event.message!r}")
     return int(event)

@@ -328,11 +328,13 @@ class Node:
     async def _explain_loop(self) -> None:
         """Log, once per change and with the reason, what an operator must know: quorum lost
         and regained (as this node sees its links), and a master whose lease ran out without a
-        renewal. Elections are logged by the driver (``role.changed``). Nothing is logged until
-        the first look (a starting node has no links yet: that is not a lost quorum)."""
+        renewal. Elections are logged by the driver (``role.changed``). A starting node has no
+        links yet: that is not a lost quorum, so ``quorum.lost`` needs a quorum seen first, and
+        the first one seen is logged as ``quorum.reached``."""
         config = self.paxos_config
         period = max(0.05, config.lease_period / 10)
-        had_quorum: bool | None = None
+        had_quorum = False
+        ever = False
         was_master = False
         while True:
             await anyio.sleep(period)
@@ -340,10 +342,12 @@ class Node:
             reachable = [v for v in config.other_voters if links.get(v, False)]
             unreachable = [v for v in config.other_voters if not links.get(v, False)]
             quorum = 1 + len(reachable) >= config.quorum_size
-            if had_quorum is not None and quorum != had_quorum:
+            if quorum != had_quorum:
                 addresses = {n.name: "{}:{}".format(*n.addresses[0]) for n in self.cluster.nodes}
                 if quorum:
-                    log.info("quorum.regained", reachable=reachable, quorum=config.quorum_size)
+                    event = "quorum.regained" if ever else "quorum.reached"
+                    log.info(event, reachable=reachable, quorum=config.quorum_size)
+                    ever = True
                 else:
                     log.warning(
                         "quorum.lost",

@@ -420,8 +420,19 @@ def test_learner_follows_but_never_votes(config: Any, node: Any) -> None:
     assert next_deadline(c, f.state) is None
     assert f.on(Tick(), 100.0) == []
     f.on(Receive(src="n0", msg=Accept(n=3, i=0, value=NOP)), 100.0)
-    assert f.on(Persisted(i=0, n=3)) == []
+    # It acknowledges (so that the leader knows when it may be promoted), and never promises.
+    assert f.on(Persisted(i=0, n=3)) == [Send(to="n0", msg=Accepted(n=3, i=0))]
     assert f.on(Receive(src="n0", msg=Prepare(n=9, i=0))) == []
+
+
+def test_leader_never_counts_a_learner(config: Any, leader: Any) -> None:
+    ld = leader(config(learners=("l0",)), now=1.0)
+    ld.on(reqs((1, b"a")))
+    prop = ld.state.prop
+    assert prop is not None and not prop.chosen
+    ld.on(Receive(src="l0", msg=Accepted(n=ld.state.n, i=prop.i)))
+    assert ld.state.prop is not None and not ld.state.prop.chosen
+    assert dict(ld.state.learner_at) == {"l0": prop.i}
 
 
 # --- §5.7 losing leadership -----------------------------------------------------------------

@@ -62,6 +62,7 @@ from parakoon_paxos import (
     LogEntry,
     MasterMode,
     MasterSet,
+    Membership,
     Message,
     Nak,
     Persist,
@@ -98,6 +99,8 @@ MAX_STABILIZE_ROUNDS = 1000
 def fmt_value(v: Value) -> str:
     if isinstance(v, MasterSet):
         return f"MasterSet({v.node})"
+    if isinstance(v, Membership):
+        return f"Membership({','.join(v.voters)};{','.join(v.learners)})"
     if not v.payloads:
         return "Nop"
     body = ",".join(p.decode() for p in v.payloads)

@@ -89,6 +89,50 @@ def test_broken_variant_is_caught(variant: str, harsh: bool, rule: str) -> None:
     pytest.fail(f"{variant}: no violation found in {CI_SEEDS} seeds")
 
 
+@pytest.mark.parametrize(
+    ("variant", "rule"),
+    [
+        ("two_changes_at_once", "one change at a time"),
+        ("promote_before_caught_up", "promoted before caught up"),
+    ],
+)
+def test_broken_membership_change_is_caught(variant: str, rule: str) -> None:
+    """The membership checkers find a core that changes two nodes in one step, or that counts
+    a learner as a voter before it caught up, within the CI seeds."""
+    step_fn = VARIANTS[variant]
+    for seed in range(CI_SEEDS):
+        try:
+            Sim(seed, step_fn=step_fn, membership=True).run()
+        except (Violation, AssertionError) as v:
+            print(f"{variant}: caught at seed={seed}: {v}")
+            assert rule in str(v)
+            return
+    pytest.fail(f"{variant}: no violation found in {CI_SEEDS} seeds")
+
+
+MEMBERSHIP_SEEDS = 300
+
+
+def test_membership_seeds() -> None:
+    """Random membership changes (add, promote, remove, the master included, one node at a
+    time) under crashes, partitions, pauses, stale messages and lost disks."""
+    seeds = _seeds(MEMBERSHIP_SEEDS)
+    failures: list[str] = []
+    changes = 0
+    for seed in seeds:
+        sim = Sim(seed, membership=True)
+        try:
+            sim.run()
+        except Violation as v:
+            failures.append(str(v))
+            print(f"seed={seed} FAILED: {v}")
+            continue
+        changes += len(sim.member_history)
+    print(f"{len(seeds)} membership seeds: {changes} membership changes chosen")
+    assert not failures, "\n".join(failures)
+    assert changes > len(seeds)
+
+
 DISK_LOSS_SEEDS = 300
 
 

@@ -124,6 +124,7 @@ from .types import (
     Broadcast,
     CatchupDone,
     CatchupFailed,
+    ChangeMembership,
     ClientBatch,
     ClientRequest,
     Commit,
@@ -136,6 +137,8 @@ from .types import (
     LogEntry,
     MasterMode,
     MasterSet,
+    MemberOp,
+    Membership,
     Message,
     Nak,
     Persist,
@@ -320,6 +323,12 @@ class Common:
     # two or three candidates in lock step for seconds when every live voter was needed (sim
     # seeds 252048 and 19371, --disk-loss). Liveness only; no safety rule reads it.
     unsettled: int
+    # The replicated membership in force for our next slot (the newest ``Membership`` we
+    # applied) and this node's configuration under it; both None while the static one of
+    # ``step``'s ``config`` is in force. No defaults, like ``rebuild``: a role change that
+    # forgot them would put a node back under a membership the cluster has left.
+    members: Membership | None
+    conf: Config | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -386,6 +395,12 @@ class Leader(Common):
     drop_deadline: float  # NEVER unless dropping
     pref_i: int  # highest slot the preferred master acknowledged (preferred mode)
     pref_check_at: float
+    # Membership changes: the one waiting for a free slot (its rid and the new membership),
+    # the rid of the one in flight, and the highest slot each learner acknowledged (a learner
+    # is promoted only once it holds our latest slot).
+    change: tuple[int, Membership] | None = None
+    change_rid: int | None = None
+    learner_at: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -549,6 +564,20 @@ def _candidate_wait(config: Config, r: float, retries: int) -> float:
     return wait
 
 
+def _take_members(config: Config, c: _S, value: Membership, now: float) -> _S:
+    """We applied a chosen ``Membership``: every later slot runs under it.
+
+    A rebuilding node starts its probe again (R9): the answers it collected came from the old
+    voters, and the bound they gave says nothing about the quorums of the new membership.
+    """
+    rb = c.rebuild
+    if rb is not None:
+        probe = 3 + ((c.rng >> 11) % (1 << 40))
+        _, c = _rand(c)
+        rb = Rebuild(probe_n=-probe, probe_at=now)
+    return evolve(c, members=value, conf=config.with_members(value), rebuild=rb)
+
+
 def _entry_at(c: Common, i: int) -> LogEntry | None:
     last = c.last
     return last if last is not None and last.i == i else None
@@ -566,6 +595,9 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
     the check margin from ``now`` (R2: a remembered lease counts as starting now).
     """
     last, applied = recovered.last, recovered.applied_i
+    members = recovered.membership
+    conf = config.with_members(members) if members is not None else None
+    config = conf or config
     if applied < -1:
         raise RecoveryError(f"Recovered.applied_i: {applied} < -1")
     if last is None:
@@ -588,7 +620,9 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
     alone = len(config.sorted_voters) == 1
     lease_start = now if remembered and not alone else LONG_AGO
     rebuild = None
-    if recovered.rebuilding and config.is_voter and not alone:
+    # Learners rebuild too: one that lost its state may be promoted later, and must not vote
+    # on slots it may have acknowledged before the loss (R9).
+    if recovered.rebuilding and config.member and not alone:
         # A fresh probe ballot, -3, -4, ... (R9): random, so that answers to an earlier
         # incarnation's probes do not count; -1 and -2 are the notes' R3 and catch-up probes.
         probe = 3 + ((rng >> 11) % (1 << 40))
@@ -609,6 +643,8 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
         rng=rng,
         rebuild=rebuild,
         unsettled=0,
+        members=members,
+        conf=conf,
     )
     r, c = _rand(c)
     forced_master = config.master_mode is MasterMode.FORCED and config.master == config.me
@@ -620,6 +656,18 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
     else:
         check_at = lease_start + config.lease_period + _check_delay(config, r)
     return evolve(c, check_at=check_at)
+
+
+def effective_config(config: Config, state: State) -> Config:
+    """The configuration ``state`` runs under: the static ``config`` until the node applied a
+    replicated membership, then ``config`` under that membership (``Config.with_members``).
+    Drivers use its ``peers`` and ``other_voters`` to carry out ``Broadcast``."""
+    return state.conf or config
+
+
+def members(state: State) -> Membership | None:
+    """The replicated membership in force (None: the static configuration's)."""
+    return state.members
 
 
 def role(state: State) -> Role:
@@ -666,6 +714,7 @@ def master(config: Config, state: State, now: float) -> str | None:
 
 def next_deadline(config: Config, state: State) -> float | None:
     """The earliest time at which a ``Tick`` may change something (``None``: only events will)."""
+    config = state.conf or config
     t = NEVER
     match state:
         case Follower(check_at=check_at):
@@ -703,6 +752,8 @@ def next_deadline(config: Config, state: State) -> float | None:
 def step(config: Config, state: State, event: Event, now: float) -> tuple[State, list[Effect]]:
     """Apply one event; return the new state and the effects to execute (see the contract)."""
     out: list[Effect] = []
+    if state.conf is not None:
+        config = state.conf  # a replicated membership is in force (see "Membership changes")
     match event:  # most frequent first
         case Receive(src=src, msg=msg):
             new = _on_message(config, state, src, msg, now, out)
@@ -724,6 +775,8 @@ def step(config: Config, state: State, event: Event, now: float) -> tuple[State,
                 new = state
         case DropMaster(rid=rid):
             new = _on_drop_master(config, state, rid, now, out)
+        case ChangeMembership():
+            new = _on_change(config, state, event, now, out)
         case _:
             assert_never(event)
     # R9: a rebuilding follower learns its target slot through any event (Accept, CatchupDone,
@@ -899,7 +952,9 @@ def _on_persisted(
     # A follower's Accepted leaves only once its copy is durable, and goes to the ballot's
     # owner (who proposed it) rather than to whoever we think leads: the two differ after a
     # hand-over, and only the owner counts votes for ballot n.
-    if _votes(config, state) and n > 0 and owner(config, n) != config.me:
+    # Learners acknowledge too (never counted): the leader promotes only a learner that holds
+    # its latest slot.
+    if config.member and state.rebuild is None and n > 0 and owner(config, n) != config.me:
         out.append(Send(to=owner(config, n), msg=Accepted(n=n, i=i)))
     return evolve(state, last_durable=True)
 
@@ -926,6 +981,8 @@ def _on_applied(
         f"Applied({i}): {len(results)} results for {value!r}"
     )
     assert state.applied_i == i, f"Applied({i}) with applied_i={state.applied_i}"
+    if isinstance(value, Membership):
+        return _after_change(config, state, value, now, out)
     # A value re-proposed from an older ballot has no rids: its clients were failed by the
     # leader that lost them, so nobody is waiting here.
     for rid, result in zip(prop.rids, results, strict=False):
@@ -936,6 +993,92 @@ def _on_applied(
         # rather than when the next slot comes (up to a lease renewal later).
         out.append(Broadcast(msg=Commit(n=state.n, i=i)))
     return new
+
+
+def _after_change(
+    config: Config, s: Leader, value: Membership, now: float, out: list[Effect]
+) -> State:
+    """Our ``Membership`` is chosen and applied: answer its requester, then run again.
+
+    Ballots are owned by rank among the voters, and the ranks of the new membership differ
+    from the old ones', so the ballot we led with may now name another voter: we never lead a
+    slot of the new membership with it. A fresh election (no pre-vote: the lease guard of
+    our followers still names us) gives us a ballot of the new membership, and our first value
+    under it is a fresh lease, granted by a quorum of the new voters. A leader that is no
+    longer a voter steps down; the others elect once its lease has run out.
+    """
+    assert config is s.conf, "the leader runs under the membership it just applied"
+    if s.change_rid is not None:
+        out.append(Reply(rid=s.change_rid, result=value))
+    s = evolve(s, change_rid=None, prop=None)
+    _step_down(config, s, out)
+    if _can_elect(config, s):
+        return _start_election(config, s, 0, now, out)
+    return _become_follower(config, s, None, now, out)
+
+
+def _on_change(
+    config: Config, state: State, ev: ChangeMembership, now: float, out: list[Effect]
+) -> State:
+    """A membership change request: one node added, promoted or removed (see the theory)."""
+    if config.master_mode is MasterMode.FORCED:
+        out.append(Fail(rid=ev.rid, code=FailCode.NOT_SUPPORTED))
+        return state
+    if not isinstance(state, Leader) or state.drop_deadline != NEVER:
+        out.append(Fail(rid=ev.rid, code=FailCode.NOT_MASTER))
+        return state
+    if (
+        state.change is not None
+        or state.change_rid is not None
+        or (state.prop is not None and isinstance(state.prop.value, Membership))
+        or not lease_valid(config, state, now)
+    ):
+        # One change at a time, and only under a lease the current voters granted.
+        out.append(Fail(rid=ev.rid, code=FailCode.MEMBERSHIP_BUSY))
+        return state
+    members = _changed(config, state, ev)
+    if isinstance(members, FailCode):
+        out.append(Fail(rid=ev.rid, code=members))
+        return state
+    return _maybe_propose(config, evolve(state, change=(ev.rid, members)), now, out)
+
+
+def _changed(config: Config, s: Leader, ev: ChangeMembership) -> Membership | FailCode:
+    """The membership after ``ev``, or why it cannot be made."""
+    voters, learners = set(config.sorted_voters), set(config.learners)
+    name = ev.node
+    old = s.members.addresses if s.members is not None else ()
+    addresses = dict(old)
+    match ev.op:
+        case MemberOp.ADD:
+            if not name or name in voters or name in learners:
+                return FailCode.MEMBERSHIP_INVALID
+            learners.add(name)
+            addresses[name] = ev.address
+        case MemberOp.PROMOTE:
+            if name not in learners:
+                return FailCode.MEMBERSHIP_INVALID
+            # Caught up: it acknowledged our latest slot. Promoting a learner that is far behind
+            # would count a voter that cannot vote yet (the quorum would need every other one).
+            if dict(s.learner_at).get(name, -1) < s.applied_i:
+                return FailCode.LEARNER_BEHIND
+            learners.discard(name)
+            voters.add(name)
+        case MemberOp.REMOVE:
+            if name not in voters and name not in learners:
+                return FailCode.MEMBERSHIP_INVALID
+            if voters == {name}:
+                return FailCode.MEMBERSHIP_INVALID
+            voters.discard(name)
+            learners.discard(name)
+            addresses.pop(name, None)
+        case _:
+            assert_never(ev.op)
+    return Membership(
+        voters=tuple(sorted(voters)),
+        learners=tuple(sorted(learners)),
+        addresses=tuple(sorted(addresses.items())),
+    )
 
 
 def _on_catchup_done(
@@ -965,6 +1108,8 @@ def _on_catchup_done(
         # We cannot know when that lease began; starting it now is the cautious reading (the
         # lease guard then lasts longest), as on a restart (R2).
         s = evolve(s, lease_holder=ev.lease_holder, lease_start=now)
+    if ev.membership is not None and ev.membership != s.members:
+        s = _take_members(config, s, ev.membership, now)
     follower = _become_follower(config, s, state.source, now, out)
     if state.replay is not None:
         src, accept = state.replay
@@ -1018,7 +1163,19 @@ def _on_prepare(
 ) -> State:
     my_next = state.applied_i + 1
     if not config.is_voter:
-        return state  # learners never vote
+        # Learners never vote, and neither does a node the membership no longer lists. But a
+        # candidate behind us may need the slots we hold to learn that it has left the
+        # membership it runs under (a removed node can be the only live one that applied its
+        # own removal): point it at us, as a witness of nothing ("rebuilding").
+        if m.n >= 0 and m.i < my_next:
+            out.append(
+                Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=my_next, rebuilding=True))
+            )
+        elif m.n >= 0 and m.i > my_next and isinstance(state, Follower):
+            # A voter runs for a slot we have not reached: the slots we miss may make us a
+            # voter (a promotion whose commit notice overtook its Accept). Fetch them.
+            return _start_catchup(config, state, src, out)
+        return state
     if state.rebuild is not None:
         # R9: no promise while rebuilding; say so, so that a rebuilding prober does not count
         # us as a witness and a candidate knows why.
@@ -1026,6 +1183,10 @@ def _on_prepare(
         return state
     if src not in config.sorted_voters:
         out.append(Send(to=src, msg=Nak(n=m.n, their_n=state.n, their_i=my_next)))  # rule 1
+        if m.n >= 0 and m.i > my_next and isinstance(state, Follower):
+            # Not a voter of the membership we know, but ahead of us: the membership may have
+            # changed in slots we have not applied yet. Fetch them.
+            return _start_catchup(config, state, src, out)
         return state
     # Rule 2, the lease guard: while the lease we applied runs, only its holder may take over.
     # Probes (negative ballots, R9) pass: they never win, and our Nak below is the answer a
@@ -1120,6 +1281,8 @@ def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> Stat
         rng=rng,
         rebuild=s.rebuild,
         unsettled=0,
+        members=s.members,
+        conf=s.conf,
         prop=None,
         queue=EMPTY_QUEUE,
         my_lease_start=LONG_AGO,
@@ -1171,7 +1334,9 @@ def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: lis
             # A voter ahead of us: fetch what we missed from it (a CatchingUp node is already
             # fetching; one transfer at a time).
 
-            if ahead and isinstance(s, Follower) and src in config.peers:
+            # (Any sender: one we do not know yet is a member of a membership chosen in the
+            # slots we missed.)
+            if ahead and isinstance(s, Follower):
                 return _start_catchup(config, s, src, out)
             return s
         case Candidate():
@@ -1294,6 +1459,8 @@ def _follower_accept(
             # The lease starts when *we* apply it, later than the leader's own start, so our
             # guard outlasts the leader's belief in its lease (§5.6).
             lease_holder, lease_start = last.value.node, now
+        elif isinstance(last.value, Membership):
+            s = _take_members(config, s, last.value, now)
     if i == a + 1:
         if last is not None and last.i == i and last.n == m.n and last.value == m.value:
             # A duplicate of what we hold: acknowledge once durable (Persisted will do it).
@@ -1329,6 +1496,11 @@ def _on_accepted(
 ) -> State:
     if config.preferred and src == config.master and m.i > s.pref_i:
         s = evolve(s, pref_i=m.i)
+    if src in config.learners:
+        if m.n == s.n and m.i > dict(s.learner_at).get(src, -1):
+            at = (*(x for x in s.learner_at if x[0] != src), (src, m.i))
+            return evolve(s, learner_at=at)
+        return s
     prop = s.prop
     # Count each voter once, for our ballot and the slot in flight only: a late Accepted for
     # an earlier slot or term says nothing about this one. Learners never count.
@@ -1438,6 +1610,21 @@ def _maybe_propose(
         )
     # While a foreign lease runs out, any value we send doubles as the heartbeat below.
     renew_at = now + config.lease_period / 2 if foreign_live else s.renew_at
+    if s.change is not None and lease_ok and not dropping:
+        rid, members = s.change
+        return _propose(
+            config,
+            evolve(s, change=None, change_rid=rid),
+            i,
+            members,
+            (),
+            now,
+            out,
+            fresh_lease=False,
+            queue=s.queue,
+            renew_at=renew_at,
+            need_nop=False,
+        )
     if s.queue.size > 0 and (lease_ok or not dropping):
         reqs, queue = s.queue.take(config.max_batch_count, config.max_batch_bytes)
         batch = Batch(payloads=tuple(r.payload for r in reqs), sync=any(r.sync for r in reqs))
@@ -1517,6 +1704,14 @@ def _maybe_chosen(
     out.append(Apply(i=prop.i, value=prop.value))
     value = prop.value
     chosen = evolve(prop, chosen=True)
+    if isinstance(value, Membership):
+        # Tell every member of the old membership at once (the one being removed included, so
+        # that it learns it is out), and run under the new one from the next slot on; the
+        # Applied of this slot makes us run for a ballot of the new membership.
+        for p in config.peers:
+            out.append(Send(to=p, msg=Commit(n=s.n, i=prop.i)))
+        s = _take_members(config, s, value, now)
+        return evolve(s, applied_i=prop.i, prop=chosen, last_durable=last_durable)
     if not isinstance(value, MasterSet):
         return evolve(s, applied_i=prop.i, prop=chosen, last_durable=last_durable)
     # need_nop: followers learn this slot only when the next one arrives.
@@ -1561,6 +1756,10 @@ def _step_down(config: Config, state: Leader | Candidate, out: list[Effect]) -> 
         if state.prop is not None:
             out.extend(Fail(rid=r, code=FailCode.NO_LONGER_MASTER) for r in state.prop.rids)
         out.extend(Fail(rid=r.rid, code=FailCode.NO_LONGER_MASTER) for r in state.queue.all())
+        if state.change_rid is not None:
+            out.append(Fail(rid=state.change_rid, code=FailCode.NO_LONGER_MASTER))
+        if state.change is not None:
+            out.append(Fail(rid=state.change[0], code=FailCode.NOT_MASTER))
         # A DropMaster asked us to stop leading; we no longer do, which is its success.
         out.extend(Reply(rid=r, result=None) for r in state.drop_rids)
 
@@ -1595,6 +1794,8 @@ def _become_follower(
         rng=rng,
         rebuild=c.rebuild,
         unsettled=_unsettled(c),
+        members=c.members,
+        conf=c.conf,
         leader=leader,
         check_at=base + _check_delay(config, r, _unsettled(c)),
         # heard_at stays LONG_AGO: only Accepts received as this follower may hold back
@@ -1624,6 +1825,8 @@ def _start_catchup(
         rng=c.rng,
         rebuild=c.rebuild,
         unsettled=_unsettled(c),
+        members=c.members,
+        conf=c.conf,
         source=source,
         from_i=c.applied_i + 1,
         replay=replay,
@@ -1657,6 +1860,8 @@ def _start_prevote(config: Config, c: Common, retries: int, now: float, out: lis
         rng=rng,
         rebuild=c.rebuild,
         unsettled=c.unsettled,
+        members=c.members,
+        conf=c.conf,
         i=i,
         own=None,
         promises=(),
@@ -1678,13 +1883,15 @@ def _on_prevote(
     """Would we promise ``m.n``? The same tests as a Prepare (§5.2), without promising."""
     my_next = state.applied_i + 1
     if not _votes(config, state) or src not in config.sorted_voters:
-        if config.is_voter:
+        if config.is_voter or m.i < my_next:
             out.append(
                 Send(
                     to=src,
                     msg=Nak(n=m.n, their_n=state.n, their_i=my_next, rebuilding=True),
                 )
             )
+        if m.i > my_next and isinstance(state, Follower) and state.rebuild is None:
+            return _start_catchup(config, state, src, out)  # as for a Prepare, above
         return state
     if state.lease_holder != src and _lease_live(config, state, now):
         return state  # the lease guard: a live master (maybe us) needs no successor
@@ -1721,6 +1928,8 @@ def _on_commit(config: Config, s: Follower, m: Commit, now: float, out: list[Eff
     out.append(Apply(i=last.i, value=last.value))
     if isinstance(last.value, MasterSet):
         return evolve(s, applied_i=last.i, lease_holder=last.value.node, lease_start=now)
+    if isinstance(last.value, Membership):
+        return evolve(_take_members(config, s, last.value, now), applied_i=last.i)
     return evolve(s, applied_i=last.i)
 
 
@@ -1749,6 +1958,8 @@ def _start_election(
         rng=rng,
         rebuild=c.rebuild,
         unsettled=c.unsettled,
+        members=c.members,
+        conf=c.conf,
         i=i,
         own=own,
         promises=(),
@@ -1843,7 +2054,9 @@ def check_invariants(config: Config, state: State) -> None:
 
     Raises ``AssertionError`` naming the broken invariant.
     """
+    config = state.conf or config
     c = state
+    assert (c.members is None) == (c.conf is None), "members and conf go together"
     last = c.last
     if last is None:
         assert c.applied_i == -1, f"S3: no log but applied_i={c.applied_i}"
@@ -1855,9 +2068,15 @@ def check_invariants(config: Config, state: State) -> None:
     assert c.max_seen >= c.n or c.n <= 0, f"max_seen {c.max_seen} < n {c.n}"
     match state:
         case Leader(prop=prop):
-            assert config.is_voter, "a learner became leader"
+            # Between choosing a Membership and its Applied the leader already runs under the
+            # new membership, which may no longer count it or its ballot; it proposes nothing
+            # in between and runs again (or steps down) on Applied.
+            changing = prop is not None and prop.chosen and isinstance(prop.value, Membership)
+            assert config.is_voter or changing, "a learner became leader"
             assert c.rebuild is None or _can_elect(config, c), "R9: a rebuilding node leads"
-            assert owner(config, c.n) == config.me, f"leading with a ballot {c.n} we do not own"
+            assert changing or owner(config, c.n) == config.me, (
+                f"leading with a ballot {c.n} we do not own"
+            )
             if prop is not None:
                 assert prop.i == (c.applied_i if prop.chosen else c.applied_i + 1), (
                     f"S5: proposal for slot {prop.i} with applied_i={c.applied_i}"

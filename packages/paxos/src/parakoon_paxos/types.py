@@ -50,6 +50,14 @@ class FailCode(Enum):
     OVERLOADED = "overloaded"
     NOT_SUPPORTED = "not_supported"
     READ_ONLY = "read_only"
+    # Membership changes (``ChangeMembership``): another change is still in flight, or the
+    # leader's lease was not yet renewed under the current membership; retry shortly.
+    MEMBERSHIP_BUSY = "membership_busy"
+    # The change makes no sense against the current membership (adding a member, promoting a
+    # non-learner, removing a stranger or the last voter).
+    MEMBERSHIP_INVALID = "membership_invalid"
+    # ``promote`` of a learner that has not acknowledged the leader's latest slot.
+    LEARNER_BEHIND = "learner_behind"
 
 
 class ConfigError(ValueError):
@@ -77,6 +85,9 @@ class Config:
     max_batch_bytes: int = 4 << 20
     max_queued: int = 10_000
     clock_drift: float = 0.05
+    # Built by ``with_members`` from a replicated membership that no longer lists ``me`` (the
+    # node was removed): it is then neither voter nor learner and takes no part.
+    outsider_ok: bool = field(default=False, repr=False, compare=False)
 
     # Derived (not constructor arguments).
     sorted_voters: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -86,6 +97,7 @@ class Config:
     other_voters: tuple[str, ...] = field(init=False, repr=False, compare=False)
     peers: tuple[str, ...] = field(init=False, repr=False, compare=False)
     leader_lease: float = field(init=False, repr=False, compare=False)
+    member: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         voters = tuple(sorted(self.voters))
@@ -97,7 +109,7 @@ class Config:
             raise ConfigError("Config.learners: a node cannot be both voter and learner")
         if len(set(self.learners)) != len(self.learners):
             raise ConfigError(f"Config.learners: duplicate name in {self.learners!r}")
-        if self.me not in voters and self.me not in self.learners:
+        if self.me not in voters and self.me not in self.learners and not self.outsider_ok:
             raise ConfigError(f"Config.me: {self.me!r} is neither a voter nor a learner")
         if not self.lease_period > 0:
             raise ConfigError(f"Config.lease_period: must be > 0, got {self.lease_period!r}")
@@ -126,8 +138,33 @@ class Config:
             tuple(v for v in voters if v != self.me)
             + tuple(x for x in self.learners if x != self.me),
         )
+        object.__setattr__(self, "member", self.me in voters or self.me in self.learners)
         d = self.clock_drift
         object.__setattr__(self, "leader_lease", self.lease_period * (1 - d) / (1 + d))
+
+    def with_members(self, members: Membership) -> Config:
+        """This node's configuration under the replicated ``members`` (see ``Membership``).
+
+        The quorum becomes the majority of the new voters (an explicit ``quorum`` of the static
+        file applies to the static membership only), and preferred mode ends if its master is
+        no longer a voter.
+        """
+        preferred = self.preferred and self.master in members.voters
+        return Config(
+            me=self.me,
+            voters=members.voters,
+            learners=members.learners,
+            quorum=None,
+            lease_period=self.lease_period,
+            master_mode=self.master_mode,
+            master=self.master if preferred or self.master_mode is MasterMode.FORCED else None,
+            preferred=preferred,
+            max_batch_count=self.max_batch_count,
+            max_batch_bytes=self.max_batch_bytes,
+            max_queued=self.max_queued,
+            clock_drift=self.clock_drift,
+            outsider_ok=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +186,38 @@ class Batch:
     sync: bool = False
 
 
-Value: TypeAlias = MasterSet | Batch
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Membership:
+    """The replicated membership: chosen at slot i, it governs every slot after i.
+
+    ``voters`` and ``learners`` are sorted and disjoint. ``addresses`` maps the members added
+    at run time to an opaque address string the driver understands (members of the static
+    configuration keep the addresses of their ``cluster.toml``); sorted by name.
+    Consecutive memberships differ by one node (see ``core``, "Membership changes").
+    """
+
+    voters: tuple[str, ...]
+    learners: tuple[str, ...] = ()
+    addresses: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.voters:
+            raise ConfigError("Membership.voters: at least one voter is required")
+        if tuple(sorted(set(self.voters))) != self.voters:
+            raise ConfigError(f"Membership.voters: not sorted and unique: {self.voters!r}")
+        if tuple(sorted(set(self.learners))) != self.learners:
+            raise ConfigError(f"Membership.learners: not sorted and unique: {self.learners!r}")
+        if set(self.voters) & set(self.learners):
+            raise ConfigError("Membership: a node cannot be both voter and learner")
+
+    def address(self, name: str) -> str | None:
+        for k, v in self.addresses:
+            if k == name:
+                return v
+        return None
+
+
+Value: TypeAlias = MasterSet | Batch | Membership
 NOP = Batch(payloads=())
 
 
@@ -272,6 +340,8 @@ class Recovered:
     # driver from the cluster identity), or had not finished rebuilding when it stopped. It
     # starts as a non-voter and becomes a voter only by the rebuild rule in ``core``.
     rebuilding: bool = False
+    # The newest ``Membership`` the store applied (None: the static one is still in force).
+    membership: Membership | None = None
     # The node joins a cluster that may already have a master (a founder that finished forming
     # after the others did): like a remembered lease (R2), it waits a lease period before it
     # may run, instead of a cold start's short delay that would depose a fresh master.
@@ -333,6 +403,8 @@ class CatchupDone:
     applied_i: int
     last: LogEntry | None
     lease_holder: str | None = None
+    # The store's membership after the transfer (None: the static one is still in force).
+    membership: Membership | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -347,8 +419,34 @@ class DropMaster:
     rid: int
 
 
+class MemberOp(Enum):
+    ADD = "add"  # add as a learner
+    PROMOTE = "promote"  # learner -> voter, once it has caught up
+    REMOVE = "remove"  # voter or learner (the master included)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeMembership:
+    """Admin request: change the membership by one node. Answered, once the new membership is
+    chosen and applied, by ``Reply(rid, Membership)``, or by ``Fail``. ``address`` is the new
+    node's (``ADD`` only)."""
+
+    rid: int
+    op: MemberOp
+    node: str
+    address: str = ""
+
+
 Event: TypeAlias = (
-    Tick | Receive | ClientBatch | Persisted | Applied | CatchupDone | CatchupFailed | DropMaster
+    Tick
+    | Receive
+    | ClientBatch
+    | Persisted
+    | Applied
+    | CatchupDone
+    | CatchupFailed
+    | DropMaster
+    | ChangeMembership
 )
 
 
@@ -364,7 +462,10 @@ class Send:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Broadcast:
-    """Send to every other voter, plus learners when the message is an ``Accept``."""
+    """Send to every other member, voters and learners (``Config.peers`` of the membership
+    in force, ``core.effective_config``): learners ignore what is not for them, and a learner
+    that is ahead tells a candidate behind it so (it may have applied a membership change the
+    candidate has not)."""
 
     msg: Message
 

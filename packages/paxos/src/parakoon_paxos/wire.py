@@ -9,6 +9,7 @@ driver can close the offending peer's connection with a useful log line.
 Layouts (all lists)::
 
     value     MasterSet  [0, node]            Batch  [1, [payload, ...], sync]
+              Membership [2, [voter, ...], [learner, ...], [[name, address], ...]]
     entry     [i, n, value]
     Prepare   [1, n, i]        Promise   [2, n, i, entry | None]
     Nak       [3, n, their_n, their_i, rebuilding]
@@ -25,6 +26,7 @@ from .types import (
     Commit,
     LogEntry,
     MasterSet,
+    Membership,
     Message,
     Nak,
     Prepare,
@@ -53,7 +55,22 @@ class WireError(ValueError):
 def value_to_wire(value: Value) -> Wire:
     if isinstance(value, MasterSet):
         return [0, value.node]
+    if isinstance(value, Membership):
+        return [
+            2,
+            list(value.voters),
+            list(value.learners),
+            [[k, v] for k, v in value.addresses],
+        ]
     return [1, list(value.payloads), value.sync]
+
+
+def _names(obj: object, what: str) -> tuple[str, ...]:
+    items = _list(obj, what)
+    for k, x in enumerate(items):
+        if not isinstance(x, str):
+            raise WireError(f"{what}[{k}]: expected a str, got {type(x).__name__}")
+    return tuple(items)  # type: ignore[arg-type]
 
 
 def _int(obj: object, what: str) -> int:
@@ -92,6 +109,24 @@ def value_from_wire(obj: object) -> Value:
         if not isinstance(sync, bool):
             raise WireError(f"Batch.sync: expected a bool, got {type(sync).__name__}")
         return Batch(payloads=tuple(payloads), sync=sync)  # type: ignore[arg-type]
+    if tag == 2:
+        _list(obj, "Membership", 4)
+        voters = _names(fields[1], "Membership.voters")
+        learners = _names(fields[2], "Membership.learners")
+        pairs = tuple(
+            _names(p, f"Membership.addresses[{k}]")
+            for k, p in enumerate(_list(fields[3], "Membership.addresses"))
+        )
+        if any(len(p) != 2 for p in pairs):
+            raise WireError("Membership.addresses: expected [name, address] pairs")
+        try:
+            return Membership(
+                voters=voters,
+                learners=learners,
+                addresses=tuple((p[0], p[1]) for p in pairs),
+            )
+        except ValueError as exc:
+            raise WireError(str(exc)) from None
     raise WireError(f"value: unknown tag {tag}")
 
 

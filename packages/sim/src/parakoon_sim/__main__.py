@@ -4,6 +4,7 @@ uv run --all-packages python -m parakoon_sim --seed 42 --trace
 uv run --all-packages python -m parakoon_sim --seeds 0..1000
 uv run --all-packages python -m parakoon_sim --seeds 0..200 --variant ack_before_persist
 uv run --all-packages python -m parakoon_sim --seeds 0..1000 --disk-loss
+uv run --all-packages python -m parakoon_sim --seeds 0..1000 --membership
 """
 
 from __future__ import annotations
@@ -45,8 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use the disk-loss fault profile (nodes restart with empty disks, R9)",
     )
+    parser.add_argument(
+        "--membership",
+        action="store_true",
+        help="use the membership profile (add, promote, remove nodes under every fault)",
+    )
     args = parser.parse_args(argv)
-    kw: dict[str, Any] = {"harsh": args.harsh, "disk_loss": args.disk_loss}
+    kw: dict[str, Any] = {
+        "harsh": args.harsh,
+        "disk_loss": args.disk_loss,
+        "membership": args.membership,
+    }
     if args.variant:
         kw["step_fn"] = VARIANTS[args.variant]
     if args.seed is not None:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from parakoon_paxos import (
     Accept,
     Accepted,
+    ChangeMembership,
     ClientBatch,
     Config,
     Effect,
@@ -19,6 +20,7 @@ from parakoon_paxos import (
     Fail,
     Follower,
     Leader,
+    MemberOp,
     Persist,
     PersistPromise,
     Receive,
@@ -123,7 +125,48 @@ def vote_while_rebuilding(
     return step(config, state, event, now)
 
 
+def two_changes_at_once(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks "one change at a time": a change asked for while another waits for a free slot
+    is folded into it, so one chosen membership changes two nodes at once."""
+    if (
+        isinstance(event, ChangeMembership)
+        and isinstance(state, Leader)
+        and state.change is not None
+        and state.prop is not None
+        and not state.prop.chosen
+    ):
+        rid, pending = state.change
+        base = state.conf or config
+        # Validate and build the second change against the first one's result.
+        trial = replace(state, change=None, members=pending, conf=base.with_members(pending))
+        new, effects = step(config, trial, event, now)
+        if isinstance(new, Leader) and new.change is not None:
+            return replace(
+                new, change=(rid, new.change[1]), members=state.members, conf=state.conf
+            ), effects
+        return state, effects
+    return step(config, state, event, now)
+
+
+def promote_before_caught_up(
+    config: Config, state: State, event: Event, now: float
+) -> tuple[State, list[Effect]]:
+    """Breaks the promotion rule: a learner is made a voter however far behind it is."""
+    if (
+        isinstance(event, ChangeMembership)
+        and event.op is MemberOp.PROMOTE
+        and isinstance(state, Leader)
+    ):
+        at = (*(x for x in state.learner_at if x[0] != event.node), (event.node, state.applied_i))
+        state = replace(state, learner_at=at)
+    return step(config, state, event, now)
+
+
 VARIANTS: dict[str, StepFn] = {
+    "two_changes_at_once": two_changes_at_once,
+    "promote_before_caught_up": promote_before_caught_up,
     "vote_while_rebuilding": vote_while_rebuilding,
     "reply_before_chosen": reply_before_chosen,
     "optimistic_renewal": optimistic_renewal,

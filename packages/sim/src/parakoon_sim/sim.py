@@ -69,9 +69,9 @@ from parakoon_paxos import (
     Broadcast,
     CatchupDone,
     CatchupFailed,
+    ChangeMembership,
     ClientBatch,
     ClientRequest,
-    Commit,
     Config,
     DropMaster,
     Effect,
@@ -81,6 +81,8 @@ from parakoon_paxos import (
     LogEntry,
     MasterMode,
     MasterSet,
+    MemberOp,
+    Membership,
     Message,
     Persist,
     Persisted,
@@ -97,6 +99,7 @@ from parakoon_paxos import (
     Tick,
     Value,
     check_invariants,
+    effective_config,
     initial_state,
     lease_valid,
     master,
@@ -148,6 +151,7 @@ class Faults:
     pause_max: float = 3.0
     disk_loss_rate: float = 0.0  # expected disk losses per node per lease period (R9)
     reckless_loss: bool = False  # allow more lost disks at once than the cluster tolerates
+    member_rate: float = 0.0  # membership change requests per lease period
 
     @staticmethod
     def harsh(rng: random.Random) -> Faults:
@@ -184,6 +188,7 @@ class Faults:
             drop_master_rate=rng.choice((0.0, 0.0, 0.1)),
             pause_rate=rng.choice((0.0, 0.05, 0.2)),
             disk_loss_rate=rng.choice((0.0, 0.0, 0.02, 0.1)),
+            member_rate=rng.choice((0.0, 0.0, 0.3, 1.0)),
         )
 
     @staticmethod
@@ -203,6 +208,28 @@ class Faults:
             pause_rate=rng.choice((0.0, 0.1)),
             client_rate=50.0,
             disk_loss_rate=rng.choice((0.1, 0.3)),
+            member_rate=rng.choice((0.0, 0.3, 1.0)),
+        )
+
+    @staticmethod
+    def membership(rng: random.Random) -> Faults:
+        """Frequent membership changes (add, promote, remove, the master included) on top of
+        crashes, partitions, pauses, stale messages and lost disks."""
+        return Faults(
+            drop=rng.choice((0.0, 0.05)),
+            duplicate=0.05,
+            delay_max=rng.choice((0.02, 0.1)),
+            fsync_max=0.02,
+            crash_rate=rng.choice((0.0, 0.1, 0.3)),
+            crash_mid_effects=rng.choice((0.0, 0.01)),
+            down_max=rng.choice((0.5, 2.0)),
+            partition_rate=rng.choice((0.0, 0.2)),
+            partition_min=0.5,
+            partition_max=2.0,
+            pause_rate=rng.choice((0.0, 0.1)),
+            client_rate=50.0,
+            disk_loss_rate=rng.choice((0.0, 0.05, 0.2)),
+            member_rate=rng.choice((1.0, 2.0, 4.0)),
         )
 
 
@@ -235,6 +262,7 @@ class Node:
     partition: int = 0  # nodes talk only within the same partition number
     paused_until: float = 0.0  # a paused node handles nothing until then (its inbox waits)
     rebuilt_emitted: bool = False  # this incarnation's core has emitted Rebuilt
+    max_durable_i: int = -1  # the highest slot ever durable on this node (lost disks included)
 
     def local(self, t: float) -> float:
         return self.offset + self.rate * t
@@ -274,7 +302,9 @@ class Sim:
         faults: Faults | None = None,
         harsh: bool = False,
         disk_loss: bool = False,
+        membership: bool = False,
         check_r9: bool = True,
+        check_members: bool = True,
         step_fn: StepFn = step,
         trace: bool = False,
         max_batch_count: int = 64,
@@ -291,44 +321,36 @@ class Sim:
         self.L = lease_period
         self.duration = duration if duration is not None else rng.uniform(8.0, 16.0) * self.L
         if faults is None:
-            if disk_loss:
+            if membership:
+                faults = Faults.membership(rng)
+            elif disk_loss:
                 faults = Faults.disk_loss(rng)
             else:
                 faults = Faults.harsh(rng) if harsh else Faults.draw(rng)
         self.faults = faults
         self.step_fn = step_fn
         self.check_r9 = check_r9
-        self.replay_flags = " --disk-loss" if disk_loss else (" --harsh" if harsh else "")
+        self.check_members = check_members
+        self.replay_flags = (
+            " --membership"
+            if membership
+            else (" --disk-loss" if disk_loss else (" --harsh" if harsh else ""))
+        )
         self.tracing = trace
         self.trace: list[str] = []
         voter_names = tuple(f"n{k}" for k in range(nv))
         learner_names = tuple(f"l{k}" for k in range(nl))
-        self.voters = voter_names
-        self.quorum = nv // 2 + 1
+        self.initial_voters = voter_names
+        # The true membership history: (slot, membership) for every chosen Membership, in
+        # slot order; slot i runs under the newest one chosen below i.
+        self.initial_members = Membership(voters=voter_names, learners=learner_names)
+        self.member_history: list[tuple[int, Membership]] = []
+        self.max_batch_count = max_batch_count
         self.nodes: dict[str, Node] = {}
-        d = self.faults.drift
+        self.added = 0
+        self.member_requested_at = float("-inf")
         for name in voter_names + learner_names:
-            config = Config(
-                me=name,
-                voters=voter_names,
-                learners=learner_names,
-                lease_period=lease_period,
-                clock_drift=d,
-                max_batch_count=max_batch_count,
-                max_queued=1000,
-                master_mode={
-                    "forced": MasterMode.FORCED,
-                    "readonly": MasterMode.READONLY,
-                }.get(mode, MasterMode.ELECTED),
-                master="n0" if mode in ("forced", "preferred") else None,
-                preferred=mode == "preferred",
-            )
-            self.nodes[name] = Node(
-                name=name,
-                config=config,
-                rate=rng.uniform(1 - d, 1 + d),
-                offset=rng.uniform(0, 1000),
-            )
+            self._new_node(name, voter_names, learner_names)
         self.now = 0.0
         self.seq = 0
         self.queue: list[tuple[float, int, str, Any]] = []
@@ -352,6 +374,91 @@ class Sim:
         self.cut: set[tuple[str, str]] = set()  # directed links that drop every message
         self.final_rids: list[int] = []
         self.last_master_at = float("-inf")
+
+    # --- membership (the simulator's own truth) --------------------------------------------------
+
+    def _new_node(self, name: str, voters: tuple[str, ...], learners: tuple[str, ...]) -> Node:
+        """A node whose cluster.toml lists ``voters`` and ``learners`` (it is one of them)."""
+        rng, d, mode = self.rng, self.faults.drift, self.mode
+        preferred = mode == "preferred" and "n0" in voters
+        config = Config(
+            me=name,
+            voters=voters,
+            learners=learners,
+            lease_period=self.L,
+            clock_drift=d,
+            max_batch_count=self.max_batch_count,
+            max_queued=1000,
+            master_mode={
+                "forced": MasterMode.FORCED,
+                "readonly": MasterMode.READONLY,
+            }.get(mode, MasterMode.ELECTED),
+            master="n0" if mode == "forced" or preferred else None,
+            preferred=preferred,
+        )
+        node = Node(
+            name=name,
+            config=config,
+            rate=rng.uniform(1 - d, 1 + d),
+            offset=rng.uniform(0, 1000),
+        )
+        self.nodes[name] = node
+        return node
+
+    def members_at(self, i: int) -> Membership:
+        """The membership slot ``i`` runs under (the newest chosen below it)."""
+        found = self.initial_members
+        for slot, m in self.member_history:
+            if slot >= i:
+                break
+            found = m
+        return found
+
+    @property
+    def members(self) -> Membership:
+        """The newest chosen membership."""
+        return self.member_history[-1][1] if self.member_history else self.initial_members
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return self.members.voters
+
+    def _node_members(self, node: Node) -> Membership | None:
+        """The newest Membership in the node's store (None: its static one is in force)."""
+        for value in reversed(node.disk.store):
+            if isinstance(value, Membership):
+                return value
+        return None
+
+    def _check_membership(self, i: int, new: Membership) -> None:
+        """A chosen Membership at slot i: one node changes, quorums intersect, and a promoted
+        learner held the leader's recent slots."""
+        old = self.members_at(i)
+
+        def role(m: Membership, x: str) -> int:
+            return 2 if x in m.voters else (1 if x in m.learners else 0)
+
+        names = set(old.voters) | set(old.learners) | set(new.voters) | set(new.learners)
+        changed = sorted(x for x in names if role(old, x) != role(new, x))
+        if len(changed) != 1:
+            raise self.fail(
+                "one change at a time",
+                f"slot {i}: {old.voters}/{old.learners} -> {new.voters}/{new.learners} "
+                f"changes {changed}",
+            )
+        q_old, q_new = len(old.voters) // 2 + 1, len(new.voters) // 2 + 1
+        if q_old + q_new <= len(set(old.voters) | set(new.voters)):
+            raise self.fail(
+                "quorum intersection", f"slot {i}: {old.voters} -> {new.voters} do not intersect"
+            )
+        (x,) = changed
+        if role(old, x) == 1 and role(new, x) == 2:
+            held = self.nodes[x].max_durable_i
+            if held < i - 4:
+                raise self.fail(
+                    "promoted before caught up",
+                    f"slot {i}: {x} promoted to voter holding only slot {held}",
+                )
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -379,9 +486,13 @@ class Sim:
         # chosen).
         disk.store = []
         disk.lease_holder = None
-        upto = disk.last_i if len(self.voters) == 1 and node.config.is_voter else disk.last_i - 1
-        for i in range(disk.applied_i + 1, upto + 1):
+        for i in range(disk.applied_i + 1, disk.last_i):
             self._store_apply(node, i, disk.log[i].value, "replay")
+        members = self._node_members(node)
+        if disk.last_i >= 0 and (members.voters if members else node.config.voters) == (node.name,):
+            # The only voter of the membership its last slot ran under chose it alone.
+            self._store_apply(node, disk.last_i, disk.log[disk.last_i].value, "replay")
+            members = self._node_members(node)
         last = disk.log.get(disk.last_i) if disk.last_i >= 0 else None
         rec = Recovered(
             last=last,
@@ -389,6 +500,7 @@ class Sim:
             promised_n=disk.promised_n,
             lease_holder=disk.lease_holder,
             rebuilding=disk.rebuilding,
+            membership=members,
         )
         node.incarnation += 1
         node.write_free_at = self.now
@@ -401,9 +513,20 @@ class Sim:
         """Lose one more disk only while a majority of voters keeps its state (R9)."""
         if self.calm or len(self.voters) < 3:
             return False  # one or two voters cannot survive any lost disk
-        if self.faults.reckless_loss or not node.config.is_voter:
+        if self.faults.reckless_loss:
             return True
-        lost = sum(1 for n in self.nodes.values() if n.disk.rebuilding and n.config.is_voter)
+        if self.now - self.member_requested_at < 2 * self.L:
+            # A change may be on its way: the membership the loss must be a minority of is not
+            # known here. (Learners count below: one may be promoted while it rebuilds.)
+            return False
+        members = self.members
+        if node.name not in members.voters and node.name not in members.learners:
+            return True
+        lost = sum(
+            1
+            for n in self.nodes.values()
+            if n.disk.rebuilding and (n.name in members.voters or n.name in members.learners)
+        )
         return node.disk.rebuilding or lost < (len(self.voters) - 1) // 2
 
     def _lose_disk(self, node: Node) -> None:
@@ -412,7 +535,15 @@ class Sim:
         self.disk_losses += 1
         # The identity file is gone with the rest; the node learns from its peers' identities
         # that a history exists, so it comes back as a rebuilding voter.
-        node.disk = Disk(rebuilding=node.config.is_voter)
+        node.disk = Disk(rebuilding=True)
+        m = self.members
+        if node.name in m.voters or node.name in m.learners:
+            # The operator who replaces the disk starts the node with a cluster.toml that
+            # lists today's members (docs/operations.md): a file from before the cluster grew
+            # could make it a lone voter of its own, with nobody to rebuild from.
+            self.nodes[node.name] = node
+            node.config = self._new_node(node.name, m.voters, m.learners).config
+            self.nodes[node.name] = node
         self._log(f"{node.name} DISK LOST")
 
     def _crash(self, node: Node) -> None:
@@ -484,12 +615,16 @@ class Sim:
                 case Send(to=to, msg=msg):
                     self._send(node, to, msg, send_after)
                 case Broadcast(msg=msg):
-                    targets = node.config.other_voters
-                    if isinstance(msg, Accept | Commit):
-                        targets = node.config.peers
-                    for to in targets:
+                    conf = (
+                        node.config
+                        if node.state is None
+                        else effective_config(node.config, node.state)
+                    )
+                    for to in conf.peers:
                         self._send(node, to, msg, send_after)
                 case Persist(entry=entry):
+                    if isinstance(node.state, Leader) and entry.n == node.state.n:
+                        self.proposed.add(entry.value)  # our own proposal (a lone voter's too)
                     # Writes complete in order; _write_done checks S3 (no gap, no rewrite
                     # below the last slot) when each one lands.
                     node.write_free_at = max(node.write_free_at, self.now) + self.rng.uniform(
@@ -567,19 +702,22 @@ class Sim:
         else:
             raise self.fail("S3", f"{node.name} appends slot {entry.i} after {disk.last_i}")
         disk.durable.add((entry.i, entry.n))
+        node.max_durable_i = max(node.max_durable_i, entry.i)
         # A rebuilding node's copies are a learner's, not accepts, as long as the cores keep
         # R9; without the R9 checker every durable copy counts, so that a core that lets a
         # rebuilding node vote is judged by what its votes did (agreement, durability).
-        if node.config.is_voter and (not disk.rebuilding or not self.check_r9):
+        if not disk.rebuilding or not self.check_r9:
             self._accepted(node.name, entry.i, entry.n, entry.value)
 
     def _accepted(self, name: str, i: int, n: int, value: Value) -> None:
-        """Voter ``name`` has accepted (i, n, value): chosen once a quorum has."""
+        """``name`` has accepted (i, n, value): chosen once a quorum of the voters of the
+        membership slot i runs under has (a learner's copy counts if it is such a voter)."""
         known, who = self.accepts.setdefault((i, n), (value, set()))
         if known != value:
             raise self.fail("S1", f"slot {i} ballot {n} has {known} and {value}")
         who.add(name)
-        if len(who) >= self.quorum:
+        voters = self.members_at(i).voters
+        if len(who.intersection(voters)) >= len(voters) // 2 + 1:
             self._choose(i, value)
 
     def _choose(self, i: int, value: Value) -> None:
@@ -590,6 +728,11 @@ class Sim:
             return
         if value not in self.proposed:
             raise self.fail("validity", f"slot {i} chose {value} which nobody proposed")
+        if isinstance(value, Membership):
+            if self.check_members:
+                self._check_membership(i, value)
+            self.member_history.append((i, value))
+            self.member_history.sort(key=lambda x: x[0])
         self.chosen[i] = value
         self._log(f"CHOSEN {i} {_fmt_value(value)}")
         if isinstance(value, Batch):
@@ -642,19 +785,35 @@ class Sim:
             disk.log[i] = entry
             disk.last_i = i
             disk.durable.add((i, entry.n))
+            node.max_durable_i = max(node.max_durable_i, i)
             self._store_apply(node, i, entry.value, "catch-up")
             if isinstance(entry.value, MasterSet):
                 copied_lease = entry.value.node
         last = disk.log.get(disk.last_i) if disk.last_i >= 0 else None
         self._step(
             node,
-            CatchupDone(applied_i=disk.applied_i, last=last, lease_holder=copied_lease),
+            CatchupDone(
+                applied_i=disk.applied_i,
+                last=last,
+                lease_holder=copied_lease,
+                membership=self._node_members(node),
+            ),
         )
 
     # --- clients -------------------------------------------------------------------------------
 
+    def _live_members(self) -> list[Node]:
+        """Live nodes of the current membership: where a client looks for the master (it
+        learns the members from any live node, as the client library does)."""
+        m = self.members
+        return [
+            n
+            for n in self.nodes.values()
+            if n.state is not None and (n.name in m.voters or n.name in m.learners)
+        ]
+
     def _client_submit(self) -> None:
-        live = [n for n in self.nodes.values() if n.state is not None]
+        live = self._live_members()
         if not live:
             return
         probe = self.rng.choice(live)
@@ -672,6 +831,49 @@ class Sim:
                 self.final_rids.append(rid)
         delay = self.rng.uniform(self.faults.delay_min, self.faults.delay_max)
         self._at(self.now + delay, "client", (target, tuple(reqs)))
+
+    def _member_request(self) -> None:
+        """Ask the node some live node believes is master for one membership change, drawn
+        against the true membership (the leader may know another one and refuse)."""
+        if self.mode == "forced" or self.calm:
+            return
+        live = self._live_members()
+        if not live:
+            return
+        probe = self.rng.choice(live)
+        assert probe.state is not None
+        target = master(probe.config, probe.state, probe.local(self.now)) or probe.name
+        self.member_requested_at = self.now
+        for _ in range(2 if self.rng.random() < 0.25 else 1):  # sometimes two at once
+            self._one_member_request(target)
+
+    def _one_member_request(self, target: str) -> None:
+        m, rng = self.members, self.rng
+        everyone = [*m.voters, *m.learners]
+        rebuilding = any(self.nodes[x].disk.rebuilding for x in everyone)
+        ops: list[tuple[MemberOp, str]] = []
+        for x in m.learners:
+            ops += [(MemberOp.PROMOTE, x)] * 3 + [(MemberOp.REMOVE, x)]
+        if len(everyone) < 7:
+            ops += [(MemberOp.ADD, "")] * 2
+        if len(m.voters) > 1 and not rebuilding:
+            # Any voter, the master included; shrinking below 3 is rarer.
+            weight = 2 if len(m.voters) > 3 else 1
+            ops += [(MemberOp.REMOVE, x) for x in m.voters] * weight
+        if not ops:
+            return
+        op, name = rng.choice(ops)
+        if op is MemberOp.ADD:
+            name = f"a{self.added}"
+            self.added += 1
+            node = self._new_node(name, m.voters, tuple(sorted((*m.learners, name))))
+            # The operator starts the new node about when it asks for it to be added.
+            self._at(self.now + rng.uniform(0.0, 0.5) * self.L, "restart", node.name)
+        rid = -1 - self.next_rid
+        self.next_rid += 1
+        self._log(f"MEMBER {op.value} {name} -> {target}")
+        delay = rng.uniform(self.faults.delay_min, self.faults.delay_max)
+        self._at(self.now + delay, "member", (target, ChangeMembership(rid=rid, op=op, node=name)))
 
     def _on_reply(self, node: Node, rid: int) -> None:
         if rid not in self.submitted:
@@ -771,6 +973,12 @@ class Sim:
                 if t >= end:
                     break
                 self._at(t, "pause", name)
+        t = 0.0
+        while f.member_rate > 0:
+            t += rng.expovariate(f.member_rate / self.L)
+            if t >= end:
+                break
+            self._at(t, "member_request", None)
         self._at(end, "calm", None)
         calm_len = 8 * self.L
         stop = end + calm_len
@@ -891,8 +1099,8 @@ class Sim:
     def _result(self) -> Result:
         return Result(
             seed=self.seed,
-            voters=len(self.voters),
-            learners=len(self.nodes) - len(self.voters),
+            voters=len(self.initial_voters),
+            learners=len(self.initial_members.learners),
             mode=self.mode,
             chosen=len(self.chosen),
             acked=len(self.acked),
@@ -919,11 +1127,11 @@ class Sim:
 
     def _dispatch(self, kind: str, data: Any) -> None:
         nodes = self.nodes
-        if kind in ("tick", "event", "catchup") and self._deferred(data[0], kind, data):
+        if kind in ("tick", "event", "catchup", "client", "member") and self._deferred(
+            data[0], kind, data
+        ):
             return
         if kind == "deliver" and self._deferred(data[1], kind, data):
-            return
-        if kind == "client" and self._deferred(data[0], kind, data):
             return
         if kind == "tick":
             name, inc, t = data
@@ -955,8 +1163,6 @@ class Sim:
             node = nodes[name]
             if node.incarnation != inc:
                 return  # torn: the crash came first
-            if node.config.is_voter and entry.n > 0 and _owner(node.config, entry.n) == name:
-                self.proposed.add(entry.value)
             self._write_done(node, entry)
             if node.state is not None and not self._deferred(
                 name, "event", (name, inc, Persisted(i=entry.i, n=entry.n))
@@ -1006,8 +1212,11 @@ class Sim:
                 self.answered.update(r.rid for r in reqs)
                 return
             self._step(node, ClientBatch(requests=reqs))
-        elif kind == "submit":
-            self._client_submit()
+        elif kind in ("submit", "member_request"):
+            (self._client_submit if kind == "submit" else self._member_request)()
+        elif kind == "member":
+            if nodes[data[0]].state is not None:
+                self._step(nodes[data[0]], data[1])
         elif kind == "crash":
             if not self.calm:
                 self._crash(nodes[data])
@@ -1056,7 +1265,7 @@ class Sim:
             minority = (len(self.voters) - 1) // 2
             # A rebuilding voter counts against the minority that may be missing, and it
             # needs an answer from every voter to finish (R9).
-            lost = sum(1 for n in nodes.values() if n.disk.rebuilding and n.config.is_voter)
+            lost = sum(1 for n in nodes.values() if n.disk.rebuilding and n.name in self.voters)
             self.unavailable_by_design = lost > minority
             if lost:
                 minority = 0
@@ -1094,13 +1303,11 @@ class Sim:
             raise self.fail("liveness", "no calm-phase request committed")
 
 
-def _owner(config: Config, n: int) -> str:
-    return config.sorted_voters[n % len(config.sorted_voters)]
-
-
 def _fmt_value(v: Value) -> str:
     if isinstance(v, MasterSet):
         return f"MasterSet({v.node})"
+    if isinstance(v, Membership):
+        return f"Membership(voters={v.voters}, learners={v.learners})"
     if not v.payloads:
         return "Nop"
     return f"Batch({len(v.payloads)}{', sync' if v.sync else ''})"

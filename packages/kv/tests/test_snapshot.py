@@ -91,6 +91,28 @@ def test_round_trip_keeps_content_and_applied_i() -> None:
     again._check()
 
 
+def test_metadata_travels_with_the_snapshot_and_is_checked() -> None:
+    """The metadata section (the node's membership) round-trips, also through a frozen copy,
+    stays out of the content hash, and a flipped byte in it is named with its offset."""
+    store = filled(SMALL, i=7)
+    plain = dumped(store)
+    store.meta = b"membership-v1"
+    data = dumped(store)
+    assert len(data) == len(plain) + 8 + len(b"membership-v1")
+    again = load(io.BytesIO(data))
+    assert again.meta == b"membership-v1"
+    assert again.content_hash() == store.content_hash()
+    assert load(io.BytesIO(plain)).meta == b""
+    frozen = io.BytesIO()
+    store.freeze().dump(frozen)
+    assert frozen.getvalue() == data
+    bad = bytearray(data)
+    bad[36 + 8 + 3] ^= 0xFF
+    with pytest.raises(SnapshotError, match="metadata checksum") as info:
+        load(io.BytesIO(bytes(bad)))
+    assert info.value.offset == 36
+
+
 def test_round_trip_of_an_empty_store_without_applied_i() -> None:
     """A fresh store (applied_i None, no keys) survives a round trip."""
     data = dumped(Store())

@@ -11,10 +11,15 @@ Layout::
     header (36 bytes)
       magic        8 bytes   b"PKVSNAP\\x00"
       version      u32       1
-      flags        u32       0 (no flags are defined; a reader rejects any other value)
+      flags        u32       0, or 1 (``FLAG_META``: a metadata section follows the header);
+                             a reader rejects any other value
       applied_i    i64       the store's applied_i, -1 for None
       key_count    u64       number of entries in the whole snapshot
       header_crc   u32       crc(the 32 bytes above, 0)
+    metadata section (only with FLAG_META)
+      meta_len     u32       bytes of metadata, at most META_BYTES_MAX
+      meta_crc     u32       crc(metadata, header_crc): the chain goes on from here
+      metadata     meta_len opaque bytes (the node keeps its replicated membership there)
     block (repeated; the last one is the end block)
       payload_len  u32       bytes of payload that follow this 16-byte block header
       entry_count  u32       entries in the payload, n
@@ -72,6 +77,7 @@ __all__ = [
     "SnapshotReader",
     "SnapshotWriter",
     "read_snapshot",
+    "read_snapshot_with_meta",
     "write_snapshot",
 ]
 
@@ -85,6 +91,9 @@ BLOCK_ENTRIES_MAX: Final = 1 << 16
 #: must not make the reader allocate without limit. Real blocks are about ``block_bytes`` plus
 #: at most one large entry, and replicated values are far below this (protocol §11 rule 23: 32 MiB).
 BLOCK_PAYLOAD_BYTES_MAX: Final = 1 << 30
+#: The flag bit of a snapshot that carries a metadata section, and its largest size.
+FLAG_META: Final = 1
+META_BYTES_MAX: Final = 1 << 20
 
 _HEADER_BODY = struct.Struct("<8sIIqQ")
 _U32 = struct.Struct("<I")
@@ -138,11 +147,15 @@ def write_snapshot(
     crc: CrcFunction = crc32c,
     block_bytes: int = BLOCK_BYTES_DEFAULT,
     block_entries_max: int = BLOCK_ENTRIES_MAX,
+    meta: bytes = b"",
 ) -> int:
-    """Write a snapshot of ``data`` (entries in the order of ``keys``, which must be ascending).
+    """Write a snapshot of ``data`` (entries in the order of ``keys``, which must be ascending)
+    and ``meta`` (a metadata section when not empty).
 
     Returns the number of bytes written.
     """
+    if len(meta) > META_BYTES_MAX:
+        raise ValueError(f"snapshot metadata of {len(meta)} bytes exceeds {META_BYTES_MAX}")
     if block_bytes <= 0 or block_entries_max <= 0:
         raise ValueError(
             f"block_bytes ({block_bytes}) and block_entries_max ({block_entries_max}) "
@@ -150,11 +163,15 @@ def write_snapshot(
         )
     key_count = len(data)
     header_body = _HEADER_BODY.pack(
-        MAGIC, VERSION, 0, -1 if applied_i is None else applied_i, key_count
+        MAGIC, VERSION, FLAG_META if meta else 0, -1 if applied_i is None else applied_i, key_count
     )
     chain = crc(header_body, 0)
     stream.write(header_body + _U32.pack(chain))
     written = _HEADER_SIZE
+    if meta:
+        chain = crc(meta, chain)
+        stream.write(_U32.pack(len(meta)) + _U32.pack(chain) + meta)
+        written += 8 + len(meta)
     total = 0
     previous: list[bytes] = []
     iterator = iter(keys)
@@ -226,7 +243,16 @@ def _read_exact(stream: SnapshotReader, size: int, offset: int, what: str) -> by
 def read_snapshot(
     stream: SnapshotReader, *, crc: CrcFunction = crc32c
 ) -> tuple[int | None, list[bytes], list[bytes]]:
-    """Read and verify a snapshot; return ``(applied_i, keys, values)`` with keys ascending.
+    """Read and verify a snapshot; return ``(applied_i, keys, values)`` with keys ascending
+    (its metadata, if any, is checked and dropped: see ``read_snapshot_with_meta``)."""
+    applied_i, keys, values, _ = read_snapshot_with_meta(stream, crc=crc)
+    return applied_i, keys, values
+
+
+def read_snapshot_with_meta(
+    stream: SnapshotReader, *, crc: CrcFunction = crc32c
+) -> tuple[int | None, list[bytes], list[bytes], bytes]:
+    """Read and verify a snapshot; return ``(applied_i, keys, values, meta)``.
 
     Raises SnapshotError naming the byte offset (from the start of the snapshot) of the first
     problem: bad magic or version, a checksum mismatch, truncation, lengths that do not fill
@@ -241,13 +267,27 @@ def read_snapshot(
         raise SnapshotError("header checksum mismatch", offset=_HEADER_BODY.size)
     if version != VERSION:
         raise SnapshotError(f"unsupported version {version}, expected {VERSION}", offset=8)
-    if flags != 0:
+    if flags & ~FLAG_META:
         raise SnapshotError(f"unknown flags 0x{flags:x}", offset=12)
     if applied_raw < -1:
         raise SnapshotError(f"bad applied_i {applied_raw}", offset=16)
     applied_i = None if applied_raw == -1 else applied_raw
     chain = header_crc
     offset = _HEADER_SIZE
+    meta = b""
+    if flags & FLAG_META:
+        raw = _read_exact(stream, 8, offset, "metadata header")
+        (meta_len,) = _U32.unpack_from(raw)
+        (meta_crc,) = _U32.unpack_from(raw, 4)
+        if meta_len > META_BYTES_MAX:
+            raise SnapshotError(
+                f"metadata of {meta_len} bytes exceeds {META_BYTES_MAX}", offset=offset
+            )
+        meta = _read_exact(stream, meta_len, offset + 8, "metadata")
+        if crc(meta, chain) != meta_crc:
+            raise SnapshotError("metadata checksum mismatch", offset=offset)
+        chain = meta_crc
+        offset += 8 + meta_len
     keys: list[bytes] = []
     values: list[bytes] = []
     while True:
@@ -308,4 +348,4 @@ def read_snapshot(
         raise SnapshotError(
             f"snapshot holds {len(keys)} entries, the header announces {key_count}", offset=offset
         )
-    return applied_i, keys, values
+    return applied_i, keys, values, meta

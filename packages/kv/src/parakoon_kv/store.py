@@ -65,7 +65,7 @@ from parakoon_kv.snapshot import (
     BLOCK_BYTES_DEFAULT,
     SnapshotReader,
     SnapshotWriter,
-    read_snapshot,
+    read_snapshot_with_meta,
     write_snapshot,
 )
 from parakoon_kv.updates import (
@@ -274,6 +274,7 @@ class Store:
         "_applied_i",
         "_content_hash",
         "_data",
+        "meta",
         "_keys",
         "_pending",
         "_pending_keys_max",
@@ -301,6 +302,9 @@ class Store:
         self._user_functions = (
             user_functions if user_functions is not None else (UserFunctionRegistry())
         )
+        # Opaque bytes kept with the store in its snapshots and not part of its content (the
+        # node keeps its replicated membership here); set it together with applying a batch.
+        self.meta = b""
 
     @classmethod
     def _from_sorted(
@@ -529,7 +533,10 @@ class Store:
         0.15 s for 1M keys, see docs/kv.md); the copies share the key and value objects.
         """
         return FrozenStore(
-            applied_i=self._applied_i, data=self._data.copy(), keys=list(self._index())
+            applied_i=self._applied_i,
+            data=self._data.copy(),
+            keys=list(self._index()),
+            meta=self.meta,
         )
 
     def dump(
@@ -551,6 +558,7 @@ class Store:
             data=self._data,
             crc=crc,
             block_bytes=block_bytes,
+            meta=self.meta,
         )
 
     @classmethod
@@ -564,14 +572,16 @@ class Store:
     ) -> Store:
         """Rebuild a store from a snapshot written by ``dump``; verifies every checksum, count
         and the key order. Raises SnapshotError naming the byte offset of the problem."""
-        applied_i, keys, values = read_snapshot(stream, crc=crc)
-        return cls._from_sorted(
+        applied_i, keys, values, meta = read_snapshot_with_meta(stream, crc=crc)
+        store = cls._from_sorted(
             keys,
             values,
             applied_i,
             user_functions=user_functions,
             pending_keys_max=pending_keys_max,
         )
+        store.meta = meta
+        return store
 
     # ----------------------------------------------------------------------------------------
     # Writes
@@ -843,12 +853,20 @@ class FrozenStore:
     snapshot, compute a digest) while the event loop keeps applying batches.
     """
 
-    __slots__ = ("_applied_i", "_data", "_keys")
+    __slots__ = ("_applied_i", "_data", "_keys", "meta")
 
-    def __init__(self, *, applied_i: int | None, data: dict[bytes, bytes], keys: list[bytes]):
+    def __init__(
+        self,
+        *,
+        applied_i: int | None,
+        data: dict[bytes, bytes],
+        keys: list[bytes],
+        meta: bytes = b"",
+    ):
         self._applied_i = applied_i
         self._data = data
         self._keys = keys
+        self.meta = meta
 
     @property
     def applied_i(self) -> int | None:
@@ -888,4 +906,5 @@ class FrozenStore:
             data=self._data,
             crc=crc,
             block_bytes=block_bytes,
+            meta=self.meta,
         )

@@ -99,6 +99,13 @@ class NotSupported(BackendError):
     code: ClassVar[int] = ErrorCode.NOT_SUPPORTED
 
 
+class BadInput(BackendError):
+    """E_BAD_INPUT (0x26, keeps the connection): a request that cannot be carried out as given
+    (a membership change that makes no sense now)."""
+
+    code: ClassVar[int] = ErrorCode.BAD_INPUT
+
+
 class Backend(Protocol):
     """The node as the client server sees it. See the module docstring for the split of duties.
 

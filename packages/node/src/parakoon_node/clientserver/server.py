@@ -47,6 +47,7 @@ Rules of this file
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import struct
@@ -73,6 +74,7 @@ from parakoon_client.codec import (
     Collapse,
     CommandCode,
     Confirm,
+    Consistency,
     CopyDbToHead,
     CurrentState,
     DecoderState,
@@ -117,7 +119,7 @@ from parakoon_client.codec import (
     first_internal_update,
 )
 
-from .backend import Backend, BackendError
+from .backend import Backend, BackendError, BadInput
 from .convert import error_response, response_for_result, write_update
 from .fast import ProtocolStream, listen, running_on_asyncio
 from .stats import OperationStatistics
@@ -152,6 +154,9 @@ def default_max_connections() -> int:
 
 
 _OK = b"\x00\x00\x00\x00"
+_INT32: Final = struct.Struct("<i")
+#: The user hook that carries membership requests (its name continues with a JSON request).
+MEMBER_HOOK = "parakoon.member "
 _INT64: Final = struct.Struct("<q")
 DB_CHUNK_BYTES: Final = 1 << 20
 """GET_DB sends the backup in pieces of this size."""
@@ -619,7 +624,9 @@ class ClientServer:
                 store.assert_exists(key)
                 return _OK, False, None
             case UserHook(name=name, consistency=consistency):
-                # No hooks are registered on this server (§8.5).
+                if name.startswith(MEMBER_HOOK) and hasattr(backend, "change_membership"):
+                    return await self._member_hook(name[len(MEMBER_HOOK) :], consistency)
+                # No other hooks are registered on this server (§8.5).
                 await backend.check_read(consistency)
                 store = backend.store
                 return encode_error(ErrorCode.USERHOOK_NOT_FOUND, name), True, None
@@ -681,6 +688,30 @@ class ClientServer:
     async def _write(self, request: AnyRequest) -> tuple[bytes, bool]:
         result = await self.backend.write(_write_update(request))
         return response_for_result(request, result)
+
+    async def _member_hook(
+        self, text: str, consistency: Consistency
+    ) -> tuple[bytes, bool, int | None]:
+        """The ``parakoon.member`` hook (docs/operations.md, "Membership changes"): the rest of
+        the hook's name is a JSON request; the answer is rc 0 and a JSON text, or an error."""
+        backend: Any = self.backend
+        try:
+            request = json.loads(text)
+            op = request["op"]
+            if not isinstance(op, str):
+                raise TypeError("op")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"parakoon.member: malformed request {text[:200]!r}: {exc}") from None
+        if op == "list":
+            answer = backend.members()
+        else:
+            node, address = request.get("node"), request.get("address", "")
+            if not isinstance(node, str) or not isinstance(address, str):
+                raise BadInput("parakoon.member: node and address must be strings")
+            await backend.check_read(consistency)
+            answer = await backend.change_membership(op, node, address)
+        body = json.dumps(answer).encode()
+        return _OK + _INT32.pack(len(body)) + body, False, None
 
     async def _unsupported(self, request: Unsupported, code: int) -> tuple[bytes, bool, None]:
         """§12: what a reference node that never had nursery configured answers."""

@@ -33,13 +33,13 @@ import anyio.abc
 import structlog
 
 from parakoon_kv import Store
-from parakoon_paxos import LogEntry
+from parakoon_paxos import LogEntry, Membership
 
 from .driver import Persister
 from .framing import FrameDecoder, PeerProtocolError, encode_frame
 from .identity import PeerIdentities
 from .peer import PeerAddress, dial_peer, read_frame
-from .storage import Storage, decode_entry, snapshot_crc
+from .storage import Storage, decode_entry, decode_membership, snapshot_crc
 
 log = structlog.get_logger("parakoon.catchup")
 
@@ -143,7 +143,13 @@ def _take_batch(entries: Iterator[tuple[int, bytes]]) -> list[list[object]]:
 class CatchupCore(Protocol):
     """Where the outcome of a transfer goes (:class:`~.driver.Driver` is one)."""
 
-    def catchup_done(self, applied_i: int, last: LogEntry | None, holder: str | None) -> None: ...
+    def catchup_done(
+        self,
+        applied_i: int,
+        last: LogEntry | None,
+        holder: str | None,
+        membership: Membership | None = None,
+    ) -> None: ...
 
     def catchup_failed(self, source: str, why: str) -> None: ...
 
@@ -211,7 +217,7 @@ async def fetch_catchup(
             "catchup.partial", source=source.name, reason=failure, applied_i=storage.applied_i
         )
     log.info("catchup.received", source=source.name, entries=received, applied_i=storage.applied_i)
-    driver.catchup_done(storage.applied_i, storage.last_entry(), holder)
+    driver.catchup_done(storage.applied_i, storage.last_entry(), holder, storage.membership)
 
 
 async def _local(func: Callable[..., Any], *args: Any) -> Any:
@@ -273,6 +279,7 @@ async def _receive(
                 await _local(_install_snapshot, storage, snap_slot, tmp)
                 storage.store = store
                 storage.snapshot_slot = snap_slot
+                storage.membership = decode_membership(store.meta, "a caught-up snapshot")
                 log.info("catchup.snapshot_installed", slot=snap_slot, keys=store.key_count())
             elif kind == "entries":
                 received += await _take_entries(storage, frame[1] if len(frame) == 2 else None)

@@ -51,6 +51,7 @@ from parakoon_paxos import (
     Broadcast,
     CatchupDone,
     CatchupFailed,
+    ChangeMembership,
     ClientBatch,
     ClientRequest,
     Config,
@@ -60,6 +61,8 @@ from parakoon_paxos import (
     Fail,
     FailCode,
     LogEntry,
+    MemberOp,
+    Membership,
     Message,
     Persist,
     Persisted,
@@ -348,6 +351,9 @@ class Driver:
         # reads and catches up once space returns). See refuse_entries.
         self.refusing_entries: str | None = None
         self._low_space_budget = 0
+        # The replicated membership last seen in the state, and who to tell when it changes.
+        self._members: Membership | None = getattr(state, "members", None)
+        self.on_members: Callable[[Membership], None] | None = None
 
     def refuse_entries(self, reason: str | None) -> None:
         """Start (with the reason) or stop dropping the master's client updates for lack of
@@ -384,6 +390,14 @@ class Driver:
 
     def applied_i(self) -> int:
         return paxos.applied_i(self.state)
+
+    def effective_config(self) -> Config:
+        """The configuration under the replicated membership in force (``cluster.toml``'s
+        until one was applied)."""
+        return paxos.effective_config(self.config, self.state)
+
+    def membership(self) -> Membership | None:
+        return self._members
 
     # ---------------------------------------------------------------- event intake
 
@@ -423,6 +437,11 @@ class Driver:
                 self.counters.steps += 1
                 if effects:
                     self._execute(effects)
+                members = getattr(self.state, "members", None)
+                if members is not self._members:
+                    self._members = members
+                    if members is not None and self.on_members is not None:
+                        self.on_members(members)
         finally:
             self._busy = False
 
@@ -470,7 +489,8 @@ class Driver:
             case Send(to=to, msg=msg):
                 self._transport.send(to, msg)
             case Broadcast(msg=msg):
-                self._transport.broadcast(self.config.peers, msg)
+                peers = paxos.effective_config(self.config, self.state).peers
+                self._transport.broadcast(peers, msg)
             case Apply(i=i, value=value):
                 results = self._applier.apply(i, value)
                 self.counters.applied_slots += 1
@@ -554,6 +574,15 @@ class Driver:
             self.decoded.pop(id(waiter.payload), None)
             waiter.expire()
 
+    def change_membership(self, op: MemberOp, node: str, address: str = "") -> Waiter:
+        """Ask the core for one membership change; the waiter resolves with the new
+        ``Membership`` once it is chosen and applied, or fails (``FailCode``)."""
+        rid = next(self._rids)
+        waiter = Waiter(self._clock() + self.write_timeout_secs)
+        self._waiters[rid] = waiter
+        self.handle(ChangeMembership(rid=rid, op=op, node=node, address=address))
+        return waiter
+
     async def drop_master(self) -> Waiter:
         rid = next(self._rids)
         waiter = Waiter(self._clock() + self.write_timeout_secs)
@@ -597,9 +626,17 @@ class Driver:
         self.held = False
         log.info("driver.released", role=self.role().value, applied_i=self.applied_i())
 
-    def catchup_done(self, applied_i: int, last: LogEntry | None, holder: str | None) -> None:
+    def catchup_done(
+        self,
+        applied_i: int,
+        last: LogEntry | None,
+        holder: str | None,
+        membership: Membership | None = None,
+    ) -> None:
         log.info("catchup.done", applied_i=applied_i, last_i=None if last is None else last.i)
-        self.handle(CatchupDone(applied_i=applied_i, last=last, lease_holder=holder))
+        self.handle(
+            CatchupDone(applied_i=applied_i, last=last, lease_holder=holder, membership=membership)
+        )
 
     def catchup_failed(self, source: str, why: str) -> None:
         log.warning("catchup.failed", source=source, reason=why)

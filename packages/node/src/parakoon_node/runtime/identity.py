@@ -187,14 +187,18 @@ def decide(
             if p.cluster_uuid == uuid and p.founders:
                 founders = p.founders
                 break
-        if founders.get(me) == mine.incarnation or me not in voters:
+        if founders.get(me) == mine.incarnation:
             status = Status.VOTER
             why = f"joined history {uuid} as a founder"
         else:
+            # A learner too: the replicated membership may have made it a voter since its
+            # cluster.toml was written (a promoted node whose disk was replaced), so it must
+            # not acknowledge anything before it has rebuilt (R9). A new learner rebuilds in
+            # one probe round.
             status = Status.REBUILDING
             why = (
                 f"history {uuid} exists and this node has no state in it: rebuilding "
-                "before it votes"
+                "before it votes or acknowledges"
             )
         joined = replace(mine, cluster_uuid=uuid, status=status, founders=founders, seed=False)
         return Decision(joined, why, joined=True)

@@ -25,6 +25,7 @@ is cancelled, the WAL is closed and ``run`` returns 0.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import random
 import secrets
@@ -47,7 +48,7 @@ from parakoon_conn import machine as conn
 from parakoon_node.clientserver import Backend, ClientServer
 from parakoon_node.clientserver import serve as serve_clients
 from parakoon_paxos import Config as PaxosConfig
-from parakoon_paxos import FailCode, MasterMode, Message, Nak, Receive, Role
+from parakoon_paxos import FailCode, MasterMode, Membership, Message, Nak, Receive, Role
 from parakoon_paxos import core as paxos
 from parakoon_wal import WalError
 from parakoon_wal.collapser import CollapseReport
@@ -58,6 +59,8 @@ from .config import ClusterConfig, ConfigError, NodeConfig, check_home_dir
 from .driver import Driver
 from .framing import FrameDecoder
 from .identity import Decision, Identity, PeerIdentities, Status, decide
+from .members import addresses as member_addresses
+from .members import differs_from_file
 from .peer import PeerAddress, PeerNetwork
 from .service import NodeBackend, decode_payload, max_payload_bytes
 from .status import NodeCounters, NodeStatus
@@ -159,6 +162,7 @@ class Node:
                 collapse_threshold_entries=cluster.collapse_threshold_entries,
                 segments_to_keep=cluster.segments_to_keep,
                 single_voter=len(self.paxos_config.voters) == 1,
+                me=name,
             ),
             decode_payload,
         )
@@ -203,6 +207,9 @@ class Node:
         )
         self.persister = self.driver.persister
         self.storage.take_decoded = self.driver.take_decoded
+        self.driver.on_members = self._on_members
+        if recovered.membership is not None:
+            self._on_members(recovered.membership, at_start=True)
         # Founding: no history yet, so no core either until the identity watcher decides.
         self.driver.held = self._identity().status is Status.FOUNDING
 
@@ -594,10 +601,33 @@ class Node:
             return True
         return self.storage.applied_i >= i
 
+    def _on_members(self, members: Membership, *, at_start: bool = False) -> None:
+        """A replicated membership is in force (applied now, or found at start): dial the
+        members we did not know, and say what changed."""
+        known = member_addresses(self.cluster, members)
+        for name in (*members.voters, *members.learners):
+            if name != self.name and name in known:
+                a = known[name]
+                self.peers.add_peer(PeerAddress(name=name, host=a.host, port=a.messaging_port))
+        removed = self.name not in members.voters and self.name not in members.learners
+        log.log(
+            logging.WARNING if removed else logging.INFO,
+            "membership.in_force" if at_start else "membership.changed",
+            voters=list(members.voters),
+            learners=list(members.learners),
+            cluster_toml_differs=differs_from_file(self.cluster, members),
+            detail=(
+                "this node is no longer a member: it votes on nothing and serves no data; "
+                "stop it and remove it from cluster.toml"
+                if removed
+                else "the replicated membership decides; cluster.toml only supplies addresses"
+            ),
+        )
+
     def _start_catchup(self, source: str, from_i: int) -> None:
         assert self._tg is not None
         self.catchups += 1
-        address = peer_address(self.cluster.node(source))
+        address = self.peers.known[source]
         self._tg.start_soon(self._run_catchup, address, from_i)
 
     async def _run_catchup(self, address: PeerAddress, from_i: int) -> None:

@@ -365,8 +365,39 @@ class PeerNetwork:
             )
             for p in peers
         }
+        self._settings = settings or conn.ConnSettings()
+        self._queue_items = queue_items
+        self._rng = rng
+        self._clock = clock
+        self._tg: anyio.abc.TaskGroup | None = None
         self.bad_connections = 0
         self.incoming = 0
+
+    def add_peer(self, address: PeerAddress) -> None:
+        """A node the replicated membership added: admit its handshakes and dial it (a known
+        name whose address changed gets a new link)."""
+        old = self.known.get(address.name)
+        if old == address or address.name == self.me:
+            return
+        self.known[address.name] = address
+        link = PeerLink(
+            address,
+            cluster_id=self.cluster_id,
+            me=self.me,
+            identities=self.identities,
+            settings=self._settings,
+            queue_items=self._queue_items,
+            max_frame_bytes=self.max_frame_bytes,
+            rng=self._rng,
+            clock=self._clock,
+        )
+        previous = self.links.get(address.name)
+        if previous is not None:
+            previous.close()
+        self.links[address.name] = link
+        if self._tg is not None:
+            self._tg.start_soon(link.run)
+        log.info("peer.added", peer=address.name, address=address.text)
 
     # ---------------------------------------------------------------- sending
 
@@ -397,6 +428,7 @@ class PeerNetwork:
             local_host=self.listen.host, local_port=self.listen.port, reuse_port=False
         )
         async with listener, anyio.create_task_group() as tg:
+            self._tg = tg
             for link in self.links.values():
                 tg.start_soon(link.run)
             task_status.started()

@@ -39,6 +39,7 @@ from parakoon_client.codec import (
 )
 from parakoon_node.clientserver.backend import (
     BackendError,
+    BadInput,
     GoingDown,
     InconsistentRead,
     NoLongerMaster,
@@ -49,7 +50,7 @@ from parakoon_node.clientserver.backend import (
 from parakoon_node.clientserver.convert import to_kv_update
 from parakoon_node.clientserver.local import default_version_info
 from parakoon_paxos import Config as PaxosConfig
-from parakoon_paxos import FailCode, MasterMode, Role
+from parakoon_paxos import FailCode, MasterMode, MemberOp, Membership, Role
 from parakoon_wal.collapser import CollapseReport
 from parakoon_wal.framing import RECORD_BYTES_MAX
 
@@ -125,6 +126,16 @@ class Consensus(Protocol):
 
     async def drop_master(self) -> Waiter: ...
 
+    def change_membership(self, op: MemberOp, node: str, address: str = "") -> Waiter: ...
+
+    def effective_config(self) -> PaxosConfig:
+        """The configuration under the replicated membership in force."""
+        ...
+
+    def membership(self) -> Membership | None:
+        """The replicated membership in force (None: cluster.toml's)."""
+        ...
+
 
 class ServedNode(StatusSource, Protocol):
     """What the service asks of the node itself (:class:`~.node.Node` is one)."""
@@ -181,7 +192,6 @@ class NodeBackend:
         lease = config.lease_period
         # How long an AtLeast read may wait for the store to catch up.
         self.at_least_wait_secs = min(2.0, lease)
-        self._single = len(config.voters) == 1
         self.max_payload_bytes = max_payload_bytes(peer_frame_bytes_max)
         self._readonly = config.master_mode is MasterMode.READONLY
         fault = os.environ.get(TEST_FAULT_ENV, "")
@@ -198,6 +208,19 @@ class NodeBackend:
     @property
     def cluster_id(self) -> str:
         return self._cluster_id
+
+    @property
+    def _single(self) -> bool:
+        """One voter in the membership in force (it may grow or shrink at run time)."""
+        return len(self._consensus.effective_config().sorted_voters) == 1
+
+    def _refuse_if_removed(self) -> None:
+        conf = self._consensus.effective_config()
+        if not conf.member:
+            raise BackendError(
+                f"{conf.me} was removed from the cluster and serves nothing; its members now "
+                f"are {', '.join(conf.sorted_voters + conf.learners)}"
+            )
 
     @property
     def node_name(self) -> str:
@@ -217,6 +240,7 @@ class NodeBackend:
         if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
+        self._refuse_if_removed()
         if isinstance(consistency, NoGuarantees) or self._readonly:
             return
         if isinstance(consistency, Consistent):
@@ -251,6 +275,7 @@ class NodeBackend:
         if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
+        self._refuse_if_removed()
         stalled = self._node.disk_stalled or self._node.disk_low
         if stalled is not None:
             raise BackendError(f"this node takes no writes: {stalled}")
@@ -303,6 +328,8 @@ class NodeBackend:
         itself for that lease, since it is not leading.
         """
         driver = self._consensus
+        if not driver.effective_config().member:
+            return None  # removed: what it remembers of the lease is nobody's business now
         master = driver.master()
         if master == self._config.me and not driver.lease_valid():
             return None
@@ -320,11 +347,12 @@ class NodeBackend:
         if self._node.applied_i < 0:
             return False
         status = self._node.status()
-        voters = set(self._config.voters)
+        conf = self._consensus.effective_config()
+        voters = set(conf.sorted_voters)
         up = sum(1 for peer in status.peers if peer.name in voters and peer.connected)
-        if self._config.me in voters:
+        if conf.me in voters:
             up += 1
-        return up >= self._config.quorum_size and status.master is not None
+        return up >= conf.quorum_size and status.master is not None
 
     def version(self) -> VersionInfo:
         return VERSION
@@ -387,6 +415,51 @@ class NodeBackend:
     async def compact(self) -> None:
         self._refuse_on_master()
         await self._node.collapse(force=True)
+
+    def members(self) -> dict[str, object]:
+        """The membership in force as this node knows it: voters, learners, the slot it runs
+        from is not kept; addresses of the members added at run time."""
+        conf = self._consensus.effective_config()
+        m = self._consensus.membership()
+        return {
+            "voters": list(conf.sorted_voters),
+            "learners": list(conf.learners),
+            "addresses": dict(m.addresses) if m is not None else {},
+            "replicated": m is not None,
+            "node": conf.me,
+            "removed": not conf.member,
+            "master": self.known_master(),
+        }
+
+    async def change_membership(self, op: str, node: str, address: str) -> dict[str, object]:
+        """One membership change through consensus (master only); the new membership."""
+        if self._node.going_down:
+            raise GoingDown()
+        self._refuse_if_diverged()
+        self._refuse_if_removed()
+        try:
+            member_op = MemberOp(op)
+        except ValueError:
+            raise BadInput(f"unknown membership operation {op!r}: add, promote or remove") from None
+        waiter = self._consensus.change_membership(member_op, node, address)
+        await waiter.wait()
+        if waiter.timed_out:
+            raise NoLongerMaster(b"no consensus within the write timeout; outcome unknown")
+        if waiter.failure is not None:
+            code = waiter.failure
+            why = {
+                FailCode.MEMBERSHIP_BUSY: "another membership change is in flight, or the master "
+                "has not renewed its lease since the last one; retry in a moment",
+                FailCode.MEMBERSHIP_INVALID: f"cannot {op} {node!r} in the membership "
+                f"{self.members()['voters']} (voters) / {self.members()['learners']} (learners)",
+                FailCode.LEARNER_BEHIND: f"learner {node!r} has not caught up with the master "
+                "yet (it must acknowledge the newest slot); retry once it has",
+                FailCode.NOT_SUPPORTED: "membership changes are not supported with a forced master",
+            }.get(code)
+            if why is not None:
+                raise BadInput(why)
+            raise self._failure(code)
+        return self.members()
 
     async def drop_master(self) -> None:
         if self._single:

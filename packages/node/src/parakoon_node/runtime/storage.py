@@ -36,7 +36,7 @@ import structlog
 from parakoon_kv import FrozenStore, SnapshotError, Store
 from parakoon_kv import Update as KvUpdate
 from parakoon_kv.updates import Set as KvSet
-from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Recovered, Value
+from parakoon_paxos import NOP, Batch, LogEntry, MasterSet, Membership, Recovered, Value
 from parakoon_paxos.wire import value_from_wire, value_to_wire
 from parakoon_wal.collapser import Collapser, CollapseReport
 from parakoon_wal.log import APPEND_ENTRIES_MAX, Wal
@@ -77,6 +77,25 @@ def check_snapshot_file(path: Path, slot: int | None = None) -> tuple[int, str] 
     return None
 
 
+def encode_membership(m: Membership) -> bytes:
+    """The store's metadata for a membership (kept in its snapshots)."""
+    out: bytes = msgpack.packb(["membership", value_to_wire(m)], use_bin_type=True)
+    return out
+
+
+def decode_membership(meta: bytes, where: str) -> Membership | None:
+    if not meta:
+        return None
+    try:
+        tag, wire = msgpack.unpackb(meta, raw=False, use_list=True)
+        value = value_from_wire(wire)
+    except Exception as exc:
+        raise StorageError(f"{where}: snapshot metadata is not a membership: {exc}") from exc
+    if tag != "membership" or not isinstance(value, Membership):
+        raise StorageError(f"{where}: snapshot metadata is not a membership")
+    return value
+
+
 def encode_entry(entry: LogEntry) -> bytes:
     out: bytes = msgpack.packb([entry.n, value_to_wire(entry.value)], use_bin_type=True)
     return out
@@ -98,6 +117,7 @@ class StorageSettings:
     collapse_threshold_entries: int
     segments_to_keep: int
     single_voter: bool
+    me: str = ""  # this node's name (whether it is the only voter of a replicated membership)
 
 
 class StorageError(Exception):
@@ -132,6 +152,8 @@ class Storage:
         self.hashes: OrderedDict[int, int] = OrderedDict()
         self._fork = os.environ.get("PARAKOON_TEST_FAULT") == FORK_FAULT
         self.snapshot_slot: int | None = None
+        # The newest replicated membership applied (None: cluster.toml's is in force).
+        self.membership: Membership | None = None
         # Set by the node to the driver's take_decoded (see Driver.decoded).
         self.take_decoded: Callable[[bytes], object] | None = None
 
@@ -161,6 +183,7 @@ class Storage:
                     f"applied up to {self.store.applied_i}"
                 )
             self.snapshot_slot = slot
+            self.membership = decode_membership(self.store.meta, str(stream.name))
             log.info("recovery.snapshot_loaded", slot=slot, keys=self.store.key_count())
         last_slot = self.wal.last_slot
         meta = self.wal.load_meta() or {}
@@ -176,15 +199,19 @@ class Storage:
         last: LogEntry | None = None
         if last_slot is not None:
             last = decode_entry(last_slot, self.wal.read(last_slot))
-            upto = last_slot if self.settings.single_voter or seed else last_slot - 1
             start = self.applied_i + 1
             replayed = 0
-            if start <= upto:
+            if start <= last_slot - 1:
                 for i, payload in self.wal.iter_from(start):
-                    if i > upto:
+                    if i > last_slot - 1:
                         break
                     self.apply(i, decode_entry(i, payload).value)
                     replayed += 1
+            if self.applied_i == last_slot - 1 and (seed or self.alone()):
+                # The only voter chose its last entry alone (under the membership the slot
+                # runs under), and a seed's whole log counts as chosen.
+                self.apply(last_slot, last.value)
+                replayed += 1
             log.info(
                 "recovery.replayed", entries=replayed, applied_i=self.applied_i, last_i=last_slot
             )
@@ -197,7 +224,14 @@ class Storage:
             promised_n=promised_n,
             lease_holder=self.lease_holder,
             rebuilding=self.identity.status is Status.REBUILDING,
+            membership=self.membership,
         )
+
+    def alone(self) -> bool:
+        """Is this node the only voter of the membership in force?"""
+        if self.membership is None:
+            return self.settings.single_voter
+        return self.membership.voters == (self.settings.me,)
 
     @property
     def has_state(self) -> bool:
@@ -222,6 +256,18 @@ class Storage:
             self.lease_epoch += 1
             self.store.apply_batch(i, ())
             self._record_hash(i)
+            return ()
+        if isinstance(value, Membership):
+            self.store.apply_batch(i, ())
+            self.store.meta = encode_membership(value)
+            self.membership = value
+            self._record_hash(i)
+            log.info(
+                "membership.applied",
+                slot=i,
+                voters=list(value.voters),
+                learners=list(value.learners),
+            )
             return ()
         assert isinstance(value, Batch)
         updates: list[KvUpdate] = []

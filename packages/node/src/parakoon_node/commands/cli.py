@@ -108,7 +108,14 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each subcommand stores its handler in ``args.run``."""
-    from parakoon_node.commands import backup_cli, client_cli, snapshot_cli, status_cli, wal_cli
+    from parakoon_node.commands import (
+        backup_cli,
+        client_cli,
+        member_cli,
+        snapshot_cli,
+        status_cli,
+        wal_cli,
+    )
 
     parser = argparse.ArgumentParser(
         prog="parakoon",
@@ -244,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backup_cli.add_parser(commands)
     status_cli.add_parser(commands)
+    member_cli.add_parser(commands)
     snapshot_cli.add_parser(commands)
     # Each subcommand's own parser reports its usage errors (see main); nested subcommands
     # (client's) set their own, which wins because it is parsed later.

@@ -1,0 +1,234 @@
+"""``parakoon member list|add|promote|remove --config FILE``: online membership change.
+
+Every request goes over a node's client port as the ``parakoon.member`` user hook (protocol
+§8.5: the hook's name carries a JSON request, the answer is rc 0 and a JSON text, or an error
+with its message). ``list`` asks any node (the first of the file that answers) for the
+membership in force; the changes go to the master, found with ``who_master`` and followed
+when a node answers NOT_MASTER. One change at a time, one node per change (docs/operations.md,
+"Membership changes"): add a node as a learner, start it, promote it once it has caught up;
+remove any node, the master included.
+
+Exit codes: 0 done; 1 the cluster refused the change (the message says why); 2 usage or
+configuration; 5 no node (or no master) could be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from parakoon_client import codec
+from parakoon_node.commands.direct import DirectConnection
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
+from parakoon_node.runtime.members import decode_address, encode_address
+
+__all__ = ["add_parser", "ask", "MemberError"]
+
+MEMBER_HOOK = "parakoon.member "
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 5
+_RC = struct.Struct("<I")
+_LEN = struct.Struct("<i")
+#: Refusals that go away by themselves: another change in flight, a learner still catching up.
+_RETRY_MARKERS = ("another membership change is in flight", "has not caught up")
+
+
+class MemberError(Exception):
+    """A node answered with an error: ``code`` (protocol rc) and its message."""
+
+    def __init__(self, node: str, code: int, message: str) -> None:
+        super().__init__(f"{node}: {message} (rc 0x{code:02x})")
+        self.node = node
+        self.code = code
+        self.message = message
+
+
+def add_parser(commands: Any) -> None:
+    member = commands.add_parser(
+        "member",
+        help="list, add, promote or remove cluster members online",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    sub = member.add_subparsers(dest="member_command", metavar="list|add|promote|remove")
+    sub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="cluster.toml", metavar="FILE")
+    common.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    common.add_argument("--timeout", type=float, default=2.0, metavar="SECS", help="per node")
+    lst = sub.add_parser("list", parents=[common], help="the membership in force")
+    lst.add_argument("--node", metavar="NAME", help="ask this node (default: the first up)")
+    add = sub.add_parser(
+        "add", parents=[common], help="add a node as a learner; prints its cluster.toml lines"
+    )
+    add.add_argument("name")
+    add.add_argument("--address", required=True, metavar="HOST:PORT", help="messaging address")
+    add.add_argument("--client-port", required=True, type=int, metavar="PORT")
+    add.add_argument("--home-dir", metavar="DIR", help="for the printed lines (default data/NAME)")
+    for verb, what in (
+        ("promote", "make a caught-up learner a voter"),
+        ("remove", "remove a node"),
+    ):
+        p = sub.add_parser(verb, parents=[common], help=what)
+        p.add_argument("name")
+    for p in (add, *(sub.choices[v] for v in ("promote", "remove"))):
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=30.0,
+            metavar="SECS",
+            help="retry while another change is in flight or the learner catches up (30)",
+        )
+    member.set_defaults(run=run)
+
+
+def _node_config(
+    cluster: ClusterConfig, name: str, host: str, mport: int, cport: int
+) -> NodeConfig:
+    try:
+        return cluster.node(name)
+    except (KeyError, ValueError, LookupError):
+        return NodeConfig(
+            name=name, addresses=((host, mport),), client_port=cport, home_dir=Path(".")
+        )
+
+
+def _hook(conn: DirectConnection, request: dict[str, Any], *, consistent: bool) -> dict[str, Any]:
+    consistency = codec.CONSISTENT if consistent else codec.NO_GUARANTEES
+    conn.send(codec.UserHook(name=MEMBER_HOOK + json.dumps(request), consistency=consistency))
+    (rc,) = _RC.unpack(conn.recv_exact(4))
+    (size,) = _LEN.unpack(conn.recv_exact(4))
+    body = conn.recv_exact(size).decode("utf-8", "replace") if size > 0 else ""
+    if rc != 0:
+        raise MemberError(conn.node.name, rc, body)
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+def _nodes(cluster: ClusterConfig, known: dict[str, Any] | None) -> list[NodeConfig]:
+    """The file's nodes, then the members the cluster added that the file does not list."""
+    out = list(cluster.nodes)
+    if known:
+        for name, text in known.get("addresses", {}).items():
+            if all(n.name != name for n in out):
+                try:
+                    a = decode_address(name, text)
+                except ValueError:
+                    continue
+                out.append(_node_config(cluster, name, a.host, a.messaging_port, a.client_port))
+    return out
+
+
+def ask(
+    cluster: ClusterConfig, request: dict[str, Any], *, timeout: float, node: str | None = None
+) -> dict[str, Any]:
+    """Send one membership request: ``list`` to one node, a change to the master."""
+    problems: list[str] = []
+    listing: dict[str, Any] | None = None
+    candidates = [cluster.node(node)] if node else list(cluster.nodes)
+    for n in candidates:
+        try:
+            with DirectConnection(cluster, n, timeout=timeout) as conn:
+                listing = _hook(conn, {"op": "list"}, consistent=False)
+            break
+        except OSError as exc:
+            problems.append(f"{n.name}: {exc}")
+        except MemberError as exc:
+            if request["op"] == "list":
+                raise
+            problems.append(str(exc))
+    if listing is None:
+        raise ConnectionError("no node answered (" + "; ".join(problems) + ")")
+    if request["op"] == "list":
+        return listing
+    nodes = {n.name: n for n in _nodes(cluster, listing)}
+    target = listing.get("master") or None
+    tried: set[str] = set()
+    order = ([target] if target in nodes else []) + [n for n in nodes if n != target]
+    for name in order:
+        if name in tried:
+            continue
+        tried.add(name)
+        try:
+            with DirectConnection(cluster, nodes[name], timeout=timeout) as conn:
+                return _hook(conn, request, consistent=True)
+        except OSError as exc:
+            problems.append(f"{name}: {exc}")
+        except MemberError as exc:
+            if exc.code == codec.ErrorCode.NOT_MASTER:
+                problems.append(f"{name}: not master")
+                continue
+            raise
+    raise ConnectionError("no master answered (" + "; ".join(problems) + ")")
+
+
+def _toml_lines(args: argparse.Namespace, host: str, port: int) -> str:
+    home = args.home_dir or f"data/{args.name}"
+    return (
+        "[[nodes]]\n"
+        f'name = "{args.name}"\n'
+        f'addresses = ["{host}:{port}"]\n'
+        f"client_port = {args.client_port}\n"
+        f'home_dir = "{home}"\n'
+        "learner = true\n"
+    )
+
+
+def _print(args: argparse.Namespace, answer: dict[str, Any], extra: str = "") -> None:
+    if args.json:
+        print(json.dumps(answer, sort_keys=True))
+        return
+    print(f"voters:   {' '.join(answer['voters'])}")
+    print(f"learners: {' '.join(answer['learners']) or '-'}")
+    if answer.get("master"):
+        print(f"master:   {answer['master']}")
+    if extra:
+        print(extra, end="")
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = load_config(args.config)
+    verb = args.member_command
+    request: dict[str, Any] = {"op": verb}
+    extra = ""
+    if verb == "add":
+        host, sep, port_text = args.address.rpartition(":")
+        if not sep or not port_text.isdigit():
+            print(
+                f"parakoon member add: --address {args.address!r}: expected HOST:PORT",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        request.update(
+            node=args.name, address=encode_address(host, int(port_text), args.client_port)
+        )
+        extra = (
+            "\nAdd these lines to cluster.toml (on every machine), start the node with\n"
+            f"  parakoon node --config cluster.toml --node {args.name}\n"
+            f"and once it has caught up: parakoon member promote {args.name}\n\n"
+            + _toml_lines(args, host, int(port_text))
+        )
+    elif verb in ("promote", "remove"):
+        request["node"] = args.name
+    deadline = time.monotonic() + getattr(args, "wait", 0.0)
+    while True:
+        try:
+            answer = ask(cluster, request, timeout=args.timeout, node=getattr(args, "node", None))
+            break
+        except MemberError as exc:
+            if any(m in exc.message for m in _RETRY_MARKERS) and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            print(f"parakoon member {verb}: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except (OSError, KeyError, LookupError) as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            print(f"parakoon member {verb}: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    _print(args, answer, extra)
+    return EXIT_OK

@@ -214,8 +214,14 @@ class NodeBackend:
         """One voter in the membership in force (it may grow or shrink at run time)."""
         return len(self._consensus.effective_config().sorted_voters) == 1
 
-    def _refuse_if_removed(self) -> None:
+    def _refuse_if_removed(self, *, to_master: bool) -> None:
+        """A node the membership no longer lists serves nothing. A write or a consistent read
+        gets NOT_MASTER naming no master (clients then look for the master among the other
+        nodes, as they do after a failover); any other read gets an error saying why, never
+        the data it still holds."""
         conf = self._consensus.effective_config()
+        if not conf.member and to_master:
+            raise NotMaster(None)
         if not conf.member:
             raise BackendError(
                 f"{conf.me} was removed from the cluster and serves nothing; its members now "
@@ -240,7 +246,7 @@ class NodeBackend:
         if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
-        self._refuse_if_removed()
+        self._refuse_if_removed(to_master=isinstance(consistency, Consistent))
         if isinstance(consistency, NoGuarantees) or self._readonly:
             return
         if isinstance(consistency, Consistent):
@@ -275,7 +281,7 @@ class NodeBackend:
         if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
-        self._refuse_if_removed()
+        self._refuse_if_removed(to_master=True)
         stalled = self._node.disk_stalled or self._node.disk_low
         if stalled is not None:
             raise BackendError(f"this node takes no writes: {stalled}")
@@ -436,7 +442,7 @@ class NodeBackend:
         if self._node.going_down:
             raise GoingDown()
         self._refuse_if_diverged()
-        self._refuse_if_removed()
+        self._refuse_if_removed(to_master=True)
         try:
             member_op = MemberOp(op)
         except ValueError:

@@ -11,25 +11,32 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
-from parakoon_client import codec
 from parakoon_testing import free_ports, wait_until
+
+from parakoon_client import codec
 
 from .conftest import ClusterProcs
 
 
-def member(cluster: ClusterProcs, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def member(
+    cluster: ClusterProcs, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``parakoon member ...`` against ``cluster``'s file, as an operator runs it."""
     proc = subprocess.run(
         [sys.executable, "-m", "parakoon_node", "member", *args, "--config", str(cluster.config)],
+        check=False,
         capture_output=True,
         text=True,
         timeout=90,
         cwd=cluster.config.parent,
     )
     if check:
-        assert proc.returncode == 0, f"member {args}: rc {proc.returncode}\n{proc.stderr}\n{cluster.tail_logs()}"
+        assert proc.returncode == 0, (
+            f"member {args}: rc {proc.returncode}\n{proc.stderr}\n{cluster.tail_logs()}"
+        )
     return proc
 
 
@@ -70,3 +77,74 @@ def test_grow_a_cluster_by_one_voter(cluster_factory: Any) -> None:
     cluster.call(master, codec.Set(key=b"after", value=b"2"))
     cluster.wait_same_store()
     assert cluster.store_of("node_3")[b"before"] == b"1"
+
+
+def test_a_learner_serves_dirty_reads_and_never_counts_until_promoted(cluster_factory: Any) -> None:
+    """Acceptance: a learner added with ``member add`` serves no-guarantees reads and is not
+    part of any quorum until promoted: with two of the three voters down, the learner does
+    not make a majority, so nothing is written; once promoted (4 voters) it does count."""
+    cluster = cluster_factory(nodes=3, lease_period_secs=1.0)
+    cluster.start_all()
+    master = cluster.wait_master()
+    cluster.call(master, codec.Set(key=b"k", value=b"v1"))
+    add_node(cluster, "node_3")
+    # It follows the log: a no-guarantees read there sees the write.
+    wait_until(
+        lambda: (
+            cluster.call("node_3", codec.Get(key=b"k", consistency=codec.NO_GUARANTEES)) == b"v1"
+        ),
+        "the learner serves the write with no guarantees",
+        timeout=20,
+    )
+    # A consistent read or a write on the learner is refused with NOT_MASTER.
+    answer = cluster.call("node_3", codec.Get(key=b"k"))
+    assert isinstance(answer, codec.ErrorResponse) and answer.code == codec.ErrorCode.NOT_MASTER
+    # Two voters down: the remaining voter plus the learner are not a quorum of 3 voters.
+    others = [n for n in ("node_0", "node_1", "node_2") if n != master]
+    cluster.kill(others[0])
+    cluster.kill(master)
+    alive = others[1]
+    time.sleep(3 * cluster.lease)  # longer than any election needs
+    assert cluster.who_master(alive) is None and cluster.who_master("node_3") is None
+    # Two voters up again, and promote: four voters of which three are up (the third one
+    # being the former learner), a quorum of 3: the write goes through only because it counts.
+    cluster.start(master)
+    cluster.wait_master(among=[master, alive], timeout=30)
+    member(cluster, "promote", "node_3", "--wait", "60")
+    assert not cluster.running(others[0])
+    leader = cluster.wait_master(among=[master, alive, "node_3"], timeout=30)
+    assert cluster.call(leader, codec.Set(key=b"k", value=b"v2")) is None
+
+
+def test_a_removed_node_says_so_and_clients_go_elsewhere(cluster_factory: Any) -> None:
+    cluster = cluster_factory(nodes=3, lease_period_secs=1.0)
+    cluster.start_all()
+    master = cluster.wait_master()
+    cluster.call(master, codec.Set(key=b"k", value=b"v"))
+    victim = next(n for n in cluster.names if n != master)
+    listed = json.loads(member(cluster, "remove", victim, "--json").stdout)
+    assert victim not in listed["voters"]
+    wait_until(lambda: cluster.who_master(victim) is None, f"{victim} names no master", timeout=10)
+    dirty = cluster.call(victim, codec.Get(key=b"k", consistency=codec.NO_GUARANTEES))
+    assert isinstance(dirty, codec.ErrorResponse) and b"removed from the cluster" in dirty.message
+    write = cluster.call(victim, codec.Set(key=b"k", value=b"w"))
+    assert isinstance(write, codec.ErrorResponse) and write.code == codec.ErrorCode.NOT_MASTER
+    # Two voters remain, and write on.
+    assert cluster.call(cluster.wait_master(among=[n for n in cluster.names if n != victim]),
+                        codec.Set(key=b"k", value=b"w")) is None  # fmt: skip
+    log = (cluster.log_dir / f"{victim}.log").read_text()
+    assert "no longer a member" in log
+
+
+def test_member_cli_refuses_what_makes_no_sense(cluster_factory: Any) -> None:
+    cluster = cluster_factory(nodes=3, lease_period_secs=1.0)
+    cluster.start_all()
+    cluster.wait_master()
+    proc = member(cluster, "promote", "node_1", "--wait", "0", check=False)
+    assert proc.returncode == 1 and "cannot promote 'node_1'" in proc.stderr, proc.stderr
+    proc = member(cluster, "remove", "nobody", "--wait", "0", check=False)
+    assert proc.returncode == 1 and "cannot remove 'nobody'" in proc.stderr, proc.stderr
+    proc = member(cluster, "add", "x", "--address", "nope", "--client-port", "1", check=False)
+    assert proc.returncode == 2 and "HOST:PORT" in proc.stderr
+    listed = json.loads(member(cluster, "list", "--json").stdout)
+    assert listed["voters"] == ["node_0", "node_1", "node_2"] and not listed["replicated"]

@@ -8,14 +8,16 @@ longer than a few lease periods around any step.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 import time
 from typing import Any
 
-from parakoon_client import codec
 from parakoon_testing import free_ports
+
+from parakoon_client import codec
 
 from .lincheck import OpKind, Outcome, Verdict, check_history
 from .seeds import seeded
@@ -32,7 +34,7 @@ def member(cluster: Any, *args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "parakoon_node", "member", *args, "--config", str(cluster.config),
          "--json"],
-        capture_output=True, text=True, timeout=120, cwd=cluster.config.parent,
+        check=False, capture_output=True, text=True, timeout=120, cwd=cluster.config.parent,
     )  # fmt: skip
     assert proc.returncode == 0, f"member {args}: rc {proc.returncode}: {proc.stderr}"
     out: dict[str, Any] = json.loads(proc.stdout.splitlines()[0])
@@ -69,7 +71,7 @@ def write_gaps(ops: Any, start: float, end: float) -> float:
         if op.kind is not OpKind.GET and op.outcome is Outcome.OK and start <= op.t_return <= end
     )
     edges = [start, *times, end]
-    return max(b - a for a, b in zip(edges, edges[1:]))
+    return max(b - a for a, b in itertools.pairwise(edges))
 
 
 def test_grow_replace_remove_master_shrink_under_load(cluster_factory: Any) -> None:

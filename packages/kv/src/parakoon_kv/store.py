@@ -274,12 +274,12 @@ class Store:
         "_applied_i",
         "_content_hash",
         "_data",
-        "meta",
         "_keys",
         "_pending",
         "_pending_keys_max",
         "_undo",
         "_user_functions",
+        "meta",
     )
 
     def __init__(

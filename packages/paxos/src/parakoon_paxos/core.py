@@ -1462,6 +1462,8 @@ def _follower_accept(
         elif isinstance(last.value, Membership):
             s = _take_members(config, s, last.value, now)
     if i == a + 1:
+        if s.rebuild is not None:
+            s = _maybe_learner_rebuilt(config, s, a, out)
         if last is not None and last.i == i and last.n == m.n and last.value == m.value:
             # A duplicate of what we hold: acknowledge once durable (Persisted will do it).
             if s.last_durable and _votes(config, s):
@@ -2042,6 +2044,23 @@ def _maybe_rebuilt(
         rebuild=None,
         check_at=check_at + _check_delay(config, r),
     )
+
+
+def _maybe_learner_rebuilt(config: Config, s: Follower, a: int, out: list[Effect]) -> Follower:
+    """A rebuilding node that follows the leader's newest slot as a learner is done.
+
+    Slot a + 1 is the leader's slot in flight, so the membership we run under is the one in
+    force. If it lists us as a learner, nothing we forgot matters: a learner's acknowledgements
+    are never votes, a voter we once were was removed since (its votes are on slots long
+    decided), and if we are promoted later it is by a slot chosen after this one, so every slot
+    we vote on comes after everything we may have accepted before the loss. A node that was
+    promoted and lost its disk is a voter of the membership in force and rebuilds by R9.
+    """
+    conf = s.conf or config
+    if conf.is_voter or not conf.member:
+        return s
+    out.append(Rebuilt(applied_i=a, n=s.n))
+    return evolve(s, rebuild=None)
 
 
 def rebuild_status(state: State) -> Rebuild | None:

@@ -18,9 +18,11 @@ leaves nothing behind. With no node answering, it stops at once with one line na
 addresses it tried.
 
 Throughput is acknowledged operations divided by the time from the first worker's start to the
-last one's end (process start-up excluded); the live rate on a terminal divides by the same
-clock, so the two agree. Latencies are per operation (p50/p95/p99/max). ``--json PATH`` writes
-everything for machines.
+last one's end (process start-up excluded). On a terminal a live line per phase shows the
+acknowledged operations so far, the seconds since that same first start and their quotient;
+when the phase ends the line is drawn once more with the table's own figures (operations,
+span, ops/s), so the last live rate is the table's. Latencies are per operation
+(p50/p95/p99/max). ``--json PATH`` writes everything for machines.
 """
 
 from __future__ import annotations
@@ -447,10 +449,13 @@ def run_phase(
                 )
         if show_progress:
             measured = time.monotonic() - first_start.value if first_start.value else 0.0
-            _draw_progress(phase, progress.value, ops, measured, duration_secs)
+            done = progress.value
+            if ops:
+                frac = done / ops
+            else:
+                frac = measured / duration_secs if duration_secs else 0.0
+            _draw_progress(phase, done, measured, frac)
     wall = time.monotonic() - started
-    if show_progress:
-        sys.stderr.write("\n")
     lat: list[float] = []
     result = PhaseResult(phase=phase, clients=clients)
     for r in results:
@@ -472,16 +477,22 @@ def run_phase(
     result.p95_ms = percentile(lat, 0.95) * 1000
     result.p99_ms = percentile(lat, 0.99) * 1000
     result.max_ms = (lat[-1] if lat else 0.0) * 1000
+    if show_progress:
+        # The last live line states the final figures: a line drawn while the last results
+        # were still on their way would divide by a slightly later clock than the table does.
+        _draw_progress(phase, result.ok, result.seconds, 1.0)
+        sys.stderr.write("\n")
     return result
 
 
-def _draw_progress(phase: str, done: int, ops: int, elapsed: float, duration: float) -> None:
+def _draw_progress(phase: str, done: int, elapsed: float, frac: float) -> None:
+    """Redraw the live line: ``done`` acknowledged operations in ``elapsed`` seconds since the
+    first worker started (the table's clock), and the bar at ``frac`` of the phase."""
     width = 30
-    frac = min(1.0, done / ops) if ops else min(1.0, elapsed / duration if duration else 0.0)
-    filled = int(frac * width)
+    filled = int(max(0.0, min(1.0, frac)) * width)
     bar = "#" * filled + "-" * (width - filled)
     rate = done / elapsed if elapsed > 0 else 0.0
-    sys.stderr.write(f"\r{phase:>7} [{bar}] {done:>9} ops {rate:>10.0f} ops/s")
+    sys.stderr.write(f"\r{phase:>7} [{bar}] {done:>9} ops in {elapsed:7.2f} s {rate:>10.0f} ops/s")
     sys.stderr.flush()
 
 

@@ -3,6 +3,7 @@ r"""``parakoon client``: run one client command against the cluster and print it
 ::
 
     parakoon client --config cluster.toml [--node NAME] [--consistency C] COMMAND [ARGS...]
+    parakoon client --config cluster.toml [OPTIONS]          # no command: an interactive shell
 
 Every protocol command has a subcommand named as in docs/spec/architecture.md (``get``, ``set``,
 ``range-entries``, ``who-master``, ...). Keys and values are given as text and sent as UTF-8.
@@ -48,16 +49,27 @@ reads to any node, and transient failures (no master yet, a node down) are retri
 else: no master discovery, no redirect, and one attempt unless ``--retry`` says otherwise. That
 is how one reads a given node's local state (``--consistency no-guarantees``) or runs an
 administrative command (``drop-master``, ``collapse``, ``statistics``) on a given node.
+
+Without a command, :func:`shell` reads commands from stdin, one per line, each parsed as the
+arguments after ``parakoon client`` (words split as a POSIX shell does, ``#`` starts a comment)
+with the options given on the command line as defaults; ``help``, ``help COMMAND`` and
+``quit`` besides. On a terminal it prompts, keeps a readline history (``~/.parakoon_history``,
+or the file ``PARAKOON_HISTORY`` names) and completes command names; from a pipe it runs the
+lines silently. A failing command prints its error and the shell goes on; the shell's exit
+code is the last command's.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
+import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -133,7 +145,7 @@ from parakoon_client.errors import (
     NotMaster,
 )
 from parakoon_node.commands.direct import DirectConnection
-from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
+from parakoon_node.runtime.config import ClusterConfig, ConfigError, NodeConfig, load_config
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -146,6 +158,7 @@ __all__ = [
     "parse_consistency",
     "parse_sequence",
     "run",
+    "shell",
 ]
 
 
@@ -624,12 +637,13 @@ def add_parser(commands: Any) -> None:
     """Add ``client`` and its subcommands to the ``parakoon`` parser's subparsers."""
     client: argparse.ArgumentParser = commands.add_parser(
         "client",
-        help="run one client command against the cluster",
+        help="run one client command against the cluster (no command: an interactive shell)",
         description=(
             "Run one client command. Keys and values are text sent as UTF-8; answers go to"
             " stdout, errors to stderr; exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4"
             " comparison failed, 5 no master or unavailable. Put -- before a key or value"
-            " that starts with a dash."
+            " that starts with a dash. Without COMMAND: read commands from stdin, one per"
+            " line ('help' lists them, 'quit' leaves)."
         ),
     )
     client.add_argument(
@@ -670,12 +684,13 @@ def add_parser(commands: Any) -> None:
             f" {DEFAULT_RETRY_SECS:g}, or 0 (one attempt) with --node"
         ),
     )
-    subcommands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
+    # Without a command: the interactive shell (see ``shell``).
+    subcommands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=False)
     for command in COMMANDS:
         parser = subcommands.add_parser(command.name, help=command.help, description=command.help)
         command.arguments(parser)
         parser.set_defaults(client_spec=command, usage_parser=parser)
-    client.set_defaults(run=run)
+    client.set_defaults(run=run, client_parser=client)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1015,6 +1030,8 @@ def _print(args: argparse.Namespace, request: AnyRequest, result: object, stream
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """``parakoon client ...``; returns the exit code. ConfigError propagates (exit 2)."""
+    if getattr(args, "client_spec", None) is None:
+        return shell(args)
     stream = out if out is not None else sys.stdout
     cluster = load_config(args.config)
     if args.node is not None:
@@ -1072,3 +1089,142 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         )
         return EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# The interactive shell
+# ---------------------------------------------------------------------------------------------
+
+_COMMAND_NAMES: Final = frozenset(c.name for c in COMMANDS)
+SHELL_PROMPT: Final = "parakoon> "
+SHELL_HISTORY_ENV: Final = "PARAKOON_HISTORY"
+SHELL_HISTORY_DEFAULT: Final = "~/.parakoon_history"
+SHELL_HISTORY_LINES: Final = 1000
+SHELL_WORDS: Final = ("help", "quit", "exit")
+EXIT_INTERRUPTED: Final = 130
+
+
+def _start_history() -> Callable[[], None] | None:
+    """Load the readline history and complete command names; the function that saves the
+    history at the end, or None where there is no readline."""
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - every platform we run on has it
+        return None
+    path = os.path.expanduser(os.environ.get(SHELL_HISTORY_ENV, SHELL_HISTORY_DEFAULT))
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    readline.set_history_length(SHELL_HISTORY_LINES)
+    names = sorted([*(c.name for c in COMMANDS), *SHELL_WORDS])
+
+    def complete(text: str, state: int) -> str | None:
+        if readline.get_line_buffer()[: readline.get_begidx()].strip():
+            return None  # only the first word is a command name
+        matches = [name + " " for name in names if name.startswith(text)]
+        return matches[state] if state < len(matches) else None
+
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
+
+    def save() -> None:
+        with contextlib.suppress(OSError):
+            readline.write_history_file(path)
+
+    return save
+
+
+def _shell_help(parser: argparse.ArgumentParser, words: list[str], stream: TextIO) -> int:
+    """``help``: every command in one line each; ``help COMMAND``: that command's usage."""
+    if words:
+        return _shell_line(parser, argparse.Namespace(), [words[0], "--help"], stream)
+    width = max(len(c.name) for c in COMMANDS)
+    lines = [f"  {c.name:<{width}}  {c.help}" for c in COMMANDS]
+    stream.write(
+        "Commands (as after 'parakoon client'; options such as --node or --json may come"
+        " first):\n" + "\n".join(lines) + "\n"
+        f"  {'help COMMAND':<{width}}  that command's arguments\n"
+        f"  {'quit':<{width}}  leave (or Ctrl-D)\n"
+    )
+    stream.flush()
+    return EXIT_OK
+
+
+def _shell_line(
+    parser: argparse.ArgumentParser, defaults: argparse.Namespace, words: list[str], out: TextIO
+) -> int:
+    """Parse ``words`` as the arguments after ``parakoon client`` and run them; the exit code.
+    Options not on the line keep the values in ``defaults`` (the shell's own command line)."""
+    args = argparse.Namespace(**vars(defaults))
+    try:
+        args, extra = parser.parse_known_args(words, namespace=args)
+        if extra:
+            getattr(args, "usage_parser", parser).error(
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
+    except SystemExit as exc:  # argparse's way of ending a usage error or --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if getattr(args, "client_spec", None) is None:
+        print("error: no command on that line; 'help' lists them", file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "value_file", None) == "-":
+        print("error: --value-file -: stdin is the shell's own input here", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run(args, out=out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def shell(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """``parakoon client`` without a command: one command per line (see the module docstring).
+    Returns the last command's exit code (0 if none ran). ConfigError propagates (exit 2)."""
+    stream = out if out is not None else sys.stdout
+    parser: argparse.ArgumentParser = args.client_parser
+    cluster = load_config(args.config)  # a bad file fails before the first prompt
+    interactive = sys.stdin.isatty()
+    save_history = _start_history() if interactive else None
+    if interactive:
+        print(
+            f"parakoon client: cluster {cluster.cluster_id!r} of {args.config}; 'help' lists"
+            " the commands, 'quit' or Ctrl-D leaves",
+            file=stream,
+            flush=True,
+        )
+    code = EXIT_OK
+    try:
+        while True:
+            try:
+                line = input(SHELL_PROMPT if interactive else "")
+            except EOFError:
+                if interactive:
+                    print(file=stream)
+                break
+            except KeyboardInterrupt:
+                print(file=stream)  # Ctrl-C at the prompt drops the line, as Python's does
+                continue
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError as exc:  # an unclosed quote
+                print(f"error: {exc}", file=sys.stderr)
+                code = EXIT_USAGE
+                continue
+            if not words:
+                continue
+            if words[0] in ("quit", "exit"):
+                break
+            if words[0] == "help":
+                code = _shell_help(parser, words[1:], stream)
+                continue
+            if not words[0].startswith("-") and words[0] not in _COMMAND_NAMES:
+                print(f"error: no command {words[0]!r}; 'help' lists them", file=sys.stderr)
+                code = EXIT_USAGE
+                continue
+            code = _shell_line(parser, args, words, stream)
+    finally:
+        if save_history is not None:
+            save_history()
+    return code

@@ -388,6 +388,20 @@ class Driver:
     def lease_valid(self) -> bool:
         return paxos.lease_valid(self.config, self.state, self._clock())
 
+    def lease_remaining(self) -> float | None:
+        """Seconds left of the lease of the master this node believes in (see ``master``), or
+        None when it believes in none. Our own lease counts for the shorter ``leader_lease``
+        (what ``lease_valid`` trusts); a foreign one for ``lease_period`` from when we applied
+        it (what our election guard waits out)."""
+        config, now = self.config, self._clock()
+        state: paxos.State = self.state
+        if paxos.lease_valid(config, state, now):
+            assert isinstance(state, paxos.Leader)
+            return max(0.0, state.my_lease_start + config.leader_lease - now)
+        if paxos.master(config, state, now) is None:
+            return None
+        return max(0.0, state.lease_start + config.lease_period - now)
+
     def applied_i(self) -> int:
         return paxos.applied_i(self.state)
 

@@ -10,6 +10,14 @@ two probes for load balancers and orchestrators beside them:
   down. 503 otherwise, with the reasons in the JSON body. A node without a quorum loses its
   master view within about two lease periods, so ``/ready`` turns 503 by then.
 
+* ``GET /status``: 200 with the node's own view as one JSON object (:func:`status_document`):
+  role, master and the seconds left of its lease, applied and last logged slot, the newest
+  head snapshot's slot, what the WAL takes on disk, each peer's link (address, connected,
+  seconds since its last message, the newest slot it mentioned), identity, rebuild, divergence
+  and disk state. ``parakoon status`` reads it from every node that has a metrics port. Only
+  this node's view: whether there is a master cluster-wide is the question ``parakoon status``
+  answers by asking every node.
+
 Every other path answers the metrics page, as before.
 
 Formatting and the HTTP endpoint are ``prometheus_client``'s (its WSGI server runs in a daemon
@@ -37,7 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from .status import NodeStatus, Observable, StatusSource
+from .status import NodeStatus, Observable, StatusSource, wal_disk_usage
 
 log = structlog.get_logger("parakoon.metrics")
 
@@ -210,8 +218,74 @@ def readiness(status: NodeStatus) -> tuple[bool, dict[str, object]]:
     return not reasons, body
 
 
+#: Bumped when a field of the ``/status`` document changes meaning or goes away.
+STATUS_DOCUMENT_VERSION = 1
+
+
+def status_document(status: NodeStatus) -> dict[str, object]:
+    """The ``/status`` body. Measures the WAL folder (a ``stat`` per file): not on the event
+    loop. A folder that cannot be read gives null sizes and the error in ``wal.error``."""
+    wal: dict[str, object] = {
+        "dir": str(status.wal_dir),
+        "last_slot": status.wal_last_slot,
+        "segment_bytes": None,
+        "segments": None,
+        "archived_segments": None,
+        "snapshot_bytes": None,
+        "error": None,
+    }
+    try:
+        usage = wal_disk_usage(status.wal_dir)
+    except OSError as exc:
+        wal["error"] = f"{exc.__class__.__name__}: {exc}"
+    else:
+        wal.update(
+            segment_bytes=usage.segment_bytes,
+            segments=usage.segments,
+            archived_segments=usage.archived_segments,
+            snapshot_bytes=usage.snapshot_bytes,
+        )
+    slots = dict(status.peer_slots)
+    remaining = status.lease_remaining_secs
+    return {
+        "version": STATUS_DOCUMENT_VERSION,
+        "node": status.name,
+        "role": status.role.value,
+        "master": status.master,
+        "lease_valid": status.lease_valid,
+        "lease_remaining_secs": None if remaining is None else round(remaining, 3),
+        "ballot": status.ballot,
+        "applied": status.applied_i,
+        "snapshot_slot": status.snapshot_slot,
+        "wal": wal,
+        "keys": status.keys,
+        "peers": {
+            p.name: {
+                "address": p.address,
+                "connected": p.connected,
+                "last_heard_secs": (
+                    None if p.last_heard_secs is None else round(p.last_heard_secs, 3)
+                ),
+                "slot": slots.get(p.name),
+                "queued": p.queued,
+                "dropped": p.dropped,
+            }
+            for p in sorted(status.peers, key=lambda p: p.name)
+        },
+        "identity": status.identity,
+        "rebuild_waiting_for": list(status.rebuild_waiting_for),
+        "diverged": status.diverged,
+        "divergent_peers": list(status.divergent_peers),
+        "disk_stalled": status.disk_stalled,
+        "disk_low": status.disk_low,
+        "going_down": status.going_down,
+        "client_connections": status.client_connections,
+    }
+
+
 class _Probes:
-    """The WSGI app: the two probes, and the metrics page for every other path."""
+    """The WSGI app: the two probes, the status document, and the metrics page for every
+    other path."""
 
     def __init__(self, source: StatusSource, metrics_app: Any) -> None:
         self._source = source
@@ -228,6 +302,8 @@ class _Probes:
         if path == "/ready":
             ready, body = readiness(self._source.status())
             return self._json(start_response, ready, body)
+        if path == "/status":
+            return self._json(start_response, True, status_document(self._source.status()))
         return self._metrics(environ, start_response)
 
     @staticmethod
@@ -256,7 +332,7 @@ async def serve_metrics(
     server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
-    log.info("metrics.serving", port=port, probes=["/health", "/ready"])
+    log.info("metrics.serving", port=port, probes=["/health", "/ready"], status="/status")
     task_status.started()
     try:
         while True:  # the heartbeat /health reads: proof that this loop still turns

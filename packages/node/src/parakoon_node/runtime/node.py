@@ -140,6 +140,9 @@ class Node:
         self._tg: anyio.abc.TaskGroup | None = None
         self.catchups = 0
         self.peer_slots: dict[str, int] = {}
+        # When (time.monotonic) the last message from each peer arrived: the status reports
+        # how long ago, which tells a silent peer from a live one even while its link is up.
+        self.peer_heard: dict[str, float] = {}
         # Divergence (a forked store): a peer's (slot, content hash) waiting for us to apply
         # that slot, and once found, what differs. A diverged node serves nothing.
         self._claims: dict[str, dict[int, int]] = {}
@@ -345,7 +348,7 @@ class Node:
         was_master = False
         while True:
             await anyio.sleep(period)
-            links = {p.name: p.connected for p in self.peers.link_status()}
+            links = {p.name: p.connected for p in self.peers.link_status(self.peer_heard)}
             reachable = [v for v in config.other_voters if links.get(v, False)]
             unreachable = [v for v in config.other_voters if not links.get(v, False)]
             quorum = 1 + len(reachable) >= config.quorum_size
@@ -542,12 +545,15 @@ class Node:
             role=driver.role(),
             master=driver.master(),
             lease_valid=driver.lease_valid(),
+            lease_remaining_secs=driver.lease_remaining(),
             ballot=paxos.ballot(driver.state),
             applied_i=self.storage.applied_i,
             wal_last_slot=self.storage.wal.last_slot,
+            snapshot_slot=self.storage.snapshot_slot,
+            wal_dir=self.storage.wal.directory,
             keys=self.storage.store.key_count(),
             going_down=self.going_down,
-            peers=self.peers.link_status(),
+            peers=self.peers.link_status(self.peer_heard),
             peer_slots=tuple(sorted(self.peer_slots.items())),
             client_connections=(
                 None if self.client_server is None else self.client_server.open_connections
@@ -556,6 +562,8 @@ class Node:
             rebuild_waiting_for=tuple(self.rebuild_waiting_for()),
             diverged=self.diverged,
             divergent_peers=tuple(sorted(self.divergent_peers)),
+            disk_stalled=self.disk_stalled,
+            disk_low=self.disk_low,
             counters=NodeCounters(
                 applied_slots=counters.applied_slots,
                 applied_updates=counters.applied_updates,
@@ -582,6 +590,7 @@ class Node:
         i = msg.their_i if isinstance(msg, Nak) else msg.i
         if i >= 0:
             self.peer_slots[src] = i
+        self.peer_heard[src] = time.monotonic()
         self.driver.handle(Receive(src=src, msg=msg))
 
     def _on_applied(self, i: int) -> None:

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -520,14 +521,22 @@ class PeerNetwork:
         for link in self.links.values():
             link.close()
 
-    def link_status(self) -> tuple[PeerStatus, ...]:
-        """Each outgoing link's state, for the node's status."""
+    def link_status(self, heard: Mapping[str, float]) -> tuple[PeerStatus, ...]:
+        """Each outgoing link's state, for the node's status; ``heard`` maps a peer to when
+        (``time.monotonic``) its last message arrived."""
+        now = time.monotonic()
         out = []
         for name, link in self.links.items():
             stats = link.queue.statistics()
+            last = heard.get(name)
             out.append(
                 PeerStatus(
-                    name=name, connected=link.connected, queued=stats.queued, dropped=stats.dropped
+                    name=name,
+                    address=link.address.text,
+                    connected=link.connected,
+                    last_heard_secs=None if last is None else max(0.0, now - last),
+                    queued=stats.queued,
+                    dropped=stats.dropped,
                 )
             )
         return tuple(out)

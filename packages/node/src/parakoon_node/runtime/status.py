@@ -8,15 +8,22 @@ change without touching them.
 
 The values are read on the event loop's objects without a lock; the metrics scrape calls
 ``status()`` from its own thread and sees some recent value, which is all a metric promises.
+``status()`` makes no system call (the client service calls it on the event loop): what the WAL
+takes on disk is measured by :func:`wal_disk_usage`, which the metrics thread calls with
+``NodeStatus.wal_dir``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from parakoon_paxos import Role
+from parakoon_wal.log import list_wal_dir
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,7 +31,13 @@ class PeerStatus:
     """One outgoing peer link."""
 
     name: str
+    #: Where the link dials (``host:port``).
+    address: str
     connected: bool
+    #: Seconds since the last message that arrived from this peer (on any connection), or
+    #: None if none arrived since this node started. A peer that is connected but silent for
+    #: more than a lease period is stuck (paused, or its loop is blocked).
+    last_heard_secs: float | None
     #: Frames waiting in the link's leaky queue, and frames it dropped so far.
     queued: int
     dropped: int
@@ -55,9 +68,17 @@ class NodeStatus:
     master: str | None
     #: True while this node is master with a valid lease.
     lease_valid: bool
+    #: Seconds left of ``master``'s lease as this node sees it (its own, shorter, leader
+    #: lease while it is master), or None without a master.
+    lease_remaining_secs: float | None
     ballot: int
     applied_i: int
     wal_last_slot: int | None
+    #: The slot of the newest head snapshot (written by a collapse or installed by a catch-up),
+    #: or None if the node has none.
+    snapshot_slot: int | None
+    #: The folder of the node's write-ahead log and head snapshots (see :func:`wal_disk_usage`).
+    wal_dir: Path
     keys: int
     going_down: bool
     peers: tuple[PeerStatus, ...]
@@ -74,6 +95,44 @@ class NodeStatus:
     diverged: str | None = None
     #: Peers whose store was found to differ from this node's at the same slot.
     divergent_peers: tuple[str, ...] = ()
+    #: Set (to the reason) while a log write hangs, or while free disk space is below the
+    #: reserve: the node refuses writes and gives up mastership meanwhile.
+    disk_stalled: str | None = None
+    disk_low: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalDiskUsage:
+    """What a WAL folder takes on disk, measured by :func:`wal_disk_usage`."""
+
+    #: Bytes of the log segments as stored (archived segments compressed), and their number.
+    segment_bytes: int
+    segments: int
+    archived_segments: int
+    #: Bytes of the head snapshot files (normally one).
+    snapshot_bytes: int
+
+
+def wal_disk_usage(directory: Path) -> WalDiskUsage:
+    """Sum the files of a WAL folder by kind. Reads the folder (a system call per file): call it
+    off the event loop. A file removed between the listing and its ``stat`` (a collapse
+    pruning) is left out; a folder that cannot be read raises ``OSError``."""
+    segment_bytes = segments = archived = snapshot_bytes = 0
+    for entry in list_wal_dir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            size = os.stat(entry.path).st_size
+            if entry.kind == "segment":
+                segment_bytes += size
+                segments += 1
+                archived += entry.archived
+            elif entry.kind == "head":
+                snapshot_bytes += size
+    return WalDiskUsage(
+        segment_bytes=segment_bytes,
+        segments=segments,
+        archived_segments=archived,
+        snapshot_bytes=snapshot_bytes,
+    )
 
 
 class StatusSource(Protocol):

@@ -13,13 +13,14 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from parakoon_testing import free_ports
 
 from parakoon_client import codec
 
-from .lincheck import OpKind, Outcome, Verdict, check_history
+from .lincheck import Operation, OpKind, Outcome, Verdict, check_history
 from .seeds import seeded
 from .workload import Cluster, WorkloadConfig, cluster_id_of, run_clients
 
@@ -63,7 +64,7 @@ def remove(cluster: Any, name: str) -> None:
     cluster.stop(name)  # the operator stops a removed node
 
 
-def write_gaps(ops: Any, start: float, end: float) -> float:
+def write_gaps(ops: Sequence[Operation], start: float, end: float) -> float:
     """The longest time between two acknowledged writes (or the window's ends)."""
     times = sorted(
         op.t_return

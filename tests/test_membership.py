@@ -18,7 +18,7 @@ from parakoon_testing import free_ports, wait_until
 
 from parakoon_client import codec
 
-from .conftest import ClusterProcs
+from .conftest import CLUSTER_ID, ClusterProcs
 
 
 def member(
@@ -148,3 +148,55 @@ def test_member_cli_refuses_what_makes_no_sense(cluster_factory: Any) -> None:
     assert proc.returncode == 2 and "HOST:PORT" in proc.stderr
     listed = json.loads(member(cluster, "list", "--json").stdout)
     assert listed["voters"] == ["node_0", "node_1", "node_2"] and not listed["replicated"]
+
+
+def test_the_client_library_changes_members_and_finds_new_ones(cluster_factory: Any) -> None:
+    from parakoon_client import BadInput, Client
+
+    cluster = cluster_factory(nodes=3, lease_period_secs=1.0)
+    cluster.start_all()
+    master = cluster.wait_master()
+    nodes = {n: ("127.0.0.1", cluster.client_ports[n]) for n in cluster.names}
+    client = Client(CLUSTER_ID, nodes, timeout_secs=10.0)
+    try:
+        client_port, peer_port = free_ports(2)
+        added = client.member_add(
+            "node_3", host="127.0.0.1", messaging_port=peer_port, client_port=client_port
+        )
+        assert added.learners == ("node_3",) and added.addresses["node_3"][1] == client_port
+        assert "node_3" in client.nodes  # learnt from the answer
+        cluster.names.append("node_3")
+        cluster.client_ports["node_3"] = client_port
+        cluster.peer_ports["node_3"] = peer_port
+        with open(cluster.config, "a") as f:
+            f.write(
+                f'\n[[nodes]]\nname = "node_3"\naddresses = ["127.0.0.1:{peer_port}"]\n'
+                f'client_port = {client_port}\nhome_dir = "data/node_3"\nlearner = true\n'
+            )
+        cluster.start("node_3")
+
+        def promoted() -> bool:
+            try:
+                client.member_promote("node_3")
+            except BadInput as exc:
+                assert "has not caught up" in str(exc), exc
+                return False
+            return True
+
+        wait_until(promoted, "node_3 promoted", timeout=60, interval=0.3)
+        # A client that knows one follower only learns the others when it looks for the master.
+        follower = next(n for n in ("node_0", "node_1", "node_2") if n != master)
+        narrow = Client(CLUSTER_ID, {follower: nodes[follower]}, timeout_secs=10.0)
+        try:
+            narrow.set(b"k", b"v")
+            assert set(narrow.nodes) == {"node_0", "node_1", "node_2", "node_3"}
+        finally:
+            narrow.close()
+        removed = client.member_remove(follower)
+        assert follower not in removed.voters and follower not in client.nodes
+        assert client.members().voters == tuple(
+            sorted(n for n in ("node_0", "node_1", "node_2", "node_3") if n != follower)
+        )
+        client.set(b"k", b"w")
+    finally:
+        client.close()

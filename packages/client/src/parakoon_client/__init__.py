@@ -9,6 +9,7 @@
 Usage and the retry rules: ``docs/client.md``.
 """
 
+from parakoon_client._core import Members
 from parakoon_client.blocking import Client, SequenceContext
 from parakoon_client.codec import CONSISTENT, NO_GUARANTEES, AtLeast, Consistency
 from parakoon_client.config import ClusterNodes, ConfigError, load_cluster_nodes
@@ -59,6 +60,7 @@ __all__ = [
     "GoingDown",
     "InconsistentRead",
     "MaxConnections",
+    "Members",
     "NoLongerMaster",
     "NoMasterFound",
     "NotFound",

@@ -27,6 +27,7 @@ takes longer than ``retry_secs + timeout_secs`` (plus scheduling noise).
 from __future__ import annotations
 
 import enum
+import json
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 from parakoon_client.codec import (
     CONSISTENT,
     NEED_DATA,
+    NO_GUARANTEES,
     Assert,
     AssertExists,
     Confirm,
@@ -49,6 +51,7 @@ from parakoon_client.codec import (
     Get,
     GetKeyCount,
     GetTxid,
+    MemberHook,
     MultiGet,
     MultiGetOption,
     NamedList,
@@ -317,6 +320,66 @@ def op_ping(client_id: str, cluster_id: str) -> Op[str]:
     return _info("ping", Ping(client_id=client_id, cluster_id=cluster_id))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Members:
+    """A cluster's membership as one node knows it (``members()`` and the member changes).
+
+    ``addresses`` maps the members added at run time to their client address ``(host, port)``;
+    members of the cluster file keep the addresses the client was given. ``master`` is the
+    node the answering node believes holds the lease, if any.
+    """
+
+    voters: tuple[str, ...]
+    learners: tuple[str, ...]
+    addresses: Mapping[str, Address]
+    master: str | None
+    replicated: bool
+
+
+def parse_members(text: str) -> Members:
+    """The JSON answer of the ``parakoon.member`` hook; ``ArakoonProtocolError`` if it is not
+    one."""
+    try:
+        obj = json.loads(text)
+        addresses: dict[str, Address] = {}
+        for name, address in obj.get("addresses", {}).items():
+            a = json.loads(address)
+            addresses[str(name)] = (str(a["host"]), int(a["client_port"]))
+        return Members(
+            voters=tuple(str(v) for v in obj["voters"]),
+            learners=tuple(str(v) for v in obj["learners"]),
+            addresses=addresses,
+            master=obj.get("master"),
+            replicated=bool(obj.get("replicated", False)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArakoonProtocolError(f"not a membership answer: {text[:200]!r} ({exc})") from None
+
+
+def op_members() -> Op[str]:
+    request = MemberHook(request=json.dumps({"op": "list"}), consistency=NO_GUARANTEES)
+    return Op(name="members", request=request, retry=Retry.ALWAYS, route=Route.ANY)
+
+
+def op_member_change(op: str, node: str, address: str = "") -> Op[str]:
+    """Add (as a learner), promote or remove one node: through the master, never repeated once
+    sent (a second ``add`` of the same node is refused)."""
+    text = json.dumps({"op": op, "node": node, "address": address})
+    request = MemberHook(request=text, consistency=CONSISTENT)
+    return Op(
+        name=f"member_{op}", request=request, retry=Retry.UNTIL_SENT, route=Route.MASTER,
+        is_write=True,
+    )  # fmt: skip
+
+
+def member_address(host: str, messaging_port: int, client_port: int) -> str:
+    """The address string a node keeps for a member it added (see parakoon_node)."""
+    return json.dumps(
+        {"host": host, "messaging_port": messaging_port, "client_port": client_port},
+        sort_keys=True,
+    )
+
+
 def op_for_request(request: Request[R]) -> Op[R]:
     """A generic operation for any codec request (used by ``call``).
 
@@ -569,6 +632,25 @@ class ClientCore:
         names = sorted(self.nodes)
         self.rng.shuffle(names)
         return names
+
+    def learn_members(self, members: Members) -> list[str]:
+        """Add the members the client did not know (with their client addresses) and forget the
+        nodes a replicated membership no longer lists; returns the names added."""
+        added = [n for n, a in members.addresses.items() if n not in self.nodes]
+        for name in added:
+            self.nodes[name] = members.addresses[name]
+        if members.replicated:
+            current = set(members.voters) | set(members.learners)
+            for name in [n for n in self.nodes if n not in current]:
+                if len(self.nodes) > 1:
+                    del self.nodes[name]
+                    if self.preferred_node == name:
+                        self.preferred_node = None
+                    if self.master == name:
+                        self.master = None
+                    if self._read_node == name:
+                        self._read_node = None
+        return added
 
     def accept_master(self, name: str) -> None:
         """Record ``name`` as master (it named itself when asked)."""

@@ -44,6 +44,7 @@ answer would otherwise be read as the answer to the next request); the next call
 
 from __future__ import annotations
 
+import contextlib
 import random
 import types
 from collections.abc import Awaitable, Iterable, Mapping
@@ -58,8 +59,10 @@ from parakoon_client._core import (
     Address,
     CallState,
     ClientCore,
+    Members,
     Op,
     connection_survives,
+    member_address,
     op_assert,
     op_assert_exists,
     op_confirm,
@@ -72,6 +75,8 @@ from parakoon_client._core import (
     op_get,
     op_get_key_count,
     op_get_txid,
+    op_member_change,
+    op_members,
     op_multi_get,
     op_multi_get_option,
     op_nop,
@@ -88,6 +93,7 @@ from parakoon_client._core import (
     op_user_function,
     op_version,
     op_who_master,
+    parse_members,
     server_error,
 )
 from parakoon_client.aio_connection import AsyncConnection
@@ -97,6 +103,7 @@ from parakoon_client.codec import (
     AtLeast,
     Consistency,
     ErrorResponse,
+    MemberHook,
     NamedList,
     Request,
     Update,
@@ -106,7 +113,7 @@ from parakoon_client.codec import (
     encode_request,
 )
 from parakoon_client.config import load_cluster_nodes
-from parakoon_client.errors import ArakoonError, ArakoonProtocolError, NoMasterFound
+from parakoon_client.errors import ArakoonError, ArakoonProtocolError, NoMasterFound, NotMaster
 from parakoon_client.policy import Backoff, Retry
 from parakoon_client.sequence import BytesLike, SequenceBuilder
 
@@ -271,6 +278,12 @@ class AsyncClient:
                     target, op.request, payload, call, check_idle=check_idle
                 )
             except ArakoonError as error:
+                hint = error.master if isinstance(error, NotMaster) else None
+                if hint is not None and hint not in core.nodes and node is None and target:
+                    # Redirected to a member this client does not know (added at run time):
+                    # learn the membership from the node that named it, then follow.
+                    await self._drop(target)
+                    await self._learn_members(target, call)
                 action = core.after_failure(call, target, error, now=anyio.current_time())
                 if action.drop and target is not None:
                     await self._drop(target)
@@ -321,6 +334,23 @@ class AsyncClient:
                 await self._drop(node)
             raise
 
+    async def _learn_members(self, node: str, call: CallState) -> None:
+        op = op_members()
+        try:
+            text = await self._exchange(
+                node,
+                op.request,
+                encode_request(cast(MemberHook, op.request)),
+                call,
+                check_idle=False,
+            )
+        except ArakoonError as error:
+            if not connection_survives(error):
+                await self._drop(node)
+            return
+        with contextlib.suppress(ArakoonError):
+            self._core.learn_members(parse_members(text))
+
     async def _discover(self, call: CallState) -> str:
         """Find the master: a node names it, and it names itself (protocol §6)."""
         core = self._core
@@ -334,6 +364,9 @@ class AsyncClient:
             if answer is None:
                 failures.append(f"{name} knows no master")
                 continue
+            if answer not in core.nodes:
+                # A member added at run time: learn the membership from the node that named it.
+                await self._learn_members(name, call)
             if answer not in core.nodes:
                 failures.append(f"{name} names {answer!r}, which is not a node of this client")
                 continue
@@ -549,6 +582,35 @@ class AsyncClient:
         )
 
     # --- cluster information ------------------------------------------------------------------
+
+    # --- membership (parakoon) ------------------------------------------------------------
+
+    async def members(self, *, node: str | None = None) -> Members:
+        """The membership in force, from any node (or ``node``); the client also learns the
+        members added at run time and forgets the removed ones."""
+        members = parse_members(await self._run(op_members(), node))
+        self._core.learn_members(members)
+        return members
+
+    async def member_add(
+        self, name: str, *, host: str, messaging_port: int, client_port: int
+    ) -> Members:
+        """Add ``name`` as a learner (start its node next, then ``member_promote`` it)."""
+        address = member_address(host, messaging_port, client_port)
+        return await self._member_change("add", name, address)
+
+    async def member_promote(self, name: str) -> Members:
+        """Make a learner that has caught up a voter (``ArakoonBadInput`` while it has not)."""
+        return await self._member_change("promote", name)
+
+    async def member_remove(self, name: str) -> Members:
+        """Remove a voter or learner, the master included."""
+        return await self._member_change("remove", name)
+
+    async def _member_change(self, op: str, name: str, address: str = "") -> Members:
+        members = parse_members(await self._run(op_member_change(op, name, address)))
+        self._core.learn_members(members)
+        return members
 
     async def who_master(self, *, node: str | None = None) -> str | None:
         """The master as ``node`` (default: the read node) sees it, or ``None``."""

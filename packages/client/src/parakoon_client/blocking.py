@@ -23,6 +23,7 @@ A :class:`Client` is not thread-safe: use one per thread (they are cheap).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import types
@@ -36,8 +37,10 @@ from parakoon_client._core import (
     Address,
     CallState,
     ClientCore,
+    Members,
     Op,
     connection_survives,
+    member_address,
     op_assert,
     op_assert_exists,
     op_confirm,
@@ -50,6 +53,8 @@ from parakoon_client._core import (
     op_get,
     op_get_key_count,
     op_get_txid,
+    op_member_change,
+    op_members,
     op_multi_get,
     op_multi_get_option,
     op_nop,
@@ -66,6 +71,7 @@ from parakoon_client._core import (
     op_user_function,
     op_version,
     op_who_master,
+    parse_members,
     server_error,
 )
 from parakoon_client.blocking_connection import Connection
@@ -75,6 +81,7 @@ from parakoon_client.codec import (
     AtLeast,
     Consistency,
     ErrorResponse,
+    MemberHook,
     NamedList,
     Request,
     Update,
@@ -84,7 +91,7 @@ from parakoon_client.codec import (
     encode_request,
 )
 from parakoon_client.config import load_cluster_nodes
-from parakoon_client.errors import ArakoonError, ArakoonProtocolError, NoMasterFound
+from parakoon_client.errors import ArakoonError, ArakoonProtocolError, NoMasterFound, NotMaster
 from parakoon_client.policy import Backoff, Retry
 from parakoon_client.sequence import BytesLike, SequenceBuilder
 
@@ -236,6 +243,12 @@ class Client:
                         target = self._discover(call)
                 return self._exchange(target, op.request, payload, call, check_idle=check_idle)
             except ArakoonError as error:
+                hint = error.master if isinstance(error, NotMaster) else None
+                if hint is not None and hint not in core.nodes and node is None and target:
+                    # Redirected to a member this client does not know (added at run time):
+                    # learn the membership from the node that named it, then follow.
+                    self._drop(target)
+                    self._learn_members(target, call)
                 action = core.after_failure(call, target, error, now=time.monotonic())
                 if action.drop and target is not None:
                     self._drop(target)
@@ -282,6 +295,23 @@ class Client:
                 self._drop(node)
             raise
 
+    def _learn_members(self, node: str, call: CallState) -> None:
+        op = op_members()
+        try:
+            text = self._exchange(
+                node,
+                op.request,
+                encode_request(cast(MemberHook, op.request)),
+                call,
+                check_idle=False,
+            )
+        except ArakoonError as error:
+            if not connection_survives(error):
+                self._drop(node)
+            return
+        with contextlib.suppress(ArakoonError):
+            self._core.learn_members(parse_members(text))
+
     def _discover(self, call: CallState) -> str:
         """Find the master: a node names it, and it names itself (protocol §6)."""
         core = self._core
@@ -295,6 +325,9 @@ class Client:
             if answer is None:
                 failures.append(f"{name} knows no master")
                 continue
+            if answer not in core.nodes:
+                # A member added at run time: learn the membership from the node that named it.
+                self._learn_members(name, call)
             if answer not in core.nodes:
                 failures.append(f"{name} names {answer!r}, which is not a node of this client")
                 continue
@@ -506,6 +539,33 @@ class Client:
         )
 
     # --- cluster information ------------------------------------------------------------------
+
+    # --- membership (parakoon) ------------------------------------------------------------
+
+    def members(self, *, node: str | None = None) -> Members:
+        """The membership in force, from any node (or ``node``); the client also learns the
+        members added at run time and forgets the removed ones."""
+        members = parse_members(self._run(op_members(), node))
+        self._core.learn_members(members)
+        return members
+
+    def member_add(self, name: str, *, host: str, messaging_port: int, client_port: int) -> Members:
+        """Add ``name`` as a learner (start its node next, then ``member_promote`` it)."""
+        address = member_address(host, messaging_port, client_port)
+        return self._member_change("add", name, address)
+
+    def member_promote(self, name: str) -> Members:
+        """Make a learner that has caught up a voter (``ArakoonBadInput`` while it has not)."""
+        return self._member_change("promote", name)
+
+    def member_remove(self, name: str) -> Members:
+        """Remove a voter or learner, the master included."""
+        return self._member_change("remove", name)
+
+    def _member_change(self, op: str, name: str, address: str = "") -> Members:
+        members = parse_members(self._run(op_member_change(op, name, address)))
+        self._core.learn_members(members)
+        return members
 
     def who_master(self, *, node: str | None = None) -> str | None:
         """The master as ``node`` (default: the read node) sees it, or ``None``."""

@@ -65,6 +65,7 @@ from ._statistics import (
 )
 from ._types import (
     CONSISTENT,
+    MEMBER_HOOK,
     NO_GUARANTEES,
     UNSUPPORTED_CODES,
     AnyRequest,
@@ -89,6 +90,7 @@ from ._types import (
     GetDb,
     GetKeyCount,
     GetTxid,
+    MemberHook,
     MultiGet,
     MultiGetOption,
     NamedFloat,
@@ -236,6 +238,8 @@ __all__ = [
     "UpdateTag",
     "UserFunction",
     "UserHook",
+    "MemberHook",
+    "MEMBER_HOOK",
     "Version",
     "VersionInfo",
     "WhoMaster",

@@ -24,6 +24,7 @@ from ._errors import (
 from ._limits import DEFAULT_LIMITS, Limits
 from ._results import CollapseFailed, decode_result
 from ._types import (
+    MEMBER_HOOK,
     AnyRequest,
     Assert,
     AssertExists,
@@ -44,6 +45,7 @@ from ._types import (
     GetDb,
     GetKeyCount,
     GetTxid,
+    MemberHook,
     MultiGet,
     MultiGetOption,
     NoGuarantees,
@@ -109,7 +111,7 @@ def encode_prologue(cluster_id: str) -> bytes:
     return MAGIC.to_bytes(4, "little") + pack_i32(PROTOCOL_VERSION) + enc_text(cluster_id)
 
 
-def encode_request(request: AnyRequest) -> bytes:
+def encode_request(request: AnyRequest | MemberHook) -> bytes:
     """The bytes of one request (command word and arguments), lists in natural order.
 
     Key lists (MULTI_GET, MULTI_GET_OPTION) go on the wire in the order of ``request.keys``, as
@@ -223,6 +225,9 @@ def encode_request(request: AnyRequest) -> bytes:
             case CopyDbToHead(tlogs_to_keep=n):
                 return _W[CommandCode.COPY_DB_TO_HEAD] + pack_i32(check_i32(n, "tlogs_to_keep"))
             case UserHook(name=name, consistency=consistency):
+                return _W[CommandCode.USER_HOOK] + enc_consistency(consistency) + enc_text(name)
+            case MemberHook(request=text, consistency=consistency):
+                name = MEMBER_HOOK + text
                 return _W[CommandCode.USER_HOOK] + enc_consistency(consistency) + enc_text(name)
             case Unsupported(code=code):
                 # Only the command word: this codec does not know the arguments of these commands.

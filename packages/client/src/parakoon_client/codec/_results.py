@@ -44,6 +44,7 @@ from ._types import (
     GetDb,
     GetKeyCount,
     GetTxid,
+    MemberHook,
     MultiGet,
     MultiGetOption,
     NamedList,
@@ -461,6 +462,7 @@ _DECODERS: dict[type, _Decoder] = {
     GetTxid: _dec_consistency,
     CopyDbToHead: _dec_unit,
     UserHook: _dec_unit,
+    MemberHook: _dec_text,
 }
 
 

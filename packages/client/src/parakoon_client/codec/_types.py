@@ -553,6 +553,21 @@ class UserHook(Request[None]):
     consistency: Consistency = CONSISTENT
 
 
+#: The user hook of parakoon's membership requests: the hook's name is this prefix followed by
+#: a JSON request; the answer is rc 0 and a JSON text (docs/operations.md, "Membership").
+MEMBER_HOOK = "parakoon.member "
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberHook(Request[str]):
+    """A membership request as the ``parakoon.member`` user hook (0x45): on the wire exactly a
+    ``UserHook`` named ``MEMBER_HOOK + request``; its answer is a JSON text. A parakoon
+    extension: not one of the protocol's requests (``AnyRequest``), only a client sends it."""
+
+    request: str
+    consistency: Consistency = CONSISTENT
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unsupported(Request[None]):
     """A known command this codec does not carry: nursery (§12) and the node-to-node LAST_ENTRIES.

@@ -60,7 +60,7 @@ from .driver import Driver
 from .framing import FrameDecoder
 from .identity import Decision, Identity, PeerIdentities, Status, decide
 from .members import addresses as member_addresses
-from .members import differs_from_file
+from .members import differs_from_file, encode_address
 from .peer import PeerAddress, PeerNetwork
 from .service import NodeBackend, decode_payload, max_payload_bytes
 from .status import NodeCounters, NodeStatus
@@ -633,6 +633,13 @@ class Node:
             ),
         )
 
+    def _member_addresses(self) -> dict[str, str]:
+        """Every node this one knows an address of (the file's and the added members')."""
+        return {
+            name: encode_address(a.host, a.messaging_port, a.client_port)
+            for name, a in member_addresses(self.cluster, self.storage.membership).items()
+        }
+
     def _start_catchup(self, source: str, from_i: int) -> None:
         assert self._tg is not None
         self.catchups += 1
@@ -764,6 +771,7 @@ class Node:
             self.paxos_config,
             cluster_id=self.cluster.cluster_id,
             peer_frame_bytes_max=self.cluster.peer_frame_bytes_max,
+            addresses=self._member_addresses,
         )
         try:
             async with anyio.create_task_group() as tg:

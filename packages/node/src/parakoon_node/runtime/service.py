@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -184,8 +184,11 @@ class NodeBackend:
         *,
         cluster_id: str,
         peer_frame_bytes_max: int,
+        addresses: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self._node = node
+        # Every member's address as a ``members.encode_address`` string (``members()``).
+        self._addresses = addresses
         self._consensus = consensus
         self._config = config
         self._cluster_id = cluster_id
@@ -427,10 +430,12 @@ class NodeBackend:
         from is not kept; addresses of the members added at run time."""
         conf = self._consensus.effective_config()
         m = self._consensus.membership()
+        everyone = set(conf.sorted_voters) | set(conf.learners)
+        known = self._addresses() if self._addresses is not None else {}
         return {
             "voters": list(conf.sorted_voters),
             "learners": list(conf.learners),
-            "addresses": dict(m.addresses) if m is not None else {},
+            "addresses": {n: a for n, a in sorted(known.items()) if n in everyone},
             "replicated": m is not None,
             "node": conf.me,
             "removed": not conf.member,

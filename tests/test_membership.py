@@ -200,3 +200,46 @@ def test_the_client_library_changes_members_and_finds_new_ones(cluster_factory: 
         client.set(b"k", b"w")
     finally:
         client.close()
+
+
+def test_a_node_joins_with_one_members_address(cluster_factory: Any) -> None:
+    """``parakoon join``: the new node knows its own name and addresses and one member's client
+    address; it gets the cluster's settings and membership from it, is added as a learner,
+    writes its own cluster.toml and runs; promoted, it votes."""
+    cluster = cluster_factory(nodes=3, lease_period_secs=1.0)
+    cluster.start_all()
+    master = cluster.wait_master()
+    cluster.call(master, codec.Set(key=b"k", value=b"v"))
+    client_port, peer_port = free_ports(2)
+    own = cluster.base / "node_3.toml"
+    log = open(cluster.log_dir / "node_3.log", "ab")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parakoon_node", "join", "node_3",
+         "--member", f"127.0.0.1:{cluster.client_ports['node_1']}", "--cluster-id", CLUSTER_ID,
+         "--address", f"127.0.0.1:{peer_port}", "--client-port", str(client_port),
+         "--config", str(own)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=cluster.base,
+    )  # fmt: skip
+    log.close()
+    cluster.procs["node_3"] = proc
+    cluster.names.append("node_3")
+    cluster.client_ports["node_3"] = client_port
+    cluster.wait_ready("node_3", timeout=30)
+    text = own.read_text()
+    assert 'id = "' + CLUSTER_ID + '"' in text and "lease_period_secs = 1.0" in text
+    assert (cluster.base / "data" / "node_3").is_dir()
+    member(cluster, "promote", "node_3", "--wait", "60")
+    assert json.loads(member(cluster, "list", "--json").stdout)["voters"] == [
+        "node_0", "node_1", "node_2", "node_3",
+    ]  # fmt: skip
+    wait_until(
+        lambda: cluster.call("node_3", codec.Get(key=b"k", consistency=codec.NO_GUARANTEES))
+        == b"v",
+        "the joined node holds the data",
+        timeout=20,
+    )
+    # A voter now: with one of the first three down, it is the third of four voters up.
+    victim = next(n for n in ("node_0", "node_1", "node_2") if n != master)
+    cluster.kill(victim)
+    leader = cluster.wait_master(among=[n for n in cluster.names if n != victim], timeout=30)
+    assert cluster.call(leader, codec.Set(key=b"k", value=b"w")) is None

@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup_cli.add_parser(commands)
     status_cli.add_parser(commands)
     member_cli.add_parser(commands)
+    member_cli.add_join_parser(commands)
     snapshot_cli.add_parser(commands)
     # Each subcommand's own parser reports its usage errors (see main); nested subcommands
     # (client's) set their own, which wins because it is parsed later.

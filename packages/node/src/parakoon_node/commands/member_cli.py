@@ -1,3 +1,4 @@
+# spec: docs/spec/arakoon-client-protocol.md
 """``parakoon member list|add|promote|remove --config FILE``: online membership change.
 
 Every request goes over a node's client port as the ``parakoon.member`` user hook (protocol
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import sys
 import time
@@ -88,12 +90,10 @@ def add_parser(commands: Any) -> None:
 def _node_config(
     cluster: ClusterConfig, name: str, host: str, mport: int, cport: int
 ) -> NodeConfig:
-    try:
-        return cluster.node(name)
-    except (KeyError, ValueError, LookupError):
-        return NodeConfig(
-            name=name, addresses=((host, mport),), client_port=cport, home_dir=Path(".")
-        )
+    for node in cluster.nodes:
+        if node.name == name:
+            return node
+    return NodeConfig(name=name, addresses=((host, mport),), client_port=cport, home_dir=Path("."))
 
 
 def _hook(conn: DirectConnection, request: dict[str, Any], *, consistent: bool) -> dict[str, Any]:
@@ -232,3 +232,114 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_UNAVAILABLE
     _print(args, answer, extra)
     return EXIT_OK
+
+
+# join
+
+
+def add_join_parser(commands: Any) -> None:
+    join = commands.add_parser(
+        "join",
+        help="join a running cluster: one known member, this node's name and addresses",
+        description=(
+            "Ask a running member for the cluster's settings and membership, have the cluster "
+            "add this node as a learner, write this node's cluster.toml, and run the node. "
+            "Promote it afterwards with 'parakoon member promote NAME' once it has caught up."
+        ),
+    )
+    join.add_argument("name", help="this node's name")
+    join.add_argument("--member", required=True, metavar="HOST:PORT", help="a member's client port")
+    join.add_argument("--cluster-id", required=True, metavar="ID")
+    join.add_argument("--address", required=True, metavar="HOST:PORT", help="messaging address")
+    join.add_argument("--client-port", required=True, type=int, metavar="PORT")
+    join.add_argument("--home-dir", metavar="DIR", help="default data/NAME next to --config")
+    join.add_argument(
+        "--config",
+        default="cluster.toml",
+        metavar="FILE",
+        help="the file to write (refused if it exists)",
+    )
+    join.add_argument("--no-start", action="store_true", help="write the file, do not run the node")
+    join.add_argument("--timeout", type=float, default=2.0, metavar="SECS")
+    join.set_defaults(run=run_join)
+
+
+def _toml_value(value: object) -> str:
+    # JSON's strings, numbers and true/false are TOML's too (the settings are scalars).
+    return json.dumps(value)
+
+
+def run_join(args: argparse.Namespace) -> int:
+    out = Path(args.config)
+    if out.exists():
+        print(f"parakoon join: {out} exists; give another --config", file=sys.stderr)
+        return EXIT_USAGE
+    host, sep, port_text = args.member.rpartition(":")
+    mhost, msep, mport_text = args.address.rpartition(":")
+    if not (sep and port_text.isdigit() and msep and mport_text.isdigit()):
+        print("parakoon join: --member and --address take HOST:PORT", file=sys.stderr)
+        return EXIT_USAGE
+    seed = NodeConfig(
+        name="(member)", addresses=((host, 0),), client_port=int(port_text), home_dir=Path(".")
+    )
+    cluster = ClusterConfig(cluster_id=args.cluster_id, nodes=(seed,))
+    try:
+        with DirectConnection(cluster, seed, timeout=args.timeout) as conn:
+            listing = _hook(conn, {"op": "list"}, consistent=False)
+    except (OSError, MemberError) as exc:
+        print(f"parakoon join: {args.member}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    members = _nodes(cluster, listing)
+    known = ClusterConfig(cluster_id=args.cluster_id, nodes=tuple(members[1:]))
+    if args.name not in listing["voters"] and args.name not in listing["learners"]:
+        request = {
+            "op": "add",
+            "node": args.name,
+            "address": encode_address(mhost, int(mport_text), args.client_port),
+        }
+        try:
+            listing = ask(known, request, timeout=args.timeout)
+        except MemberError as exc:
+            print(f"parakoon join: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except OSError as exc:
+            print(f"parakoon join: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    lines = ["[cluster]"]
+    settings = dict(listing.get("cluster") or {})
+    settings["id"] = args.cluster_id
+    lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items()]
+    addresses = listing["addresses"]
+    for name in sorted(set(listing["voters"]) | set(listing["learners"])):
+        if name == args.name or name not in addresses:
+            continue
+        a = decode_address(name, addresses[name])
+        lines += [
+            "",
+            "[[nodes]]",
+            f"name = {_toml_value(name)}",
+            f'addresses = ["{a.host}:{a.messaging_port}"]',
+            f"client_port = {a.client_port}",
+            f'home_dir = "data/{name}"',
+            f"learner = {_toml_value(name in listing['learners'])}",
+        ]
+    home = args.home_dir or f"data/{args.name}"
+    lines += [
+        "",
+        "[[nodes]]",
+        f"name = {_toml_value(args.name)}",
+        f'addresses = ["{mhost}:{mport_text}"]',
+        f"client_port = {args.client_port}",
+        f"home_dir = {_toml_value(home)}",
+        "learner = true",
+        "",
+    ]
+    out.write_text("\n".join(lines))
+    print(f"parakoon join: {args.name} is a learner of {args.cluster_id}; wrote {out}")
+    if args.no_start:
+        return EXIT_OK
+    sys.stdout.flush()
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "parakoon_node", "node", "--config", str(out), "--node", args.name],
+    )

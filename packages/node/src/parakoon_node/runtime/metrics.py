@@ -75,6 +75,27 @@ class NodeCollector(Collector):
         for name in ("founding", "rebuilding", "voter"):
             identity.add_metric([name], 1.0 if name == now else 0.0)
         yield identity
+        members = GaugeMetricFamily(
+            "parakoon_members",
+            "Members of the membership in force, by role (voter, learner)",
+            labels=["role"],
+        )
+        members.add_metric(["voter"], float(len(status.voters)))
+        members.add_metric(["learner"], float(len(status.learners)))
+        yield members
+        standing = (
+            "voter"
+            if status.name in status.voters
+            else ("learner" if status.name in status.learners else "removed")
+        )
+        member_role = GaugeMetricFamily(
+            "parakoon_member_role",
+            "1 for this node's place in the membership in force: voter, learner or removed",
+            labels=["role"],
+        )
+        for name in ("voter", "learner", "removed"):
+            member_role.add_metric([name], 1.0 if name == standing else 0.0)
+        yield member_role
         yield GaugeMetricFamily(
             "parakoon_diverged",
             "1 once a quorum of voters was found to hold another store than this node's",

@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -564,6 +565,9 @@ class Node:
             divergent_peers=tuple(sorted(self.divergent_peers)),
             disk_stalled=self.disk_stalled,
             disk_low=self.disk_low,
+            voters=self.driver.effective_config().sorted_voters,
+            learners=self.driver.effective_config().learners,
+            membership_replicated=self.storage.membership is not None,
             counters=NodeCounters(
                 applied_slots=counters.applied_slots,
                 applied_updates=counters.applied_updates,
@@ -632,6 +636,18 @@ class Node:
                 else "the replicated membership decides; cluster.toml only supplies addresses"
             ),
         )
+
+    def _cluster_settings(self) -> dict[str, object]:
+        """The ``[cluster]`` table of the file this node started from (what a joining node
+        must share: id, lease period, modes, limits), or {} if it was not read from a file."""
+        path = self.cluster.path
+        if path is None:
+            return {}
+        try:
+            table = tomllib.loads(path.read_text()).get("cluster", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+        return {k: v for k, v in table.items() if isinstance(v, str | int | float | bool)}
 
     def _member_addresses(self) -> dict[str, str]:
         """Every node this one knows an address of (the file's and the added members')."""
@@ -772,6 +788,7 @@ class Node:
             cluster_id=self.cluster.cluster_id,
             peer_frame_bytes_max=self.cluster.peer_frame_bytes_max,
             addresses=self._member_addresses,
+            cluster_settings=self._cluster_settings,
         )
         try:
             async with anyio.create_task_group() as tg:

@@ -185,7 +185,10 @@ class NodeBackend:
         cluster_id: str,
         peer_frame_bytes_max: int,
         addresses: Callable[[], Mapping[str, str]] | None = None,
+        cluster_settings: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
+        # The [cluster] table of this node's file, for a node that joins (``parakoon join``).
+        self._cluster_settings = cluster_settings
         self._node = node
         # Every member's address as a ``members.encode_address`` string (``members()``).
         self._addresses = addresses
@@ -440,6 +443,7 @@ class NodeBackend:
             "node": conf.me,
             "removed": not conf.member,
             "master": self.known_master(),
+            "cluster": dict(self._cluster_settings()) if self._cluster_settings else {},
         }
 
     async def change_membership(self, op: str, node: str, address: str) -> dict[str, object]:

@@ -99,6 +99,11 @@ class NodeStatus:
     #: reserve: the node refuses writes and gives up mastership meanwhile.
     disk_stalled: str | None = None
     disk_low: str | None = None
+    #: The membership in force: voters, learners, and whether it is a replicated one (False:
+    #: cluster.toml's, no change applied yet).
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+    membership_replicated: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

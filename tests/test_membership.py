@@ -77,6 +77,16 @@ def test_grow_a_cluster_by_one_voter(cluster_factory: Any) -> None:
     cluster.call(master, codec.Set(key=b"after", value=b"2"))
     cluster.wait_same_store()
     assert cluster.store_of("node_3")[b"before"] == b"1"
+    # parakoon status shows the added member, from the replicated membership.
+    proc = subprocess.run(
+        [sys.executable, "-m", "parakoon_node", "status", "--config", str(cluster.config),
+         "--json"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    status = json.loads(proc.stdout)
+    rows = {n["name"]: n for n in status["nodes"]}
+    assert rows["node_3"]["voter"] and rows["node_3"]["reachable"], rows["node_3"]
+    assert status["quorum"] and status["master"] is not None, status
 
 
 def test_a_learner_serves_dirty_reads_and_never_counts_until_promoted(cluster_factory: Any) -> None:

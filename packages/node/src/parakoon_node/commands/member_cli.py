@@ -29,7 +29,7 @@ from parakoon_node.commands.direct import DirectConnection
 from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
 from parakoon_node.runtime.members import decode_address, encode_address
 
-__all__ = ["add_parser", "ask", "MemberError"]
+__all__ = ["MemberError", "add_join_parser", "add_parser", "ask", "nodes_of"]
 
 MEMBER_HOOK = "parakoon.member "
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 5
@@ -108,7 +108,7 @@ def _hook(conn: DirectConnection, request: dict[str, Any], *, consistent: bool) 
     return answer
 
 
-def _nodes(cluster: ClusterConfig, known: dict[str, Any] | None) -> list[NodeConfig]:
+def nodes_of(cluster: ClusterConfig, known: dict[str, Any] | None) -> list[NodeConfig]:
     """The file's nodes, then the members the cluster added that the file does not list."""
     out = list(cluster.nodes)
     if known:
@@ -144,7 +144,7 @@ def ask(
         raise ConnectionError("no node answered (" + "; ".join(problems) + ")")
     if request["op"] == "list":
         return listing
-    nodes = {n.name: n for n in _nodes(cluster, listing)}
+    nodes = {n.name: n for n in nodes_of(cluster, listing)}
     target = listing.get("master") or None
     tried: set[str] = set()
     order = ([target] if target in nodes else []) + [n for n in nodes if n != target]
@@ -289,7 +289,7 @@ def run_join(args: argparse.Namespace) -> int:
     except (OSError, MemberError) as exc:
         print(f"parakoon join: {args.member}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    members = _nodes(cluster, listing)
+    members = nodes_of(cluster, listing)
     known = ClusterConfig(cluster_id=args.cluster_id, nodes=tuple(members[1:]))
     if args.name not in listing["voters"] and args.name not in listing["learners"]:
         request = {
@@ -339,7 +339,7 @@ def run_join(args: argparse.Namespace) -> int:
     if args.no_start:
         return EXIT_OK
     sys.stdout.flush()
-    os.execv(
+    return os.execv(
         sys.executable,
         [sys.executable, "-m", "parakoon_node", "node", "--config", str(out), "--node", args.name],
     )

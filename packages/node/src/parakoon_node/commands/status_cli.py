@@ -42,6 +42,7 @@ master and a quorum of voters is reachable, 1 otherwise, 2 for a bad configurati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -52,6 +53,8 @@ from typing import Any
 
 from parakoon_client import codec
 from parakoon_node.commands.direct import DirectConnection
+from parakoon_node.commands.member_cli import MemberError, ask
+from parakoon_node.commands.member_cli import nodes_of as member_nodes
 from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
 
 __all__ = ["add_parser", "cluster_status"]
@@ -209,8 +212,16 @@ def _merge_node_status(
 
 
 def cluster_status(cluster: ClusterConfig, *, timeout: float = 1.0) -> dict[str, Any]:
-    """Ask every node at once, over both ports; the whole picture (see the module docstring)."""
-    members = cluster.nodes
+    """Ask every node at once, over both ports; the whole picture (see the module docstring).
+
+    The nodes are the file's plus the members added at run time; with a replicated membership
+    its voters and learners decide each node's ``voter`` flag, and a node of the file that it
+    no longer lists shows as ``removed``.
+    """
+    listing: dict[str, Any] | None = None
+    with contextlib.suppress(OSError, MemberError, ValueError, KeyError):
+        listing = ask(cluster, {"op": "list"}, timeout=timeout)
+    members = tuple(member_nodes(cluster, listing))
     with ThreadPoolExecutor(max_workers=2 * len(members)) as pool:
         asked = [pool.submit(_ask, cluster, n, timeout) for n in members]
         documents = [pool.submit(_node_status, n, timeout) for n in members]
@@ -218,7 +229,16 @@ def cluster_status(cluster: ClusterConfig, *, timeout: float = 1.0) -> dict[str,
         for node, member, future in zip(nodes, members, documents, strict=True):
             node["metrics"] = _metrics_address(member)
             _merge_node_status(node, *future.result())
-    views = {n["master_view"] for n in nodes if n["reachable"]}
+    quorum = cluster.quorum
+    if listing is not None and listing.get("replicated"):
+        voters_now = set(listing["voters"])
+        everyone = voters_now | set(listing["learners"])
+        quorum = len(voters_now) // 2 + 1
+        for n in nodes:
+            n["voter"] = n["name"] in voters_now
+            if n["name"] not in everyone:
+                n["role"] = "removed"
+    views = {n["master_view"] for n in nodes if n["reachable"] and n["role"] != "removed"}
     master: str | None = None
     if len(views) == 1:
         (view,) = views
@@ -238,7 +258,7 @@ def cluster_status(cluster: ClusterConfig, *, timeout: float = 1.0) -> dict[str,
     return {
         "cluster_id": cluster.cluster_id,
         "master": master,
-        "quorum": reachable >= cluster.quorum,
+        "quorum": reachable >= quorum,
         "lease_remaining_secs": lease,
         "nodes": nodes,
     }

@@ -89,6 +89,42 @@ def test_grow_a_cluster_by_one_voter(cluster_factory: Any) -> None:
     assert status["quorum"] and status["master"] is not None, status
 
 
+def test_a_node_with_a_stale_file_runs_under_the_replicated_membership(
+    cluster_factory: Any,
+) -> None:
+    """A node restarted with the cluster.toml from before a change learns the membership in
+    force (from its own log here), says so in its log, and keeps serving."""
+    cluster = cluster_factory(nodes=3, lease_period_secs=1.0)
+    stale = cluster.config.read_text()
+    cluster.start_all()
+    cluster.wait_master()
+    add_node(cluster, "node_3")
+    member(cluster, "promote", "node_3", "--wait", "60")
+    victim = next(n for n in ("node_0", "node_1", "node_2") if n != cluster.wait_master())
+    cluster.kill(victim)
+    old_file = cluster.base / "stale.toml"
+    old_file.write_text(stale)
+    log = open(cluster.log_dir / f"{victim}.log", "ab")  # noqa: SIM115 - owned by the process
+    cluster.procs[victim] = subprocess.Popen(
+        [sys.executable, "-m", "parakoon_node", "node", "--config", str(old_file), "--node",
+         victim, "--log-format", "json"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=cluster.base,
+    )  # fmt: skip
+    log.close()
+    cluster.wait_ready(victim)
+    text = (cluster.log_dir / f"{victim}.log").read_text()
+    assert '"membership.in_force"' in text and '"cluster_toml_differs": true' in text
+    master = cluster.wait_master()
+    cluster.call(master, codec.Set(key=b"after", value=b"1"))
+    wait_until(
+        lambda: (
+            cluster.call(victim, codec.Get(key=b"after", consistency=codec.NO_GUARANTEES)) == b"1"
+        ),
+        f"{victim} follows with its stale file",
+        timeout=20,
+    )
+
+
 def test_a_learner_serves_dirty_reads_and_never_counts_until_promoted(cluster_factory: Any) -> None:
     """Acceptance: a learner added with ``member add`` serves no-guarantees reads and is not
     part of any quorum until promoted: with two of the three voters down, the learner does
@@ -243,8 +279,9 @@ def test_a_node_joins_with_one_members_address(cluster_factory: Any) -> None:
         "node_0", "node_1", "node_2", "node_3",
     ]  # fmt: skip
     wait_until(
-        lambda: cluster.call("node_3", codec.Get(key=b"k", consistency=codec.NO_GUARANTEES))
-        == b"v",
+        lambda: (
+            cluster.call("node_3", codec.Get(key=b"k", consistency=codec.NO_GUARANTEES)) == b"v"
+        ),
         "the joined node holds the data",
         timeout=20,
     )

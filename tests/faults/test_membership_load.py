@@ -117,7 +117,7 @@ def test_grow_replace_remove_master_shrink_under_load(cluster_factory: Any) -> N
         ports=client_ports,
         cluster_id=cluster_id_of(cluster),
         config=WORKLOAD,
-        duration_secs=90.0,
+        duration_secs=55.0,
         t0=t0,
         during=during,
     )

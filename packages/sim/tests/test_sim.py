@@ -110,7 +110,7 @@ def test_broken_membership_change_is_caught(variant: str, rule: str) -> None:
     pytest.fail(f"{variant}: no violation found in {CI_SEEDS} seeds")
 
 
-MEMBERSHIP_SEEDS = 300
+MEMBERSHIP_SEEDS = 200
 
 
 def test_membership_seeds() -> None:

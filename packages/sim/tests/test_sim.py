@@ -75,18 +75,23 @@ CAUGHT = [
 ]
 
 
-@pytest.mark.parametrize(("variant", "harsh", "rule"), CAUGHT, ids=[c[0] for c in CAUGHT])
-def test_broken_variant_is_caught(variant: str, harsh: bool, rule: str) -> None:
-    """The checkers find a deliberately broken core within the CI seed budget."""
+def _caught(variant: str, rule: str, *, harsh: bool = False, membership: bool = False) -> None:
+    """The checkers find ``variant`` within the CI seed budget, naming ``rule``."""
     step_fn = VARIANTS[variant]
     for seed in range(CI_SEEDS):
         try:
-            Sim(seed, step_fn=step_fn, harsh=harsh).run()
+            Sim(seed, step_fn=step_fn, harsh=harsh, membership=membership).run()
         except (Violation, AssertionError) as v:
             print(f"{variant}: caught at seed={seed}: {v}")
             assert rule in str(v)
             return
     pytest.fail(f"{variant}: no violation found in {CI_SEEDS} seeds")
+
+
+@pytest.mark.parametrize(("variant", "harsh", "rule"), CAUGHT, ids=[c[0] for c in CAUGHT])
+def test_broken_variant_is_caught(variant: str, harsh: bool, rule: str) -> None:
+    """The checkers find a deliberately broken core within the CI seed budget."""
+    _caught(variant, rule, harsh=harsh)
 
 
 @pytest.mark.parametrize(
@@ -99,15 +104,7 @@ def test_broken_variant_is_caught(variant: str, harsh: bool, rule: str) -> None:
 def test_broken_membership_change_is_caught(variant: str, rule: str) -> None:
     """The membership checkers find a core that changes two nodes in one step, or that counts
     a learner as a voter before it caught up, within the CI seeds."""
-    step_fn = VARIANTS[variant]
-    for seed in range(CI_SEEDS):
-        try:
-            Sim(seed, step_fn=step_fn, membership=True).run()
-        except (Violation, AssertionError) as v:
-            print(f"{variant}: caught at seed={seed}: {v}")
-            assert rule in str(v)
-            return
-    pytest.fail(f"{variant}: no violation found in {CI_SEEDS} seeds")
+    _caught(variant, rule, membership=True)
 
 
 MEMBERSHIP_SEEDS = 200

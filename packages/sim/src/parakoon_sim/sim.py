@@ -802,23 +802,26 @@ class Sim:
 
     # --- clients -------------------------------------------------------------------------------
 
-    def _live_members(self) -> list[Node]:
-        """Live nodes of the current membership: where a client looks for the master (it
-        learns the members from any live node, as the client library does)."""
+    def _master_target(self) -> str | None:
+        """Where a client sends: the node that a live member (drawn at random) believes is
+        master, else that member itself; None when no member is up. Clients learn the members
+        from any live node, as the client library does."""
         m = self.members
-        return [
+        live = [
             n
             for n in self.nodes.values()
             if n.state is not None and (n.name in m.voters or n.name in m.learners)
         ]
-
-    def _client_submit(self) -> None:
-        live = self._live_members()
         if not live:
-            return
+            return None
         probe = self.rng.choice(live)
         assert probe.state is not None
-        target = master(probe.config, probe.state, probe.local(self.now)) or probe.name
+        return master(probe.config, probe.state, probe.local(self.now)) or probe.name
+
+    def _client_submit(self) -> None:
+        target = self._master_target()
+        if target is None:
+            return
         count = self.rng.choice((1, 1, 2, 5))
         reqs = []
         for _ in range(count):
@@ -837,12 +840,9 @@ class Sim:
         against the true membership (the leader may know another one and refuse)."""
         if self.mode == "forced" or self.calm:
             return
-        live = self._live_members()
-        if not live:
+        target = self._master_target()
+        if target is None:
             return
-        probe = self.rng.choice(live)
-        assert probe.state is not None
-        target = master(probe.config, probe.state, probe.local(self.now)) or probe.name
         self.member_requested_at = self.now
         for _ in range(2 if self.rng.random() < 0.25 else 1):  # sometimes two at once
             self._one_member_request(target)

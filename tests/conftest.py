@@ -50,11 +50,14 @@ def on_free_ports(text: str) -> MovedPorts:
     meeting a cluster it did not start (a user's README cluster runs on the shipped ports)."""
     clients = [int(p) for p in re.findall(r"^client_port = (\d+)", text, re.M)]
     peers = [int(p) for p in re.findall(r'"127\.0\.0\.1:(\d+)"', text)]
-    fresh = free_ports(len(clients) + len(peers))
+    metrics = [int(p) for p in re.findall(r"^metrics_port = (\d+)", text, re.M)]
+    fresh = free_ports(len(clients) + len(peers) + len(metrics))
     for old, new in zip(clients, fresh, strict=False):
         text = re.sub(rf"^client_port = {old}\b", f"client_port = {new}", text, flags=re.M)
-    for old, new in zip(peers, fresh[len(clients) :], strict=True):
+    for old, new in zip(peers, fresh[len(clients) :], strict=False):
         text = text.replace(f'"127.0.0.1:{old}"', f'"127.0.0.1:{new}"')
+    for old, new in zip(metrics, fresh[len(clients) + len(peers) :], strict=True):
+        text = re.sub(rf"^metrics_port = {old}\b", f"metrics_port = {new}", text, flags=re.M)
     return MovedPorts(text, clients, fresh[: len(clients)])
 
 

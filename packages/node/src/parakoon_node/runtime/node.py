@@ -240,7 +240,7 @@ class Node:
         if rb.target is not None:
             return []
         answered = {a[0] for a in rb.answers} | rb.waived
-        return [v for v in self.paxos_config.other_voters if v not in answered]
+        return [v for v in self.driver.effective_config().other_voters if v not in answered]
 
     async def _copy_seed(self, seed: str) -> None:
         """Before voting in a history formed from ``seed``, hold its chosen prefix too.
@@ -319,8 +319,9 @@ class Node:
         self.divergent_peers[peer] = what
         # Out-voted (a quorum of voters holds another store than ours): we are the fork, so we
         # stop serving. Otherwise the peer is, and it stops itself; we keep serving and say so.
-        against = sum(1 for p in self.divergent_peers if p in self.paxos_config.voters)
-        if self.diverged is None and against >= self.paxos_config.quorum_size:
+        conf = self.driver.effective_config()
+        against = sum(1 for p in self.divergent_peers if p in conf.sorted_voters)
+        if self.diverged is None and against >= conf.quorum_size:
             self.diverged = f"{what}; {against} voters disagree with this node"
         log.error(
             "divergence.detected",
@@ -349,12 +350,19 @@ class Node:
         was_master = False
         while True:
             await anyio.sleep(period)
+            # The membership in force (it may have grown, shrunk or left us out).
+            config = self.driver.effective_config()
+            if not config.member:
+                continue
             links = {p.name: p.connected for p in self.peers.link_status(self.peer_heard)}
             reachable = [v for v in config.other_voters if links.get(v, False)]
             unreachable = [v for v in config.other_voters if not links.get(v, False)]
             quorum = 1 + len(reachable) >= config.quorum_size
             if quorum != had_quorum:
-                addresses = {n.name: "{}:{}".format(*n.addresses[0]) for n in self.cluster.nodes}
+                addresses = {
+                    name: f"{a.host}:{a.messaging_port}"
+                    for name, a in member_addresses(self.cluster, self.storage.membership).items()
+                }
                 if quorum:
                     event = "quorum.regained" if ever else "quorum.reached"
                     log.info(event, reachable=reachable, quorum=config.quorum_size)

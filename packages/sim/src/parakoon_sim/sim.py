@@ -510,24 +510,35 @@ class Sim:
         self._schedule_tick(node)
 
     def _may_lose_disk(self, node: Node) -> bool:
-        """Lose one more disk only while a majority of voters keeps its state (R9)."""
+        """Lose one more disk only while a majority of voters keeps its state (R9), in the
+        newest membership and in the one before it (the newest may be chosen with no node
+        knowing it yet, so the slot after it may still need a quorum of the one before)."""
         if self.calm or len(self.voters) < 3:
             return False  # one or two voters cannot survive any lost disk
         if self.faults.reckless_loss:
             return True
         if self.now - self.member_requested_at < 2 * self.L:
             # A change may be on its way: the membership the loss must be a minority of is not
-            # known here. (Learners count below: one may be promoted while it rebuilds.)
+            # known here.
             return False
-        members = self.members
-        if node.name not in members.voters and node.name not in members.learners:
+        if node.disk.rebuilding:
             return True
-        lost = sum(
-            1
-            for n in self.nodes.values()
-            if n.disk.rebuilding and (n.name in members.voters or n.name in members.learners)
-        )
-        return node.disk.rebuilding or lost < (len(self.voters) - 1) // 2
+        for m in self._memberships_in_play():
+            everyone = set(m.voters) | set(m.learners)
+            if node.name not in everyone:
+                continue
+            # Learners count: one may be promoted while it rebuilds.
+            lost = sum(1 for n in self.nodes.values() if n.disk.rebuilding and n.name in everyone)
+            if lost >= (len(m.voters) - 1) // 2:
+                return False
+        return True
+
+    def _memberships_in_play(self) -> list[Membership]:
+        """The newest membership, and the one before it if there is one."""
+        if not self.member_history:
+            return [self.initial_members]
+        before = self.members_at(self.member_history[-1][0])
+        return [self.members, before]
 
     def _lose_disk(self, node: Node) -> None:
         """The node's disk is replaced by an empty one; it restarts rebuilding (R9)."""

@@ -299,11 +299,13 @@ def test_regression_seed_14715_disk_loss() -> None:
         # The same model: two disks lost in a 4-voter membership whose removal of one of them
         # was chosen but not yet known; losses now stay a minority of both memberships.
         55634,
-        # The core: a candidate removed from the membership it ran under, or a learner the
-        # commit of its promotion overtook, waited for ever; non-voters now point a candidate
-        # that is behind at themselves and catch up on a Prepare for a slot beyond theirs.
+        # The simulator's clients asked removed nodes for the master; they ask members now.
         7,
+        # The core: a learner whose promotion's commit notice overtook its Accept ignored the
+        # new leader's Prepare for good; a non-voter now catches up on a Prepare beyond it.
         8,
+        # The core: the only live node that had applied a removal (its own) ignored the
+        # candidate that was behind; non-voters now point such a candidate at themselves.
         40,
     ],
 )

@@ -278,6 +278,7 @@ class Fault(enum.Enum):
     HUNG_DISK = "the master's disk hangs (fsfreeze)"
     FULL_DISK = "a follower's disk fills up"
     DISK_LOSS = "a follower's disk is replaced by an empty one (it must rebuild)"
+    MEMBERSHIP = "a follower is removed, wiped, added back as a learner and promoted"
 
 
 class Schedule:
@@ -324,9 +325,35 @@ class Schedule:
                 out.append(name)
         return out
 
+    def member(self, *args: str) -> None:
+        """``parakoon member ...`` from the root namespace, as an operator runs it."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "parakoon_node", "member", *args,
+             "--config", str(self.cluster.config), "--wait", "60"],
+            check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        self.note(f"{'':15} member {' '.join(args[:2])}: rc {proc.returncode}")
+        assert proc.returncode == 0, f"member {args}: {proc.stderr}\n{self.cluster.tail_logs()}"
+
+    def replace_member(self, victim: str) -> None:
+        """The membership nemesis: remove a voter, wipe it, add it back under the same name
+        and address as a learner, start it, promote it once it has caught up. Meanwhile the
+        cluster has one voter fewer (the others' majority), then a learner it must not count,
+        then its voters again."""
+        c = self.cluster
+        self.member("remove", victim)
+        c.kill(victim)
+        shutil.rmtree(c.home(victim))
+        self.member(
+            "add", victim, "--address", c.peer_address(victim),
+            "--client-port", str(c.client_ports[victim]),
+        )  # fmt: skip
+        c.start(victim)
+        self.member("promote", victim)
+
     def one(self, fault: Fault, hold: float) -> None:
         c = self.cluster
-        if fault is Fault.DISK_LOSS:
+        if fault in (Fault.DISK_LOSS, Fault.MEMBERSHIP):
             # One lost disk at a time: a second one before the first node rebuilt would be two
             # of three voters without their state, beyond what the cluster tolerates (it would
             # rightly stay unavailable). No other fault is active now, so a rebuild that does
@@ -368,6 +395,8 @@ class Schedule:
                 c.kill(victim)
                 shutil.rmtree(c.home(victim))
                 c.start(victim)
+            case Fault.MEMBERSHIP:
+                self.replace_member(victim)
         time.sleep(hold)
         match fault:
             case Fault.KILL:
@@ -431,7 +460,7 @@ def test_every_nemesis_under_load_keeps_history_linearizable(
     cluster.wait_master(timeout=30)
     t0 = time.monotonic()
     schedule = Schedule(cluster, random.Random(rng.randrange(1 << 32)), t0)
-    duration = LONG_SECS if LONG else 70.0
+    duration = LONG_SECS if LONG else 85.0
     # Two workloads at once: registers (4 clients) and multi-key groups (2 clients), each
     # group written whole by one sequence and read whole by one range: no partial sequence
     # may ever be visible.

@@ -142,6 +142,13 @@ def test_a_learner_serves_dirty_reads_and_never_counts_until_promoted(cluster_fa
         "the learner serves the write with no guarantees",
         timeout=20,
     )
+    # It has rebuilt (it acknowledges from now on): before killing voters, since a rebuild
+    # needs an answer from every voter.
+    wait_until(
+        lambda: not str(cluster.call("node_3", codec.CurrentState())).startswith("Rebuilding"),
+        "node_3 rebuilt",
+        timeout=30,
+    )
     # A consistent read or a write on the learner is refused with NOT_MASTER.
     answer = cluster.call("node_3", codec.Get(key=b"k"))
     assert isinstance(answer, codec.ErrorResponse) and answer.code == codec.ErrorCode.NOT_MASTER

@@ -204,7 +204,7 @@ def test_a_rebuilding_node_restarts_rebuilding_with_what_it_learnt() -> None:
     assert out == [Send(to="n1", msg=Nak(n=7, their_n=4, their_i=5, rebuilding=True))]
 
 
-def test_a_learner_rebuilds_too_and_a_single_voter_never() -> None:
+def test_a_learner_rebuilds_too_and_so_does_a_single_voter() -> None:
     # A learner that lost its state may be promoted later: until it has rebuilt it must not
     # acknowledge (the leader promotes only a learner that acknowledged its latest slot).
     learner = Core(
@@ -212,8 +212,11 @@ def test_a_learner_rebuilds_too_and_a_single_voter_never() -> None:
         Recovered(rebuilding=True),
     )
     assert rebuild_status(learner.state) is not None
+    # Nor is a node that lost its state ever alone: its file may list it as the only voter
+    # from before the cluster grew, and running alone would choose values nobody else holds.
     alone = Core(config(voters=("n0",)), Recovered(rebuilding=True))
-    assert rebuild_status(alone.state) is None
+    assert rebuild_status(alone.state) is not None
+    assert isinstance(alone.state, Follower) and alone.on(Tick(), now=10.0) == []
 
 
 def test_a_forced_master_that_lost_its_state_leads_without_counting_itself() -> None:

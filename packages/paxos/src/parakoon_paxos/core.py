@@ -617,12 +617,15 @@ def initial_state(config: Config, recovered: Recovered, now: float, seed: int) -
     # stopped; it cannot tell when, so it honours one for a full L from now. A lone voter has
     # nobody to defer to.
     remembered = last is not None or recovered.lease_holder is not None or recovered.quiet_start
-    alone = len(config.sorted_voters) == 1
+    # A node that lost its state is never alone: its cluster.toml may be from before the
+    # cluster grew (a voter that was the only one once), and the replicated membership it
+    # would learn from its peers is what its votes must respect (R9).
+    alone = len(config.sorted_voters) == 1 and not recovered.rebuilding
     lease_start = now if remembered and not alone else LONG_AGO
     rebuild = None
     # Learners rebuild too: one that lost its state may be promoted later, and must not vote
     # on slots it may have acknowledged before the loss (R9).
-    if recovered.rebuilding and config.member and not alone:
+    if recovered.rebuilding and config.member:
         # A fresh probe ballot, -3, -4, ... (R9): random, so that answers to an earlier
         # incarnation's probes do not count; -1 and -2 are the notes' R3 and catch-up probes.
         probe = 3 + ((rng >> 11) % (1 << 40))
@@ -841,7 +844,7 @@ def _leader_tick(config: Config, s: Leader, now: float, out: list[Effect]) -> Le
         # 2.2 L is past any follower's lease view plus its check margin, so every live
         # follower has had its chance; without this a dropped cluster could stay masterless.
         _step_down(config, s, out)
-        return _start_election(config, s, 0, now, out)
+        return _run_or_follow(config, s, now, out)
     if config.preferred and now >= s.pref_check_at:
         s = evolve(s, pref_check_at=now + config.lease_period)
         pref = config.master
@@ -1012,6 +1015,12 @@ def _after_change(
         out.append(Reply(rid=s.change_rid, result=value))
     s = evolve(s, change_rid=None, prop=None)
     _step_down(config, s, out)
+    return _run_or_follow(config, s, now, out)
+
+
+def _run_or_follow(config: Config, s: Leader, now: float, out: list[Effect]) -> State:
+    """A leader that stepped down runs again at once, if the membership in force still lets it
+    (between choosing its own removal and its Applied it does not)."""
     if _can_elect(config, s):
         return _start_election(config, s, 0, now, out)
     return _become_follower(config, s, None, now, out)
@@ -1368,7 +1377,7 @@ def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: lis
                 # and ran for election). It will refuse our Accepts for good, so run again above
                 # it: while our lease is live the other voters' guard lets only us through.
                 _step_down(config, s, out)
-                return _start_election(config, s, 0, now, out)
+                return _run_or_follow(config, s, now, out)
             return s
         case _:
             assert_never(s)
@@ -1462,8 +1471,6 @@ def _follower_accept(
         elif isinstance(last.value, Membership):
             s = _take_members(config, s, last.value, now)
     if i == a + 1:
-        if s.rebuild is not None:
-            s = _maybe_learner_rebuilt(config, s, a, out)
         if last is not None and last.i == i and last.n == m.n and last.value == m.value:
             # A duplicate of what we hold: acknowledge once durable (Persisted will do it).
             if s.last_durable and _votes(config, s):
@@ -2044,23 +2051,6 @@ def _maybe_rebuilt(
         rebuild=None,
         check_at=check_at + _check_delay(config, r),
     )
-
-
-def _maybe_learner_rebuilt(config: Config, s: Follower, a: int, out: list[Effect]) -> Follower:
-    """A rebuilding node that follows the leader's newest slot as a learner is done.
-
-    Slot a + 1 is the leader's slot in flight, so the membership we run under is the one in
-    force. If it lists us as a learner, nothing we forgot matters: a learner's acknowledgements
-    are never votes, a voter we once were was removed since (its votes are on slots long
-    decided), and if we are promoted later it is by a slot chosen after this one, so every slot
-    we vote on comes after everything we may have accepted before the loss. A node that was
-    promoted and lost its disk is a voter of the membership in force and rebuilds by R9.
-    """
-    conf = s.conf or config
-    if conf.is_voter or not conf.member:
-        return s
-    out.append(Rebuilt(applied_i=a, n=s.n))
-    return evolve(s, rebuild=None)
 
 
 def rebuild_status(state: State) -> Rebuild | None:

@@ -546,15 +546,11 @@ class Sim:
         self.disk_losses += 1
         # The identity file is gone with the rest; the node learns from its peers' identities
         # that a history exists, so it comes back as a rebuilding voter.
+        # The node restarts with the cluster.toml it was created with, however old: a file from
+        # before the cluster grew may even list it as the only voter. It must rebuild all the
+        # same (a node that lost its state is never alone) and learn the membership in force
+        # from its peers.
         node.disk = Disk(rebuilding=True)
-        m = self.members
-        if node.name in m.voters or node.name in m.learners:
-            # The operator who replaces the disk starts the node with a cluster.toml that
-            # lists today's members (docs/operations.md): a file from before the cluster grew
-            # could make it a lone voter of its own, with nobody to rebuild from.
-            self.nodes[node.name] = node
-            node.config = self._new_node(node.name, m.voters, m.learners).config
-            self.nodes[node.name] = node
         self._log(f"{node.name} DISK LOST")
 
     def _crash(self, node: Node) -> None:

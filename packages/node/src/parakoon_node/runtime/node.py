@@ -530,6 +530,15 @@ class Node:
                     detail=(
                         "this node lost its state and does not vote until it has rebuilt"
                         + (f"; waiting for an answer from {waiting}" if waiting else "")
+                        + (
+                            "; no voter to ask: cluster.toml lists this node as the only voter "
+                            "(list the other members there, or, if the cluster really had one "
+                            "voter, run 'parakoon force-new-cluster')"
+                            if not waiting
+                            and rb.target is None
+                            and not self.driver.effective_config().other_voters
+                            else ""
+                        )
                         + (f"; needs slot {rb.target} applied" if rb.target is not None else "")
                     ),
                     applied_i=self.storage.applied_i,

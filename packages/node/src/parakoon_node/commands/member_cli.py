@@ -146,6 +146,10 @@ def ask(
         return listing
     nodes = {n.name: n for n in nodes_of(cluster, listing)}
     target = listing.get("master") or None
+    if request["op"] == "remove" and target is not None and target == request.get("node"):
+        # Removing the master: hand mastership over first (drop-master), then remove it as a
+        # follower under its successor.
+        target = _hand_over(cluster, nodes, target, timeout=timeout) or target
     tried: set[str] = set()
     order = ([target] if target in nodes else []) + [n for n in nodes if n != target]
     for name in order:
@@ -163,6 +167,40 @@ def ask(
                 continue
             raise
     raise ConnectionError("no master answered (" + "; ".join(problems) + ")")
+
+
+#: How long a hand-over may take, in lease periods (the old lease must run out first).
+HAND_OVER_LEASES = 6.0
+
+
+def _hand_over(
+    cluster: ClusterConfig, nodes: dict[str, NodeConfig], master: str, *, timeout: float
+) -> str | None:
+    """Ask ``master`` to stop leading and wait until another node leads; its name, or None
+    (a single voter, a forced master, or no successor in time: the removal goes on anyway)."""
+    # The master answers once it has stepped down: after its lease ran out and a successor
+    # took over (about one lease period).
+    wait = max(timeout, 3.0 * cluster.lease_period_secs)
+    try:
+        with DirectConnection(cluster, nodes[master], timeout=wait) as conn:
+            answer = conn.call(codec.DropMaster())
+    except OSError:
+        return None
+    if isinstance(answer, codec.ErrorResponse):
+        return None
+    deadline = time.monotonic() + HAND_OVER_LEASES * cluster.lease_period_secs
+    others = [n for n in nodes.values() if n.name != master]
+    while time.monotonic() < deadline:
+        for node in others:
+            try:
+                with DirectConnection(cluster, node, timeout=timeout) as conn:
+                    named = conn.call(codec.WhoMaster())
+            except OSError:
+                continue
+            if isinstance(named, str) and named != master and named in nodes:
+                return named
+        time.sleep(0.1)
+    return None
 
 
 def _toml_lines(args: argparse.Namespace, host: str, port: int) -> str:

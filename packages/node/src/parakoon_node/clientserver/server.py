@@ -64,6 +64,7 @@ from parakoon_client.codec import (
     CONSISTENT,
     DEFAULT_LIMITS,
     GOING_DOWN_RESPONSE,
+    MEMBER_HOOK,
     NEED_DATA,
     TOO_MANY_CLIENTS_RESPONSE,
     UNKNOWN_FAILURE_RESPONSE,
@@ -155,8 +156,6 @@ def default_max_connections() -> int:
 
 _OK = b"\x00\x00\x00\x00"
 _INT32: Final = struct.Struct("<i")
-#: The user hook that carries membership requests (its name continues with a JSON request).
-MEMBER_HOOK = "parakoon.member "
 _INT64: Final = struct.Struct("<q")
 DB_CHUNK_BYTES: Final = 1 << 20
 """GET_DB sends the backup in pieces of this size."""

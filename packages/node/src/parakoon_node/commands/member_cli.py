@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,7 @@ from parakoon_node.runtime.members import decode_address, encode_address
 
 __all__ = ["MemberError", "add_join_parser", "add_parser", "ask", "nodes_of"]
 
-MEMBER_HOOK = "parakoon.member "
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 5
-_RC = struct.Struct("<I")
-_LEN = struct.Struct("<i")
 #: Refusals that go away by themselves: another change in flight, a learner still catching up.
 _RETRY_MARKERS = ("another membership change is in flight", "has not caught up")
 
@@ -98,14 +94,11 @@ def _node_config(
 
 def _hook(conn: DirectConnection, request: dict[str, Any], *, consistent: bool) -> dict[str, Any]:
     consistency = codec.CONSISTENT if consistent else codec.NO_GUARANTEES
-    conn.send(codec.UserHook(name=MEMBER_HOOK + json.dumps(request), consistency=consistency))
-    (rc,) = _RC.unpack(conn.recv_exact(4))
-    (size,) = _LEN.unpack(conn.recv_exact(4))
-    body = conn.recv_exact(size).decode("utf-8", "replace") if size > 0 else ""
-    if rc != 0:
-        raise MemberError(conn.node.name, rc, body)
-    answer: dict[str, Any] = json.loads(body)
-    return answer
+    answer = conn.call(codec.MemberHook(request=json.dumps(request), consistency=consistency))
+    if isinstance(answer, codec.ErrorResponse):
+        raise MemberError(conn.node.name, answer.code, answer.message.decode("utf-8", "replace"))
+    result: dict[str, Any] = json.loads(answer)
+    return result
 
 
 def nodes_of(cluster: ClusterConfig, known: dict[str, Any] | None) -> list[NodeConfig]:

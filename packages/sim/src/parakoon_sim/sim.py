@@ -534,11 +534,23 @@ class Sim:
         return True
 
     def _memberships_in_play(self) -> list[Membership]:
-        """The newest membership, and the one before it if there is one."""
+        """Every membership that governs, or may come to govern, the next slots: the newest
+        chosen, the one before it (the newest may be chosen with no node knowing it yet), and
+        each one accepted somewhere but not chosen (a later leader may still choose it: seed
+        42851 lost a second disk of five voters while a removal that left four sat accepted
+        by a minority, and was chosen ten seconds later)."""
         if not self.member_history:
-            return [self.initial_members]
-        before = self.members_at(self.member_history[-1][0])
-        return [self.members, before]
+            found = [self.initial_members]
+        else:
+            found = [self.members, self.members_at(self.member_history[-1][0])]
+        for node in self.nodes.values():
+            for i, entry in node.disk.log.items():
+                if isinstance(entry.value, Membership) and i not in self.chosen:
+                    found.append(entry.value)
+        unique: dict[tuple[tuple[str, ...], tuple[str, ...]], Membership] = {}
+        for m in found:
+            unique.setdefault((m.voters, m.learners), m)
+        return list(unique.values())
 
     def _lose_disk(self, node: Node) -> None:
         """The node's disk is replaced by an empty one; it restarts rebuilding (R9)."""
@@ -1276,19 +1288,19 @@ class Sim:
         self.calm = True
         # Liveness needs only a majority: sometimes a minority of voters stays down.
         kept_down: list[str] = []
-        minority = (len(self.voters) - 1) // 2
-        # A rebuilding voter counts against the minority that may be missing, and it
-        # needs an answer from every voter to finish (R9).
-        lost = sum(1 for n in nodes.values() if n.disk.rebuilding and n.name in self.voters)
-        self.unavailable_by_design = lost > minority
-        if lost:
-            minority = 0
-        if len(self.member_history) >= 1:
-            # The newest membership may be chosen without any node knowing it yet: the
-            # slot after it is then still decided under the one before, whose quorum
-            # must be up too.
-            before = self.members_at(self.member_history[-1][0])
-            minority = min(minority, (len(before.voters) - 1) // 2)
+        # The newest membership may be chosen without any node knowing it yet: a new leader
+        # then still runs phase 1 for its slot under the one before, so the faults left must
+        # be a minority of both. A rebuilding voter counts against that minority, and it
+        # needs an answer from every voter to finish (R9), so none is kept down beside it.
+        in_play = self._memberships_in_play()
+        lost = [
+            sum(1 for n in nodes.values() if n.disk.rebuilding and n.name in m.voters)
+            for m in in_play
+        ]
+        self.unavailable_by_design = any(
+            k > (len(m.voters) - 1) // 2 for k, m in zip(lost, in_play, strict=True)
+        )
+        minority = 0 if any(lost) else min((len(m.voters) - 1) // 2 for m in in_play)
         if minority and self.rng.random() < 0.3:
             candidates = [v for v in self.voters if not (self.mode == "forced" and v == "n0")]
             kept_down = self.rng.sample(candidates, self.rng.randint(1, minority))

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,51 @@ def test_a_backup_under_load_restores_into_a_new_cluster(
     assert all(old_data.get(k) == v for k, v in writer.acked.items())
     assert b"after-restore" not in old_data
     assert old.call(master, codec.Set(key=b"old-still-writes", value=b"1")) is None
+
+
+def test_a_new_cluster_restored_from_a_backup_takes_its_members_from_its_file(
+    cluster_factory: Any, tmp_path: Path
+) -> None:
+    """The backup of a cluster that removed a voter holds a 2-voter membership; restored onto
+    three new nodes with --new-cluster, the file's three nodes are the members (the old
+    membership names old nodes and addresses, which a new cluster may not have)."""
+    old: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    old.start_all()
+    master = old.wait_master()
+    victim = next(n for n in old.names if n != master)
+    removed = parakoon("member", "remove", victim, "--config", str(old.config))
+    assert removed.returncode == 0, removed.stderr
+    for k in range(20):
+        assert old.call(master, codec.Set(key=b"m%02d" % k, value=b"1")) is None
+    backup = tmp_path / "members.pkb"
+    # Without --node: a follower that is still a member (the removed node answers too, with
+    # the store it had when it left, and refuses to be backed up).
+    done = parakoon("backup", "--config", str(old.config), str(backup))
+    assert done.returncode == 0, done.stderr
+    assert f"from {victim}" not in done.stdout, done.stdout
+    refused = parakoon("backup", "--config", str(old.config), "--node", victim, str(backup) + "2")
+    assert refused.returncode != 0 and "removed from the cluster" in refused.stderr, refused
+    # force-new-cluster keeps the seed's log and so its membership: it says so.
+    for name in old.names:
+        old.stop(name)
+    forced = parakoon("force-new-cluster", "--config", str(old.config), "--node", master)
+    assert forced.returncode == 0, forced.stderr
+    assert "replicated membership governs the new history" in forced.stdout, forced.stdout
+    assert victim not in forced.stdout.split("voters ")[1].split(";")[0]
+
+    new: ClusterProcs = cluster_factory(lease_period_secs=LEASE)
+    restored = parakoon(
+        "restore", "--config", str(new.config), "--node", "node_0", "--new-cluster", str(backup)
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert "not carried over" in restored.stdout, restored.stdout
+    new.start_all()
+    new_master = new.wait_master(timeout=30)
+    listed = parakoon("member", "list", "--json", "--config", str(new.config))
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["voters"] == new.names, listed.stdout
+    new.wait_same_store(new.names)
+    assert new.store_of(new_master)[b"m19"] == b"1"
 
 
 def test_a_wiped_node_restored_from_a_backup_rejoins_and_catches_up(

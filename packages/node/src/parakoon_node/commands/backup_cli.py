@@ -96,20 +96,27 @@ def add_parser(commands: Any) -> None:
 
 
 def _pick_node(cluster: ClusterConfig, timeout: float) -> NodeConfig:
-    """The first node, in file order, that answers and is not the master (or the only one)."""
+    """The first node, in file order, that answers, is a member and is not the master (or the
+    only one). A node removed at run time still answers, with the store it had when it left."""
     if len(cluster.nodes) == 1:
         return cluster.nodes[0]
+    from parakoon_node.commands.member_cli import MemberError, member_list
+
     problems: list[str] = []
     for node in cluster.nodes:
         try:
             with DirectConnection(cluster, node, timeout=timeout) as conn:
                 master = conn.call(codec.WhoMaster())
-        except OSError as exc:
+                listing = member_list(conn)
+        except (OSError, MemberError) as exc:
             problems.append(f"{node.name}: {exc}")
             continue
-        if master != node.name:
+        if node.name not in listing["voters"] + listing["learners"]:
+            problems.append(f"{node.name}: not a member any more")
+        elif master != node.name:
             return node
-        problems.append(f"{node.name}: is the master")
+        else:
+            problems.append(f"{node.name}: is the master")
     raise OSError("no follower answered (" + "; ".join(problems) + ")")
 
 
@@ -205,6 +212,18 @@ def run_restore(args: argparse.Namespace) -> int:
         wal = Wal.open(home / "wal", fsync=True)
     except WalError as exc:
         return _fail(f"cannot create the log of {node.name}: {exc}")
+    dropped = None
+    if args.new_cluster and store.meta:
+        # A new history's members are the nodes of the file it is started with: the backup's
+        # replicated membership names the old cluster's nodes and addresses, which may be
+        # gone (restoring onto new machines is what --new-cluster is for).
+        from parakoon_node.runtime.storage import StorageError, decode_membership
+
+        try:
+            dropped = decode_membership(store.meta, args.backup)
+        except StorageError as exc:
+            return _fail(str(exc))
+        store.meta = b""
     try:
 
         def write(f: BinaryIO) -> None:
@@ -221,6 +240,11 @@ def run_restore(args: argparse.Namespace) -> int:
             f"{info.slot}, {info.keys} keys). Empty the home_dir of every other node and start "
             "them all: the history forms once every voter is up, and the others copy the seed."
         )
+        if dropped is not None:
+            what += (
+                f" The backup's replicated membership (voters {', '.join(dropped.voters)}) is"
+                f" not carried over: the new history's members are the nodes of {args.config}."
+            )
     else:
         assert info.cluster_uuid is not None
         identities.save(

@@ -266,11 +266,15 @@ def run_force_new_cluster(args: argparse.Namespace) -> int:
     cluster = load_config(args.config)
     node = cluster.node(args.node)
     from parakoon_node.runtime.identity import IdentityStore
+    from parakoon_node.runtime.members import differs_from_file
+    from parakoon_node.runtime.storage import StorageError, membership_on_disk
+    from parakoon_paxos import Membership
     from parakoon_wal import WalError
     from parakoon_wal.log import Wal
 
     wal_dir = node.home_dir / "wal"
     has_state = False
+    members: Membership | None = None
     if wal_dir.is_dir():
         try:
             # Opening the log takes its lock: this fails while the node runs.
@@ -283,6 +287,10 @@ def run_force_new_cluster(args: argparse.Namespace) -> int:
             if head is not None:
                 head[1].close()
             has_state = wal.last_slot is not None or head is not None
+            members = membership_on_disk(wal)
+        except (StorageError, WalError) as exc:
+            fail(f"cannot read the log of {node.name}: {exc}")
+            return EXIT_FAILURE
         finally:
             wal.close()
     seed = IdentityStore(node.home_dir, cluster.cluster_id).force_new_cluster(has_state=has_state)
@@ -292,6 +300,18 @@ def run_force_new_cluster(args: argparse.Namespace) -> int:
         " home_dir of every other node, then start them all; the history forms once every"
         " voter is reachable."
     )
+    if members is not None and differs_from_file(cluster, members):
+        # The seed keeps its whole log, and with it the membership changes it applied: they,
+        # not the file, say who votes in the new history. Say so before anyone waits for a
+        # history that needs nodes the file does not start.
+        print(
+            f"note: {node.name}'s replicated membership governs the new history, not "
+            f"{args.config}: voters {', '.join(members.voters)}; learners "
+            f"{', '.join(members.learners) or 'none'}. Start those nodes (the history forms "
+            "once every voter is reachable). To start over on other nodes, seed the new "
+            "history from a backup or head snapshot with 'parakoon restore --new-cluster', "
+            "which takes its members from the file."
+        )
     return EXIT_OK
 
 

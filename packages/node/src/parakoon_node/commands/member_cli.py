@@ -101,6 +101,12 @@ def _hook(conn: DirectConnection, request: dict[str, Any], *, consistent: bool) 
     return result
 
 
+def member_list(conn: DirectConnection) -> dict[str, Any]:
+    """The membership as the node at the other end of ``conn`` knows it (``voters``,
+    ``learners``, ``addresses``, ...); raises MemberError when it refuses."""
+    return _hook(conn, {"op": "list"}, consistent=False)
+
+
 def nodes_of(cluster: ClusterConfig, known: dict[str, Any] | None) -> list[NodeConfig]:
     """The file's nodes, then the members the cluster added that the file does not list."""
     out = list(cluster.nodes)

@@ -417,6 +417,8 @@ class NodeBackend:
 
     async def get_db(self) -> Path:
         self._refuse_on_master()
+        # A removed node's store stops at its removal: a backup of it would silently be old.
+        self._refuse_if_removed(to_master=False)
         if self._node.diverged is not None:
             raise NotSupported(f"no backup of a diverged store: {self._node.diverged}")
         if self._node.disk_low is not None:

@@ -96,6 +96,33 @@ def decode_membership(meta: bytes, where: str) -> Membership | None:
     return value
 
 
+def membership_on_disk(wal: Wal) -> Membership | None:
+    """The newest membership in a stopped node's head snapshot and log, the last log entry
+    included (a seed of a new history takes its whole log as chosen); None when the node never
+    saw a change and ``cluster.toml`` governs. Reads the whole log after the snapshot."""
+    found: Membership | None = None
+    head = wal.open_head_snapshot()
+    start = 0
+    if head is not None:
+        slot, stream = head
+        with stream:
+            try:
+                store = Store.load(stream, crc=snapshot_crc)
+            except SnapshotError as exc:
+                raise StorageError(
+                    f"{stream.name}: head snapshot damaged: {exc.reason} (at byte offset "
+                    f"{exc.offset})"
+                ) from exc
+            found = decode_membership(store.meta, str(stream.name))
+        start = slot + 1
+    if wal.last_slot is not None and wal.last_slot >= start:
+        for i, payload in wal.iter_from(max(start, wal.first_slot or 0)):
+            value = decode_entry(i, payload).value
+            if isinstance(value, Membership):
+                found = value
+    return found
+
+
 def encode_entry(entry: LogEntry) -> bytes:
     out: bytes = msgpack.packb([entry.n, value_to_wire(entry.value)], use_bin_type=True)
     return out

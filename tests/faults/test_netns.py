@@ -314,12 +314,15 @@ class Schedule:
             self.done.append(fault)
 
     def rebuilding(self) -> list[str]:
-        """Nodes that lost their state and have not rebuilt yet (as they say themselves)."""
+        """Nodes that lost their state and have not rebuilt yet (as they say themselves). A
+        node that does not answer counts as not rebuilt: it may be one that just restarted
+        empty (long run 4244 took a slow answer for "rebuilt" and wiped a second disk of three)."""
         out = []
         for name in self.cluster.names:
             try:
                 state = self.cluster.call(name, codec.CurrentState(), timeout=2.0)
             except OSError:
+                out.append(name)
                 continue
             if isinstance(state, str) and state.startswith(("Rebuilding", "Founding")):
                 out.append(name)

@@ -9,7 +9,7 @@
 Usage and the retry rules: ``docs/client.md``.
 """
 
-from parakoon_client._core import Members
+from parakoon_client._core import Members, member_address
 from parakoon_client.blocking import Client, SequenceContext
 from parakoon_client.codec import CONSISTENT, NO_GUARANTEES, AtLeast, Consistency
 from parakoon_client.config import ClusterNodes, ConfigError, load_cluster_nodes
@@ -75,4 +75,5 @@ __all__ = [
     "UnknownFailure",
     "UserFunctionFailure",
     "load_cluster_nodes",
+    "member_address",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from parakoon_client import member_address
 from parakoon_paxos import Membership
 
 from .config import ClusterConfig
@@ -26,11 +27,9 @@ class MemberAddress:
     client_port: int
 
 
-def encode_address(host: str, messaging_port: int, client_port: int) -> str:
-    return json.dumps(
-        {"host": host, "messaging_port": messaging_port, "client_port": client_port},
-        sort_keys=True,
-    )
+# The client library writes the same strings (``AsyncClient.member_add``): one format, the
+# client's, since the node depends on the client and not the other way round.
+encode_address = member_address
 
 
 def decode_address(name: str, text: str) -> MemberAddress:

@@ -360,8 +360,14 @@ class Schedule:
             # One lost disk at a time: a second one before the first node rebuilt would be two
             # of three voters without their state, beyond what the cluster tolerates (it would
             # rightly stay unavailable). No other fault is active now, so a rebuild that does
-            # not finish in time is a liveness failure of its own.
-            wait_until(lambda: not self.rebuilding(), "every node rebuilt", timeout=30)
+            # not finish in time is a liveness failure of its own. A node that stopped itself
+            # on a failed disk (ENOSPC, EIO) is started again first, as an operator would:
+            # until it answers, nobody can tell whether it still holds its state.
+            for name in c.names:
+                if not c.running(name):
+                    self.note(f"{'':15} {name} had stopped on its own; started again")
+                    c.start(name)
+            wait_until(lambda: not self.rebuilding(), "every node rebuilt", timeout=60)
         master = self.master()
         others = [n for n in c.names if n != master]
         victim = self.rng.choice(others)

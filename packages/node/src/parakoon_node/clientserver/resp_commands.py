@@ -319,6 +319,10 @@ class CommandSpec:
         last = len(args) + self.last_key if self.last_key < 0 else self.last_key
         return args[self.first_key : last + 1 : self.key_step]
 
+    def locks_keys(self, args: tuple[bytes, ...]) -> bool:
+        """Whether this call reads and writes (a plain SET only writes: no lock)."""
+        return self.rmw and not (self.name == "set" and len(args) == 3)
+
     def arity_ok(self, count: int) -> bool:
         return count == self.arity if self.arity > 0 else count >= -self.arity
 

@@ -466,7 +466,9 @@ class RespServer:
     ) -> list[Reply] | None:
         """Run ``commands`` as one atomic step (see the file rules); None if a watched key
         changed. Raises BackendError (not master, ...) and _Contention."""
-        rmw_keys = [key for spec, args in commands if spec.rmw for key in spec.keys(args)]
+        rmw_keys = [
+            key for spec, args in commands if spec.locks_keys(args) for key in spec.keys(args)
+        ]
         if rmw_keys and watched:
             rmw_keys.extend(watched)
         async with self._locks.hold(rmw_keys):

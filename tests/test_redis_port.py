@@ -284,6 +284,13 @@ SIDE_BY_SIDE: list[tuple[bytes, ...]] = [
     (b"INCR", b"sbs:big"),
     (b"SET", b"sbs:lead", b"007"),
     (b"INCR", b"sbs:lead"),
+    (b"INCRBY", b"sbs:n", b"9223372036854775807"),
+    (b"DECRBY", b"sbs:n", b"-9223372036854775808"),
+    (b"KEYS", b"sbs:[a]"),
+    (b"KEYS", b"sbs:?ea*"),
+    (b"KEYS", b"sbs:\\*"),
+    (b"SCAN", b"x"),
+    (b"SCAN", b"0", b"COUNT", b"0"),
     (b"TYPE", b"sbs:n"),
     (b"TYPE", b"sbs:none"),
     (b"GET",),
@@ -334,29 +341,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
-def _plain(reply: Any) -> Any:
-    """Errors (also inside EXEC's array) as comparable values."""
-    if isinstance(reply, redis.ResponseError):
-        return ("error", type(reply).__name__, str(reply))
-    if isinstance(reply, list):
-        return [_plain(item) for item in reply]
-    return reply
+def _read_reply(stream: Any) -> bytes:
+    """One whole RESP2 reply, as the raw bytes the server sent (framing read, nothing
+    interpreted), so that +OK and $2 OK, or :1 and $1 1, count as different."""
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError(f"connection closed mid-reply: {line!r}")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"$" and int(rest) >= 0:
+        return line + stream.read(int(rest) + 2)
+    if kind == b"*" and int(rest) > 0:
+        return line + b"".join(_read_reply(stream) for _ in range(int(rest)))
+    return line
 
 
-def _replies(port: int, commands: list[tuple[bytes, ...]]) -> list[Any]:
-    """Each command's raw reply bytes, read with redis-py's own RESP parser for framing."""
-    conn = redis.Connection(port=port, socket_timeout=10)
-    conn.connect()
-    out = []
-    try:
+def _replies(port: int, commands: list[tuple[bytes, ...]]) -> list[bytes]:
+    """Each command's raw reply, one command at a time on one connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        out = []
         for command in commands:
-            conn.send_packed_command([encode_command(*command)])
-            try:
-                out.append(_plain(conn.read_response(disable_decoding=True)))
-            except redis.ResponseError as exc:
-                out.append(_plain(exc))
-    finally:
-        conn.disconnect()
+            sock.sendall(encode_command(*command))
+            out.append(_read_reply(stream))
     return out
 
 

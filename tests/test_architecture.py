@@ -7,9 +7,9 @@ module, so the fix is obvious. The rule, in short:
 * imports point down the package table only, and nothing imports ``parakoon_node``;
 * packages at the same level do not import each other (the Paxos core emits an ``Apply`` effect
   and the node applies it to the store);
-* the pure cores (``parakoon_paxos``, ``parakoon_conn`` and the client's protocol codecs, Arakoon and RESP) import
-  no ``socket``, ``asyncio``, ``anyio``, ``threading``, ``time``, ``random``, ``os`` or logging
-  module: time and randomness arrive as data.
+* the pure cores (``parakoon_paxos``, ``parakoon_conn`` and the client's protocol codecs,
+  Arakoon's and RESP) import no ``socket``, ``asyncio``, ``anyio``, ``threading``, ``time``,
+  ``random``, ``os`` or logging module: time and randomness arrive as data.
 
 Inside ``parakoon_node`` the subpackages are layers (docs/node.md): ``commands`` may import
 ``runtime`` and ``clientserver``, ``runtime`` may import ``clientserver``, ``clientserver`` nothing

@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 import pytest
 import redis
@@ -172,7 +172,7 @@ def test_redis_py_operations_pipelines_transactions_and_scan(cluster: ClusterPro
 
     # A transaction with WATCH: it commits when nobody touched the key...
     with r.pipeline() as tx:
-        tx.watch("py:balance")
+        tx.watch("py:balance")  # type: ignore[no-untyped-call]
         balance = int(tx.get("py:balance") or 0)
         tx.multi()
         tx.set("py:balance", balance + 10)
@@ -181,7 +181,7 @@ def test_redis_py_operations_pipelines_transactions_and_scan(cluster: ClusterPro
     # ... and EXEC answers nil (WatchError) when another client changed it meanwhile.
     other = redis.Redis(port=r.connection_pool.connection_kwargs["port"])
     with r.pipeline() as tx:
-        tx.watch("py:balance")
+        tx.watch("py:balance")  # type: ignore[no-untyped-call]
         tx.multi()
         tx.set("py:balance", 0)
         other.set("py:balance", 99)
@@ -216,7 +216,7 @@ def test_follower_names_the_master_and_serves_readonly_reads(cluster: ClusterPro
     assert int(info["master_port"]) == cluster.redis_ports[master]
     # READONLY: reads of this node's own (possibly stale) state; writes still refused.
     conn = redis.Redis(port=cluster.redis_ports[follower], single_connection_client=True)
-    conn.execute_command("READONLY")
+    conn.execute_command("READONLY")  # type: ignore[no-untyped-call]
     assert wait_until(lambda: conn.get("f:k") == b"v", "the follower applied f:k", timeout=10)
     with pytest.raises(redis.exceptions.ReadOnlyError):
         conn.set("f:k", "w")
@@ -341,7 +341,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
-def _read_reply(stream: Any) -> bytes:
+def _read_reply(stream: BinaryIO) -> bytes:
     """One whole RESP2 reply, as the raw bytes the server sent (framing read, nothing
     interpreted), so that +OK and $2 OK, or :1 and $1 1, count as different."""
     line = stream.readline()
@@ -393,7 +393,7 @@ def test_redis_py_follows_the_master_after_it_is_killed(cluster: ClusterProcs) -
     assert r.get("fo:before") == b"1"
     assert time.monotonic() - started < 30
     with r.pipeline() as tx:
-        tx.watch("fo:after")
+        tx.watch("fo:after")  # type: ignore[no-untyped-call]
         tx.multi()
         tx.incr("fo:after")
         assert tx.execute() == [3]

@@ -319,11 +319,16 @@ def split_inline(line: bytes) -> list[bytes] | None:
                 break
             c = line[i]
             if quote == ord('"'):
-                if c == ord("\\") and i + 3 < n and line[i + 1] == ord("x"):
-                    if line[i + 2] in _HEX and line[i + 3] in _HEX:
-                        word.append(int(line[i + 2 : i + 4], 16))
-                        i += 4
-                        continue
+                if (
+                    c == ord("\\")
+                    and i + 3 < n
+                    and line[i + 1] == ord("x")
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    word.append(int(line[i + 2 : i + 4], 16))
+                    i += 4
+                    continue
                 if c == ord("\\") and i + 1 < n:
                     nxt = line[i + 1]
                     word += _ESCAPES.get(nxt, bytes([nxt]))
@@ -438,14 +443,14 @@ def encode_reply(reply: Reply, protocol: int = 2) -> bytes:
 
 def _encode(reply: Reply, protocol: int, out: list[bytes]) -> None:
     match reply:
-        case Bulk(value=value):
-            out.append(b"$%d\r\n%s\r\n" % (len(value), value))
+        case Bulk(value=data):
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
         case SimpleString(text=text):
             out.append(b"+" + text.translate(_LINE_BREAKS).encode("utf-8", "replace") + _CRLF)
         case Error(message=message):
             out.append(b"-" + message.translate(_LINE_BREAKS).encode("utf-8", "replace") + _CRLF)
-        case Integer(value=value):
-            out.append(b":%d\r\n" % value)
+        case Integer(value=number):
+            out.append(b":%d\r\n" % number)
         case Null():
             out.append(b"_\r\n" if protocol >= 3 else b"$-1\r\n")
         case NullArray():
@@ -459,8 +464,8 @@ def _encode(reply: Reply, protocol: int, out: list[bytes]) -> None:
                 out.append(b"%%%d\r\n" % len(pairs))
             else:
                 out.append(b"*%d\r\n" % (2 * len(pairs)))
-            for key, value in pairs:
+            for key, item in pairs:
                 _encode(key, protocol, out)
-                _encode(value, protocol, out)
+                _encode(item, protocol, out)
         case _:
             assert_never(reply)

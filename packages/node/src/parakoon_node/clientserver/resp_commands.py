@@ -86,7 +86,7 @@ class View:
     def __init__(self, store: kv.Store) -> None:
         self.store = store
         self.overlay: dict[bytes, bytes | None] = {}
-        self.reads: dict[bytes, bytes | None | bool] = {}
+        self.reads: dict[bytes, bytes | bool | None] = {}
         self.updates: list[Update] = []
 
     def get(self, key: bytes) -> bytes | None:

@@ -108,9 +108,7 @@ LINGER_SECS: Final = 1.0
 _QUEUED: Final = SimpleString(text="QUEUED")
 _PONG: Final = SimpleString(text="PONG")
 _NOT_IN_MULTI: Final = frozenset({"exec", "discard", "multi", "watch", "quit", "unwatch"})
-_SCAN_TYPES: Final = frozenset(
-    {b"string", b"list", b"set", b"zset", b"hash", b"stream"}
-)
+_SCAN_TYPES: Final = frozenset({b"string", b"list", b"set", b"zset", b"hash", b"stream"})
 
 
 class _Contention(Exception):
@@ -258,7 +256,7 @@ class RespServer:
             pass
         except OSError as exc:
             log.info("redis.io_error", peer=peer, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 (one connection's bug closes that connection only)
+        except Exception as exc:  # one connection's bug closes that connection only
             log.exception("redis.connection_failed", peer=peer, error=repr(exc))
         finally:
             with anyio.CancelScope(shield=True):
@@ -377,7 +375,7 @@ class RespServer:
                 "contention); nothing was written"
             )
             return Error(message=message), False
-        except Exception as exc:  # noqa: BLE001 (a bug answers an error and closes that connection)
+        except Exception as exc:  # a bug: answer an error, close that connection
             log.exception("redis.command_failed", command=command.name, error=repr(exc))
             return Error(message="ERR internal error; see the node's log"), True
 
@@ -673,7 +671,7 @@ class RespServer:
             case "list", _:
                 lines = "".join(s.describe() + "\n" for s in self._sessions.values())
                 return Bulk(value=lines.encode())
-            case ("setname" | "getname" | "id" | "setinfo" | "info"), _:
+            case (("setname" | "getname" | "id" | "setinfo" | "info"), _):
                 return _wrong_arity(f"client|{sub}")
         return Error(
             message=f"ERR unknown subcommand '{args[1].decode('latin-1')}'. Try CLIENT HELP."

@@ -572,7 +572,9 @@ class _Parser:
             )
         redis_port: int | None = None
         if "redis_port" in node:
-            redis_port = self.integer(node["redis_port"], f"{prefix}.redis_port", PORT_MIN, PORT_MAX)
+            redis_port = self.integer(
+                node["redis_port"], f"{prefix}.redis_port", PORT_MIN, PORT_MAX
+            )
         return NodeConfig(
             name=name,
             addresses=addresses,

@@ -59,6 +59,7 @@ from parakoon_client.codec import (
     UAssert,
     Update,
     USequence,
+    USet,
 )
 from parakoon_client.resp import (
     NULL,
@@ -435,6 +436,17 @@ class RespServer:
             case "unwatch":
                 session.watched = {}
                 return OK, False
+            case "get":
+                # The hot read, without a View: check, then read with no await in between.
+                await self.backend.check_read(NO_GUARANTEES if session.readonly else CONSISTENT)
+                value = self.backend.store.get_option(args[1])
+                return (NULL if value is None else Bulk(value=value)), False
+            case "set" if len(args) == 3:
+                # The hot write: nothing read, so nothing to assert or retry.
+                result = await self.backend.write(USet(key=args[1], value=args[2]))
+                if isinstance(result, kv.KvError):
+                    raise result
+                return OK, False
             case _ if spec.handler is None and name != "scan":
                 # Connection and server commands read no keys: no consistency check.
                 return self._execute(session, None, spec, args), False
@@ -467,33 +479,44 @@ class RespServer:
         rmw_keys = [
             key for spec, args in commands if spec.locks_keys(args) for key in spec.keys(args)
         ]
-        if rmw_keys and watched:
+        if not rmw_keys:
+            return await self._attempt(session, commands, watched)
+        if watched:
             rmw_keys.extend(watched)
         async with self._locks.hold(rmw_keys):
-            for attempt in range(RETRIES_MAX):
-                if attempt:
-                    self.retries += 1
-                await self.backend.check_read(NO_GUARANTEES if session.readonly else CONSISTENT)
-                store = self.backend.store
-                if watched and any(store.get_option(k) != v for k, v in watched.items()):
-                    return None
-                view = View(store)
-                replies = [self._execute(session, view, spec, args) for spec, args in commands]
-                if not view.updates:
-                    return replies
-                asserts: dict[bytes, Update] = {}
-                if watched:
-                    asserts = {k: UAssert(key=k, expected=v) for k, v in watched.items()}
-                for update in view.asserts():
-                    asserts[update.key] = update  # type: ignore[union-attr]
-                updates = [*asserts.values(), *view.updates]
-                update = updates[0] if len(updates) == 1 else USequence(updates=tuple(updates))
-                result = await self.backend.write(update)
-                if isinstance(result, kv.AssertionFailed):
-                    continue
-                if isinstance(result, kv.KvError):
-                    raise result
+            return await self._attempt(session, commands, watched)
+
+    async def _attempt(
+        self,
+        session: _Session,
+        commands: list[tuple[CommandSpec, tuple[bytes, ...]]],
+        watched: dict[bytes, bytes | None] | None,
+    ) -> list[Reply] | None:
+        """The runs of :meth:`_run` (with its locks held, if any)."""
+        for attempt in range(RETRIES_MAX):
+            if attempt:
+                self.retries += 1
+            await self.backend.check_read(NO_GUARANTEES if session.readonly else CONSISTENT)
+            store = self.backend.store
+            if watched and any(store.get_option(k) != v for k, v in watched.items()):
+                return None
+            view = View(store)
+            replies = [self._execute(session, view, spec, args) for spec, args in commands]
+            if not view.updates:
                 return replies
+            asserts: dict[bytes, Update] = {}
+            if watched:
+                asserts = {k: UAssert(key=k, expected=v) for k, v in watched.items()}
+            for update in view.asserts():
+                asserts[update.key] = update  # type: ignore[union-attr]
+            updates = [*asserts.values(), *view.updates]
+            update = updates[0] if len(updates) == 1 else USequence(updates=tuple(updates))
+            result = await self.backend.write(update)
+            if isinstance(result, kv.AssertionFailed):
+                continue
+            if isinstance(result, kv.KvError):
+                raise result
+            return replies
         raise _Contention()
 
     def _execute(

@@ -15,6 +15,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from parakoon_client.codec import Limits
 from parakoon_client.resp import encode_command
 from parakoon_node.clientserver import LocalBackend
 from parakoon_node.clientserver.resp_server import RespServer, serve_redis
@@ -171,4 +172,44 @@ async def test_server_commands() -> None:
         assert config == b"*2\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
         assert await c.call(b"QUIT") == b"+OK\r\n"
         assert await closed_within(c, 3)
+        tg.cancel_scope.cancel()
+
+
+async def test_values_and_transactions_are_bounded() -> None:
+    limits = Limits(max_value_bytes=100, max_request_bytes=1000, max_string_bytes=1000)
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {"limits": limits})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        too_large = await c.call(b"SET", b"k", b"x" * 100)
+        assert too_large.startswith(b"-ERR value of 100 bytes for key b'k' is too large")
+        assert await c.call(b"SET", b"k", b"x" * 99) == b"+OK\r\n"
+        assert (await c.call(b"APPEND", b"k", b"y")).startswith(b"-ERR value of 100 bytes")
+        assert await c.call(b"STRLEN", b"k") == b":99\r\n"
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        assert await c.call(b"SET", b"a", b"x" * 90) == b"+QUEUED\r\n"
+        for _ in range(9):
+            await c.call(b"SET", b"a", b"x" * 90)
+        refused = await c.call(b"SET", b"a", b"x" * 90)
+        assert refused.startswith(b"-ERR transaction too large")
+        assert (await c.call(b"EXEC")).startswith(b"-EXECABORT")
+        tg.cancel_scope.cancel()
+
+
+async def test_watch_aborts_exec_when_another_connection_changes_the_key() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {})
+        assert server.port is not None
+        c, other = await connect(stack, server.port), await connect(stack, server.port)
+        assert await c.call(b"WATCH", b"w") == b"+OK\r\n"
+        assert await other.call(b"SET", b"w", b"1") == b"+OK\r\n"
+        await c.call(b"MULTI")
+        await c.call(b"SET", b"w", b"2")
+        assert await c.call(b"EXEC") == b"*-1\r\n"
+        assert await c.call(b"GET", b"w") == b"$1\r\n1\r\n"
+        # Unchanged since WATCH: EXEC applies.
+        assert await c.call(b"WATCH", b"w") == b"+OK\r\n"
+        await c.call(b"MULTI")
+        await c.call(b"INCR", b"w")
+        assert await c.call(b"EXEC") == b"*1\r\n:2\r\n"
         tg.cancel_scope.cancel()

@@ -74,6 +74,17 @@ def parse_int64(text: bytes) -> int | None:
     return value
 
 
+class ValueTooLarge(Exception):
+    """A command would store a value of ``max_value_bytes`` or more (the Arakoon port's limit
+    on a stored value, so that every value one port writes the other can serve)."""
+
+    def __init__(self, key: bytes, size: int, limit: int) -> None:
+        super().__init__(
+            f"ERR value of {size} bytes for key {key[:60]!r} is too large: values must be "
+            f"shorter than {limit} bytes (max_value_bytes)"
+        )
+
+
 class View:
     """The store as one command (or transaction) sees it: reads recorded, writes overlaid.
 
@@ -81,10 +92,11 @@ class View:
     absence (None), or mere existence (``True``). ``updates`` are the writes in order.
     """
 
-    __slots__ = ("overlay", "reads", "store", "updates")
+    __slots__ = ("overlay", "reads", "store", "updates", "value_bytes_max")
 
-    def __init__(self, store: kv.Store) -> None:
+    def __init__(self, store: kv.Store, value_bytes_max: int = 1 << 62) -> None:
         self.store = store
+        self.value_bytes_max = value_bytes_max
         self.overlay: dict[bytes, bytes | None] = {}
         self.reads: dict[bytes, bytes | bool | None] = {}
         self.updates: list[Update] = []
@@ -106,6 +118,9 @@ class View:
         return found
 
     def set(self, key: bytes, value: bytes) -> None:
+        """Raises :class:`ValueTooLarge` (the whole command or transaction is refused)."""
+        if len(value) >= self.value_bytes_max:
+            raise ValueTooLarge(key, len(value), self.value_bytes_max)
         self.overlay[key] = value
         self.updates.append(USet(key=key, value=value))
 

@@ -36,6 +36,7 @@ Rules of this file
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -87,6 +88,7 @@ from .resp_commands import (
     SYNTAX,
     UNSUPPORTED,
     CommandSpec,
+    ValueTooLarge,
     View,
     parse_int64,
 )
@@ -103,7 +105,13 @@ RETRIES_MAX: Final = 16
 """Runs of one command or transaction whose asserts failed at apply, before giving up."""
 SCAN_CURSORS_MAX: Final = 4096
 """SCAN cursors the node remembers; the oldest is forgotten first."""
+SCAN_CURSOR_BYTES_MAX: Final = 16 * 1024 * 1024
+"""Most bytes of resume keys the cursor table holds; the oldest cursors go first beyond it."""
 SCAN_COUNT_MAX: Final = 100_000
+QUEUED_COMMANDS_MAX: Final = 100_000
+"""Most commands one MULTI may queue (their arguments also count against max_request_bytes)."""
+WATCHED_KEYS_MAX: Final = 10_000
+"""Most keys one connection may WATCH at once."""
 SWEEP_SECS: Final = 0.5
 LINGER_SECS: Final = 1.0
 _QUEUED: Final = SimpleString(text="QUEUED")
@@ -129,6 +137,7 @@ class _Session:
         "name",
         "peer",
         "protocol",
+        "queued_bytes",
         "readonly",
         "sending_since",
         "watched",
@@ -142,6 +151,10 @@ class _Session:
         self.readonly = False
         self.multi: list[tuple[CommandSpec, tuple[bytes, ...]]] | None = None
         self.dirty = False  # a command queued in MULTI was refused: EXEC aborts
+        self.queued_bytes = 0
+        # Watched keys -> digest of the value seen (None: absent). A digest, not the value, so
+        # that watching large values holds little memory; EXEC asserts the value it reads
+        # again, which equals the watched one whenever the digests agree.
         self.watched: dict[bytes, bytes | None] = {}
         self.last = now
         self.busy_since: float | None = None
@@ -217,6 +230,7 @@ class RespServer:
         self._next_id = 1
         self._locks = _KeyLocks()
         self._cursors: OrderedDict[int, bytes] = OrderedDict()
+        self._cursor_bytes = 0
         # Cursor numbers start from the clock, so a cursor from before a restart is not taken
         # for one of this run.
         self._next_cursor = time.time_ns() % (1 << 62) + 1
@@ -370,6 +384,8 @@ class RespServer:
             return Error(message="ERR " + exc.message.decode("utf-8", "replace")), False
         except kv.KvError as exc:
             return Error(message=f"ERR {type(exc).__name__}: {exc}"), False
+        except ValueTooLarge as exc:
+            return Error(message=str(exc)), False
         except _Contention:
             message = (
                 f"ERR the keys changed under {RETRIES_MAX} runs in a row (too much "
@@ -406,7 +422,19 @@ class RespServer:
                 session.dirty = True
             return _wrong_arity(name), False
         if session.multi is not None and name not in _NOT_IN_MULTI:
+            size = sum(len(a) for a in args)
+            if (
+                len(session.multi) >= QUEUED_COMMANDS_MAX
+                or session.queued_bytes + size > self.limits.max_request_bytes
+            ):
+                session.dirty = True
+                return Error(
+                    message=f"ERR transaction too large: at most {QUEUED_COMMANDS_MAX} commands "
+                    f"and {self.limits.max_request_bytes} bytes of arguments "
+                    "(max_request_bytes) per MULTI"
+                ), False
             session.multi.append((spec, args))
+            session.queued_bytes += size
             return _QUEUED, False
         match name:
             case "quit":
@@ -416,6 +444,7 @@ class RespServer:
                     return Error(message="ERR MULTI calls can not be nested"), False
                 session.multi = []
                 session.dirty = False
+                session.queued_bytes = 0
                 return OK, False
             case "discard":
                 if session.multi is None:
@@ -430,8 +459,13 @@ class RespServer:
                     return Error(message="ERR WATCH inside MULTI is not allowed"), False
                 await self.backend.check_read(NO_GUARANTEES if session.readonly else CONSISTENT)
                 store = self.backend.store
+                if len(session.watched) + len(args) - 1 > WATCHED_KEYS_MAX:
+                    return Error(
+                        message=f"ERR too many watched keys: at most {WATCHED_KEYS_MAX} per "
+                        "connection"
+                    ), False
                 for key in args[1:]:
-                    session.watched.setdefault(key, store.get_option(key))
+                    session.watched.setdefault(key, _digest(store.get_option(key)))
                 return OK, False
             case "unwatch":
                 session.watched = {}
@@ -443,6 +477,8 @@ class RespServer:
                 return (NULL if value is None else Bulk(value=value)), False
             case "set" if len(args) == 3:
                 # The hot write: nothing read, so nothing to assert or retry.
+                if len(args[2]) >= self.limits.max_value_bytes:
+                    raise ValueTooLarge(args[1], len(args[2]), self.limits.max_value_bytes)
                 result = await self.backend.write(USet(key=args[1], value=args[2]))
                 if isinstance(result, kv.KvError):
                     raise result
@@ -498,15 +534,16 @@ class RespServer:
                 self.retries += 1
             await self.backend.check_read(NO_GUARANTEES if session.readonly else CONSISTENT)
             store = self.backend.store
-            if watched and any(store.get_option(k) != v for k, v in watched.items()):
+            current = {k: store.get_option(k) for k in watched or ()}
+            if watched and any(_digest(current[k]) != v for k, v in watched.items()):
                 return None
-            view = View(store)
+            view = View(store, self.limits.max_value_bytes)
             replies = [self._execute(session, view, spec, args) for spec, args in commands]
             if not view.updates:
                 return replies
             asserts: dict[bytes, Update] = {}
             if watched:
-                asserts = {k: UAssert(key=k, expected=v) for k, v in watched.items()}
+                asserts = {k: UAssert(key=k, expected=v) for k, v in current.items()}
             for update in view.asserts():
                 asserts[update.key] = update  # type: ignore[union-attr]
             updates = [*asserts.values(), *view.updates]
@@ -587,6 +624,8 @@ class RespServer:
             else:
                 return SYNTAX
             i += 2
+        if wanted_type is not None and wanted_type not in _SCAN_TYPES:
+            return Error(message=f"ERR unknown type name '{wanted_type.decode('latin-1')}'")
         if cursor == 0:
             start, inclusive = b"", True
         else:
@@ -610,15 +649,16 @@ class RespServer:
             and (matches is None or matches(key))
             and (wanted_type is None or wanted_type == b"string")
         ]
-        if wanted_type is not None and wanted_type not in _SCAN_TYPES:
-            return Error(message=f"ERR unknown type name '{wanted_type.decode('latin-1')}'")
         next_cursor = 0
         if not done:
             next_cursor = self._next_cursor
             self._next_cursor += 1
             self._cursors[next_cursor] = keys[-1]
-            while len(self._cursors) > SCAN_CURSORS_MAX:
-                self._cursors.popitem(last=False)
+            self._cursor_bytes += len(keys[-1])
+            while (
+                len(self._cursors) > SCAN_CURSORS_MAX or self._cursor_bytes > SCAN_CURSOR_BYTES_MAX
+            ):
+                self._cursor_bytes -= len(self._cursors.popitem(last=False)[1])
         cursor_reply = Bulk(value=b"%d" % next_cursor)
         return Array(items=(cursor_reply, Array(items=tuple(Bulk(value=k) for k in found))))
 
@@ -753,6 +793,11 @@ class RespServer:
             matches = compile_glob(pattern.lower())
             pairs.update((k, v) for k, v in known.items() if matches(k))
         return Map(pairs=tuple((Bulk(value=k), Bulk(value=v)) for k, v in pairs.items()))
+
+
+def _digest(value: bytes | None) -> bytes | None:
+    """What WATCH keeps of a value: a 16-byte BLAKE2b digest (None for an absent key)."""
+    return None if value is None else hashlib.blake2b(value, digest_size=16).digest()
 
 
 def _unknown(args: tuple[bytes, ...], name: str) -> Error:

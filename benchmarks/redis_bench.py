@@ -68,9 +68,11 @@ def wait_master(ports: list[int], timeout: float = 30.0) -> int:
     raise RuntimeError("no master within the timeout")
 
 
-def run_benchmark(port: int, requests: int, clients: int) -> list[dict[str, str]]:
+def run_benchmark(
+    port: int, requests: int, clients: int, tests: str = "set,get"
+) -> list[dict[str, str]]:
     command = [
-        "redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests),
+        "redis-benchmark", "-p", str(port), "-t", tests, "-n", str(requests),
         "-c", str(clients), "--csv",
     ]  # fmt: skip
     print("+", " ".join(command), flush=True)
@@ -118,16 +120,17 @@ def main() -> int:
         )  # fmt: skip
         try:
             master = wait_master(redis_ports)
-            results.append(
-                ("parakoon, 3 nodes, fsync on", run_benchmark(master, args.requests, args.clients))
-            )
             wait_master([server_port])
-            results.append(
-                (
-                    "redis-server 7, appendfsync always",
-                    run_benchmark(server_port, args.requests, args.clients),
-                )
-            )
+            hot = max(1000, args.requests // 10)
+            for label, port in (
+                ("parakoon, 3 nodes, fsync on", master),
+                ("redis-server 7, appendfsync always", server_port),
+            ):
+                rows_of = run_benchmark(port, args.requests, args.clients)
+                # INCR of one key, fewer requests: on parakoon each one waits for the previous
+                # one's consensus round (docs/redis.md, "Atomicity").
+                rows_of += run_benchmark(port, hot, args.clients, "incr")
+                results.append((label, rows_of))
         finally:
             server.send_signal(signal.SIGTERM)
             for p in procs:
@@ -158,7 +161,9 @@ def main() -> int:
     if not args.no_write:
         body = (
             f"`redis-benchmark -t set,get -n {args.requests} -c {args.clients}` (its default "
-            "3-byte values, one key per test), first against the master's Redis port of a fresh "
+            "3-byte values, one key per test), and `redis-benchmark -t incr -n "
+            f"{max(1000, args.requests // 10)} -c {args.clients}` (one counter), first "
+            "against the master's Redis port of a fresh "
             "3-node parakoon cluster on 127.0.0.1 (fsync on, lease 2 s: every SET is chosen by "
             "a majority, fsynced and applied before its reply), then against one redis-server "
             f"with `appendfsync always` (fsync per write, no replication). 1-minute load average "

@@ -26,7 +26,8 @@ Rules of this file
   become one update: asserts on what was read, then the writes (see ``resp_commands``). An
   assert that fails at apply means the keys changed meanwhile: the commands run again, at most
   ``RETRIES_MAX`` times. Commands that read and write (``rmw``) hold a lock on their keys while
-  they do, so Redis clients of one node do not make each other retry.
+  they do, so Redis clients of one node do not make each other retry; those of one key are
+  also combined into batches (:meth:`RespServer._combined`), one consensus round per batch.
 * A follower (or a master without a lease) answers ``-READONLY ...`` naming the master's Redis
   address; with no master known it answers ``-MASTERDOWN ...``. The route clients take to the
   master is in docs/redis.md.
@@ -166,6 +167,26 @@ class _Session:
         return f"id={self.id} addr={self.peer} name={name} db=0 resp={self.protocol}"
 
 
+class _Waiter:
+    """One command waiting in :meth:`RespServer._combined`: for its reply, or to lead."""
+
+    __slots__ = ("args", "done", "error", "lead", "reply", "spec")
+
+    def __init__(self, spec: CommandSpec, args: tuple[bytes, ...]) -> None:
+        self.spec = spec
+        self.args = args
+        self.done = anyio.Event()
+        self.reply: Reply | None = None
+        self.error: Exception | None = None
+        self.lead: list[_Waiter] | None = None  # set: lead this batch (it starts with self)
+
+    def result(self) -> Reply:
+        if self.error is not None:
+            raise self.error
+        assert self.reply is not None
+        return self.reply
+
+
 class _KeyLocks:
     """Per-key locks, held only while someone holds or waits for them (so bounded by the
     connections). Keys are taken in sorted order, so two holders never wait for each other."""
@@ -229,6 +250,7 @@ class RespServer:
         self._sessions: dict[int, _Session] = {}
         self._next_id = 1
         self._locks = _KeyLocks()
+        self._combining: dict[bytes, list[_Waiter]] = {}  # key -> commands waiting to lead
         self._cursors: OrderedDict[int, bytes] = OrderedDict()
         self._cursor_bytes = 0
         # Cursor numbers start from the clock, so a cursor from before a restart is not taken
@@ -486,6 +508,8 @@ class RespServer:
             case _ if spec.handler is None and name != "scan":
                 # Connection and server commands read no keys: no consistency check.
                 return self._execute(session, None, spec, args), False
+            case _ if spec.locks_keys(args) and spec.last_key == 1:
+                return await self._combined(session, spec, args), False
             case _:
                 replies = await self._run(session, [(spec, args)], watched=None)
                 assert replies is not None
@@ -502,6 +526,69 @@ class RespServer:
         if replies is None:
             return NullArray()
         return Array(items=tuple(replies))
+
+    async def _combined(
+        self, session: _Session, spec: CommandSpec, args: tuple[bytes, ...]
+    ) -> Reply:
+        """A read-modify-write command of one key (INCR, APPEND, SETNX, ...), combined with
+        the others that arrive for the same key while one batch is in consensus.
+
+        Flat combining: the first caller for a key leads. It runs its batch (at first itself)
+        as one update, then hands the commands that queued meanwhile to the first of them,
+        which leads the next batch. Each command keeps its own reply, computed in arrival order
+        on one view, so a batch is the same as those commands one after another, and a hot
+        counter costs one consensus round per batch instead of one per INCR. A leader runs its
+        batch even if its own connection is cancelled meanwhile (shielded; bounded by the
+        write timeout), so the others are never left waiting.
+        """
+        key = args[1]
+        me = _Waiter(spec, args)
+        queue = self._combining.get(key)
+        if queue is None:
+            self._combining[key] = []
+            batch = [me]
+        else:
+            queue.append(me)
+            try:
+                await me.done.wait()
+            except anyio.get_cancelled_exc_class():
+                if me.lead is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._lead(session, key, me.lead)
+                elif me in queue:
+                    queue.remove(me)
+                raise
+            if me.lead is None:
+                return me.result()
+            batch = me.lead
+        with anyio.CancelScope(shield=True):
+            await self._lead(session, key, batch)
+        return me.result()
+
+    async def _lead(self, session: _Session, key: bytes, batch: list[_Waiter]) -> None:
+        """Run ``batch`` as one update, answer its waiters, and hand on the lead."""
+        try:
+            async with self._locks.hold([key]):
+                replies = await self._attempt(
+                    session, [(w.spec, w.args) for w in batch], None, isolate=True
+                )
+        except Exception as exc:  # noqa: BLE001 (each waiter re-raises it in answer(), which maps or logs it)
+            for waiter in batch:
+                waiter.error = exc
+        else:
+            assert replies is not None
+            for waiter, reply in zip(batch, replies, strict=True):
+                waiter.reply = reply
+        for waiter in batch[1:]:
+            waiter.done.set()
+        queue = self._combining[key]
+        if queue:
+            following = list(queue)
+            queue.clear()
+            following[0].lead = following
+            following[0].done.set()
+        else:
+            del self._combining[key]
 
     async def _run(
         self,
@@ -527,8 +614,12 @@ class RespServer:
         session: _Session,
         commands: list[tuple[CommandSpec, tuple[bytes, ...]]],
         watched: dict[bytes, bytes | None] | None,
+        *,
+        isolate: bool = False,
     ) -> list[Reply] | None:
-        """The runs of :meth:`_run` (with its locks held, if any)."""
+        """The runs of :meth:`_run` (with its locks held, if any). ``isolate``: the commands
+        are independent one-key commands of different clients (:meth:`_combined`), so a value
+        that is too large fails that command only (it raises before it changed the view)."""
         for attempt in range(RETRIES_MAX):
             if attempt:
                 self.retries += 1
@@ -538,7 +629,10 @@ class RespServer:
             if watched and any(_digest(current[k]) != v for k, v in watched.items()):
                 return None
             view = View(store, self.limits.max_value_bytes)
-            replies = [self._execute(session, view, spec, args) for spec, args in commands]
+            if isolate:
+                replies = [self._isolated(session, view, spec, args) for spec, args in commands]
+            else:
+                replies = [self._execute(session, view, spec, args) for spec, args in commands]
             if not view.updates:
                 return replies
             asserts: dict[bytes, Update] = {}
@@ -555,6 +649,14 @@ class RespServer:
                 raise result
             return replies
         raise _Contention()
+
+    def _isolated(
+        self, session: _Session, view: View, spec: CommandSpec, args: tuple[bytes, ...]
+    ) -> Reply:
+        try:
+            return self._execute(session, view, spec, args)
+        except ValueTooLarge as exc:
+            return Error(message=str(exc))
 
     def _execute(
         self, session: _Session, view: View | None, spec: CommandSpec, args: tuple[bytes, ...]

@@ -949,7 +949,9 @@ def _command(args: tuple[bytes, ...]) -> Reply:
             specs = (COMMANDS.get(n) for n in names)
             return Array(items=tuple(NULL if s is None else _command_info(s) for s in specs))
         case "docs":
-            return Map(pairs=())
+            # Answered as a Redis 6 server answers it: redis-cli then builds its hints from its
+            # own help table and COMMAND, which is what we want (we have no docs to add).
+            return Error(message="ERR unknown subcommand 'DOCS'. Try COMMAND HELP.")
         case "list":
             return Array(items=tuple(Bulk(value=n.encode()) for n in COMMANDS))
         case "getkeys" if len(args) >= 3:

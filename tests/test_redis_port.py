@@ -419,4 +419,7 @@ def test_redis_py_follows_the_master_after_it_is_killed(cluster: ClusterProcs) -
         tx.multi()
         tx.incr("fo:after")
         assert tx.execute() == [3]
-    assert sorted(r.scan_iter(match="fo:*")) == [b"fo:after", b"fo:before"]
+    pipe = r.pipeline(transaction=False)
+    pipe.set("fo:piped", "p").incr("fo:after").get("fo:piped")
+    assert pipe.execute() == [True, 4, b"p"]
+    assert sorted(r.scan_iter(match="fo:*")) == [b"fo:after", b"fo:before", b"fo:piped"]

@@ -420,6 +420,8 @@ def test_redis_py_follows_the_master_after_it_is_killed(cluster: ClusterProcs) -
         tx.incr("fo:after")
         assert tx.execute() == [3]
     pipe = r.pipeline(transaction=False)
-    pipe.set("fo:piped", "p").incr("fo:after").get("fo:piped")
+    pipe.set("fo:piped", "p")
+    pipe.incr("fo:after")
+    pipe.get("fo:piped")
     assert pipe.execute() == [True, 4, b"p"]
     assert sorted(r.scan_iter(match="fo:*")) == [b"fo:after", b"fo:before", b"fo:piped"]

@@ -117,7 +117,7 @@ SWEEP_SECS: Final = 0.5
 LINGER_SECS: Final = 1.0
 _QUEUED: Final = SimpleString(text="QUEUED")
 _PONG: Final = SimpleString(text="PONG")
-_NOT_IN_MULTI: Final = frozenset({"exec", "discard", "multi", "watch", "quit", "unwatch"})
+_NOT_IN_MULTI: Final = frozenset({"exec", "discard", "multi", "watch", "quit"})
 _SCAN_TYPES: Final = frozenset({b"string", b"list", b"set", b"zset", b"hash", b"stream"})
 
 
@@ -669,7 +669,12 @@ class RespServer:
             case "scan" if view is not None:
                 return self._scan(view, args)
             case "ping":
+                if len(args) > 2:
+                    return _wrong_arity("ping")
                 return _PONG if len(args) == 1 else Bulk(value=args[1])
+            case "unwatch":
+                # Queued inside MULTI, as Redis does; EXEC has used the watched keys by now.
+                return OK
             case "echo":
                 return Bulk(value=args[1])
             case "select":

@@ -12,6 +12,7 @@ say so, when it is missing.
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -431,3 +432,59 @@ def test_redis_py_follows_the_master_after_it_is_killed(cluster: ClusterProcs) -
     pipe.get("fo:piped")
     assert pipe.execute() == [True, 4, b"p"]
     assert sorted(r.scan_iter(match="fo:*")) == [b"fo:after", b"fo:before", b"fo:piped"]
+
+
+def _random_commands(rng: random.Random, prefix: bytes, count: int) -> list[tuple[bytes, ...]]:
+    """A random session over a few keys: the string commands with their options, numbers
+    and non-numbers, and MULTI/EXEC blocks (a differential test against redis-server)."""
+    keys = [prefix + k for k in (b"a", b"b", b"c", b"n")]
+    values = [b"0", b"1", b"-7", b"12", b"x", b"", b"007", b"9223372036854775806"]
+
+    def key() -> bytes:
+        return rng.choice(keys)
+
+    def value() -> bytes:
+        return rng.choice(values)
+
+    makers = [
+        lambda: (b"GET", key()),
+        lambda: (b"SET", key(), value(), *rng.sample([b"NX", b"XX", b"GET"], rng.randint(0, 2))),
+        lambda: (b"SETNX", key(), value()),
+        lambda: (b"GETSET", key(), value()),
+        lambda: (b"GETDEL", key()),
+        lambda: (b"INCR", key()),
+        lambda: (b"DECR", key()),
+        lambda: (b"INCRBY", key(), rng.choice([b"5", b"-3", b"x", b"9223372036854775807"])),
+        lambda: (b"DECRBY", key(), rng.choice([b"2", b"-2", b"1.5"])),
+        lambda: (b"APPEND", key(), value()),
+        lambda: (b"STRLEN", key()),
+        lambda: (b"DEL", key(), key()),
+        lambda: (b"EXISTS", key(), key(), key()),
+        lambda: (b"TYPE", key()),
+        lambda: (b"MGET", key(), key()),
+        lambda: (b"MSET", key(), value(), key(), value()),
+        lambda: (b"MSETNX", key(), value(), key(), value()),
+    ]
+    out: list[tuple[bytes, ...]] = []
+    while len(out) < count:
+        if rng.random() < 0.1:
+            out.append((b"MULTI",))
+            out += [rng.choice(makers)() for _ in range(rng.randint(1, 4))]
+            out.append(rng.choice([(b"EXEC",), (b"EXEC",), (b"DISCARD",)]))
+        else:
+            out.append(rng.choice(makers)())
+    return out
+
+
+def test_random_sessions_answer_as_redis_server_does(
+    cluster: ClusterProcs, redis_server: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    prefix = b"rnd:%d:" % seed
+    commands = _random_commands(rng, prefix, 300)
+    ours = _replies(master_port(cluster), commands)
+    theirs = _replies(redis_server, commands)
+    for i, (command, mine, real) in enumerate(zip(commands, ours, theirs, strict=True)):
+        assert mine == real, (
+            f"seed={seed} command {i} {command!r}: parakoon {mine!r}, redis {real!r}"
+        )

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -446,7 +446,7 @@ def _random_commands(rng: random.Random, prefix: bytes, count: int) -> list[tupl
     def value() -> bytes:
         return rng.choice(values)
 
-    makers = [
+    makers: list[Callable[[], tuple[bytes, ...]]] = [
         lambda: (b"GET", key()),
         lambda: (b"SET", key(), value(), *rng.sample([b"NX", b"XX", b"GET"], rng.randint(0, 2))),
         lambda: (b"SETNX", key(), value()),

@@ -6,13 +6,13 @@ Theory of operation
 Every data command (GET, SET, INCR, DEL, KEYS, ...) is a function of a :class:`View` and the
 command's arguments that returns the command's reply. The view reads the store and records, for
 each key it read, what it saw; writes go into an overlay (so a later command of the same
-transaction sees them) and into a list of codec updates. Nothing here awaits, so a command (or
+transaction sees them). Nothing here awaits, so a command (or
 a whole MULTI/EXEC transaction, run command after command on one view) sees one instant of
 the store.
 
 The server then turns the view into one Arakoon update (``resp_server.RespServer._commit``)::
 
-    USequence(asserts on every key read, as read) + (the writes, in order)
+    USequence(asserts on every key read, as read) + (the final value of every key written)
 
 and gets it chosen and applied through the same ``Backend.write`` as the Arakoon port. If a
 key changed between the read and the apply, an assert fails, the store rolls the sequence
@@ -23,6 +23,11 @@ The update carries the *new value*, not "add 1", so replaying the log (or a foll
 applying it) gives the same bytes on every node whatever the order of retries was; the
 store needs no new update type and the WAL no new record. A command that only reads
 produces no update and is answered from the consistent read alone.
+
+Only each written key's *final* value goes into the update (``View.writes``): a batch of 50
+INCRs of one key, or a transaction that appends to a key ten times, carries one set, so the
+update stays as small as the data it leaves behind. A key that ends up deleted is written as
+``UReplace(key, None)``, which never fails, rather than ``UDelete``, which fails on a missing key.
 
 A key whose existence is all a command needs (DEL, EXISTS-free paths, SETNX) is asserted with
 ``UAssertExists`` or ``UAssert(key, None)`` rather than with its whole value, so a DEL of a
@@ -39,7 +44,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import parakoon_kv as kv
-from parakoon_client.codec import UAssert, UAssertExists, UDelete, Update, USet
+from parakoon_client.codec import UAssert, UAssertExists, Update, UReplace, USet
 from parakoon_client.resp import (
     NULL,
     OK,
@@ -89,17 +94,17 @@ class View:
     """The store as one command (or transaction) sees it: reads recorded, writes overlaid.
 
     ``reads`` maps each key read from the store to what the read relied on: the value (bytes),
-    absence (None), or mere existence (``True``). ``updates`` are the writes in order.
+    absence (None), or mere existence (``True``). ``overlay`` maps each key written to its
+    value now (None: deleted).
     """
 
-    __slots__ = ("overlay", "reads", "store", "updates", "value_bytes_max")
+    __slots__ = ("overlay", "reads", "store", "value_bytes_max")
 
     def __init__(self, store: kv.Store, value_bytes_max: int = 1 << 62) -> None:
         self.store = store
         self.value_bytes_max = value_bytes_max
         self.overlay: dict[bytes, bytes | None] = {}
         self.reads: dict[bytes, bytes | bool | None] = {}
-        self.updates: list[Update] = []
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.overlay:
@@ -122,14 +127,12 @@ class View:
         if len(value) >= self.value_bytes_max:
             raise ValueTooLarge(key, len(value), self.value_bytes_max)
         self.overlay[key] = value
-        self.updates.append(USet(key=key, value=value))
 
     def delete(self, key: bytes) -> bool:
         """Delete ``key`` if it exists; whether it did."""
         if not self.exists(key):
             return False
         self.overlay[key] = None
-        self.updates.append(UDelete(key=key))
         return True
 
     def keys(self, prefix: bytes) -> list[bytes]:
@@ -153,6 +156,13 @@ class View:
             before = self.store.exists(key)
             count += (value is not None) - before
         return count
+
+    def writes(self) -> list[Update]:
+        """The final state of every key written, in the order they were first written."""
+        return [
+            USet(key=key, value=value) if value is not None else UReplace(key=key, wanted=None)
+            for key, value in self.overlay.items()
+        ]
 
     def asserts(self) -> list[Update]:
         """One assert per key read from the store, checking what the read relied on."""

@@ -23,7 +23,7 @@ Rules of this file
   write is answered once chosen and applied. A connection that sent READONLY reads with "no
   guarantees" on any node. A data command (or a MULTI/EXEC transaction) runs on a
   ``resp_commands.View`` after one ``check_read`` with no await in between, and its writes
-  become one update: asserts on what was read, then the writes (see ``resp_commands``). An
+  become one update: asserts on what was read, then the final writes (``resp_commands``). An
   assert that fails at apply means the keys changed meanwhile: the commands run again, at most
   ``RETRIES_MAX`` times. Commands that read and write (``rmw``) hold a lock on their keys while
   they do, so Redis clients of one node do not make each other retry; those of one key are
@@ -633,14 +633,14 @@ class RespServer:
                 replies = [self._isolated(session, view, spec, args) for spec, args in commands]
             else:
                 replies = [self._execute(session, view, spec, args) for spec, args in commands]
-            if not view.updates:
+            if not view.overlay:
                 return replies
             asserts: dict[bytes, Update] = {}
             if watched:
                 asserts = {k: UAssert(key=k, expected=v) for k, v in current.items()}
             for update in view.asserts():
                 asserts[update.key] = update  # type: ignore[union-attr]
-            updates = [*asserts.values(), *view.updates]
+            updates = [*asserts.values(), *view.writes()]
             update = updates[0] if len(updates) == 1 else USequence(updates=tuple(updates))
             result = await self.backend.write(update)
             if isinstance(result, kv.AssertionFailed):

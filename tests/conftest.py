@@ -127,15 +127,18 @@ class ClusterProcs:
         cluster_extra: str = "",
         fsync: bool = True,
         metrics: bool = False,
+        redis: bool = False,
     ) -> None:
         self.base = base
         self.names = [f"node_{k}" for k in range(nodes)]
-        ports = free_ports(3 * nodes)
+        ports = free_ports(4 * nodes)
         self.client_ports = dict(zip(self.names, ports[:nodes], strict=True))
         self.peer_ports = dict(zip(self.names, ports[nodes : 2 * nodes], strict=True))
         self.metrics_ports = (
-            dict(zip(self.names, ports[2 * nodes :], strict=True)) if metrics else {}
+            dict(zip(self.names, ports[2 * nodes : 3 * nodes], strict=True)) if metrics else {}
         )
+        # The Redis port (docs/redis.md), when asked for.
+        self.redis_ports = dict(zip(self.names, ports[3 * nodes :], strict=True)) if redis else {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = base / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +172,8 @@ class ClusterProcs:
             ]
             if name in self.metrics_ports:
                 lines.append(f"metrics_port = {self.metrics_ports[name]}")
+            if name in self.redis_ports:
+                lines.append(f"redis_port = {self.redis_ports[name]}")
             lines.append("")
         self.config.write_text("\n".join(lines))
 

@@ -7,9 +7,9 @@ module, so the fix is obvious. The rule, in short:
 * imports point down the package table only, and nothing imports ``parakoon_node``;
 * packages at the same level do not import each other (the Paxos core emits an ``Apply`` effect
   and the node applies it to the store);
-* the pure cores (``parakoon_paxos``, ``parakoon_conn`` and the client's protocol codec) import
-  no ``socket``, ``asyncio``, ``anyio``, ``threading``, ``time``, ``random``, ``os`` or logging
-  module: time and randomness arrive as data.
+* the pure cores (``parakoon_paxos``, ``parakoon_conn`` and the client's protocol codecs,
+  Arakoon's and RESP) import no ``socket``, ``asyncio``, ``anyio``, ``threading``, ``time``,
+  ``random``, ``os`` or logging module: time and randomness arrive as data.
 
 Inside ``parakoon_node`` the subpackages are layers (docs/node.md): ``commands`` may import
 ``runtime`` and ``clientserver``, ``runtime`` may import ``clientserver``, ``clientserver`` nothing
@@ -128,7 +128,9 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def is_codec_module(package: str, rel: Path) -> bool:
-    return package == "client" and "codec" in rel.with_suffix("").parts
+    """The client's pure codecs: the Arakoon codec and the RESP codec of the Redis port."""
+    parts = rel.with_suffix("").parts
+    return package == "client" and ("codec" in parts or "resp" in parts)
 
 
 def is_async_client_module(package: str, rel: Path) -> bool:
@@ -255,6 +257,7 @@ def _fake_tree(tmp_path: Path, package: str, rel: str, source: str) -> Path:
         ("paxos", "core.py", "import os\nimport socket\n", "socket"),
         ("conn", "machine.py", "from time import monotonic\n", "time"),
         ("client", "codec/requests.py", "import asyncio\n", "asyncio"),
+        ("client", "resp/_codec.py", "import socket\n", "socket"),
         ("client", "blocking.py", "import anyio\n", "anyio"),
         ("kv", "store.py", "import crc32c\n", "crc32c"),
         ("kv", "store.py", "from parakoon_paxos import step\n", "parakoon_paxos"),

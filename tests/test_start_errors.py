@@ -18,10 +18,11 @@ from .conftest import ClusterProcs
 
 
 def test_a_port_in_use_is_named_before_anything_is_written(cluster_factory: Any) -> None:
-    cluster: ClusterProcs = cluster_factory()
+    cluster: ClusterProcs = cluster_factory(redis=True)
     for kind, port in (
         ("messaging", cluster.peer_ports["node_0"]),
         ("client", cluster.client_ports["node_0"]),
+        ("redis", cluster.redis_ports["node_0"]),
     ):
         with socket.socket() as squatter:
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

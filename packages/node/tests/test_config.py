@@ -161,7 +161,7 @@ max_request_bytes = 2097152
     nodes = [
         node_table(0, compressor='"none"', metrics_port="9100"),
         node_table(1, learner="true", addresses='["127.0.0.1:4011", "10.0.0.2:4011"]'),
-        node_table(2, home_dir='"/var/tmp/parakoon-test-node-2"'),
+        node_table(2, home_dir='"/var/tmp/parakoon-test-node-2"', redis_port="6379"),
     ]
     config = load_text(tmp_path, document(cluster, nodes))
     assert config.cluster_id == "prod-1"
@@ -179,6 +179,7 @@ max_request_bytes = 2097152
     assert (config.max_value_bytes, config.max_request_bytes) == (1024, 2097152)
     assert config.nodes[0].compressor == "none"
     assert config.nodes[0].metrics_port == 9100
+    assert (config.nodes[0].redis_port, config.nodes[2].redis_port) == (None, 6379)
     assert config.nodes[1].learner is True
     assert config.nodes[1].addresses == (("127.0.0.1", 4011), ("10.0.0.2", 4011))
     assert config.nodes[2].home_dir == Path("/var/tmp/parakoon-test-node-2")
@@ -400,6 +401,8 @@ def test_cluster_must_be_a_table(tmp_path: Path) -> None:
         ("learner", '"no"', "learner", 'expected true or false, got "no"'),
         ("metrics_port", "0", "metrics_port", "expected an integer in 1..65535, got 0"),
         ("metrics_port", "false", "metrics_port", "got false"),
+        ("redis_port", "70000", "redis_port", "expected an integer in 1..65535, got 70000"),
+        ("redis_port", '"6379"', "redis_port", 'got "6379"'),
     ],
 )
 def test_bad_node_values(tmp_path: Path, field: str, value: str, key: str, problem: str) -> None:
@@ -453,6 +456,13 @@ def test_metrics_port_clash(tmp_path: Path) -> None:
     message = error_of(tmp_path, document(nodes=nodes))
     assert message.startswith("cluster.toml: nodes[1].metrics_port: port 4000")
     assert message.endswith("already used by nodes[0].client_port")
+
+
+def test_redis_port_clash(tmp_path: Path) -> None:
+    nodes = [node_table(0), node_table(1, redis_port="4001")]
+    message = error_of(tmp_path, document(nodes=nodes))
+    assert message.startswith("cluster.toml: nodes[1].redis_port: port 4001")
+    assert message.endswith("already used by nodes[1].client_port")
 
 
 def test_same_port_on_different_hosts_is_fine(tmp_path: Path) -> None:

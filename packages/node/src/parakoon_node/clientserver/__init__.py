@@ -7,7 +7,9 @@
 * ``convert``: codec updates <-> store updates, store results -> responses (the node reuses
   these for its replication payload);
 * ``local``: :class:`LocalBackend`, a single-node server over an in-memory store;
-* ``stats``: the per-operation statistics the server measures.
+* ``stats``: the per-operation statistics the server measures;
+* ``resp_server`` and ``resp_commands``: the Redis port (RESP) on the same :class:`Backend`,
+  imported by the node only when a ``redis_port`` is configured (docs/redis.md).
 
 The protocol itself (bytes) is ``parakoon_client.codec``; this layer owns the sockets.
 """

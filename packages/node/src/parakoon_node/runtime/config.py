@@ -123,6 +123,8 @@ class NodeConfig:
     compressor: Compressor = "zstd"
     learner: bool = False
     metrics_port: int | None = None
+    redis_port: int | None = None
+    """The Redis protocol (RESP) port, on ``client_host``; ``None``: not served."""
     index: int = 0
     source: str = "cluster.toml"
 
@@ -328,6 +330,7 @@ _NODE_KEYS: Final = (
     "compressor",
     "learner",
     "metrics_port",
+    "redis_port",
 )
 
 # (key, lowest, highest) of the integer tunables of [cluster]. The lower bounds keep the node
@@ -567,6 +570,11 @@ class _Parser:
             metrics_port = self.integer(
                 node["metrics_port"], f"{prefix}.metrics_port", PORT_MIN, PORT_MAX
             )
+        redis_port: int | None = None
+        if "redis_port" in node:
+            redis_port = self.integer(
+                node["redis_port"], f"{prefix}.redis_port", PORT_MIN, PORT_MAX
+            )
         return NodeConfig(
             name=name,
             addresses=addresses,
@@ -575,6 +583,7 @@ class _Parser:
             compressor=compressor,
             learner=learner,
             metrics_port=metrics_port,
+            redis_port=redis_port,
             index=index,
             source=self.source,
         )
@@ -636,6 +645,8 @@ class _Parser:
             claim(node.client_host, node.client_port, f"{prefix}.client_port")
             if node.metrics_port is not None:
                 claim(node.client_host, node.metrics_port, f"{prefix}.metrics_port")
+            if node.redis_port is not None:
+                claim(node.client_host, node.redis_port, f"{prefix}.redis_port")
         if not config.voters:
             raise self.fail("nodes", "no voters: at least one node must have learner = false")
 

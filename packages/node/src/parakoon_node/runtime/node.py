@@ -815,6 +815,8 @@ class Node:
                 tg.start_soon(self.driver.run_batcher)
                 tg.start_soon(self.driver.run_ticker)
                 self.client_server = await tg.start(_start_client_server, backend, self)
+                if self.me.redis_port is not None:
+                    await tg.start(_start_redis_server, backend, self)
                 tg.start_soon(self._collapse_loop)
                 tg.start_soon(self._identity_loop)
                 tg.start_soon(self._divergence_loop)
@@ -886,6 +888,42 @@ async def _start_client_server(
     )
 
 
+async def _start_redis_server(
+    backend: Backend,
+    node: Node,
+    *,
+    task_status: anyio.abc.TaskStatus[object] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """The Redis port (docs/redis.md), with the Arakoon port's bounds."""
+    from parakoon_node.clientserver.resp_server import serve_redis
+
+    cluster = node.cluster
+
+    def redis_address(name: str) -> str | None:
+        other = next((n for n in cluster.nodes if n.name == name), None)
+        if other is None or other.redis_port is None:
+            return None
+        return f"{other.client_host}:{other.redis_port}"
+
+    v = backend.version()
+    await serve_redis(
+        backend,
+        host=node.me.client_host,
+        port=node.me.redis_port or 0,
+        redis_address=redis_address,
+        limits=Limits(
+            max_value_bytes=cluster.max_value_bytes,
+            max_request_bytes=cluster.max_request_bytes,
+            max_string_bytes=max(cluster.max_request_bytes, cluster.max_value_bytes),
+        ),
+        max_connections=cluster.max_client_connections,
+        request_timeout_secs=cluster.client_request_timeout_secs,
+        idle_timeout_secs=cluster.client_idle_timeout_secs,
+        version=f"{v.major}.{v.minor}.{v.patch}",
+        task_status=task_status,
+    )
+
+
 def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: str) -> int:
     """The ``parakoon node`` command: run until SIGINT/SIGTERM; return the exit code."""
     from .logs import configure_logging
@@ -950,6 +988,8 @@ def ports_taken(node: NodeConfig) -> list[str]:
     ]
     if node.metrics_port is not None:
         wanted.append(("metrics", node.client_host, node.metrics_port, "metrics_port"))
+    if node.redis_port is not None:
+        wanted.append(("redis", node.client_host, node.redis_port, "redis_port"))
     problems = []
     for what, host, port, key in wanted:
         try:

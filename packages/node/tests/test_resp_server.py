@@ -1,0 +1,215 @@
+"""The Redis port's server (resp_server) in process: a ``LocalBackend`` behind the real
+``serve_redis`` on 127.0.0.1, on asyncio (the node's fast path) and trio.
+
+The real-cluster tests with real Redis clients are ``tests/test_redis_port.py``; these check
+what is easier to see here: the connection bounds and timeouts, RESP3 after HELLO 3, inline
+commands, SCAN's cursor over the ordered keyspace, and the server commands.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from parakoon_client.codec import Limits
+from parakoon_client.resp import encode_command
+from parakoon_node.clientserver import LocalBackend
+from parakoon_node.clientserver.resp_server import RespServer, serve_redis
+
+pytestmark = pytest.mark.anyio
+
+
+async def _serve(kwargs: dict[str, Any], *, task_status: anyio.abc.TaskStatus[RespServer]) -> None:
+    backend = LocalBackend(cluster_id="parakoon", node_name="node_0")
+    await serve_redis(backend, host="127.0.0.1", port=0, task_status=task_status, **kwargs)
+
+
+class Conn:
+    """A raw client: send commands, read whole replies as raw bytes."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    async def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self.buf += await self.stream.receive()
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line + b"\r\n"
+
+    async def reply(self) -> bytes:
+        with anyio.fail_after(5):
+            line = await self._line()
+            kind, count = line[:1], line[1:-2]
+            if kind == b"$" and int(count) >= 0:
+                while len(self.buf) < int(count) + 2:
+                    self.buf += await self.stream.receive()
+                body, self.buf = self.buf[: int(count) + 2], self.buf[int(count) + 2 :]
+                return line + body
+            if kind in (b"*", b"%") and int(count) > 0:
+                items = int(count) * (2 if kind == b"%" else 1)
+                return line + b"".join([await self.reply() for _ in range(items)])
+            return line
+
+    async def call(self, *args: bytes) -> bytes:
+        await self.stream.send(encode_command(*args))
+        return await self.reply()
+
+
+async def connect(stack: AsyncExitStack, port: int) -> Conn:
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    stack.push_async_callback(stream.aclose)
+    return Conn(stream)
+
+
+async def closed_within(conn: Conn, secs: float) -> bool:
+    with anyio.move_on_after(secs):
+        try:
+            while True:
+                await conn.stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return True
+    return False
+
+
+async def test_connection_limit_refuses_with_redis_error() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {"max_connections": 2})
+        assert server.port is not None
+        first, second = await connect(stack, server.port), await connect(stack, server.port)
+        assert await first.call(b"PING") == b"+PONG\r\n"
+        assert await second.call(b"PING") == b"+PONG\r\n"
+        third = await connect(stack, server.port)
+        assert await third.reply() == b"-ERR max number of clients reached\r\n"
+        assert await closed_within(third, 3)
+        assert await first.call(b"ECHO", b"still") == b"$5\r\nstill\r\n"
+        tg.cancel_scope.cancel()
+
+
+async def test_trickling_and_idle_connections_are_closed() -> None:
+    kwargs = {"request_timeout_secs": 0.3, "idle_timeout_secs": 0.6}
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, kwargs)
+        assert server.port is not None
+        slow = await connect(stack, server.port)
+        await slow.stream.send(b"*2\r\n$3\r\nGET\r\n")  # never completed
+        idle = await connect(stack, server.port)
+        assert await idle.call(b"PING") == b"+PONG\r\n"
+        assert await closed_within(slow, 3)
+        assert await closed_within(idle, 3)
+        assert server.open_connections == 0
+        tg.cancel_scope.cancel()
+
+
+async def test_hello_3_switches_to_resp3_and_inline_commands_work() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        assert await c.call(b"GET", b"nothing") == b"$-1\r\n"
+        hello = await c.call(b"HELLO", b"3")
+        assert hello.startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n")
+        assert b"$5\r\nproto\r\n:3\r\n" in hello
+        assert await c.call(b"GET", b"nothing") == b"_\r\n"
+        assert await c.call(b"HELLO", b"4") == b"-NOPROTO unsupported protocol version\r\n"
+        await c.stream.send(b'SET "a key" "x\\ny"\r\nGET "a key"\r\n')
+        assert await c.reply() == b"+OK\r\n"
+        assert await c.reply() == b"$3\r\nx\ny\r\n"
+        tg.cancel_scope.cancel()
+
+
+async def test_scan_walks_the_ordered_keyspace_with_match_and_count() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        keys = [b"a:%02d" % i for i in range(20)] + [b"b:%02d" % i for i in range(5)]
+        for key in keys:
+            await c.call(b"SET", key, b"v")
+        seen: list[bytes] = []
+        cursor = b"0"
+        for _ in range(30):
+            reply = await c.call(b"SCAN", cursor, b"MATCH", b"a:*1", b"COUNT", b"3")
+            head, _, rest = reply.partition(b"\r\n*")
+            cursor = head.split(b"\r\n")[-1]
+            seen += [line for line in rest.split(b"\r\n") if line.startswith(b"a:")]
+            if cursor == b"0":
+                break
+        assert seen == [b"a:01", b"a:11"]
+        unknown = await c.call(b"SCAN", b"12345")
+        assert unknown.startswith(b"-ERR invalid cursor")
+        assert await c.call(b"DBSIZE") == b":25\r\n"
+        assert await c.call(b"KEYS", b"b:0[3-4]") == b"*2\r\n$4\r\nb:03\r\n$4\r\nb:04\r\n"
+        tg.cancel_scope.cancel()
+
+
+async def test_server_commands() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        info = await c.call(b"INFO", b"replication")
+        assert b"role:master" in info
+        assert b"# Server" not in info
+        count = await c.call(b"COMMAND", b"COUNT")
+        assert int(count[1:-2]) >= 30
+        get_info = await c.call(b"COMMAND", b"INFO", b"get")
+        assert get_info.startswith(b"*1\r\n*10\r\n$3\r\nget\r\n:2\r\n")
+        assert await c.call(b"COMMAND", b"GETKEYS", b"MSET", b"a", b"1", b"b", b"2") == (
+            b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+        )
+        client_id = await c.call(b"CLIENT", b"ID")
+        assert client_id.startswith(b":")
+        assert await c.call(b"SELECT", b"1") == b"-ERR DB index is out of range\r\n"
+        assert (await c.call(b"HSET", b"h", b"f", b"v")).startswith(
+            b"-ERR unknown command 'HSET': not supported by parakoon (parakoon stores only"
+        )
+        config = await c.call(b"CONFIG", b"GET", b"databases")
+        assert config == b"*2\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        assert await c.call(b"QUIT") == b"+OK\r\n"
+        assert await closed_within(c, 3)
+        tg.cancel_scope.cancel()
+
+
+async def test_values_and_transactions_are_bounded() -> None:
+    limits = Limits(max_value_bytes=100, max_request_bytes=1000, max_string_bytes=1000)
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {"limits": limits})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        too_large = await c.call(b"SET", b"k", b"x" * 100)
+        assert too_large.startswith(b"-ERR value of 100 bytes for key b'k' is too large")
+        assert await c.call(b"SET", b"k", b"x" * 99) == b"+OK\r\n"
+        assert (await c.call(b"APPEND", b"k", b"y")).startswith(b"-ERR value of 100 bytes")
+        assert await c.call(b"STRLEN", b"k") == b":99\r\n"
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        assert await c.call(b"SET", b"a", b"x" * 90) == b"+QUEUED\r\n"
+        for _ in range(9):
+            await c.call(b"SET", b"a", b"x" * 90)
+        refused = await c.call(b"SET", b"a", b"x" * 90)
+        assert refused.startswith(b"-ERR transaction too large")
+        assert (await c.call(b"EXEC")).startswith(b"-EXECABORT")
+        tg.cancel_scope.cancel()
+
+
+async def test_watch_aborts_exec_when_another_connection_changes_the_key() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {})
+        assert server.port is not None
+        c, other = await connect(stack, server.port), await connect(stack, server.port)
+        assert await c.call(b"WATCH", b"w") == b"+OK\r\n"
+        assert await other.call(b"SET", b"w", b"1") == b"+OK\r\n"
+        await c.call(b"MULTI")
+        await c.call(b"SET", b"w", b"2")
+        assert await c.call(b"EXEC") == b"*-1\r\n"
+        assert await c.call(b"GET", b"w") == b"$1\r\n1\r\n"
+        # Unchanged since WATCH: EXEC applies.
+        assert await c.call(b"WATCH", b"w") == b"+OK\r\n"
+        await c.call(b"MULTI")
+        await c.call(b"INCR", b"w")
+        assert await c.call(b"EXEC") == b"*1\r\n:2\r\n"
+        tg.cancel_scope.cancel()

@@ -43,21 +43,31 @@ Rules of this file
   admin operations through the backend: ``collapse``, ``drop_master``, GET_DB (a backup file,
   streamed in chunks by ``_stream_db``), and OPT_DB, DEFRAG_DB and COPY_DB_TO_HEAD, which for
   an in-memory store mean "write a head snapshot now" (``compact``).
+* TLS (``tls_service``): ``serve`` gets a function that returns the context for a new
+  connection (so rotated certificates apply to new connections). The TLS handshake runs right
+  after accept, bounded by ``prologue_timeout_secs``; the Arakoon bytes then run unchanged
+  inside. A failed handshake (plain TCP, no or a wrong client certificate, an expired one) is
+  logged with the client's address and the reason and closes that connection only. TLS
+  connections use anyio's streams, not the lean asyncio path of ``fast.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import ssl
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
 import anyio
 import anyio.abc
 import structlog
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
 
 import parakoon_kv as kv
 from parakoon_client.codec import (
@@ -119,6 +129,7 @@ from parakoon_client.codec import (
     encode_response,
     first_internal_update,
 )
+from parakoon_client.tls import describe_handshake_error
 
 from .backend import Backend, BackendError, BadInput
 from .convert import error_response, response_for_result, write_update
@@ -341,7 +352,9 @@ class ClientServer:
     async def _linger(self, stream: ClientStream) -> None:
         """Half-close, then drain the client's bytes (bounded in time and size) before closing."""
         try:
-            await stream.send_eof()
+            # TLS has no half-close (anyio raises NotImplementedError): just drain.
+            with contextlib.suppress(NotImplementedError):
+                await stream.send_eof()
             drained = 0
             with anyio.move_on_after(self.linger_secs):
                 while drained < self.linger_bytes_max:
@@ -768,6 +781,7 @@ async def serve(
     request_timeout_secs: float = REQUEST_TIMEOUT_SECS_DEFAULT,
     idle_timeout_secs: float = IDLE_TIMEOUT_SECS_DEFAULT,
     output_budget_bytes: int = OUTPUT_BUDGET_BYTES_DEFAULT,
+    tls: Callable[[], ssl.SSLContext] | None = None,
     task_status: anyio.abc.TaskStatus[ClientServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve the client protocol until cancelled.
@@ -775,7 +789,8 @@ async def serve(
     Start it with ``server = await tg.start(serve, backend, ...)``: readiness is reported once
     the socket listens, with the :class:`ClientServer` (its ``port`` is the bound port, useful
     with ``port=0``). Each connection runs in a task of its own. Raises ``OSError`` if the port
-    cannot be bound; nothing a client does ends the service.
+    cannot be bound; nothing a client does ends the service. With ``tls`` (a function giving
+    the context for each new connection) every connection is TLS.
     """
     server = ClientServer(
         backend,
@@ -787,7 +802,7 @@ async def serve(
         idle_timeout_secs=idle_timeout_secs,
         output_budget_bytes=output_budget_bytes,
     )
-    if running_on_asyncio():
+    if running_on_asyncio() and tls is None:
         # The node's case: the lean protocol-backed stream (see fast.py), connection tasks in
         # this service's task group.
         async with anyio.create_task_group() as tg:
@@ -809,10 +824,38 @@ async def serve(
     async with listener, anyio.create_task_group() as sweep_tg:
         sweep_tg.start_soon(server.run_sweeper)
         server.port = listener.extra(SocketAttribute.local_port)
-        log.info("clientserver.listening", host=host, port=server.port)
+        log.info("clientserver.listening", host=host, port=server.port, tls=tls is not None)
         task_status.started(server)
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
+            if tls is not None:
+                wrapped = await _accept_tls(stream, tls(), prologue_timeout_secs)
+                if wrapped is None:
+                    return
+                await server.handle_connection(cast(ClientStream, wrapped))
+                return
             await server.handle_connection(cast(ClientStream, stream))
 
         await listener.serve(handle)
+
+
+async def _accept_tls(
+    stream: anyio.abc.SocketStream, context: ssl.SSLContext, timeout_secs: float
+) -> TLSStream | None:
+    """The server side of the TLS handshake, bounded by ``timeout_secs``; None (logged, and the
+    connection closed) when it fails. A client that connects and sends nothing is let go after
+    ``timeout_secs``, like one that never sends its prologue."""
+    try:
+        with anyio.fail_after(timeout_secs):
+            return await TLSStream.wrap(
+                stream, server_side=True, ssl_context=context, standard_compatible=False
+            )
+    except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+        log.warning(
+            "client.tls_refused",
+            peer=_peer_name(cast(ClientStream, stream)),
+            reason=describe_handshake_error(exc),
+        )
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        return None

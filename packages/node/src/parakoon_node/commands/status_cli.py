@@ -157,10 +157,16 @@ _SILENT_SECS = 1.0
 
 
 def _metrics_address(node: NodeConfig) -> str | None:
-    """``host:port`` of the node's metrics port (it listens on the client host), or None."""
+    """``host:port`` of the node's metrics port (on its ``metrics_address``), or None.
+
+    A wildcard ``metrics_address`` listens on every interface: it is reached at the client host.
+    A loopback one (the default) is reachable from the node's own machine only.
+    """
     if node.metrics_port is None:
         return None
-    host = node.client_host
+    host = node.metrics_address
+    if host in ("0.0.0.0", "::", ""):
+        host = node.client_host
     return f"[{host}]:{node.metrics_port}" if ":" in host else f"{host}:{node.metrics_port}"
 
 

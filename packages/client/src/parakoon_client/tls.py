@@ -98,6 +98,9 @@ def server_context(
     a certificate signed by ``ca_cert`` (else it need not present one). Raises
     :class:`TlsFileError`."""
     context = _base(ssl.Purpose.CLIENT_AUTH)
+    # No session tickets: nothing resumes sessions here, and a TLS 1.3 ticket arriving after
+    # the handshake would make an idle client connection look readable (closed).
+    context.num_tickets = 0
     _load_chain(context, cert, key)
     if require_client_cert:
         _load_ca(context, ca_cert)

@@ -25,7 +25,8 @@ from typing import Any
 
 from parakoon_client import codec
 from parakoon_node.commands.direct import DirectConnection
-from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
+from parakoon_node.commands.tls_options import add_tls_options, load_client_config
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig
 from parakoon_node.runtime.members import decode_address, encode_address
 
 __all__ = ["MemberError", "add_join_parser", "add_parser", "ask", "nodes_of"]
@@ -55,6 +56,7 @@ def add_parser(commands: Any) -> None:
     sub.required = True
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="cluster.toml", metavar="FILE")
+    add_tls_options(common)
     common.add_argument("--json", action="store_true", help="one JSON object on stdout")
     common.add_argument("--timeout", type=float, default=2.0, metavar="SECS", help="per node")
     lst = sub.add_parser("list", parents=[common], help="the membership in force")
@@ -221,7 +223,7 @@ def _print(args: argparse.Namespace, answer: dict[str, Any], extra: str = "") ->
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     verb = args.member_command
     request: dict[str, Any] = {"op": verb}
     extra = ""

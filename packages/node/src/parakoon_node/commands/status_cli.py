@@ -55,7 +55,8 @@ from parakoon_client import codec
 from parakoon_node.commands.direct import DirectConnection
 from parakoon_node.commands.member_cli import MemberError, ask
 from parakoon_node.commands.member_cli import nodes_of as member_nodes
-from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
+from parakoon_node.commands.tls_options import add_tls_options, load_client_config
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig
 
 __all__ = ["add_parser", "cluster_status"]
 
@@ -82,6 +83,7 @@ def add_parser(commands: Any) -> None:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     status.add_argument("--config", default="cluster.toml", metavar="FILE")
+    add_tls_options(status)
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.add_argument(
         "--watch", type=float, metavar="SECS", help="print again every SECS seconds until Ctrl-C"
@@ -338,7 +340,7 @@ def _lines(status: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     while True:
         status = cluster_status(cluster, timeout=args.timeout)
         if args.json:

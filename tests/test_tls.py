@@ -202,7 +202,9 @@ def test_tls_cluster_serves_the_clients_and_the_command_line(tls_cluster: TlsClu
     assert status["master"] in cluster.names, status
     # A CA that signed none of the nodes: the command says why it cannot connect.
     other = CA("elsewhere", cluster.base / "other-ca")
-    done = _cli(cluster, "client", "--tls-ca-cert", str(other.cert_path), "get", "cli-key")
+    done = _cli(
+        cluster, "client", "--retry", "0.5", "--tls-ca-cert", str(other.cert_path), "get", "cli-key"
+    )
     assert done.returncode != 0
     assert "certificate" in done.stderr, done.stderr
 

@@ -8,10 +8,36 @@ from pathlib import Path
 import pytest
 from parakoon_certs import CA
 
-from parakoon_node.runtime.config import ConfigError, load_config
+from parakoon_node.runtime.config import ClusterConfig, ConfigError, load_config
 from parakoon_node.runtime.tls import TlsContexts, check_tls_files
 
-from .test_config import document, error_of, load_text, node_table
+
+def node_table(index: int, **overrides: str) -> str:
+    fields = {
+        "name": f'"node_{index}"',
+        "addresses": f'["127.0.0.1:{4010 + index}"]',
+        "client_port": str(4000 + index),
+        "home_dir": f'"data/node_{index}"',
+    }
+    fields.update(overrides)
+    return "\n[[nodes]]\n" + "".join(f"{key} = {value}\n" for key, value in fields.items())
+
+
+def document(cluster: str = '[cluster]\nid = "p"\n', nodes: list[str] | None = None) -> str:
+    return cluster + "".join(nodes if nodes is not None else [node_table(i) for i in range(3)])
+
+
+def load_text(tmp_path: Path, text: str) -> ClusterConfig:
+    path = tmp_path / "cluster.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_text(tmp_path, text)
+    return str(info.value)
+
 
 TLS_CLUSTER = """\
 [cluster]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import socket
 import signal
 import subprocess
 import sys
@@ -48,6 +50,21 @@ def add_tls(config: Path) -> tuple[Path, Path]:
     return client.cert, client.key
 
 
+def wait_listening(config: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Until every node's client port accepts connections (a busy machine starts them slowly)."""
+    ports = [int(m) for m in re.findall(r"^client_port = (\d+)$", config.read_text(), re.M)]
+    deadline = time.monotonic() + 60
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise SystemExit(f"the nodes of {config} did not start") from None
+                time.sleep(0.2)
+
+
 def run_one(tls: bool, ops: int, phases: str) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="parakoon-tls-bench-") as tmp:
         base = Path(tmp)
@@ -78,7 +95,7 @@ def run_one(tls: bool, ops: int, phases: str) -> dict[str, dict[str, float]]:
             for k in range(3)
         ]
         try:
-            time.sleep(1.5)
+            wait_listening(config, procs)
             out = base / "bench.json"
             cmd = [sys.executable, "-m", "parakoon_node", "bench", "--config", str(config),
                    *extra, "--clients", "128", "--ops", str(ops), "--phases", phases,

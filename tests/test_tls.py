@@ -261,6 +261,18 @@ def test_bad_clients_are_refused_with_the_reason(tls_cluster: TlsCluster) -> Non
         line = cluster.wait_log(node, "client.tls_refused", reason, since)
         assert line["peer"].startswith("127.0.0.1:"), line
 
+    # The client library without a certificate: the node's alert tells it why.
+    bare = Client(
+        CLUSTER_ID,
+        {node: ("127.0.0.1", port)},
+        ssl_context=client_context(ca),
+        timeout_secs=2.0,
+        retry_secs=0,
+    )
+    with pytest.raises(ArakoonNotConnected, match="CERTIFICATE_REQUIRED"):
+        bare.who_master()
+    bare.close()
+
     # A client that connects and never starts the handshake is let go after the bound.
     since = cluster.mark(node)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:

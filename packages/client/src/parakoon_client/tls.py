@@ -176,7 +176,11 @@ def describe_handshake_error(exc: BaseException) -> str:
             "record layer failure" in text or "packet length too long" in text
         ):
             return f"not a TLS handshake: plain TCP to a TLS port? ({reason or text})"
-        if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
+        if isinstance(cause, ssl.SSLEOFError) or "UNEXPECTED_EOF" in reason:
+            return "the connection closed during the TLS handshake"
+        if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":
+            return "the node requires a client certificate (none presented)"
+        if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
             return f"no client certificate presented ({reason})"
         if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify failed" in text:
             return f"certificate rejected: {text}"

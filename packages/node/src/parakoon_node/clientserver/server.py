@@ -135,6 +135,7 @@ from .backend import Backend, BackendError, BadInput
 from .convert import error_response, response_for_result, write_update
 from .fast import ProtocolStream, listen, running_on_asyncio
 from .stats import OperationStatistics
+from .tls_accept import accept_tls, drain_and_close
 
 log = structlog.get_logger("parakoon.clientserver")
 
@@ -845,17 +846,11 @@ async def _accept_tls(
     """The server side of the TLS handshake, bounded by ``timeout_secs``; None (logged, and the
     connection closed) when it fails. A client that connects and sends nothing is let go after
     ``timeout_secs``, like one that never sends its prologue."""
+    peer = _peer_name(cast(ClientStream, stream))  # before: a refused client may be gone after
     try:
         with anyio.fail_after(timeout_secs):
-            return await TLSStream.wrap(
-                stream, server_side=True, ssl_context=context, standard_compatible=False
-            )
+            return await accept_tls(stream, context)
     except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
-        log.warning(
-            "client.tls_refused",
-            peer=_peer_name(cast(ClientStream, stream)),
-            reason=describe_handshake_error(exc),
-        )
-        with anyio.CancelScope(shield=True):
-            await stream.aclose()
+        log.warning("client.tls_refused", peer=peer, reason=describe_handshake_error(exc))
+        await drain_and_close(stream)
         return None

@@ -48,6 +48,7 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 
 from parakoon_client.tls import cert_problem, describe_handshake_error
 from parakoon_conn import machine as conn
+from parakoon_node.clientserver.tls_accept import accept_tls, drain_and_close
 from parakoon_paxos import Message
 from parakoon_paxos.wire import WireError, message_from_wire, message_to_wire
 from parakoon_queue import DropPolicy, EndOfStream, LeakyQueue
@@ -489,16 +490,11 @@ class PeerNetwork:
         assert self.tls is not None
         try:
             with anyio.fail_after(HANDSHAKE_TIMEOUT_SECS):
-                return await TLSStream.wrap(
-                    raw,
-                    server_side=True,
-                    ssl_context=self.tls.current().peer_server,
-                    standard_compatible=False,
-                )
+                return await accept_tls(raw, self.tls.current().peer_server)
         except (OSError, TimeoutError, anyio.BrokenResourceError, EndOfStream) as exc:
             self.bad_connections += 1
             log.warning("peer.tls_refused", remote=remote, reason=describe_handshake_error(exc))
-            await _close_quietly(raw)
+            await drain_and_close(raw)
             return None
 
     async def _handle_incoming(self, raw: anyio.abc.SocketStream) -> None:

@@ -189,6 +189,6 @@ def describe_handshake_error(exc: BaseException) -> str:
         if reason.startswith(("SSLV3_ALERT", "TLSV1_ALERT", "TLSV13_ALERT")):
             return f"the other side refused our certificate or the handshake ({reason})"
         return f"TLS error: {reason or text}"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError) or "handshake is taking longer" in str(exc):
         return "no TLS handshake in time"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -803,14 +803,17 @@ async def serve(
         idle_timeout_secs=idle_timeout_secs,
         output_budget_bytes=output_budget_bytes,
     )
-    if running_on_asyncio() and tls is None:
+    if running_on_asyncio():
         # The node's case: the lean protocol-backed stream (see fast.py), connection tasks in
         # this service's task group.
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.run_sweeper)
 
             def on_connect(stream: ProtocolStream) -> None:
-                tg.start_soon(server.handle_connection, stream)
+                if tls is None:
+                    tg.start_soon(server.handle_connection, stream)
+                else:
+                    tg.start_soon(_serve_tls, server, stream, tls(), prologue_timeout_secs)
 
             listening = await listen(host, port, on_connect)
             try:
@@ -830,18 +833,28 @@ async def serve(
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
             if tls is not None:
-                wrapped = await _accept_tls(stream, tls(), prologue_timeout_secs)
-                if wrapped is None:
-                    return
-                await server.handle_connection(cast(ClientStream, wrapped))
+                await _serve_tls(server, stream, tls(), prologue_timeout_secs)
                 return
             await server.handle_connection(cast(ClientStream, stream))
 
         await listener.serve(handle)
 
 
+async def _serve_tls(
+    server: ClientServer,
+    stream: anyio.abc.SocketStream | ProtocolStream,
+    context: ssl.SSLContext,
+    timeout_secs: float,
+) -> None:
+    # ProtocolStream offers all of ByteStream that TLSStream uses (receive, send, send_eof,
+    # aclose, extra_attributes) without subclassing it.
+    wrapped = await _accept_tls(cast(anyio.abc.ByteStream, stream), context, timeout_secs)
+    if wrapped is not None:
+        await server.handle_connection(cast(ClientStream, wrapped))
+
+
 async def _accept_tls(
-    stream: anyio.abc.SocketStream, context: ssl.SSLContext, timeout_secs: float
+    stream: anyio.abc.ByteStream, context: ssl.SSLContext, timeout_secs: float
 ) -> TLSStream | None:
     """The server side of the TLS handshake, bounded by ``timeout_secs``; None (logged, and the
     connection closed) when it fails. A client that connects and sends nothing is let go after

@@ -47,8 +47,9 @@ Rules of this file
   connection (so rotated certificates apply to new connections). The TLS handshake runs right
   after accept, bounded by ``prologue_timeout_secs``; the Arakoon bytes then run unchanged
   inside. A failed handshake (plain TCP, no or a wrong client certificate, an expired one) is
-  logged with the client's address and the reason and closes that connection only. TLS
-  connections use anyio's streams, not the lean asyncio path of ``fast.py``.
+  logged with the client's address and the reason and closes that connection only; the alert
+  that says why is sent first (``tls_accept.py``). On asyncio the TLS layer runs over the lean
+  stream of ``fast.py``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,17 @@ from _report import markdown_table, write_section
 from cluster_bench import write_config
 from parakoon_certs import CA
 
+READING = (
+    "How to read it: on this machine every request and answer is encrypted and decrypted twice,"
+    " by the node and by the bench's own client, and the bench's 128 connections share the 2"
+    " cores with the 3 nodes; every replicated write also crosses two TLS peer links. The"
+    " record layer runs in Python around OpenSSL (anyio's `TLSStream` over memory BIOs on the"
+    " node, over the lean asyncio stream of `clientserver/fast.py` on the client port; asyncio's"
+    " SSL protocol in the bench). Part of the cost measured here is therefore the bench's own;"
+    " it was not measured apart. The spread between rounds is the shared machine (load"
+    " average 6 to 7 on 2 cores during the run).\n"
+)
+
 
 def add_tls(config: Path) -> tuple[Path, Path]:
     """Turn TLS on in ``config``; return the client certificate and key the bench presents."""
@@ -162,7 +173,7 @@ def main() -> int:
             " peer links and the client port, client certificates required, ECDSA P-256, TLS"
             " 1.3). The machine was shared with other long runs (simulator and fault tests)"
             " while this ran: compare the rows of one round, not with other sections.\n\n"
-            f"{table}\n\nMean over the rounds:\n\n" + "\n".join(summary) + "\n"
+            f"{table}\n\nMean over the rounds:\n\n" + "\n".join(summary) + "\n\n" + READING
         )
         write_section("tls", "TLS: plain TCP against TLS on both ports", body)
     return 0

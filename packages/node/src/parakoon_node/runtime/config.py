@@ -768,17 +768,13 @@ class _Parser:
                             " add it or remove this key",
                         )
                 continue
+            # A node's own certificate is required when that node starts (runtime.tls): a
+            # file written by `parakoon join` does not know where the others keep theirs.
             if node.tls_cert is None and node.tls_key is not None:
                 raise self.fail(
                     f"{prefix}.tls_cert", "missing: tls_key is set but not its certificate"
                 )
-            if node.tls_cert is None:
-                raise self.fail(
-                    f"{prefix}.tls_cert",
-                    "missing: cluster.tls_ca_cert turns TLS on, so every node needs"
-                    " tls_cert and tls_key",
-                )
-            if node.tls_key is None:
+            if node.tls_cert is not None and node.tls_key is None:
                 raise self.fail(
                     f"{prefix}.tls_key", "missing: tls_cert is set but not its private key"
                 )

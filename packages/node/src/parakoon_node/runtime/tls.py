@@ -149,8 +149,11 @@ def check_tls_files(cluster: ClusterConfig, node: NodeConfig) -> None:
     that is unreadable, not a certificate, or a certificate that does not match its key."""
     if cluster.tls_ca_cert is None:
         return
-    assert node.tls_cert is not None
-    assert node.tls_key is not None
+    if node.tls_cert is None or node.tls_key is None:
+        raise ConfigError(
+            f"{node.source}: {node.key}.tls_cert: missing: cluster.tls_ca_cert turns TLS on,"
+            f" so node {node.name!r} needs tls_cert and tls_key"
+        )
     files = _Files(cluster.tls_ca_cert, node.tls_cert, node.tls_key)
     try:
         _build(files, service=True, validate_clients=True)
@@ -162,6 +165,7 @@ def tls_for_node(cluster: ClusterConfig, node: NodeConfig) -> TlsContexts | None
     """The node's reloading contexts, or None when ``tls_ca_cert`` is not set."""
     if cluster.tls_ca_cert is None:
         return None
+    check_tls_files(cluster, node)  # the files' problems as ConfigError, naming the key
     try:
         return TlsContexts(cluster, node)
     except TlsFileError as exc:

@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 import pytest
 from parakoon_certs import CA, Issued
-from parakoon_testing import wait_until
+from parakoon_testing import free_ports, wait_until
 
 from parakoon_client import Client, codec
 from parakoon_client.aio import AsyncClient
@@ -409,6 +409,47 @@ def test_rotating_node_certificates_keeps_the_cluster_available(tls_cluster: Tls
     assert not failures, failures
     assert writes[0] > 20
     cluster.wait_same_store(timeout=30)
+
+
+def test_a_node_joins_a_tls_cluster(tls_cluster: TlsCluster) -> None:
+    """``parakoon join`` with the CA and the new node's certificate: it asks a member over TLS,
+    is added as a learner, writes its file with the TLS keys and catches up over TLS links."""
+    cluster = tls_cluster
+    master = cluster.wait_master()
+    with cluster.client() as client:
+        client.set(b"before-join", b"yes")
+    joiner = cluster.ca.issue("node_3")
+    client_port, peer_port = free_ports(2)
+    own = cluster.base / "node_3.toml"
+    log = open(cluster.log_dir / "node_3.log", "ab")  # noqa: SIM115 - owned by the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parakoon_node", "join", "node_3",
+         "--member", f"127.0.0.1:{cluster.client_ports[master]}", "--cluster-id", CLUSTER_ID,
+         "--address", f"127.0.0.1:{peer_port}", "--client-port", str(client_port),
+         "--config", str(own), "--tls-ca-cert", str(cluster.ca.cert_path),
+         "--tls-cert", str(joiner.cert), "--tls-key", str(joiner.key)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=cluster.base,
+    )  # fmt: skip
+    log.close()
+    cluster.client_ports["node_3"] = client_port
+    try:
+        text = wait_until(lambda: own.exists() and own.read_text(), "node_3.toml", timeout=30)
+        assert f'tls_cert = "{joiner.cert}"' in text
+        assert "tls_service = true" in text
+        request = codec.Get(key=b"before-join", consistency=codec.NO_GUARANTEES)
+
+        def caught_up() -> bool:
+            try:
+                return cluster.call("node_3", request, timeout=2.0) == b"yes"
+            except OSError:
+                assert proc.poll() is None, cluster.log_dir.joinpath("node_3.log").read_text()
+                return False
+
+        wait_until(caught_up, "node_3 serving the data over TLS", timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        del cluster.client_ports["node_3"]
 
 
 def test_tls_files_are_checked_at_start(tmp_path: Path) -> None:

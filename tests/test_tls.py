@@ -433,19 +433,20 @@ def test_a_node_joins_a_tls_cluster(tls_cluster: TlsCluster) -> None:
     log.close()
     cluster.client_ports["node_3"] = client_port
     try:
-        text = wait_until(lambda: own.exists() and own.read_text(), "node_3.toml", timeout=30)
-        assert f'tls_cert = "{joiner.cert}"' in text
-        assert "tls_service = true" in text
         request = codec.Get(key=b"before-join", consistency=codec.NO_GUARANTEES)
 
         def caught_up() -> bool:
             try:
-                return cluster.call("node_3", request, timeout=2.0) == b"yes"
+                answer: object = cluster.call("node_3", request, timeout=2.0)
             except OSError:
                 assert proc.poll() is None, cluster.log_dir.joinpath("node_3.log").read_text()
                 return False
+            return answer == b"yes"
 
         wait_until(caught_up, "node_3 serving the data over TLS", timeout=30)
+        text = own.read_text()  # complete: the node runs from it
+        assert f'tls_cert = "{joiner.cert}"' in text
+        assert "tls_service = true" in text
     finally:
         proc.kill()
         proc.wait(timeout=10)

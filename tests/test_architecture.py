@@ -149,10 +149,11 @@ def check_file(package: str, path: Path, rel: Path, *, is_test: bool) -> list[Vi
         top = module.split(".")[0]
         if top == "__future__":
             continue
-        if top == "parakoon_testing":
-            # The shared test helpers (testing/parakoon_testing.py), for tests only.
+        if top in ("parakoon_testing", "parakoon_certs"):
+            # The shared test helpers (testing/parakoon_testing.py, and the certificates of
+            # testing/parakoon_certs.py), for tests only.
             if not is_test:
-                out.append(Violation(path, line, module, "only tests import parakoon_testing"))
+                out.append(Violation(path, line, module, f"only tests import {top}"))
             continue
         if top.startswith("parakoon_"):
             other = top.removeprefix("parakoon_")

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import ssl
 import types
 from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
@@ -112,7 +113,7 @@ from parakoon_client.codec import (
     encode_prologue,
     encode_request,
 )
-from parakoon_client.config import load_cluster_nodes
+from parakoon_client.config import client_ssl_context, load_cluster_nodes
 from parakoon_client.errors import ArakoonError, ArakoonProtocolError, NoMasterFound, NotMaster
 from parakoon_client.policy import Backoff, Retry
 from parakoon_client.sequence import BytesLike, SequenceBuilder
@@ -157,7 +158,9 @@ class AsyncClient:
     ends within ``retry_secs + timeout_secs``; ``retry_secs=0`` means one attempt).
     ``consistency`` is the default for reads (``CONSISTENT``, ``NO_GUARANTEES`` or
     ``AtLeast(stamp)``); relaxed reads go to ``preferred_node`` when given. ``seed`` makes the
-    jitter and node choices repeatable.
+    jitter and node choices repeatable. ``ssl_context`` (see :mod:`parakoon_client.tls`) makes
+    every connection TLS; unless its ``verify_mode`` is ``CERT_NONE``, each node's certificate
+    must name that node (common name or DNS subjectAltName).
 
     Every method raises :class:`~parakoon_client.errors.ArakoonError` subclasses only (and
     ``ValueError``/``TypeError`` for arguments that cannot be sent, such as an unknown node
@@ -177,7 +180,9 @@ class AsyncClient:
         preferred_node: str | None = None,
         backoff: Backoff | None = None,
         seed: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self._ssl_context = ssl_context
         self._core = ClientCore(
             cluster_id,
             nodes,
@@ -195,13 +200,29 @@ class AsyncClient:
         # unasync: end
 
     @classmethod
-    def from_config(cls, path: str | Path, node: str | None = None, **kwargs: Any) -> AsyncClient:
+    def from_config(
+        cls,
+        path: str | Path,
+        node: str | None = None,
+        *,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_ca_cert: str | Path | None = None,
+        **kwargs: Any,
+    ) -> AsyncClient:
         """A client for the cluster described by ``path`` (a ``cluster.toml``).
 
-        ``node`` becomes the preferred node for relaxed reads; ``kwargs`` are passed on.
-        Raises :class:`~parakoon_client.config.ConfigError` for an unusable file.
+        ``node`` becomes the preferred node for relaxed reads; ``kwargs`` are passed on. With
+        ``[cluster] tls_service = true`` in the file, connections are TLS, verified against
+        ``tls_ca_cert`` (default: the file's ``tls_ca_cert``), presenting ``tls_cert`` and
+        ``tls_key`` if given (see :func:`parakoon_client.config.client_ssl_context`). Raises
+        :class:`~parakoon_client.config.ConfigError` for an unusable file.
         """
         view = load_cluster_nodes(path)
+        if "ssl_context" not in kwargs:
+            kwargs["ssl_context"] = client_ssl_context(
+                view, cert=tls_cert, key=tls_key, ca_cert=tls_ca_cert
+            )
         return cls(view.cluster_id, view.nodes, preferred_node=node, **kwargs)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -309,7 +330,7 @@ class AsyncClient:
         budget = call.require_budget_secs(anyio.current_time(), target)
         if conn is None:
             conn = await AsyncConnection.open(
-                target, self._core.nodes[target], self._prologue, budget
+                target, self._core.nodes[target], self._prologue, budget, self._ssl_context
             )
             self._connections[target] = conn
             budget = call.require_budget_secs(anyio.current_time(), target, connected=True)

@@ -8,17 +8,50 @@ are where the two clients differ, besides the clock, the pause and the async cli
 from __future__ import annotations
 
 import select
+import ssl
 from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from parakoon_client._core import RECV_CHUNK_BYTES, Address, AnswerReader, connect_failure
 from parakoon_client.codec import NEED_DATA, RemoteProtocolError, Request
 from parakoon_client.errors import ArakoonNotConnected, ArakoonProtocolError, ArakoonTimeout
+from parakoon_client.tls import cert_problem, describe_handshake_error
 
 R = TypeVar("R")
+
+
+async def _tls_handshake(
+    stream: anyio.abc.ByteStream,
+    node: str,
+    where: str,
+    context: ssl.SSLContext,
+    budget_secs: float,
+) -> anyio.abc.ByteStream:
+    try:
+        with anyio.fail_after(budget_secs):
+            tls = await TLSStream.wrap(
+                stream, server_side=False, ssl_context=context, standard_compatible=False
+            )
+    except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        reason = describe_handshake_error(exc)
+        raise ArakoonNotConnected(
+            f"TLS handshake with {where} failed: {reason}", node=node
+        ) from None
+    problem = None
+    if context.verify_mode != ssl.CERT_NONE:
+        problem = cert_problem(tls.extra(TLSAttribute.peer_certificate), node)
+    if problem is not None:
+        with anyio.CancelScope(shield=True):
+            await tls.aclose()
+        raise ArakoonNotConnected(f"{where} is not who it claims: {problem}", node=node)
+    return tls
+
 
 # Failures of an anyio stream that mean the connection is gone.
 _STREAM_ERRORS: Final = (
@@ -30,11 +63,12 @@ _STREAM_ERRORS: Final = (
 
 
 class AsyncConnection:
-    """One anyio TCP stream to one node. Raises only ArakoonError subclasses naming the node."""
+    """One anyio TCP (or TLS) stream to one node. Raises only ArakoonError subclasses naming the
+    node."""
 
     __slots__ = ("_fresh", "_prologue", "busy", "node", "stream", "where")
 
-    def __init__(self, node: str, where: str, stream: anyio.abc.SocketStream, prologue: bytes):
+    def __init__(self, node: str, where: str, stream: anyio.abc.ByteStream, prologue: bytes):
         self.node = node
         self.where = where
         self.stream = stream
@@ -46,15 +80,24 @@ class AsyncConnection:
 
     @classmethod
     async def open(
-        cls, node: str, address: Address, prologue: bytes, budget_secs: float
+        cls,
+        node: str,
+        address: Address,
+        prologue: bytes,
+        budget_secs: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AsyncConnection:
+        """Connect (and with ``ssl_context`` run the TLS handshake and check that the node's
+        certificate names ``node``), all within ``budget_secs``."""
         host, port = address
         where = f"{node} at {host}:{port}"
         try:
             with anyio.fail_after(budget_secs):
-                stream = await anyio.connect_tcp(host, port)
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
         except OSError as exc:
             raise connect_failure(node, where, exc, budget_secs) from None
+        if ssl_context is not None:
+            stream = await _tls_handshake(stream, node, where, ssl_context, budget_secs)
         return cls(node, where, stream, prologue)
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 from typing import Any, TypeVar
 
@@ -20,8 +21,30 @@ from parakoon_client.errors import (
     ArakoonProtocolError,
     ArakoonTimeout,
 )
+from parakoon_client.tls import cert_problem, describe_handshake_error
 
 R = TypeVar("R")
+
+
+def _tls_handshake(
+    sock: socket.socket, node: str, where: str, context: ssl.SSLContext, deadline: float
+) -> ssl.SSLSocket:
+    try:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        tls = context.wrap_socket(sock)
+    except OSError as exc:
+        sock.close()
+        reason = describe_handshake_error(exc)
+        raise ArakoonNotConnected(
+            f"TLS handshake with {where} failed: {reason}", node=node
+        ) from None
+    problem = None
+    if context.verify_mode != ssl.CERT_NONE:
+        problem = cert_problem(tls.getpeercert(), node)
+    if problem is not None:
+        tls.close()
+        raise ArakoonNotConnected(f"{where} is not who it claims: {problem}", node=node)
+    return tls
 
 
 class Connection:
@@ -46,13 +69,25 @@ class Connection:
         self.busy = False
 
     @classmethod
-    def open(cls, node: str, address: Address, prologue: bytes, budget_secs: float) -> Connection:
+    def open(
+        cls,
+        node: str,
+        address: Address,
+        prologue: bytes,
+        budget_secs: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Connection:
+        """Connect (and with ``ssl_context`` run the TLS handshake and check that the node's
+        certificate names ``node``), all within ``budget_secs``."""
         host, port = address
         where = f"{node} at {host}:{port}"
+        deadline = time.monotonic() + budget_secs
         try:
             sock = socket.create_connection(address, timeout=budget_secs)
         except OSError as exc:
             raise connect_failure(node, where, exc, budget_secs) from None
+        if ssl_context is not None:
+            sock = _tls_handshake(sock, node, where, ssl_context, deadline)
         return cls(node, where, sock, prologue, budget_secs)
 
     def close(self) -> None:

@@ -13,13 +13,16 @@ It offers exactly what :class:`~parakoon_node.clientserver.server.ClientServer` 
 exceptions (``EndOfStream``, ``BrokenResourceError``, ``ClosedResourceError``), so the
 server's logic is the same on this stream and on anyio's (the trio tests use the latter).
 Connection tasks still run in the server's anyio task group.
+
+With ``tls_service`` the TLS layer (anyio's ``TLSStream``, see ``tls_accept.py``) runs on top of
+this stream, so TLS connections keep the lean transport underneath.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 import anyio
@@ -145,6 +148,11 @@ class ProtocolStream:
         self._transport.abort()
         self._wake_reader()
         self._wake_writer()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """What a wrapping ``TLSStream`` passes on from its transport: the peer's address."""
+        return {SocketAttribute.remote_address: lambda: self._transport.get_extra_info("peername")}
 
     def extra(self, attribute: Any, default: Any = None) -> Any:
         if attribute is SocketAttribute.remote_address:

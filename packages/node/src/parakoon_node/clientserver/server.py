@@ -43,21 +43,32 @@ Rules of this file
   admin operations through the backend: ``collapse``, ``drop_master``, GET_DB (a backup file,
   streamed in chunks by ``_stream_db``), and OPT_DB, DEFRAG_DB and COPY_DB_TO_HEAD, which for
   an in-memory store mean "write a head snapshot now" (``compact``).
+* TLS (``tls_service``): ``serve`` gets a function that returns the context for a new
+  connection (so rotated certificates apply to new connections). The TLS handshake runs right
+  after accept, bounded by ``prologue_timeout_secs``; the Arakoon bytes then run unchanged
+  inside. A failed handshake (plain TCP, no or a wrong client certificate, an expired one) is
+  logged with the client's address and the reason and closes that connection only; the alert
+  that says why is sent first (``tls_accept.py``). On asyncio the TLS layer runs over the lean
+  stream of ``fast.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import ssl
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
 import anyio
 import anyio.abc
 import structlog
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
 
 import parakoon_kv as kv
 from parakoon_client.codec import (
@@ -119,11 +130,13 @@ from parakoon_client.codec import (
     encode_response,
     first_internal_update,
 )
+from parakoon_client.tls import describe_handshake_error
 
 from .backend import Backend, BackendError, BadInput
 from .convert import error_response, response_for_result, write_update
 from .fast import ProtocolStream, listen, running_on_asyncio
 from .stats import OperationStatistics
+from .tls_accept import accept_tls, drain_and_close
 
 log = structlog.get_logger("parakoon.clientserver")
 
@@ -341,7 +354,9 @@ class ClientServer:
     async def _linger(self, stream: ClientStream) -> None:
         """Half-close, then drain the client's bytes (bounded in time and size) before closing."""
         try:
-            await stream.send_eof()
+            # TLS has no half-close (anyio raises NotImplementedError): just drain.
+            with contextlib.suppress(NotImplementedError):
+                await stream.send_eof()
             drained = 0
             with anyio.move_on_after(self.linger_secs):
                 while drained < self.linger_bytes_max:
@@ -768,6 +783,7 @@ async def serve(
     request_timeout_secs: float = REQUEST_TIMEOUT_SECS_DEFAULT,
     idle_timeout_secs: float = IDLE_TIMEOUT_SECS_DEFAULT,
     output_budget_bytes: int = OUTPUT_BUDGET_BYTES_DEFAULT,
+    tls: Callable[[], ssl.SSLContext] | None = None,
     task_status: anyio.abc.TaskStatus[ClientServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve the client protocol until cancelled.
@@ -775,7 +791,8 @@ async def serve(
     Start it with ``server = await tg.start(serve, backend, ...)``: readiness is reported once
     the socket listens, with the :class:`ClientServer` (its ``port`` is the bound port, useful
     with ``port=0``). Each connection runs in a task of its own. Raises ``OSError`` if the port
-    cannot be bound; nothing a client does ends the service.
+    cannot be bound; nothing a client does ends the service. With ``tls`` (a function giving
+    the context for each new connection) every connection is TLS.
     """
     server = ClientServer(
         backend,
@@ -794,7 +811,10 @@ async def serve(
             tg.start_soon(server.run_sweeper)
 
             def on_connect(stream: ProtocolStream) -> None:
-                tg.start_soon(server.handle_connection, stream)
+                if tls is None:
+                    tg.start_soon(server.handle_connection, stream)
+                else:
+                    tg.start_soon(_serve_tls, server, stream, tls(), prologue_timeout_secs)
 
             listening = await listen(host, port, on_connect)
             try:
@@ -809,10 +829,42 @@ async def serve(
     async with listener, anyio.create_task_group() as sweep_tg:
         sweep_tg.start_soon(server.run_sweeper)
         server.port = listener.extra(SocketAttribute.local_port)
-        log.info("clientserver.listening", host=host, port=server.port)
+        log.info("clientserver.listening", host=host, port=server.port, tls=tls is not None)
         task_status.started(server)
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
+            if tls is not None:
+                await _serve_tls(server, stream, tls(), prologue_timeout_secs)
+                return
             await server.handle_connection(cast(ClientStream, stream))
 
         await listener.serve(handle)
+
+
+async def _serve_tls(
+    server: ClientServer,
+    stream: anyio.abc.SocketStream | ProtocolStream,
+    context: ssl.SSLContext,
+    timeout_secs: float,
+) -> None:
+    # ProtocolStream offers all of ByteStream that TLSStream uses (receive, send, send_eof,
+    # aclose, extra_attributes) without subclassing it.
+    wrapped = await _accept_tls(cast(anyio.abc.ByteStream, stream), context, timeout_secs)
+    if wrapped is not None:
+        await server.handle_connection(cast(ClientStream, wrapped))
+
+
+async def _accept_tls(
+    stream: anyio.abc.ByteStream, context: ssl.SSLContext, timeout_secs: float
+) -> TLSStream | None:
+    """The server side of the TLS handshake, bounded by ``timeout_secs``; None (logged, and the
+    connection closed) when it fails. A client that connects and sends nothing is let go after
+    ``timeout_secs``, like one that never sends its prologue."""
+    peer = _peer_name(cast(ClientStream, stream))  # before: a refused client may be gone after
+    try:
+        with anyio.fail_after(timeout_secs):
+            return await accept_tls(stream, context)
+    except (OSError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+        log.warning("client.tls_refused", peer=peer, reason=describe_handshake_error(exc))
+        await drain_and_close(stream)
+        return None

@@ -38,8 +38,9 @@ from typing import Any, BinaryIO
 from parakoon_client import codec
 from parakoon_kv import Store
 from parakoon_node.commands.direct import DirectConnection
+from parakoon_node.commands.tls_options import add_tls_options, load_client_config
 from parakoon_node.runtime.backup import BackupError, BackupInfo, read_backup
-from parakoon_node.runtime.config import RESTORE_MARKER, ClusterConfig, NodeConfig, load_config
+from parakoon_node.runtime.config import RESTORE_MARKER, ClusterConfig, NodeConfig
 
 __all__ = ["add_parser"]
 
@@ -64,6 +65,7 @@ def add_parser(commands: Any) -> None:
         ),
     )
     backup.add_argument("--config", default="cluster.toml", metavar="FILE")
+    add_tls_options(backup)
     backup.add_argument("--node", metavar="NAME", help="the node to copy (default: a follower)")
     backup.add_argument(
         "--timeout", type=float, default=30.0, metavar="SECS", help="per network step"
@@ -81,6 +83,7 @@ def add_parser(commands: Any) -> None:
         ),
     )
     restore.add_argument("--config", default="cluster.toml", metavar="FILE")
+    add_tls_options(restore)
     restore.add_argument("--node", required=True, metavar="NAME", help="the node to seed")
     restore.add_argument(
         "--new-cluster",
@@ -121,7 +124,7 @@ def _pick_node(cluster: ClusterConfig, timeout: float) -> NodeConfig:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     out = Path(args.out)
     if out.is_dir():
         return _fail(f"{out} is a folder; give the backup file's name")
@@ -170,7 +173,7 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     node = cluster.node(args.node)
     from parakoon_node.runtime.identity import Identity, IdentityStore, Status, new_incarnation
     from parakoon_node.runtime.storage import snapshot_crc

@@ -34,15 +34,19 @@ import multiprocessing as mp
 import os
 import random
 import secrets
+import ssl
 import sys
 import time
 from array import array
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from parakoon_client import codec
+from parakoon_client.tls import client_context
 from parakoon_node.commands.direct import DirectConnection
-from parakoon_node.runtime.config import ClusterConfig, load_config
+from parakoon_node.commands.tls_options import load_client_config, resolve_client_cert
+from parakoon_node.runtime.config import ClusterConfig
 
 PHASES = ("set", "get", "get-ng", "seq10", "mixed")
 PROGRESS_EVERY_OPS = 64
@@ -63,6 +67,9 @@ class WorkerJob:
     workers: int
     seed: int
     prefix: bytes = b""
+    # With tls_service: (CA, certificate, key) paths; each worker process builds its own
+    # context (an SSLContext cannot be sent to another process).
+    tls: tuple[Path | None, Path | None, Path | None] | None = None
 
 
 @dataclass(slots=True)
@@ -161,9 +168,17 @@ class Connection:
         self._loop = asyncio.get_running_loop()
 
     @classmethod
-    async def open(cls, host: str, port: int, cluster_id: str) -> Connection:
+    async def open(
+        cls, host: str, port: int, cluster_id: str, ssl_context: ssl.SSLContext | None = None
+    ) -> Connection:
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_connection(_BenchProtocol, host, port)
+        if ssl_context is None:
+            transport, protocol = await loop.create_connection(_BenchProtocol, host, port)
+        else:
+            # The node name is not checked here: the bench measures, it is not a client to trust.
+            transport, protocol = await loop.create_connection(
+                _BenchProtocol, host, port, ssl=ssl_context, server_hostname=""
+            )
         transport.write(codec.encode_prologue(cluster_id))
         return cls(protocol)
 
@@ -233,6 +248,7 @@ async def _worker_main(job: WorkerJob, progress: Any, first_start: Any) -> dict[
         gets = _get_wires(job, codec.CONSISTENT)
     elif job.phase == "get-ng":
         gets = _get_wires(job, codec.NO_GUARANTEES)
+    ssl_context = None if job.tls is None else client_context(*job.tls)
 
     def take() -> int | None:
         if job.ops and next_op[0] >= job.ops:
@@ -253,7 +269,7 @@ async def _worker_main(job: WorkerJob, progress: Any, first_start: Any) -> dict[
             while (n := take()) is not None:
                 if conn is None:
                     try:
-                        conn = await Connection.open(host, port, job.cluster_id)
+                        conn = await Connection.open(host, port, job.cluster_id, ssl_context)
                     except OSError as exc:
                         errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                         failed[0] += 1
@@ -373,6 +389,14 @@ def cleanup(cluster: ClusterConfig, prefix: bytes) -> int:
     return int(event)
 
 
+def bench_tls(cluster: ClusterConfig) -> tuple[Path | None, Path | None, Path | None] | None:
+    """The TLS files the workers connect with, or None for plain TCP."""
+    if not cluster.tls_service:
+        return None
+    cert, key = resolve_client_cert(cluster)
+    return (cluster.tls_ca_cert, cert, key)
+
+
 def run_phase(
     phase: str,
     cluster: ClusterConfig,
@@ -418,6 +442,7 @@ def run_phase(
             workers=procs,
             seed=seed * 100 + w,
             prefix=prefix,
+            tls=bench_tls(cluster),
         )
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(
@@ -519,7 +544,7 @@ def format_table(results: list[PhaseResult]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     phases = tuple(p.strip() for p in (args.phases or ",".join(PHASES)).split(",") if p.strip())
     unknown = [p for p in phases if p not in PHASES]
     if unknown:

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Final
 
+from parakoon_node.commands.tls_options import add_tls_options
 from parakoon_node.runtime.config import ConfigError, check_home_dir, load_config
 from parakoon_node.runtime.logs import LOG_FORMATS, LOG_LEVELS, LogFormat
 
@@ -61,13 +62,15 @@ def fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
+def _add_config(parser: argparse.ArgumentParser, *, tls: bool = False) -> None:
     parser.add_argument(
         "--config",
         default=DEFAULT_CONFIG,
         metavar="FILE",
         help=f"the cluster's configuration file (default: {DEFAULT_CONFIG})",
     )
+    if tls:
+        add_tls_options(parser)
 
 
 def _add_logging(parser: argparse.ArgumentParser) -> None:
@@ -161,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure throughput and latency against a running cluster",
         description="Drive a running cluster with N concurrent clients and report the figures.",
     )
-    _add_config(bench)
+    _add_config(bench, tls=True)
     bench.add_argument(
         "--clients",
         type=_positive_int,

@@ -145,7 +145,12 @@ from parakoon_client.errors import (
     NotMaster,
 )
 from parakoon_node.commands.direct import DirectConnection
-from parakoon_node.runtime.config import ClusterConfig, ConfigError, NodeConfig, load_config
+from parakoon_node.commands.tls_options import (
+    add_tls_options,
+    client_ssl_context,
+    load_client_config,
+)
+from parakoon_node.runtime.config import ClusterConfig, ConfigError, NodeConfig
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -652,6 +657,7 @@ def add_parser(commands: Any) -> None:
         metavar="FILE",
         help="the cluster's configuration file (default: cluster.toml)",
     )
+    add_tls_options(client)
     client.add_argument(
         "--node", metavar="NAME", help="talk to this node only (no master discovery, no retries)"
     )
@@ -879,6 +885,7 @@ def make_client(
         timeout_secs=timeout_secs,
         retry_secs=retry_secs,
         preferred_node=node,
+        ssl_context=client_ssl_context(cluster),
     )
 
 
@@ -1033,7 +1040,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     if getattr(args, "client_spec", None) is None:
         return shell(args)
     stream = out if out is not None else sys.stdout
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     if args.node is not None:
         cluster.node(args.node)  # an unknown name is a configuration error (exit 2)
     command: _Command = args.client_spec
@@ -1184,7 +1191,7 @@ def shell(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     Returns the last command's exit code (0 if none ran). ConfigError propagates (exit 2)."""
     stream = out if out is not None else sys.stdout
     parser: argparse.ArgumentParser = args.client_parser
-    cluster = load_config(args.config)  # a bad file fails before the first prompt
+    cluster = load_client_config(args)  # a bad file fails before the first prompt
     interactive = sys.stdin.isatty()
     save_history = _start_history() if interactive else None
     if interactive:

@@ -8,6 +8,8 @@ import socket
 from typing import Any
 
 from parakoon_client import codec
+from parakoon_client.tls import cert_problem
+from parakoon_node.commands.tls_options import client_ssl_context
 from parakoon_node.runtime.config import ClusterConfig, NodeConfig
 
 __all__ = ["DirectConnection"]
@@ -16,10 +18,27 @@ __all__ = ["DirectConnection"]
 class DirectConnection:
     """Connects and sends the prologue at once; ``OSError`` if the node cannot be reached."""
 
-    def __init__(self, cluster: ClusterConfig, node: NodeConfig, *, timeout: float) -> None:
+    def __init__(
+        self, cluster: ClusterConfig, node: NodeConfig, *, timeout: float, check_name: bool = True
+    ) -> None:
+        """``check_name=False`` accepts any certificate of the CA (``parakoon join`` asks a
+        member it knows only by address)."""
         self.node = node
         self.where = f"{node.name} ({node.client_host}:{node.client_port})"
         self.sock = socket.create_connection((node.client_host, node.client_port), timeout=timeout)
+        context = client_ssl_context(cluster)
+        if context is not None:
+            # With tls_service: TLS within the same timeout, and the node's certificate must
+            # name it. An ssl.SSLError is an OSError, like any other failure to connect.
+            try:
+                self.sock = context.wrap_socket(self.sock)
+            except OSError:
+                self.sock.close()
+                raise
+            problem = cert_problem(self.sock.getpeercert(), node.name) if check_name else None
+            if problem is not None:
+                self.sock.close()
+                raise ConnectionError(f"{self.where} is not who it claims: {problem}")
         self.sock.settimeout(timeout)
         self.sock.sendall(codec.encode_prologue(cluster.cluster_id))
 

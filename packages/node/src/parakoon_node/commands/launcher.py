@@ -237,7 +237,8 @@ def run_children(
             os.write(wake_write, b"\0")
 
     old_handlers = {
-        signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+        signum: signal.signal(signum, on_signal)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     }
     children: list[_Child] = []
     try:
@@ -313,6 +314,11 @@ def _supervise(
             signum, arrived = signals_seen[handled_signals]
             handled_signals += 1
             name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                # Not a stop: every node re-reads its TLS certificates (rotation).
+                relay.say("SIGHUP: passing it on to every node (re-read TLS certificates)")
+                _signal_all(children, signal.SIGHUP)
+                continue
             if stopping_since is None:
                 relay.say(f"{name}: stopping all nodes (SIGTERM; Ctrl-C again to kill)")
                 stopping_since = time.monotonic()

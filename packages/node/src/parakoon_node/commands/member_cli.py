@@ -25,7 +25,8 @@ from typing import Any
 
 from parakoon_client import codec
 from parakoon_node.commands.direct import DirectConnection
-from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
+from parakoon_node.commands.tls_options import add_tls_options, load_client_config
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig
 from parakoon_node.runtime.members import decode_address, encode_address
 
 __all__ = ["MemberError", "add_join_parser", "add_parser", "ask", "nodes_of"]
@@ -55,6 +56,7 @@ def add_parser(commands: Any) -> None:
     sub.required = True
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="cluster.toml", metavar="FILE")
+    add_tls_options(common)
     common.add_argument("--json", action="store_true", help="one JSON object on stdout")
     common.add_argument("--timeout", type=float, default=2.0, metavar="SECS", help="per node")
     lst = sub.add_parser("list", parents=[common], help="the membership in force")
@@ -227,7 +229,7 @@ def _print(args: argparse.Namespace, answer: dict[str, Any], extra: str = "") ->
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     verb = args.member_command
     request: dict[str, Any] = {"op": verb}
     extra = ""
@@ -298,12 +300,31 @@ def add_join_parser(commands: Any) -> None:
     )
     join.add_argument("--no-start", action="store_true", help="write the file, do not run the node")
     join.add_argument("--timeout", type=float, default=2.0, metavar="SECS")
+    # For a TLS cluster: the CA, and this node's certificate and key (written into the new
+    # file as its tls_cert/tls_key, and presented to the member while joining).
+    add_tls_options(join)
     join.set_defaults(run=run_join)
 
 
 def _toml_value(value: object) -> str:
     # JSON's strings, numbers and true/false are TOML's too (the settings are scalars).
     return json.dumps(value)
+
+
+def _join_tls(args: argparse.Namespace) -> dict[str, Any] | str:
+    """The TLS fields of the configurations ``join`` builds ({} without TLS), or what is
+    wrong with the options."""
+    given = [args.tls_ca_cert, args.tls_cert, args.tls_key]
+    if not any(given):
+        return {}
+    if not all(given):
+        return "with TLS, give all of --tls-ca-cert, --tls-cert and --tls-key (this node's)"
+    return {
+        "tls_ca_cert": Path(args.tls_ca_cert).absolute(),
+        "tls_service": True,
+        "client_tls_cert": Path(args.tls_cert).absolute(),
+        "client_tls_key": Path(args.tls_key).absolute(),
+    }
 
 
 def run_join(args: argparse.Namespace) -> int:
@@ -316,18 +337,32 @@ def run_join(args: argparse.Namespace) -> int:
     if not (sep and port_text.isdigit() and msep and mport_text.isdigit()):
         print("parakoon join: --member and --address take HOST:PORT", file=sys.stderr)
         return EXIT_USAGE
+    tls = _join_tls(args)
+    if isinstance(tls, str):
+        print(f"parakoon join: {tls}", file=sys.stderr)
+        return EXIT_USAGE
     seed = NodeConfig(
         name="(member)", addresses=((host, 0),), client_port=int(port_text), home_dir=Path(".")
     )
-    cluster = ClusterConfig(cluster_id=args.cluster_id, nodes=(seed,))
+    cluster = ClusterConfig(cluster_id=args.cluster_id, nodes=(seed,), **tls)
     try:
-        with DirectConnection(cluster, seed, timeout=args.timeout) as conn:
+        with DirectConnection(cluster, seed, timeout=args.timeout, check_name=False) as conn:
             listing = _hook(conn, {"op": "list"}, consistent=False)
     except (OSError, MemberError) as exc:
         print(f"parakoon join: {args.member}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    settings = dict(listing.get("cluster") or {})
+    if "tls_ca_cert" in settings and not tls:
+        print(
+            "parakoon join: the cluster uses TLS (tls_ca_cert): give --tls-ca-cert, and this"
+            " node's --tls-cert and --tls-key",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if tls:
+        tls["tls_service"] = settings.get("tls_service") is True
     members = nodes_of(cluster, listing)
-    known = ClusterConfig(cluster_id=args.cluster_id, nodes=tuple(members[1:]))
+    known = ClusterConfig(cluster_id=args.cluster_id, nodes=tuple(members[1:]), **tls)
     if args.name not in listing["voters"] and args.name not in listing["learners"]:
         request = {
             "op": "add",
@@ -343,8 +378,9 @@ def run_join(args: argparse.Namespace) -> int:
             print(f"parakoon join: {exc}", file=sys.stderr)
             return EXIT_UNAVAILABLE
     lines = ["[cluster]"]
-    settings = dict(listing.get("cluster") or {})
     settings["id"] = args.cluster_id
+    if tls:
+        settings["tls_ca_cert"] = str(tls["tls_ca_cert"])
     lines += [f"{k} = {_toml_value(v)}" for k, v in settings.items()]
     addresses = listing["addresses"]
     for name in sorted(set(listing["voters"]) | set(listing["learners"])):
@@ -369,8 +405,13 @@ def run_join(args: argparse.Namespace) -> int:
         f"client_port = {args.client_port}",
         f"home_dir = {_toml_value(home)}",
         "learner = true",
-        "",
     ]
+    if tls:
+        lines += [
+            f"tls_cert = {_toml_value(str(tls['client_tls_cert']))}",
+            f"tls_key = {_toml_value(str(tls['client_tls_key']))}",
+        ]
+    lines.append("")
     out.write_text("\n".join(lines))
     print(f"parakoon join: {args.name} is a learner of {args.cluster_id}; wrote {out}")
     if args.no_start:

@@ -55,7 +55,8 @@ from parakoon_client import codec
 from parakoon_node.commands.direct import DirectConnection
 from parakoon_node.commands.member_cli import MemberError, ask
 from parakoon_node.commands.member_cli import nodes_of as member_nodes
-from parakoon_node.runtime.config import ClusterConfig, NodeConfig, load_config
+from parakoon_node.commands.tls_options import add_tls_options, load_client_config
+from parakoon_node.runtime.config import ClusterConfig, NodeConfig
 
 __all__ = ["add_parser", "cluster_status"]
 
@@ -82,6 +83,7 @@ def add_parser(commands: Any) -> None:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     status.add_argument("--config", default="cluster.toml", metavar="FILE")
+    add_tls_options(status)
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.add_argument(
         "--watch", type=float, metavar="SECS", help="print again every SECS seconds until Ctrl-C"
@@ -157,10 +159,16 @@ _SILENT_SECS = 1.0
 
 
 def _metrics_address(node: NodeConfig) -> str | None:
-    """``host:port`` of the node's metrics port (it listens on the client host), or None."""
+    """``host:port`` of the node's metrics port (on its ``metrics_address``), or None.
+
+    A wildcard ``metrics_address`` listens on every interface: it is reached at the client host.
+    A loopback one (the default) is reachable from the node's own machine only.
+    """
     if node.metrics_port is None:
         return None
-    host = node.client_host
+    host = node.metrics_address
+    if host in ("0.0.0.0", "::", ""):
+        host = node.client_host
     return f"[{host}]:{node.metrics_port}" if ":" in host else f"{host}:{node.metrics_port}"
 
 
@@ -332,7 +340,7 @@ def _lines(status: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = load_config(args.config)
+    cluster = load_client_config(args)
     while True:
         status = cluster_status(cluster, timeout=args.timeout)
         if args.json:

@@ -40,6 +40,7 @@ from .framing import FrameDecoder, PeerProtocolError, encode_frame
 from .identity import PeerIdentities
 from .peer import PeerAddress, dial_peer, read_frame
 from .storage import Storage, decode_entry, decode_membership, snapshot_crc
+from .tls import TlsContexts
 
 log = structlog.get_logger("parakoon.catchup")
 
@@ -55,7 +56,7 @@ class CatchupError(Exception):
 async def serve_catchup(
     storage: Storage,
     peer: str,
-    stream: anyio.abc.SocketStream,
+    stream: anyio.abc.ByteStream,
     decoder: FrameDecoder,
     pending: list[Any],
     *,
@@ -169,6 +170,7 @@ async def fetch_catchup(
     me: str,
     max_frame_bytes: int,
     identities: PeerIdentities,
+    tls: TlsContexts | None = None,
 ) -> None:
     """Receiving side: copy everything chosen from ``from_i`` on, then tell the core.
 
@@ -185,6 +187,7 @@ async def fetch_catchup(
             purpose="catchup",
             max_frame_bytes=max_frame_bytes,
             identities=identities,
+            tls=tls,
         )
     except Exception as exc:  # noqa: BLE001 (any dial failure is reported to the core)
         driver.catchup_failed(source.name, f"dial: {exc.__class__.__name__}: {exc}")
@@ -230,7 +233,7 @@ async def _local(func: Callable[..., Any], *args: Any) -> Any:
 
 
 async def _receive(
-    stream: anyio.abc.SocketStream,
+    stream: anyio.abc.ByteStream,
     decoder: FrameDecoder,
     pending: list[Any],
     storage: Storage,

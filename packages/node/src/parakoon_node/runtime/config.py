@@ -125,6 +125,12 @@ class NodeConfig:
     metrics_port: int | None = None
     redis_port: int | None = None
     """The Redis protocol (RESP) port, on ``client_host``; ``None``: not served."""
+    # The metrics and health endpoint binds here, not on the client host: by default it is
+    # reachable from this machine only, so it does not expose the cluster's state.
+    metrics_address: str = "127.0.0.1"
+    # With [cluster] tls_ca_cert: this node's certificate (it must name the node) and key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     index: int = 0
     source: str = "cluster.toml"
 
@@ -204,6 +210,16 @@ class ClusterConfig:
     disk_reserve_bytes: int = 256 * MiB
     max_value_bytes: int = 8 * MiB
     max_request_bytes: int = 64 * MiB
+    # TLS (Arakoon's keys): the CA that signs every node's certificate turns TLS on for the peer
+    # links; tls_service makes the client port TLS too, and tls_service_validate_peer requires
+    # clients to present a certificate signed by that CA.
+    tls_ca_cert: Path | None = None
+    tls_service: bool = False
+    tls_service_validate_peer: bool = False
+    # Not keys of the file: the certificate and key a command-line client presents, from its
+    # options (see parakoon_node.commands.tls_options).
+    client_tls_cert: Path | None = None
+    client_tls_key: Path | None = None
     # The file this was loaded from (absolute), or None if built in code.
     path: Path | None = None
 
@@ -331,6 +347,9 @@ _NODE_KEYS: Final = (
     "learner",
     "metrics_port",
     "redis_port",
+    "metrics_address",
+    "tls_cert",
+    "tls_key",
 )
 
 # (key, lowest, highest) of the integer tunables of [cluster]. The lower bounds keep the node
@@ -371,6 +390,9 @@ _CLUSTER_KEYS: Final = (
     "preferred",
     "lease_period_secs",
     "fsync",
+    "tls_ca_cert",
+    "tls_service",
+    "tls_service_validate_peer",
     *(key for key, _lowest, _highest in _INT_TUNABLES),
     *(key for key, _lowest, _highest in _FLOAT_TUNABLES),
 )
@@ -469,6 +491,16 @@ class _Parser:
             raise self.fail(key, f"expected {options}, got {_show(value)}")
         return value
 
+    def file_path(self, value: object, key: str) -> Path:
+        """A file's path; a relative one is taken relative to the configuration's folder."""
+        raw = self.string(value, key)
+        if "\x00" in raw:
+            raise self.fail(key, "expected a path, got a string with a NUL byte")
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        return Path(os.path.normpath(path))
+
     def table(self, value: object, key: str) -> dict[str, object]:
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a table, got {_kind(value)} ({_show(value)})")
@@ -502,6 +534,11 @@ class _Parser:
         )
         fsync = self.boolean(cluster.get("fsync", True), "cluster.fsync")
         tunables: dict[str, Any] = {}
+        if "tls_ca_cert" in cluster:
+            tunables["tls_ca_cert"] = self.file_path(cluster["tls_ca_cert"], "cluster.tls_ca_cert")
+        for key in ("tls_service", "tls_service_validate_peer"):
+            if key in cluster:
+                tunables[key] = self.boolean(cluster[key], f"cluster.{key}")
         for key, lowest, highest in _INT_TUNABLES:
             if key in cluster:
                 tunables[key] = self.integer(cluster[key], f"cluster.{key}", lowest, highest)
@@ -531,6 +568,7 @@ class _Parser:
         self.check_nodes(config)
         self.check_master(config)
         self.check_tunables(config)
+        self.check_tls(config)
         return config
 
     def parse_node(self, raw: object, index: int) -> NodeConfig:
@@ -575,6 +613,21 @@ class _Parser:
             redis_port = self.integer(
                 node["redis_port"], f"{prefix}.redis_port", PORT_MIN, PORT_MAX
             )
+        metrics_address = "127.0.0.1"
+        if "metrics_address" in node:
+            key = f"{prefix}.metrics_address"
+            metrics_address = self.string(node["metrics_address"], key)
+            if not metrics_address.isprintable() or any(c in metrics_address for c in " []/"):
+                raise self.fail(
+                    key,
+                    'expected a host or IP address such as "127.0.0.1", "::1" or "0.0.0.0",'
+                    f" got {_show(metrics_address)}",
+                )
+        tls_cert = tls_key = None
+        if "tls_cert" in node:
+            tls_cert = self.file_path(node["tls_cert"], f"{prefix}.tls_cert")
+        if "tls_key" in node:
+            tls_key = self.file_path(node["tls_key"], f"{prefix}.tls_key")
         return NodeConfig(
             name=name,
             addresses=addresses,
@@ -584,6 +637,9 @@ class _Parser:
             learner=learner,
             metrics_port=metrics_port,
             redis_port=redis_port,
+            metrics_address=metrics_address,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             index=index,
             source=self.source,
         )
@@ -644,7 +700,15 @@ class _Parser:
                 claim(host, port, f"{prefix}.addresses[{i}]")
             claim(node.client_host, node.client_port, f"{prefix}.client_port")
             if node.metrics_port is not None:
-                claim(node.client_host, node.metrics_port, f"{prefix}.metrics_port")
+                # A loopback or wildcard metrics address is on the node's own machine, which
+                # the other keys know by its client host.
+                local = node.metrics_address in _WILDCARD_HOSTS or node.metrics_address in (
+                    "127.0.0.1",
+                    "::1",
+                    "localhost",
+                )
+                host = node.client_host if local else node.metrics_address
+                claim(host, node.metrics_port, f"{prefix}.metrics_port")
             if node.redis_port is not None:
                 claim(node.client_host, node.redis_port, f"{prefix}.redis_port")
         if not config.voters:
@@ -690,3 +754,38 @@ class _Parser:
                 f"{config.max_value_bytes} is larger than max_request_bytes"
                 f" ({config.max_request_bytes}): such a value could never arrive",
             )
+
+    def check_tls(self, config: ClusterConfig) -> None:
+        """The TLS keys fit together. Whether the files can be used is checked by the node that
+        uses them, when it starts (``runtime.tls.check_tls_files``): a client or the launcher
+        loading this file need not be able to read every node's key."""
+        if config.tls_service and config.tls_ca_cert is None:
+            raise self.fail(
+                "cluster.tls_service", "needs cluster.tls_ca_cert (the CA of the certificates)"
+            )
+        if config.tls_service_validate_peer and not config.tls_service:
+            raise self.fail(
+                "cluster.tls_service_validate_peer",
+                "only meaningful with tls_service = true (clients use TLS)",
+            )
+        for node in config.nodes:
+            prefix = node.key
+            if config.tls_ca_cert is None:
+                for key, value in (("tls_cert", node.tls_cert), ("tls_key", node.tls_key)):
+                    if value is not None:
+                        raise self.fail(
+                            f"{prefix}.{key}",
+                            "only meaningful with cluster.tls_ca_cert (which turns TLS on);"
+                            " add it or remove this key",
+                        )
+                continue
+            # A node's own certificate is required when that node starts (runtime.tls): a
+            # file written by `parakoon join` does not know where the others keep theirs.
+            if node.tls_cert is None and node.tls_key is not None:
+                raise self.fail(
+                    f"{prefix}.tls_cert", "missing: tls_key is set but not its certificate"
+                )
+            if node.tls_cert is not None and node.tls_key is None:
+                raise self.fail(
+                    f"{prefix}.tls_key", "missing: tls_cert is set but not its private key"
+                )

@@ -31,6 +31,7 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import time
 import tomllib
@@ -66,6 +67,7 @@ from .peer import PeerAddress, PeerNetwork
 from .service import NodeBackend, decode_payload, max_payload_bytes
 from .status import NodeCounters, NodeStatus
 from .storage import Storage, StorageSettings
+from .tls import check_tls_files, tls_for_node
 
 log = structlog.get_logger("parakoon.node")
 
@@ -185,6 +187,8 @@ class Node:
             self.paxos_config, recovered, time.monotonic(), self._rng.getrandbits(63)
         )
         others = [n for n in cluster.nodes if n.name != name]
+        # TLS contexts (None without tls_ca_cert), re-read on SIGHUP and when the files change.
+        self.tls = tls_for_node(cluster, self.me)
         self.peers = PeerNetwork(
             cluster_id=cluster.cluster_id,
             me=name,
@@ -199,6 +203,7 @@ class Node:
             rng=self._rng,
             clock=time.monotonic,
             settings=peer_conn_settings(cluster.lease_period_secs),
+            tls=self.tls,
         )
         self.driver = Driver(
             self.paxos_config,
@@ -262,6 +267,7 @@ class Node:
                 me=self.name,
                 max_frame_bytes=self.cluster.peer_frame_bytes_max,
                 identities=self.identities,
+                tls=self.tls,
             )
             if self.storage.has_state:
                 break
@@ -696,11 +702,12 @@ class Node:
             me=self.name,
             max_frame_bytes=self.cluster.peer_frame_bytes_max,
             identities=self.identities,
+            tls=self.tls,
         )
         self._on_applied(self.storage.applied_i)
 
     async def _serve_catchup(
-        self, peer: str, stream: anyio.abc.SocketStream, decoder: FrameDecoder, pending: list[Any]
+        self, peer: str, stream: anyio.abc.ByteStream, decoder: FrameDecoder, pending: list[Any]
     ) -> None:
         if self.disk_stalled is not None:
             # Serving would wait on our hung disk, and the peer's catch-up with it: close, so
@@ -829,7 +836,7 @@ class Node:
                         partial(
                             serve_metrics,
                             self,
-                            host=self.me.client_host,
+                            host=self.me.metrics_address,
                             port=self.me.metrics_port,
                         )
                     )
@@ -846,8 +853,15 @@ class Node:
             self.storage.wal.close()
 
     async def _wait_for_signal(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    # SIGHUP re-reads the TLS files (certificate rotation); nothing else.
+                    if self.tls is None:
+                        log.info("node.sighup", action="nothing to reload (TLS is off)")
+                    else:
+                        self.tls.reload("SIGHUP")
+                    continue
                 log.info("node.stopping", signal=signal.Signals(signum).name)
                 return
 
@@ -884,6 +898,7 @@ async def _start_client_server(
         request_timeout_secs=cluster.client_request_timeout_secs,
         idle_timeout_secs=cluster.client_idle_timeout_secs,
         output_budget_bytes=cluster.max_client_output_bytes,
+        tls=_client_tls(node),
         task_status=task_status,
     )
 
@@ -924,6 +939,21 @@ async def _start_redis_server(
     )
 
 
+def _client_tls(node: Node) -> Callable[[], ssl.SSLContext] | None:
+    """The client port's context for each new connection (re-read when its files changed)."""
+    tls = node.tls
+    if tls is None or not tls.service:
+        return None
+
+    def current() -> ssl.SSLContext:
+        assert tls is not None
+        context = tls.current().client_service
+        assert context is not None  # tls.service
+        return context
+
+    return current
+
+
 def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: str) -> int:
     """The ``parakoon node`` command: run until SIGINT/SIGTERM; return the exit code."""
     from .logs import configure_logging
@@ -932,6 +962,7 @@ def run(cluster: ClusterConfig, node_name: str, *, log_format: str, log_level: s
     try:
         node_cfg = cluster.node(node_name)
         check_home_dir(node_cfg)
+        check_tls_files(cluster, node_cfg)
         for stale in node_cfg.home_dir.glob(f"{GET_DB_PREFIX}*"):
             # A GET_DB copy left by a crash while it was being sent.
             stale.unlink(missing_ok=True)
@@ -987,7 +1018,7 @@ def ports_taken(node: NodeConfig) -> list[str]:
         ("client", node.client_host, node.client_port, "client_port"),
     ]
     if node.metrics_port is not None:
-        wanted.append(("metrics", node.client_host, node.metrics_port, "metrics_port"))
+        wanted.append(("metrics", node.metrics_address, node.metrics_port, "metrics_port"))
     if node.redis_port is not None:
         wanted.append(("redis", node.client_host, node.redis_port, "redis_port"))
     problems = []

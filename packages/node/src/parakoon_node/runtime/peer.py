@@ -18,6 +18,14 @@ name or a peer from another cluster history (:mod:`parakoon_node.runtime.identit
 and logged with the peer's address, on both sides. Anything malformed closes that connection
 only.
 
+TLS. With ``[cluster] tls_ca_cert`` every link is TLS before the first frame (contexts from
+:mod:`parakoon_node.runtime.tls`): both sides present certificates signed by the CA, the dialer
+checks that the listener's certificate names the node it dialled, and the listener checks that
+the name claimed in the hello is the name its certificate gives. A failed handshake (no
+certificate, another CA, expired, plain TCP, another node's certificate) is logged with the
+peer's address and the reason and closes that connection only; the handshake is bounded by
+``HANDSHAKE_TIMEOUT_SECS`` like the hello.
+
 Frames after the handshake on a ``"msg"`` connection: ``["p", <paxos message wire list>]``, and
 ``["c", slot, content_hash]``: the sender's store content hash right after it applied ``slot``,
 for the replicas' cross-check against a forked store (``Node._check_divergence``).
@@ -36,8 +44,11 @@ import anyio
 import anyio.abc
 import msgpack
 import structlog
+from anyio.streams.tls import TLSAttribute, TLSStream
 
+from parakoon_client.tls import cert_problem, describe_handshake_error
 from parakoon_conn import machine as conn
+from parakoon_node.clientserver.tls_accept import accept_tls, drain_and_close
 from parakoon_paxos import Message
 from parakoon_paxos.wire import WireError, message_from_wire, message_to_wire
 from parakoon_queue import DropPolicy, EndOfStream, LeakyQueue
@@ -45,6 +56,7 @@ from parakoon_queue import DropPolicy, EndOfStream, LeakyQueue
 from .framing import FrameDecoder, PeerProtocolError, encode_frame, encode_frame_body
 from .identity import PeerIdentities
 from .status import PeerStatus
+from .tls import TlsContexts
 
 log = structlog.get_logger("parakoon.peer")
 
@@ -89,16 +101,20 @@ async def dial_peer(
     purpose: str,
     max_frame_bytes: int,
     identities: PeerIdentities,
+    tls: TlsContexts | None = None,
     timeout_secs: float = HANDSHAKE_TIMEOUT_SECS,
-) -> tuple[anyio.abc.SocketStream, FrameDecoder, list[Any]]:
+) -> tuple[anyio.abc.ByteStream, FrameDecoder, list[Any]]:
     """Connect to a peer and complete the handshake; return the stream and its decoder state.
 
     The peer's identity is checked here too: a peer of another cluster history is refused by
-    us even if it would accept us (``PeerRefused`` names both histories).
+    us even if it would accept us (``PeerRefused`` names both histories), and with ``tls`` a
+    peer whose certificate does not name ``address.name`` is refused.
     """
     with anyio.fail_after(timeout_secs):
-        stream = await anyio.connect_tcp(address.host, address.port)
+        stream: anyio.abc.ByteStream = await anyio.connect_tcp(address.host, address.port)
         try:
+            if tls is not None:
+                stream = await _tls_dial(stream, address, tls)
             hello = ["hello", PROTOCOL_VERSION, cluster_id, me, purpose, identities.local()]
             await stream.send(encode_frame(hello))
             decoder = FrameDecoder(max_frame_bytes)
@@ -118,8 +134,32 @@ async def dial_peer(
                 raise PeerRefused(f"{address.name} at {address.text} refused us: {reply[1:]!r}")
             raise PeerRefused(f"{address.name} at {address.text}: unexpected handshake {reply!r}")
         except BaseException:
-            await stream.aclose()
+            await _close_quietly(stream)
             raise
+
+
+async def _tls_dial(
+    stream: anyio.abc.ByteStream, address: PeerAddress, tls: TlsContexts
+) -> anyio.abc.ByteStream:
+    """Run the TLS handshake as the dialer and check that the certificate names the peer."""
+    try:
+        wrapped = await TLSStream.wrap(
+            stream,
+            server_side=False,
+            ssl_context=tls.current().peer_client,
+            standard_compatible=False,
+        )
+    except (OSError, anyio.BrokenResourceError, EndOfStream) as exc:
+        await _close_quietly(stream)
+        reason = describe_handshake_error(exc)
+        raise PeerRefused(
+            f"TLS handshake with {address.name} at {address.text}: {reason}"
+        ) from None
+    problem = cert_problem(wrapped.extra(TLSAttribute.peer_certificate), address.name)
+    if problem is not None:
+        await _close_quietly(wrapped)
+        raise PeerRefused(f"we refuse {address.name} at {address.text}: {problem}")
+    return wrapped
 
 
 class PeerLink:
@@ -137,8 +177,10 @@ class PeerLink:
         max_frame_bytes: int,
         rng: random.Random,
         clock: Callable[[], float],
+        tls: TlsContexts | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
         self._identities = identities
         self._cluster_id = cluster_id
         self._me = me
@@ -150,7 +192,7 @@ class PeerLink:
             queue_items, policy=DropPolicy.EVICT_OLDEST, name=f"peer:{address.name}"
         )
         self.state = conn.initial_state([address.text])
-        self._streams: dict[int, anyio.abc.SocketStream] = {}
+        self._streams: dict[int, anyio.abc.ByteStream] = {}
         self._dial_scopes: dict[int, anyio.CancelScope] = {}
         self._sender_dial: int | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -243,6 +285,7 @@ class PeerLink:
                     purpose="msg",
                     max_frame_bytes=self._max_frame,
                     identities=self._identities,
+                    tls=self._tls,
                     timeout_secs=self._settings.connect_timeout_secs,
                 )
             except (
@@ -274,7 +317,7 @@ class PeerLink:
                 # Watch for the peer closing: it never writes to us on this connection.
                 await self._watch(dial_id, stream)
 
-    async def _watch(self, dial_id: int, stream: anyio.abc.SocketStream) -> None:
+    async def _watch(self, dial_id: int, stream: anyio.abc.ByteStream) -> None:
         try:
             while True:
                 await stream.receive(RECEIVE_CHUNK_BYTES)
@@ -314,13 +357,16 @@ class PeerLink:
 
 
 async def _close_quietly(stream: anyio.abc.ByteStream) -> None:
-    with contextlib.suppress(OSError, anyio.BrokenResourceError):
+    with (
+        anyio.CancelScope(shield=True),
+        contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError),
+    ):
         await stream.aclose()
 
 
 MessageHandler = Callable[[str, Message], None]
 CheckHandler = Callable[[str, int, int], None]
-CatchupServer = Callable[[str, anyio.abc.SocketStream, FrameDecoder, list[Any]], Awaitable[None]]
+CatchupServer = Callable[[str, anyio.abc.ByteStream, FrameDecoder, list[Any]], Awaitable[None]]
 
 
 class PeerNetwork:
@@ -342,8 +388,10 @@ class PeerNetwork:
         rng: random.Random,
         clock: Callable[[], float],
         settings: conn.ConnSettings | None = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.cluster_id = cluster_id
+        self.tls = tls
         self.me = me
         self.identities = identities
         self.listen = listen
@@ -363,6 +411,7 @@ class PeerNetwork:
                 max_frame_bytes=max_frame_bytes,
                 rng=rng,
                 clock=clock,
+                tls=tls,
             )
             for p in peers
         }
@@ -391,6 +440,7 @@ class PeerNetwork:
             max_frame_bytes=self.max_frame_bytes,
             rng=self._rng,
             clock=self._clock,
+            tls=self.tls,
         )
         previous = self.links.get(address.name)
         if previous is not None:
@@ -435,12 +485,30 @@ class PeerNetwork:
             task_status.started()
             await listener.serve(self._handle_incoming, task_group=tg)
 
-    async def _handle_incoming(self, stream: anyio.abc.SocketStream) -> None:
+    async def _accept_tls(self, raw: anyio.abc.SocketStream, remote: str) -> TLSStream | None:
+        """The listener's TLS handshake, bounded in time; None (logged) if it failed."""
+        assert self.tls is not None
+        try:
+            with anyio.fail_after(HANDSHAKE_TIMEOUT_SECS):
+                return await accept_tls(raw, self.tls.current().peer_server)
+        except (OSError, TimeoutError, anyio.BrokenResourceError, EndOfStream) as exc:
+            self.bad_connections += 1
+            log.warning("peer.tls_refused", remote=remote, reason=describe_handshake_error(exc))
+            await drain_and_close(raw)
+            return None
+
+    async def _handle_incoming(self, raw: anyio.abc.SocketStream) -> None:
         self.incoming += 1
         try:
-            remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            remote = str(raw.extra(anyio.abc.SocketAttribute.remote_address))
         except Exception:  # noqa: BLE001 (the address is only for the log)
             remote = "?"
+        stream: anyio.abc.ByteStream = raw
+        if self.tls is not None:
+            wrapped = await self._accept_tls(raw, remote)
+            if wrapped is None:
+                return
+            stream = wrapped
         decoder = FrameDecoder(self.max_frame_bytes)
         pending: list[Any] = []
         async with stream:
@@ -454,7 +522,9 @@ class PeerNetwork:
                     self.bad_connections += 1
                     return
                 purpose = hello[4]
-                why = self.identities.admit(peer, hello[5])
+                why = self._cert_refusal(stream, peer)
+                if why is None:
+                    why = self.identities.admit(peer, hello[5])
                 if why is not None:
                     log.warning("peer.refused_incoming", remote=str(remote), peer=peer, reason=why)
                     await stream.send(encode_frame(["refused", why]))
@@ -482,6 +552,15 @@ class PeerNetwork:
                 log.warning("peer.protocol_error", remote=str(remote), reason=str(exc))
             except OSError as exc:
                 log.info("peer.connection_error", remote=str(remote), reason=str(exc))
+
+    def _cert_refusal(self, stream: anyio.abc.ByteStream, peer: str) -> str | None:
+        """With TLS: why the certificate does not allow the name claimed in the hello."""
+        if self.tls is None:
+            return None
+        problem = cert_problem(stream.extra(TLSAttribute.peer_certificate, None), peer)
+        if problem is None:
+            return None
+        return f"claims to be {peer!r} but its {problem}"
 
     def _check_hello(self, hello: Any) -> str:
         if not (isinstance(hello, list) and hello and hello[0] == "hello" and len(hello) >= 2):

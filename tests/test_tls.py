@@ -64,7 +64,9 @@ class TlsCluster(ClusterProcs):
                 f"client_prologue_timeout_secs = {PROLOGUE_TIMEOUT_SECS}",
             ]
         )
-        super().__init__(base, nodes=3, lease_period_secs=1.0, cluster_extra=extra, metrics=True)
+        super().__init__(
+            base, nodes=3, lease_period_secs=1.0, cluster_extra=extra, metrics=True, redis=True
+        )
 
     def write_config(self, *, lease_period_secs: float, fsync: bool, extra: str) -> None:
         super().write_config(lease_period_secs=lease_period_secs, fsync=fsync, extra=extra)
@@ -284,6 +286,50 @@ def test_bad_clients_are_refused_with_the_reason(tls_cluster: TlsCluster) -> Non
 
     # None of it harmed the node: it still serves a proper client.
     assert cluster.call(node, codec.WhoMaster()) in cluster.names
+
+
+def test_the_redis_port_speaks_tls_too(tls_cluster: TlsCluster) -> None:
+    """With tls_service on, the Redis port is no way around the certificates: redis-py with the
+    CA and a client certificate works; plain RESP and TLS without a certificate are refused."""
+    import redis
+
+    cluster = tls_cluster
+    master = cluster.wait_master()
+    port = cluster.redis_ports[master]
+    mark = cluster.mark(master)
+    r = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        ssl=True,
+        ssl_ca_certs=str(cluster.ca.cert_path),
+        ssl_certfile=str(cluster.client_cert.cert),
+        ssl_keyfile=str(cluster.client_cert.key),
+        ssl_check_hostname=False,
+        socket_timeout=10,
+    )
+    try:
+        assert r.set("tls-redis", "1") is True
+        assert r.get("tls-redis") == b"1"
+    finally:
+        r.close()
+    # Plain RESP: the server waits for a ClientHello, gets garbage, and closes.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+        try:
+            answer = sock.recv(100)
+        except ConnectionError:
+            answer = b""
+        assert b"PONG" not in answer
+    cluster.wait_log(master, "client.tls_refused", "", since=mark)
+    no_cert = _raw_client(None, cluster.ca.cert_path)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        sock = _tls_socket(port, no_cert)
+        try:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            if not sock.recv(100):
+                raise ConnectionError("closed")
+        finally:
+            sock.close()
 
 
 def _hello(claimed: str) -> bytes:

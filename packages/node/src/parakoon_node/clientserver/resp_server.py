@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, cast
 
 import anyio
 import anyio.abc
@@ -93,7 +94,7 @@ from .resp_commands import (
     View,
     parse_int64,
 )
-from .server import ClientStream, _peer_name, default_max_connections
+from .server import ClientStream, _peer_name, accept_client_tls, default_max_connections
 
 log = structlog.get_logger("parakoon.redis")
 
@@ -978,9 +979,15 @@ async def serve_redis(
     request_timeout_secs: float = 30.0,
     idle_timeout_secs: float = 900.0,
     version: str = "",
+    tls: Callable[[], ssl.SSLContext] | None = None,
+    handshake_timeout_secs: float = 10.0,
     task_status: anyio.abc.TaskStatus[RespServer] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and serve the Redis protocol until cancelled.
+
+    With ``tls`` (the context for each new connection, as for the Arakoon port) every
+    connection starts with a TLS handshake bounded by ``handshake_timeout_secs``: with
+    ``tls_service`` on, the Redis port must not be the one way in without a certificate.
 
     Start it with ``server = await tg.start(serve_redis, backend, ...)``: readiness is reported
     once the socket listens. Raises ``OSError`` if the port cannot be bound; nothing a client
@@ -1000,12 +1007,15 @@ async def serve_redis(
             tg.start_soon(server.run_sweeper)
 
             def on_connect(stream: ProtocolStream) -> None:
-                tg.start_soon(server.handle_connection, stream)
+                if tls is None:
+                    tg.start_soon(server.handle_connection, stream)
+                else:
+                    tg.start_soon(_serve_tls, server, stream, tls(), handshake_timeout_secs)
 
             listening = await listen(host, port, on_connect)
             try:
                 server.port = listening.sockets[0].getsockname()[1]
-                log.info("redis.listening", host=host, port=server.port)
+                log.info("redis.listening", host=host, port=server.port, tls=tls is not None)
                 task_status.started(server)
                 await anyio.sleep_forever()
             finally:
@@ -1015,10 +1025,25 @@ async def serve_redis(
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(server.run_sweeper)
         server.port = listener.extra(SocketAttribute.local_port)
-        log.info("redis.listening", host=host, port=server.port)
+        log.info("redis.listening", host=host, port=server.port, tls=tls is not None)
         task_status.started(server)
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
+            if tls is not None:
+                await _serve_tls(server, stream, tls(), handshake_timeout_secs)
+                return
             await server.handle_connection(stream)  # type: ignore[arg-type]
 
         await listener.serve(handle)
+
+
+async def _serve_tls(
+    server: RespServer,
+    stream: anyio.abc.SocketStream | ProtocolStream,
+    context: ssl.SSLContext,
+    timeout_secs: float,
+) -> None:
+    # The Arakoon port's handshake (bounded, refusals logged with the reason), then RESP inside.
+    wrapped = await accept_client_tls(cast(anyio.abc.ByteStream, stream), context, timeout_secs)
+    if wrapped is not None:
+        await server.handle_connection(wrapped)  # type: ignore[arg-type]

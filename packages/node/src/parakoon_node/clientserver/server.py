@@ -849,12 +849,12 @@ async def _serve_tls(
 ) -> None:
     # ProtocolStream offers all of ByteStream that TLSStream uses (receive, send, send_eof,
     # aclose, extra_attributes) without subclassing it.
-    wrapped = await _accept_tls(cast(anyio.abc.ByteStream, stream), context, timeout_secs)
+    wrapped = await accept_client_tls(cast(anyio.abc.ByteStream, stream), context, timeout_secs)
     if wrapped is not None:
         await server.handle_connection(cast(ClientStream, wrapped))
 
 
-async def _accept_tls(
+async def accept_client_tls(
     stream: anyio.abc.ByteStream, context: ssl.SSLContext, timeout_secs: float
 ) -> TLSStream | None:
     """The server side of the TLS handshake, bounded by ``timeout_secs``; None (logged, and the

@@ -935,6 +935,8 @@ async def _start_redis_server(
         request_timeout_secs=cluster.client_request_timeout_secs,
         idle_timeout_secs=cluster.client_idle_timeout_secs,
         version=f"{v.major}.{v.minor}.{v.patch}",
+        tls=_client_tls(node),
+        handshake_timeout_secs=cluster.client_prologue_timeout_secs,
         task_status=task_status,
     )
 

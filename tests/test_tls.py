@@ -542,3 +542,17 @@ def test_tls_files_are_checked_at_start(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "nodes[0].tls_cert" in done.stderr
     assert "does not match its key" in done.stderr
+    # An expired certificate of its own: the node says so at start instead of being refused
+    # by every peer with the reason in their logs.
+    old = ca.issue("node_0", file_stem="node_0_old", expired=True)
+    config.write_text(
+        config.read_text().replace(f'tls_key = "{two.key}"', f'tls_key = "{old.key}"')
+        .replace(f'tls_cert = "{one.cert}"', f'tls_cert = "{old.cert}"')
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "parakoon_node", "node", "--config", str(config),
+         "--node", "node_0"],
+        check=False, capture_output=True, text=True, timeout=60, env=dict(os.environ),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "nodes[0].tls_cert" in done.stderr and "expired on" in done.stderr, done.stderr

@@ -32,6 +32,38 @@ def test_names_are_the_common_name_and_the_dns_alt_names() -> None:
     assert cert_names({}) == []
 
 
+def test_alt_names_replace_the_common_name() -> None:
+    """RFC 6125: with DNS subjectAltNames the CN names nothing, so a certificate with CN=node_1
+    and DNS=node_2 cannot pass as both nodes."""
+    both = {"subject": ((("commonName", "node_1"),),), "subjectAltName": (("DNS", "node_2"),)}
+    assert cert_names(both) == ["node_2"]
+    assert cert_problem(both, "node_1") is not None
+    assert cert_problem(both, "node_2") is None
+
+
+def test_only_the_cluster_ca_is_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given a CA, a context trusts that CA alone, not the system store (here a second CA put
+    in the store through SSL_CERT_FILE): a certificate a public or corporate CA issued for a
+    node's name must not pass as that node."""
+    ours = CA("ours", tmp_path / "ours")
+    system = CA("system", tmp_path / "system")
+    node = ours.issue("node_0")
+    monkeypatch.setenv("SSL_CERT_FILE", str(system.cert_path))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    for context in (
+        client_context(ours.cert_path),
+        client_context(ours.cert_path, node.cert, node.key),
+        server_context(ours.cert_path, node.cert, node.key, require_client_cert=True),
+    ):
+        subjects = [dict(x[0] for x in c["subject"])["commonName"] for c in context.get_ca_certs()]
+        assert subjects == ["ours"], subjects
+        assert context.options & ssl.OP_NO_RENEGOTIATION
+    # Without a CA the dialling side falls back to the system store, as a browser would.
+    fallback = client_context(None)
+    assert "system" in [dict(x[0] for x in c["subject"])["commonName"]
+                        for c in fallback.get_ca_certs()]  # fmt: skip
+
+
 def test_a_certificate_must_name_the_node() -> None:
     assert cert_problem(NODE_1, "node_1") is None
     assert cert_problem(NODE_1, "n1.example") is None

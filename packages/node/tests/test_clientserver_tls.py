@@ -28,7 +28,10 @@ pytestmark = pytest.mark.anyio
 
 
 async def _serve(
-    tls: Callable[[], ssl.SSLContext], *, task_status: anyio.abc.TaskStatus[ClientServer]
+    tls: Callable[[], ssl.SSLContext],
+    max_connections: int | None = None,
+    *,
+    task_status: anyio.abc.TaskStatus[ClientServer],
 ) -> None:
     backend = LocalBackend(cluster_id=CLUSTER, node_name="node_0")
     await serve(
@@ -36,6 +39,7 @@ async def _serve(
         host="127.0.0.1",
         port=0,
         tls=tls,
+        max_connections=max_connections,
         prologue_timeout_secs=1.0,
         task_status=task_status,
     )
@@ -81,4 +85,30 @@ async def test_tls_client_port(tmp_path: Path) -> None:
             await _ask(port, client_context(ca.cert_path))
         with_cert = client_context(ca.cert_path, client.cert, client.key)
         assert (await _ask(port, with_cert)).endswith(b"node_0")
+        tg.cancel_scope.cancel()
+
+
+async def test_handshakes_in_progress_are_bounded(tmp_path: Path) -> None:
+    """Sockets that never finish their handshake count against the connection limit: with a
+    limit of 2, a third silent socket is closed at once, and once the first two time out a
+    real client is served again."""
+    ca = CA("ca", tmp_path)
+    node = ca.issue("node_0")
+
+    def current() -> ssl.SSLContext:
+        return server_context(ca.cert_path, node.cert, node.key, require_client_cert=False)
+
+    async with anyio.create_task_group() as tg:
+        server: ClientServer = await tg.start(_serve, current, 2)
+        assert server.port is not None
+        silent = [await anyio.connect_tcp("127.0.0.1", server.port) for _ in range(2)]
+        await anyio.sleep(0.2)
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as third:
+            with anyio.fail_after(0.8):  # well before the 1 s handshake timeout
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await third.receive()
+        for s in silent:
+            await s.aclose()
+        await anyio.sleep(1.3)
+        assert (await _ask(server.port, client_context(ca.cert_path))).endswith(b"node_0")
         tg.cancel_scope.cancel()

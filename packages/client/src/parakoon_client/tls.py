@@ -84,8 +84,14 @@ def _load_chain(context: ssl.SSLContext, cert: Path, key: Path) -> None:
 
 
 def _base(purpose: ssl.Purpose) -> ssl.SSLContext:
-    context = ssl.create_default_context(purpose)
+    # Built by hand, not with ssl.create_default_context: that one also trusts every CA of the
+    # system store, and then any certificate a public or corporate CA issued for a node's name
+    # would pass as that node. Only the cluster's CA is loaded (client_context loads the system
+    # store only when no CA is given).
+    server = purpose is ssl.Purpose.CLIENT_AUTH
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = MINIMUM_VERSION
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     # Identity is the node name in the certificate (cert_problem), not the address dialled.
     context.check_hostname = False
     return context
@@ -119,6 +125,8 @@ def client_context(
     context = _base(ssl.Purpose.SERVER_AUTH)
     if ca_cert is not None:
         _load_ca(context, ca_cert)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if (cert is None) != (key is None):
         given = cert if cert is not None else key
         assert given is not None
@@ -135,15 +143,15 @@ def client_context(
 
 def cert_names(peercert: Mapping[str, Any]) -> list[str]:
     """The names a certificate (as ``SSLSocket.getpeercert()`` decodes it) gives its holder:
-    the subject's commonName(s), then the DNS subjectAltNames, without repeats."""
-    names: list[str] = []
-    for rdn in peercert.get("subject", ()):
-        for attribute in rdn:
-            if len(attribute) == 2 and attribute[0] == "commonName":
-                names.append(str(attribute[1]))
-    for kind, value in peercert.get("subjectAltName", ()):
-        if kind == "DNS":
-            names.append(str(value))
+    its DNS subjectAltNames, or, when it has none, the subject's commonName(s); without repeats.
+    As RFC 6125 says, a certificate with subjectAltNames is not also named by its CN: one with
+    CN=node_1 and DNS=node_2 is node_2's only."""
+    names = [str(v) for kind, v in peercert.get("subjectAltName", ()) if kind == "DNS"]
+    if not names:
+        for rdn in peercert.get("subject", ()):
+            for attribute in rdn:
+                if len(attribute) == 2 and attribute[0] == "commonName":
+                    names.append(str(attribute[1]))
     return list(dict.fromkeys(names))
 
 

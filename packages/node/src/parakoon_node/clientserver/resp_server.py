@@ -94,7 +94,13 @@ from .resp_commands import (
     View,
     parse_int64,
 )
-from .server import ClientStream, _peer_name, accept_client_tls, default_max_connections
+from .server import (
+    ClientStream,
+    HandshakeGate,
+    _peer_name,
+    default_max_connections,
+    gated_tls,
+)
 
 log = structlog.get_logger("parakoon.redis")
 
@@ -1002,6 +1008,7 @@ async def serve_redis(
         idle_timeout_secs=idle_timeout_secs,
         version=version,
     )
+    gate = HandshakeGate(server.max_connections)
     if running_on_asyncio():
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.run_sweeper)
@@ -1010,7 +1017,7 @@ async def serve_redis(
                 if tls is None:
                     tg.start_soon(server.handle_connection, stream)
                 else:
-                    tg.start_soon(_serve_tls, server, stream, tls(), handshake_timeout_secs)
+                    tg.start_soon(_serve_tls, server, stream, tls(), handshake_timeout_secs, gate)
 
             listening = await listen(host, port, on_connect)
             try:
@@ -1030,7 +1037,7 @@ async def serve_redis(
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
             if tls is not None:
-                await _serve_tls(server, stream, tls(), handshake_timeout_secs)
+                await _serve_tls(server, stream, tls(), handshake_timeout_secs, gate)
                 return
             await server.handle_connection(stream)  # type: ignore[arg-type]
 
@@ -1042,8 +1049,9 @@ async def _serve_tls(
     stream: anyio.abc.SocketStream | ProtocolStream,
     context: ssl.SSLContext,
     timeout_secs: float,
+    gate: HandshakeGate,
 ) -> None:
     # The Arakoon port's handshake (bounded, refusals logged with the reason), then RESP inside.
-    wrapped = await accept_client_tls(cast(anyio.abc.ByteStream, stream), context, timeout_secs)
+    wrapped = await gated_tls(gate, cast(anyio.abc.ByteStream, stream), context, timeout_secs)
     if wrapped is not None:
         await server.handle_connection(wrapped)  # type: ignore[arg-type]

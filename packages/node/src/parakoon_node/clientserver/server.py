@@ -804,6 +804,7 @@ async def serve(
         idle_timeout_secs=idle_timeout_secs,
         output_budget_bytes=output_budget_bytes,
     )
+    gate = HandshakeGate(server.max_connections)
     if running_on_asyncio():
         # The node's case: the lean protocol-backed stream (see fast.py), connection tasks in
         # this service's task group.
@@ -814,7 +815,7 @@ async def serve(
                 if tls is None:
                     tg.start_soon(server.handle_connection, stream)
                 else:
-                    tg.start_soon(_serve_tls, server, stream, tls(), prologue_timeout_secs)
+                    tg.start_soon(_serve_tls, server, stream, tls(), prologue_timeout_secs, gate)
 
             listening = await listen(host, port, on_connect)
             try:
@@ -834,11 +835,55 @@ async def serve(
 
         async def handle(stream: anyio.abc.SocketStream) -> None:
             if tls is not None:
-                await _serve_tls(server, stream, tls(), prologue_timeout_secs)
+                await _serve_tls(server, stream, tls(), prologue_timeout_secs, gate)
                 return
             await server.handle_connection(cast(ClientStream, stream))
 
         await listener.serve(handle)
+
+
+class HandshakeGate:
+    """At most ``limit`` TLS handshakes at once on one port. The connection limit counts
+    sessions, which begin after the handshake: without this, clients with no certificate could
+    hold any number of sockets (file descriptors the node needs for its log and peers) for the
+    handshake timeout each. Beyond the limit a connection is closed at once, unanswered."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.active = 0
+        self.refused = 0
+
+    def enter(self) -> bool:
+        if self.active >= self.limit:
+            self.refused += 1
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
+async def gated_tls(
+    gate: HandshakeGate,
+    stream: anyio.abc.ByteStream,
+    context: ssl.SSLContext,
+    timeout_secs: float,
+) -> TLSStream | None:
+    """:func:`accept_client_tls` within ``gate``: None (closed) when too many are in progress."""
+    if not gate.enter():
+        log.warning(
+            "client.tls_refused",
+            peer=_peer_name(cast(ClientStream, stream)),
+            reason=f"{gate.limit} TLS handshakes already in progress on this port",
+        )
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        return None
+    try:
+        return await accept_client_tls(stream, context, timeout_secs)
+    finally:
+        gate.leave()
 
 
 async def _serve_tls(
@@ -846,10 +891,11 @@ async def _serve_tls(
     stream: anyio.abc.SocketStream | ProtocolStream,
     context: ssl.SSLContext,
     timeout_secs: float,
+    gate: HandshakeGate,
 ) -> None:
     # ProtocolStream offers all of ByteStream that TLSStream uses (receive, send, send_eof,
     # aclose, extra_attributes) without subclassing it.
-    wrapped = await accept_client_tls(cast(anyio.abc.ByteStream, stream), context, timeout_secs)
+    wrapped = await gated_tls(gate, cast(anyio.abc.ByteStream, stream), context, timeout_secs)
     if wrapped is not None:
         await server.handle_connection(cast(ClientStream, wrapped))
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,18 +54,40 @@ class _Files:
     cert: Path
     key: Path
 
-    def stamp(self) -> tuple[tuple[int, int], ...]:
-        out = []
+    def stamp(self) -> tuple[tuple[int, ...], ...]:
+        # The inode and ctime too: a file copied over with its mtime kept (cp -p, rsync -a,
+        # install -p) and the same size is still seen (ctime changes on any write or rename).
+        out: list[tuple[int, ...]] = []
         for path in (self.ca_cert, self.cert, self.key):
             try:
                 st = os.stat(path)
-                out.append((st.st_mtime_ns, st.st_size))
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
             except OSError:
-                out.append((-1, -1))
+                out.append((-1,))
         return tuple(out)
 
 
+def check_validity(cert: Path, now: float | None = None) -> None:
+    """Raise TlsFileError when the certificate ``cert`` is not valid at ``now`` (expired, or
+    not yet valid): a node that presented it would be refused by every peer, and the log line
+    would be theirs, not ours."""
+    try:
+        # The standard library's only way to read a certificate file's dates (CPython's own
+        # tests use it); cryptography is a test dependency only. Absent: no check, see below.
+        decoded = ssl._ssl._test_decode_cert(str(cert))  # type: ignore[attr-defined]  # noqa: SLF001
+        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (AttributeError, KeyError, ValueError, ssl.SSLError, OSError):
+        return  # unreadable dates: the chain load reports what is wrong with the file
+    t = time.time() if now is None else now
+    if t >= not_after:
+        raise TlsFileError("certificate", cert, f"expired on {decoded['notAfter']}")
+    if t < not_before:
+        raise TlsFileError("certificate", cert, f"not valid before {decoded['notBefore']}")
+
+
 def _build(files: _Files, *, service: bool, validate_clients: bool) -> TlsSet:
+    check_validity(files.cert)
     peer_server = server_context(files.ca_cert, files.cert, files.key, require_client_cert=True)
     peer_client = client_context(files.ca_cert, files.cert, files.key)
     client_service = None
@@ -90,7 +113,7 @@ class TlsContexts:
         # The first load happens at start, where a failure stops the node (check_tls_files).
         self._set = _build(self._files, service=self._service, validate_clients=self._validate)
         # The stamp of a failed attempt: not retried on every connection until a file changes.
-        self._failed_stamp: tuple[tuple[int, int], ...] | None = None
+        self._failed_stamp: tuple[tuple[int, ...], ...] | None = None
         self.reloads = 0
         self.reload_failures = 0
 
@@ -109,7 +132,7 @@ class TlsContexts:
         """Re-read the files now; keep the old contexts (and log why) if they are unusable."""
         return self._reload(self._files.stamp(), why=why)
 
-    def _reload(self, stamp: tuple[tuple[int, int], ...], *, why: str) -> bool:
+    def _reload(self, stamp: tuple[tuple[int, ...], ...], *, why: str) -> bool:
         try:
             fresh = _build(self._files, service=self._service, validate_clients=self._validate)
         except TlsFileError as exc:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from parakoon_client.codec import NEED_DATA, Limits, LocalProtocolError, RemoteProtocolError
 from parakoon_client.resp import (
+    GLOB_PATTERN_BYTES_MAX,
     INLINE_BYTES_MAX,
     NULL,
     Array,
@@ -172,6 +174,14 @@ def test_replies_in_resp2_and_resp3() -> None:
         (b"a\\*b", b"axb", False),
         (b"x\xff*", b"x\xff\x00\n", True),
         (b"[", b"[", True),
+        (b"*a*b", b"xaxxb", True),
+        (b"*a*b", b"xaxxbc", False),
+        (b"a*a", b"a", False),
+        (b"a*a", b"aa", True),
+        (b"*?*", b"", False),
+        (b"**x**", b"x", True),
+        (b"[a-c]*[^a-c]", b"cab", False),
+        (b"[a-c]*[^a-c]", b"cabd", True),
     ],
 )
 def test_glob_patterns(pattern: bytes, key: bytes, matches: bool) -> None:
@@ -182,3 +192,35 @@ def test_literal_prefix() -> None:
     assert literal_prefix(b"user:*:name") == b"user:"
     assert literal_prefix(b"plain") == b"plain"
     assert literal_prefix(b"a\\*") == b"a"
+
+
+# The reference: the same items joined with ".*" into one backtracking regex (exact, and fast
+# enough on the short inputs drawn here).
+_GLOB_BYTES = st.binary(max_size=6).map(lambda b: bytes(b"ab*?[]^-\\"[c % 9] for c in b))
+
+
+@settings(max_examples=500)
+@given(_GLOB_BYTES, st.binary(max_size=8).map(lambda b: bytes(b"ab[]-*"[c % 6] for c in b)))
+def test_glob_agrees_with_a_backtracking_regex(pattern: bytes, key: bytes) -> None:
+    from parakoon_client.resp._glob import _tokens
+
+    regex = "".join(".*" if t is None else t for t in _tokens(pattern))
+    expected = re.fullmatch(regex, key.decode("latin-1"), re.DOTALL) is not None
+    assert compile_glob(pattern)(key) is expected
+
+
+def test_pathological_glob_takes_polynomial_time() -> None:
+    # A backtracking regex takes hours on this (one more star multiplies the work by ~80).
+    pattern, key = b"*a" * 30 + b"*b", b"a" * 2000
+    started = time.perf_counter()
+    for _ in range(20):
+        assert compile_glob(pattern)(key) is False
+    assert compile_glob(b"*a*a*a*a*a*a*a*b")(b"a" * 80) is False
+    # Generous: about 10 ms here; the backtracking version never finished.
+    assert time.perf_counter() - started < 5.0
+
+
+def test_glob_patterns_are_bounded() -> None:
+    assert compile_glob(b"?" * GLOB_PATTERN_BYTES_MAX)(b"x" * GLOB_PATTERN_BYTES_MAX)
+    with pytest.raises(ValueError, match="longer than"):
+        compile_glob(b"*" * (GLOB_PATTERN_BYTES_MAX + 1))

@@ -213,3 +213,17 @@ async def test_watch_aborts_exec_when_another_connection_changes_the_key() -> No
         await c.call(b"INCR", b"w")
         assert await c.call(b"EXEC") == b"*1\r\n:2\r\n"
         tg.cancel_scope.cancel()
+
+
+async def test_glob_patterns_are_bounded_in_length() -> None:
+    long = b"*a" * 3000  # over GLOB_PATTERN_BYTES_MAX
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        assert await c.call(b"SET", b"aa", b"v") == b"+OK\r\n"
+        for call in ((b"KEYS", long), (b"SCAN", b"0", b"MATCH", long), (b"CONFIG", b"GET", long)):
+            refused = await c.call(*call)
+            assert refused.startswith(b"-ERR ") and b"pattern of 6000 bytes is too long" in refused
+        assert await c.call(b"KEYS", b"*a*a") == b"*1\r\n$2\r\naa\r\n"
+        tg.cancel_scope.cancel()

@@ -25,7 +25,7 @@ from ._codec import (
     encode_reply,
     split_inline,
 )
-from ._glob import compile_glob, literal_prefix
+from ._glob import GLOB_PATTERN_BYTES_MAX, compile_glob, literal_prefix
 
 __all__ = [
     "INLINE_BYTES_MAX",
@@ -42,6 +42,7 @@ __all__ = [
     "NullArray",
     "Reply",
     "SimpleString",
+    "GLOB_PATTERN_BYTES_MAX",
     "compile_glob",
     "encode_command",
     "encode_reply",

@@ -46,6 +46,7 @@ from typing import Final
 import parakoon_kv as kv
 from parakoon_client.codec import UAssert, UAssertExists, Update, UReplace, USet
 from parakoon_client.resp import (
+    GLOB_PATTERN_BYTES_MAX,
     NULL,
     OK,
     Array,
@@ -77,6 +78,17 @@ def parse_int64(text: bytes) -> int | None:
     if value < INT64_MIN or value > INT64_MAX:
         return None
     return value
+
+
+def pattern_error(command: str, pattern: bytes) -> Error | None:
+    """The error for a glob pattern too long to match (None if it is fine): the matcher takes
+    time in proportion to the pattern's length for every key, on the node's event loop."""
+    if len(pattern) <= GLOB_PATTERN_BYTES_MAX:
+        return None
+    return Error(
+        message=f"ERR {command} pattern of {len(pattern)} bytes is too long: at most "
+        f"{GLOB_PATTERN_BYTES_MAX} bytes"
+    )
 
 
 class ValueTooLarge(Exception):
@@ -306,6 +318,9 @@ def _decrby(view: View, args: tuple[bytes, ...]) -> Reply:
 
 def _keys(view: View, args: tuple[bytes, ...]) -> Reply:
     pattern = args[1]
+    refused = pattern_error("KEYS", pattern)
+    if refused is not None:
+        return refused
     matches = compile_glob(pattern)
     found = view.keys(literal_prefix(pattern))
     return Array(items=tuple(Bulk(value=k) for k in found if matches(k)))

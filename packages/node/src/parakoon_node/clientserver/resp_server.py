@@ -92,6 +92,7 @@ from .resp_commands import (
     ValueTooLarge,
     View,
     parse_int64,
+    pattern_error,
 )
 from .server import ClientStream, _peer_name, default_max_connections
 
@@ -718,6 +719,9 @@ class RespServer:
                 return SYNTAX
             value = args[i + 1]
             if option == b"MATCH":
+                refused = pattern_error("SCAN MATCH", value)
+                if refused is not None:
+                    return refused
                 pattern = value
             elif option == b"COUNT":
                 number = parse_int64(value)
@@ -897,6 +901,9 @@ class RespServer:
         }
         pairs: dict[bytes, bytes] = {}
         for pattern in args[2:]:
+            refused = pattern_error("CONFIG GET", pattern)
+            if refused is not None:
+                return refused
             matches = compile_glob(pattern.lower())
             pairs.update((k, v) for k, v in known.items() if matches(k))
         return Map(pairs=tuple((Bulk(value=k), Bulk(value=v)) for k, v in pairs.items()))

@@ -30,11 +30,13 @@ from parakoon_client.resp import (
     Integer,
     Map,
     NullArray,
+    Reply,
     SimpleString,
     compile_glob,
     encode_command,
     encode_reply,
     literal_prefix,
+    reply_bytes,
     split_inline,
 )
 
@@ -155,6 +157,32 @@ def test_replies_in_resp2_and_resp3() -> None:
     assert encode_reply(pairs, 3) == b"%1\r\n$1\r\nk\r\n:1\r\n"
     assert encode_reply(NullArray()) == b"*-1\r\n"
     assert encode_reply(Error(message="ERR a\r\nb")) == b"-ERR a  b\r\n"
+    for reply in (nested, pairs, NullArray(), Error(message="ERR a\r\nb\u00e9")):
+        for protocol in (2, 3):
+            assert reply_bytes(reply, protocol) == len(encode_reply(reply, protocol))
+
+
+_leaves = st.one_of(
+    st.binary(max_size=20).map(lambda b: Bulk(value=b)),
+    st.integers(-(2**63), 2**63 - 1).map(lambda n: Integer(value=n)),
+    st.text(max_size=10).map(lambda t: SimpleString(text=t)),
+    st.text(max_size=10).map(lambda t: Error(message=t)),
+    st.just(NULL),
+    st.just(NullArray()),
+)
+_replies = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda xs: Array(items=tuple(xs))),
+        st.lists(st.tuples(inner, inner), max_size=3).map(lambda ps: Map(pairs=tuple(ps))),
+    ),
+    max_leaves=12,
+)
+
+
+@given(_replies, st.sampled_from([2, 3]))
+def test_reply_bytes_is_the_encoded_length(reply: Reply, protocol: int) -> None:
+    assert reply_bytes(reply, protocol) == len(encode_reply(reply, protocol))
 
 
 @pytest.mark.parametrize(

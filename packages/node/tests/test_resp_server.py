@@ -227,3 +227,34 @@ async def test_glob_patterns_are_bounded_in_length() -> None:
             assert refused.startswith(b"-ERR ") and b"pattern of 6000 bytes is too long" in refused
         assert await c.call(b"KEYS", b"*a*a") == b"*1\r\n$2\r\naa\r\n"
         tg.cancel_scope.cancel()
+
+
+async def test_replies_and_keys_are_bounded() -> None:
+    limits = Limits(
+        max_value_bytes=300, max_request_bytes=1000, max_string_bytes=1000, max_list_items=8
+    )
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {"limits": limits})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        assert await c.call(b"SET", b"big", b"x" * 250) == b"+OK\r\n"
+        assert (await c.call(b"MGET", b"big", b"big", b"big")).startswith(b"*3\r\n")
+        refused = await c.call(b"MGET", *[b"big"] * 5)
+        assert refused.startswith(b"-ERR reply of 1") and b"(max_request_bytes)" in refused
+        # A transaction whose replies are too large is refused before it writes anything.
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        assert await c.call(b"SET", b"w", b"1") == b"+QUEUED\r\n"
+        for _ in range(5):
+            assert await c.call(b"GET", b"big") == b"+QUEUED\r\n"
+        assert (await c.call(b"EXEC")).startswith(b"-ERR reply of 1")
+        assert await c.call(b"EXISTS", b"w") == b":0\r\n"
+        # KEYS lists at most max_list_items keys; SCAN walks any number.
+        for i in range(7):
+            await c.call(b"SET", b"k%d" % i, b"v")
+        assert (await c.call(b"KEYS", b"*")).startswith(b"*8\r\n")
+        await c.call(b"SET", b"k7", b"v")
+        refused = await c.call(b"KEYS", b"*")
+        assert refused.startswith(b"-ERR KEYS would read more than 8 keys (max_list_items)")
+        assert b"SCAN" in refused
+        assert await c.call(b"KEYS", b"k[0-1]") == b"*2\r\n$2\r\nk0\r\n$2\r\nk1\r\n"
+        tg.cancel_scope.cancel()

@@ -23,6 +23,7 @@ from ._codec import (
     SimpleString,
     encode_command,
     encode_reply,
+    reply_bytes,
     split_inline,
 )
 from ._glob import GLOB_PATTERN_BYTES_MAX, compile_glob, literal_prefix
@@ -47,5 +48,6 @@ __all__ = [
     "encode_command",
     "encode_reply",
     "literal_prefix",
+    "reply_bytes",
     "split_inline",
 ]

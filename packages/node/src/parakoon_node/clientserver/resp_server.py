@@ -79,6 +79,7 @@ from parakoon_client.resp import (
     compile_glob,
     encode_reply,
     literal_prefix,
+    reply_bytes,
 )
 
 from .backend import Backend, BackendError, GoingDown, NoLongerMaster, NotMaster
@@ -89,6 +90,7 @@ from .resp_commands import (
     SYNTAX,
     UNSUPPORTED,
     CommandSpec,
+    ReplyTooLarge,
     ValueTooLarge,
     View,
     parse_int64,
@@ -376,6 +378,11 @@ class RespServer:
                 return
             self.commands += 1
             reply, close = await self.answer(session, event)
+            size = reply_bytes(reply, session.protocol)
+            if size > self.limits.max_request_bytes:
+                # Data commands are refused before they write (_attempt); this catches the
+                # rest, so that no reply is ever built past the bound.
+                reply = Error(message=str(ReplyTooLarge(size, self.limits.max_request_bytes)))
             encoded = encode_reply(reply, session.protocol)
             out.append(encoded)
             pending += len(encoded)
@@ -407,7 +414,7 @@ class RespServer:
             return Error(message="ERR " + exc.message.decode("utf-8", "replace")), False
         except kv.KvError as exc:
             return Error(message=f"ERR {type(exc).__name__}: {exc}"), False
-        except ValueTooLarge as exc:
+        except (ValueTooLarge, ReplyTooLarge) as exc:
             return Error(message=str(exc)), False
         except _Contention:
             message = (
@@ -629,11 +636,16 @@ class RespServer:
             current = {k: store.get_option(k) for k in watched or ()}
             if watched and any(_digest(current[k]) != v for k, v in watched.items()):
                 return None
-            view = View(store, self.limits.max_value_bytes)
+            view = View(store, self.limits.max_value_bytes, self.limits.max_list_items)
             if isolate:
                 replies = [self._isolated(session, view, spec, args) for spec, args in commands]
             else:
                 replies = [self._execute(session, view, spec, args) for spec, args in commands]
+                # The replies hold references to the store's values, not copies, so summing
+                # them here (before the write) costs no memory; encoding them would.
+                size = sum(reply_bytes(r, session.protocol) for r in replies)
+                if size > self.limits.max_request_bytes:
+                    raise ReplyTooLarge(size, self.limits.max_request_bytes)
             if not view.overlay:
                 return replies
             asserts: dict[bytes, Update] = {}

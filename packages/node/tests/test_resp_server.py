@@ -258,3 +258,25 @@ async def test_replies_and_keys_are_bounded() -> None:
         assert b"SCAN" in refused
         assert await c.call(b"KEYS", b"k[0-1]") == b"*2\r\n$2\r\nk0\r\n$2\r\nk1\r\n"
         tg.cancel_scope.cancel()
+
+
+async def test_queued_and_watched_arguments_count_their_overhead() -> None:
+    # 64 bytes per argument on top of its length (ARG_OVERHEAD_BYTES), against 1000 bytes.
+    limits = Limits(max_value_bytes=100, max_request_bytes=1000, max_string_bytes=1000)
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {"limits": limits})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        assert await c.call(b"EXISTS", *[b""] * 10) == b"+QUEUED\r\n"  # 6 + 11 * 64 bytes
+        refused = await c.call(b"EXISTS", *[b""] * 10)  # 1408 bytes in all
+        assert refused.startswith(b"-ERR transaction too large")
+        assert (await c.call(b"EXEC")).startswith(b"-EXECABORT")
+        keys = [b"%02d" % i for i in range(15)]  # 15 * 66 = 990 bytes
+        assert await c.call(b"WATCH", *keys) == b"+OK\r\n"
+        assert await c.call(b"WATCH", *keys[:3]) == b"+OK\r\n"  # already watched: no cost
+        refused = await c.call(b"WATCH", b"15")
+        assert refused.startswith(b"-ERR watched keys too large: at most 1000 bytes")
+        assert await c.call(b"UNWATCH") == b"+OK\r\n"
+        assert await c.call(b"WATCH", b"15") == b"+OK\r\n"
+        tg.cancel_scope.cancel()

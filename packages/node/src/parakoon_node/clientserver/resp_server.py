@@ -115,7 +115,12 @@ SCAN_COUNT_MAX: Final = 100_000
 QUEUED_COMMANDS_MAX: Final = 100_000
 """Most commands one MULTI may queue (their arguments also count against max_request_bytes)."""
 WATCHED_KEYS_MAX: Final = 10_000
-"""Most keys one connection may WATCH at once."""
+"""Most keys one connection may WATCH at once (their bytes also count against
+max_request_bytes)."""
+ARG_OVERHEAD_BYTES: Final = 64
+"""What one argument costs in memory beyond its bytes (a ``bytes`` object's header, its slot
+in a tuple), counted when queued or watched arguments are held: a million empty arguments are
+not free."""
 SWEEP_SECS: Final = 0.5
 LINGER_SECS: Final = 1.0
 _QUEUED: Final = SimpleString(text="QUEUED")
@@ -145,6 +150,7 @@ class _Session:
         "readonly",
         "sending_since",
         "watched",
+        "watched_bytes",
     )
 
     def __init__(self, id: int, peer: str, now: float, cancel: anyio.CancelScope) -> None:
@@ -160,6 +166,7 @@ class _Session:
         # that watching large values holds little memory; EXEC asserts the value it reads
         # again, which equals the watched one whenever the digests agree.
         self.watched: dict[bytes, bytes | None] = {}
+        self.watched_bytes = 0  # the watched keys' bytes, with ARG_OVERHEAD_BYTES each
         self.last = now
         self.busy_since: float | None = None
         self.sending_since: float | None = None
@@ -452,7 +459,7 @@ class RespServer:
                 session.dirty = True
             return _wrong_arity(name), False
         if session.multi is not None and name not in _NOT_IN_MULTI:
-            size = sum(len(a) for a in args)
+            size = sum(len(a) + ARG_OVERHEAD_BYTES for a in args)
             if (
                 len(session.multi) >= QUEUED_COMMANDS_MAX
                 or session.queued_bytes + size > self.limits.max_request_bytes
@@ -461,7 +468,8 @@ class RespServer:
                 return Error(
                     message=f"ERR transaction too large: at most {QUEUED_COMMANDS_MAX} commands "
                     f"and {self.limits.max_request_bytes} bytes of arguments "
-                    "(max_request_bytes) per MULTI"
+                    f"(max_request_bytes; each argument counts {ARG_OVERHEAD_BYTES} bytes more) "
+                    "per MULTI"
                 ), False
             session.multi.append((spec, args))
             session.queued_bytes += size
@@ -480,7 +488,7 @@ class RespServer:
                 if session.multi is None:
                     return Error(message="ERR DISCARD without MULTI"), False
                 session.multi = None
-                session.watched = {}
+                session.watched, session.watched_bytes = {}, 0
                 return OK, False
             case "exec":
                 return await self._exec(session), False
@@ -494,11 +502,20 @@ class RespServer:
                         message=f"ERR too many watched keys: at most {WATCHED_KEYS_MAX} per "
                         "connection"
                     ), False
-                for key in args[1:]:
-                    session.watched.setdefault(key, _digest(store.get_option(key)))
+                new = [k for k in dict.fromkeys(args[1:]) if k not in session.watched]
+                size = session.watched_bytes + sum(len(k) + ARG_OVERHEAD_BYTES for k in new)
+                if size > self.limits.max_request_bytes:
+                    return Error(
+                        message=f"ERR watched keys too large: at most "
+                        f"{self.limits.max_request_bytes} bytes of keys per connection "
+                        f"(max_request_bytes; each key counts {ARG_OVERHEAD_BYTES} bytes more)"
+                    ), False
+                for key in new:
+                    session.watched[key] = _digest(store.get_option(key))
+                session.watched_bytes = size
                 return OK, False
             case "unwatch":
-                session.watched = {}
+                session.watched, session.watched_bytes = {}, 0
                 return OK, False
             case "get":
                 # The hot read, without a View: check, then read with no await in between.
@@ -528,6 +545,7 @@ class RespServer:
             return Error(message="ERR EXEC without MULTI")
         queued, dirty, watched = session.multi, session.dirty, session.watched
         session.multi, session.dirty, session.watched = None, False, {}
+        session.watched_bytes = 0
         if dirty:
             return Error(message="EXECABORT Transaction discarded because of previous errors.")
         replies = await self._run(session, queued, watched=watched)

@@ -15,9 +15,11 @@ import anyio
 import anyio.abc
 import pytest
 
-from parakoon_client.codec import Limits
+from parakoon_client.codec import Consistency, Consistent, Limits, Update
 from parakoon_client.resp import encode_command
+from parakoon_kv import Result
 from parakoon_node.clientserver import LocalBackend
+from parakoon_node.clientserver.backend import NotMaster
 from parakoon_node.clientserver.resp_server import RespServer, serve_redis
 
 pytestmark = pytest.mark.anyio
@@ -279,4 +281,45 @@ async def test_queued_and_watched_arguments_count_their_overhead() -> None:
         assert refused.startswith(b"-ERR watched keys too large: at most 1000 bytes")
         assert await c.call(b"UNWATCH") == b"+OK\r\n"
         assert await c.call(b"WATCH", b"15") == b"+OK\r\n"
+        tg.cancel_scope.cancel()
+
+
+class FollowerBackend(LocalBackend):
+    """A follower of node_1: reads with no guarantees are served, the rest is NotMaster."""
+
+    async def check_read(self, consistency: Consistency) -> None:
+        if isinstance(consistency, Consistent):
+            raise NotMaster("node_1")
+
+    async def write(self, update: Update) -> Result:
+        raise NotMaster("node_1")
+
+
+async def _serve_follower(*, task_status: anyio.abc.TaskStatus[RespServer]) -> None:
+    backend = FollowerBackend(cluster_id="parakoon", node_name="node_0")
+    with backend.store.transaction(1) as tx:
+        tx.set(b"k", b"old")
+        tx.set(b"s", b"text")
+    await serve_redis(backend, host="127.0.0.1", port=0, task_status=task_status)
+
+
+async def test_readonly_connections_still_send_writes_to_the_master() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve_follower)
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        readonly = b"-READONLY You can't write against a read only replica."
+        assert (await c.call(b"GET", b"k")).startswith(readonly)
+        assert await c.call(b"READONLY") == b"+OK\r\n"
+        assert await c.call(b"GET", b"k") == b"$3\r\nold\r\n"  # no guarantees: served
+        assert await c.call(b"MGET", b"k", b"s") == b"*2\r\n$3\r\nold\r\n$4\r\ntext\r\n"
+        # Write commands that would write nothing (or fail) are not answered from the
+        # follower's state either: they read consistently, so the master is named.
+        for command in ((b"SETNX", b"k", b"x"), (b"INCR", b"s"), (b"SET", b"k", b"v", b"NX")):
+            reply = await c.call(*command)
+            assert reply.startswith(readonly) and b"node_1" in reply, (command, reply)
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        await c.call(b"GET", b"k")
+        await c.call(b"INCR", b"s")
+        assert (await c.call(b"EXEC")).startswith(readonly)
         tg.cancel_scope.cancel()

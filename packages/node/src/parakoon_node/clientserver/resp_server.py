@@ -56,6 +56,7 @@ from parakoon_client.codec import (
     DEFAULT_LIMITS,
     NEED_DATA,
     NO_GUARANTEES,
+    Consistency,
     Limits,
     RemoteProtocolError,
     UAssert,
@@ -595,8 +596,10 @@ class RespServer:
         """Run ``batch`` as one update, answer its waiters, and hand on the lead."""
         try:
             async with self._locks.hold([key]):
+                # A batch mixes connections, READONLY ones among them: it reads consistently
+                # whatever the leader's connection is (its commands all write anyway).
                 replies = await self._attempt(
-                    session, [(w.spec, w.args) for w in batch], None, isolate=True
+                    session, [(w.spec, w.args) for w in batch], None, readonly=False, isolate=True
                 )
         except Exception as exc:  # noqa: BLE001 (each waiter re-raises it in answer(), which maps or logs it)
             for waiter in batch:
@@ -628,12 +631,13 @@ class RespServer:
         rmw_keys = [
             key for spec, args in commands if spec.locks_keys(args) for key in spec.keys(args)
         ]
+        readonly = session.readonly
         if not rmw_keys:
-            return await self._attempt(session, commands, watched)
+            return await self._attempt(session, commands, watched, readonly=readonly)
         if watched:
             rmw_keys.extend(watched)
         async with self._locks.hold(rmw_keys):
-            return await self._attempt(session, commands, watched)
+            return await self._attempt(session, commands, watched, readonly=readonly)
 
     async def _attempt(
         self,
@@ -641,15 +645,19 @@ class RespServer:
         commands: list[tuple[CommandSpec, tuple[bytes, ...]]],
         watched: dict[bytes, bytes | None] | None,
         *,
+        readonly: bool,
         isolate: bool = False,
     ) -> list[Reply] | None:
-        """The runs of :meth:`_run` (with its locks held, if any). ``isolate``: the commands
-        are independent one-key commands of different clients (:meth:`_combined`), so a value
-        that is too large fails that command only (it raises before it changed the view)."""
+        """The runs of :meth:`_run` (with its locks held, if any). ``readonly``: the commands
+        come from a READONLY connection (see :func:`_read_consistency`). ``isolate``: the
+        commands are independent one-key commands of different clients (:meth:`_combined`), so
+        a value that is too large fails that command only (it raises before it changed the
+        view)."""
+        consistency = _read_consistency(readonly, commands)
         for attempt in range(RETRIES_MAX):
             if attempt:
                 self.retries += 1
-            await self.backend.check_read(NO_GUARANTEES if session.readonly else CONSISTENT)
+            await self.backend.check_read(consistency)
             store = self.backend.store
             current = {k: store.get_option(k) for k in watched or ()}
             if watched and any(_digest(current[k]) != v for k, v in watched.items()):
@@ -937,6 +945,19 @@ class RespServer:
             matches = compile_glob(pattern.lower())
             pairs.update((k, v) for k, v in known.items() if matches(k))
         return Map(pairs=tuple((Bulk(value=k), Bulk(value=v)) for k, v in pairs.items()))
+
+
+def _read_consistency(
+    readonly: bool, commands: list[tuple[CommandSpec, tuple[bytes, ...]]]
+) -> Consistency:
+    """How ``commands`` read: with no guarantees only if the connection sent READONLY and
+    every command only reads. A write-flagged command reads consistently even then, also when
+    it ends up writing nothing (SETNX of an existing key, INCR of a non-number): its answer
+    must come from the master's state, so a follower answers it with -READONLY naming the
+    master, as a Redis replica answers a write on a READONLY connection."""
+    if readonly and not any("write" in spec.flags for spec, _ in commands):
+        return NO_GUARANTEES
+    return CONSISTENT
 
 
 def _digest(value: bytes | None) -> bytes | None:

@@ -15,11 +15,11 @@ import anyio
 import anyio.abc
 import pytest
 
-from parakoon_client.codec import Consistency, Consistent, Limits, Update
+from parakoon_client.codec import Consistency, Consistent, Limits, Update, encode_update
 from parakoon_client.resp import encode_command
 from parakoon_kv import Result
 from parakoon_node.clientserver import LocalBackend
-from parakoon_node.clientserver.backend import NotMaster
+from parakoon_node.clientserver.backend import NotMaster, TooLarge
 from parakoon_node.clientserver.resp_server import RespServer, serve_redis
 
 pytestmark = pytest.mark.anyio
@@ -322,4 +322,49 @@ async def test_readonly_connections_still_send_writes_to_the_master() -> None:
         await c.call(b"GET", b"k")
         await c.call(b"INCR", b"s")
         assert (await c.call(b"EXEC")).startswith(readonly)
+        tg.cancel_scope.cancel()
+
+
+class GatedBackend(LocalBackend):
+    """Holds its first write until ``gate`` is set; an update with a value over 100 bytes is
+    TooLarge (as a node refuses one it could not replicate)."""
+
+    def __init__(self) -> None:
+        super().__init__(cluster_id="parakoon", node_name="node_0")
+        self.gate = anyio.Event()
+        self.writes = 0
+
+    async def write(self, update: Update) -> Result:
+        self.writes += 1
+        if self.writes == 1:
+            await self.gate.wait()
+        if len(encode_update(update)) > 150:
+            raise TooLarge("update too large to replicate")
+        return await super().write(update)
+
+
+async def test_one_command_too_large_fails_alone_in_a_combined_batch() -> None:
+    backend = GatedBackend()
+
+    async def serve(*, task_status: anyio.abc.TaskStatus[RespServer]) -> None:
+        await serve_redis(backend, host="127.0.0.1", port=0, task_status=task_status)
+
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(serve)
+        assert server.port is not None
+        first, small, large = [await connect(stack, server.port) for _ in range(3)]
+        await first.stream.send(encode_command(b"APPEND", b"k", b"z"))  # leads; held
+        with anyio.fail_after(5):
+            while backend.writes == 0:
+                await anyio.sleep(0.01)
+        await small.stream.send(encode_command(b"APPEND", b"k", b"a" * 10))
+        await large.stream.send(encode_command(b"APPEND", b"k", b"b" * 200))
+        with anyio.fail_after(5):  # both queued behind the first: they form the next batch
+            while len(server._combining.get(b"k", ())) < 2:
+                await anyio.sleep(0.01)
+        backend.gate.set()
+        assert await first.reply() == b":1\r\n"
+        assert await small.reply() == b":11\r\n"
+        assert (await large.reply()).startswith(b"-ERR update too large to replicate")
+        assert await first.call(b"GET", b"k") == b"$11\r\nz" + b"a" * 10 + b"\r\n"
         tg.cancel_scope.cancel()

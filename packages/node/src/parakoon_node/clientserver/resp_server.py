@@ -83,7 +83,7 @@ from parakoon_client.resp import (
     reply_bytes,
 )
 
-from .backend import Backend, BackendError, GoingDown, NoLongerMaster, NotMaster
+from .backend import Backend, BackendError, GoingDown, NoLongerMaster, NotMaster, TooLarge
 from .fast import ProtocolStream, listen, running_on_asyncio
 from .resp_commands import (
     COMMANDS,
@@ -132,6 +132,11 @@ _SCAN_TYPES: Final = frozenset({b"string", b"list", b"set", b"zset", b"hash", b"
 
 class _Contention(Exception):
     """RETRIES_MAX runs in a row found their keys changed before the apply."""
+
+
+_ONE_COMMANDS_FAULT: Final = (TooLarge, kv.KvError)
+"""Failures of a combined batch that may be one command's doing and leave nothing applied: the
+batch is then run again one command at a time (:meth:`RespServer._lead`)."""
 
 
 class _Session:
@@ -596,18 +601,20 @@ class RespServer:
         """Run ``batch`` as one update, answer its waiters, and hand on the lead."""
         try:
             async with self._locks.hold([key]):
-                # A batch mixes connections, READONLY ones among them: it reads consistently
-                # whatever the leader's connection is (its commands all write anyway).
-                replies = await self._attempt(
-                    session, [(w.spec, w.args) for w in batch], None, readonly=False, isolate=True
-                )
+                try:
+                    await self._run_batch(session, batch)
+                except _ONE_COMMANDS_FAULT:
+                    if len(batch) == 1:
+                        raise
+                    # The batch failed as a whole with nothing of it applied (too large to
+                    # replicate, or refused by the store): one command may be the cause, so
+                    # they run one by one and only the culprit fails. NoLongerMaster and the
+                    # like are not retried: their outcome is unknown, or they fail all alike.
+                    for waiter in batch:
+                        await self._run_batch(session, [waiter], catch=True)
         except Exception as exc:  # noqa: BLE001 (each waiter re-raises it in answer(), which maps or logs it)
             for waiter in batch:
                 waiter.error = exc
-        else:
-            assert replies is not None
-            for waiter, reply in zip(batch, replies, strict=True):
-                waiter.reply = reply
         for waiter in batch[1:]:
             waiter.done.set()
         queue = self._combining[key]
@@ -618,6 +625,27 @@ class RespServer:
             following[0].done.set()
         else:
             del self._combining[key]
+
+    async def _run_batch(
+        self, session: _Session, batch: list[_Waiter], *, catch: bool = False
+    ) -> None:
+        """Run ``batch`` (its key's lock held) and set each waiter's reply; with ``catch``, a
+        failure is set as every waiter's error rather than raised."""
+        try:
+            # A batch mixes connections, READONLY ones among them: it reads consistently
+            # whatever the leader's connection is (its commands all write anyway).
+            replies = await self._attempt(
+                session, [(w.spec, w.args) for w in batch], None, readonly=False, isolate=True
+            )
+        except Exception as exc:
+            if not catch:
+                raise
+            for waiter in batch:
+                waiter.error = exc
+            return
+        assert replies is not None
+        for waiter, reply in zip(batch, replies, strict=True):
+            waiter.reply = reply
 
     async def _run(
         self,

@@ -21,8 +21,10 @@ Rules of this file
 * Reads and writes go through :meth:`Backend.check_read` and :meth:`Backend.write`, exactly as
   on the Arakoon port: a consistent read is served only by the master with a valid lease, a
   write is answered once chosen and applied. A connection that sent READONLY reads with "no
-  guarantees" on any node. A data command (or a MULTI/EXEC transaction) runs on a
-  ``resp_commands.View`` after one ``check_read`` with no await in between, and its writes
+  guarantees" on any node, but its write-flagged commands read consistently all the same
+  (``_read_consistency``), and a combined batch always reads consistently. A data command
+  (or a MULTI/EXEC transaction) runs on a ``resp_commands.View`` after one ``check_read``
+  with no await in between, and its writes
   become one update: asserts on what was read, then the final writes (``resp_commands``). An
   assert that fails at apply means the keys changed meanwhile: the commands run again, at most
   ``RETRIES_MAX`` times. Commands that read and write (``rmw``) hold a lock on their keys while

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from parakoon_client.codec import NEED_DATA, Limits, LocalProtocolError, RemoteProtocolError
 from parakoon_client.resp import (
+    GLOB_PATTERN_BYTES_MAX,
     INLINE_BYTES_MAX,
     NULL,
     Array,
@@ -28,11 +30,13 @@ from parakoon_client.resp import (
     Integer,
     Map,
     NullArray,
+    Reply,
     SimpleString,
     compile_glob,
     encode_command,
     encode_reply,
     literal_prefix,
+    reply_bytes,
     split_inline,
 )
 
@@ -153,6 +157,32 @@ def test_replies_in_resp2_and_resp3() -> None:
     assert encode_reply(pairs, 3) == b"%1\r\n$1\r\nk\r\n:1\r\n"
     assert encode_reply(NullArray()) == b"*-1\r\n"
     assert encode_reply(Error(message="ERR a\r\nb")) == b"-ERR a  b\r\n"
+    for reply in (nested, pairs, NullArray(), Error(message="ERR a\r\nb\u00e9")):
+        for protocol in (2, 3):
+            assert reply_bytes(reply, protocol) == len(encode_reply(reply, protocol))
+
+
+_leaves = st.one_of(
+    st.binary(max_size=20).map(lambda b: Bulk(value=b)),
+    st.integers(-(2**63), 2**63 - 1).map(lambda n: Integer(value=n)),
+    st.text(max_size=10).map(lambda t: SimpleString(text=t)),
+    st.text(max_size=10).map(lambda t: Error(message=t)),
+    st.just(NULL),
+    st.just(NullArray()),
+)
+_replies = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda xs: Array(items=tuple(xs))),
+        st.lists(st.tuples(inner, inner), max_size=3).map(lambda ps: Map(pairs=tuple(ps))),
+    ),
+    max_leaves=12,
+)
+
+
+@given(_replies, st.sampled_from([2, 3]))
+def test_reply_bytes_is_the_encoded_length(reply: Reply, protocol: int) -> None:
+    assert reply_bytes(reply, protocol) == len(encode_reply(reply, protocol))
 
 
 @pytest.mark.parametrize(
@@ -172,6 +202,14 @@ def test_replies_in_resp2_and_resp3() -> None:
         (b"a\\*b", b"axb", False),
         (b"x\xff*", b"x\xff\x00\n", True),
         (b"[", b"[", True),
+        (b"*a*b", b"xaxxb", True),
+        (b"*a*b", b"xaxxbc", False),
+        (b"a*a", b"a", False),
+        (b"a*a", b"aa", True),
+        (b"*?*", b"", False),
+        (b"**x**", b"x", True),
+        (b"[a-c]*[^a-c]", b"cab", False),
+        (b"[a-c]*[^a-c]", b"cabd", True),
     ],
 )
 def test_glob_patterns(pattern: bytes, key: bytes, matches: bool) -> None:
@@ -182,3 +220,35 @@ def test_literal_prefix() -> None:
     assert literal_prefix(b"user:*:name") == b"user:"
     assert literal_prefix(b"plain") == b"plain"
     assert literal_prefix(b"a\\*") == b"a"
+
+
+# The reference: the same items joined with ".*" into one backtracking regex (exact, and fast
+# enough on the short inputs drawn here).
+_GLOB_BYTES = st.binary(max_size=6).map(lambda b: bytes(b"ab*?[]^-\\"[c % 9] for c in b))
+
+
+@settings(max_examples=500)
+@given(_GLOB_BYTES, st.binary(max_size=8).map(lambda b: bytes(b"ab[]-*"[c % 6] for c in b)))
+def test_glob_agrees_with_a_backtracking_regex(pattern: bytes, key: bytes) -> None:
+    from parakoon_client.resp._glob import _tokens
+
+    regex = "".join(".*" if t is None else t for t in _tokens(pattern))
+    expected = re.fullmatch(regex, key.decode("latin-1"), re.DOTALL) is not None
+    assert compile_glob(pattern)(key) is expected
+
+
+def test_pathological_glob_takes_polynomial_time() -> None:
+    # A backtracking regex takes hours on this (one more star multiplies the work by ~80).
+    pattern, key = b"*a" * 30 + b"*b", b"a" * 2000
+    started = time.perf_counter()
+    for _ in range(20):
+        assert compile_glob(pattern)(key) is False
+    assert compile_glob(b"*a*a*a*a*a*a*a*b")(b"a" * 80) is False
+    # Generous: about 10 ms here; the backtracking version never finished.
+    assert time.perf_counter() - started < 5.0
+
+
+def test_glob_patterns_are_bounded() -> None:
+    assert compile_glob(b"?" * GLOB_PATTERN_BYTES_MAX)(b"x" * GLOB_PATTERN_BYTES_MAX)
+    with pytest.raises(ValueError, match="longer than"):
+        compile_glob(b"*" * (GLOB_PATTERN_BYTES_MAX + 1))

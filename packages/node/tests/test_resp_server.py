@@ -15,9 +15,11 @@ import anyio
 import anyio.abc
 import pytest
 
-from parakoon_client.codec import Limits
+from parakoon_client.codec import Consistency, Consistent, Limits, Update, encode_update
 from parakoon_client.resp import encode_command
+from parakoon_kv import Result
 from parakoon_node.clientserver import LocalBackend
+from parakoon_node.clientserver.backend import NotMaster, TooLarge
 from parakoon_node.clientserver.resp_server import RespServer, serve_redis
 
 pytestmark = pytest.mark.anyio
@@ -212,4 +214,157 @@ async def test_watch_aborts_exec_when_another_connection_changes_the_key() -> No
         await c.call(b"MULTI")
         await c.call(b"INCR", b"w")
         assert await c.call(b"EXEC") == b"*1\r\n:2\r\n"
+        tg.cancel_scope.cancel()
+
+
+async def test_glob_patterns_are_bounded_in_length() -> None:
+    long = b"*a" * 3000  # over GLOB_PATTERN_BYTES_MAX
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        assert await c.call(b"SET", b"aa", b"v") == b"+OK\r\n"
+        for call in ((b"KEYS", long), (b"SCAN", b"0", b"MATCH", long), (b"CONFIG", b"GET", long)):
+            refused = await c.call(*call)
+            assert refused.startswith(b"-ERR ") and b"pattern of 6000 bytes is too long" in refused
+        assert await c.call(b"KEYS", b"*a*a") == b"*1\r\n$2\r\naa\r\n"
+        tg.cancel_scope.cancel()
+
+
+async def test_replies_and_keys_are_bounded() -> None:
+    limits = Limits(
+        max_value_bytes=300, max_request_bytes=1000, max_string_bytes=1000, max_list_items=8
+    )
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {"limits": limits})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        assert await c.call(b"SET", b"big", b"x" * 250) == b"+OK\r\n"
+        assert (await c.call(b"MGET", b"big", b"big", b"big")).startswith(b"*3\r\n")
+        refused = await c.call(b"MGET", *[b"big"] * 5)
+        assert refused.startswith(b"-ERR reply of 1") and b"(max_request_bytes)" in refused
+        # A transaction whose replies are too large is refused before it writes anything.
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        assert await c.call(b"SET", b"w", b"1") == b"+QUEUED\r\n"
+        for _ in range(5):
+            assert await c.call(b"GET", b"big") == b"+QUEUED\r\n"
+        assert (await c.call(b"EXEC")).startswith(b"-ERR reply of 1")
+        assert await c.call(b"EXISTS", b"w") == b":0\r\n"
+        # KEYS lists at most max_list_items keys; SCAN walks any number.
+        for i in range(7):
+            await c.call(b"SET", b"k%d" % i, b"v")
+        assert (await c.call(b"KEYS", b"*")).startswith(b"*8\r\n")
+        await c.call(b"SET", b"k7", b"v")
+        refused = await c.call(b"KEYS", b"*")
+        assert refused.startswith(b"-ERR KEYS would read more than 8 keys (max_list_items)")
+        assert b"SCAN" in refused
+        assert await c.call(b"KEYS", b"k[0-1]") == b"*2\r\n$2\r\nk0\r\n$2\r\nk1\r\n"
+        tg.cancel_scope.cancel()
+
+
+async def test_queued_and_watched_arguments_count_their_overhead() -> None:
+    # 64 bytes per argument on top of its length (ARG_OVERHEAD_BYTES), against 1000 bytes.
+    limits = Limits(max_value_bytes=100, max_request_bytes=1000, max_string_bytes=1000)
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve, {"limits": limits})
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        assert await c.call(b"EXISTS", *[b""] * 10) == b"+QUEUED\r\n"  # 6 + 11 * 64 bytes
+        refused = await c.call(b"EXISTS", *[b""] * 10)  # 1408 bytes in all
+        assert refused.startswith(b"-ERR transaction too large")
+        assert (await c.call(b"EXEC")).startswith(b"-EXECABORT")
+        keys = [b"%02d" % i for i in range(15)]  # 15 * 66 = 990 bytes
+        assert await c.call(b"WATCH", *keys) == b"+OK\r\n"
+        assert await c.call(b"WATCH", *keys[:3]) == b"+OK\r\n"  # already watched: no cost
+        refused = await c.call(b"WATCH", b"15")
+        assert refused.startswith(b"-ERR watched keys too large: at most 1000 bytes")
+        assert await c.call(b"UNWATCH") == b"+OK\r\n"
+        assert await c.call(b"WATCH", b"15") == b"+OK\r\n"
+        tg.cancel_scope.cancel()
+
+
+class FollowerBackend(LocalBackend):
+    """A follower of node_1: reads with no guarantees are served, the rest is NotMaster."""
+
+    async def check_read(self, consistency: Consistency) -> None:
+        if isinstance(consistency, Consistent):
+            raise NotMaster("node_1")
+
+    async def write(self, update: Update) -> Result:
+        raise NotMaster("node_1")
+
+
+async def _serve_follower(*, task_status: anyio.abc.TaskStatus[RespServer]) -> None:
+    backend = FollowerBackend(cluster_id="parakoon", node_name="node_0")
+    with backend.store.transaction(1) as tx:
+        tx.set(b"k", b"old")
+        tx.set(b"s", b"text")
+    await serve_redis(backend, host="127.0.0.1", port=0, task_status=task_status)
+
+
+async def test_readonly_connections_still_send_writes_to_the_master() -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(_serve_follower)
+        assert server.port is not None
+        c = await connect(stack, server.port)
+        readonly = b"-READONLY You can't write against a read only replica."
+        assert (await c.call(b"GET", b"k")).startswith(readonly)
+        assert await c.call(b"READONLY") == b"+OK\r\n"
+        assert await c.call(b"GET", b"k") == b"$3\r\nold\r\n"  # no guarantees: served
+        assert await c.call(b"MGET", b"k", b"s") == b"*2\r\n$3\r\nold\r\n$4\r\ntext\r\n"
+        # Write commands that would write nothing (or fail) are not answered from the
+        # follower's state either: they read consistently, so the master is named.
+        for command in ((b"SETNX", b"k", b"x"), (b"INCR", b"s"), (b"SET", b"k", b"v", b"NX")):
+            reply = await c.call(*command)
+            assert reply.startswith(readonly) and b"node_1" in reply, (command, reply)
+        assert await c.call(b"MULTI") == b"+OK\r\n"
+        await c.call(b"GET", b"k")
+        await c.call(b"INCR", b"s")
+        assert (await c.call(b"EXEC")).startswith(readonly)
+        tg.cancel_scope.cancel()
+
+
+class GatedBackend(LocalBackend):
+    """Holds its first write until ``gate`` is set; an update with a value over 100 bytes is
+    TooLarge (as a node refuses one it could not replicate)."""
+
+    def __init__(self) -> None:
+        super().__init__(cluster_id="parakoon", node_name="node_0")
+        self.gate = anyio.Event()
+        self.writes = 0
+
+    async def write(self, update: Update) -> Result:
+        self.writes += 1
+        if self.writes == 1:
+            await self.gate.wait()
+        if len(encode_update(update)) > 150:
+            raise TooLarge("update too large to replicate")
+        return await super().write(update)
+
+
+async def test_one_command_too_large_fails_alone_in_a_combined_batch() -> None:
+    backend = GatedBackend()
+
+    async def serve(*, task_status: anyio.abc.TaskStatus[RespServer]) -> None:
+        await serve_redis(backend, host="127.0.0.1", port=0, task_status=task_status)
+
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        server: RespServer = await tg.start(serve)
+        assert server.port is not None
+        first, small, large = [await connect(stack, server.port) for _ in range(3)]
+        await first.stream.send(encode_command(b"APPEND", b"k", b"z"))  # leads; held
+        with anyio.fail_after(5):
+            while backend.writes == 0:
+                await anyio.sleep(0.01)
+        await small.stream.send(encode_command(b"APPEND", b"k", b"a" * 10))
+        await large.stream.send(encode_command(b"APPEND", b"k", b"b" * 200))
+        with anyio.fail_after(5):  # both queued behind the first: they form the next batch
+            while len(server._combining.get(b"k", ())) < 2:
+                await anyio.sleep(0.01)
+        backend.gate.set()
+        assert await first.reply() == b":1\r\n"
+        assert await small.reply() == b":11\r\n"
+        assert (await large.reply()).startswith(b"-ERR update too large to replicate")
+        assert await first.call(b"GET", b"k") == b"$11\r\nz" + b"a" * 10 + b"\r\n"
         tg.cancel_scope.cancel()

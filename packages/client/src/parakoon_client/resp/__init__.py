@@ -23,9 +23,10 @@ from ._codec import (
     SimpleString,
     encode_command,
     encode_reply,
+    reply_bytes,
     split_inline,
 )
-from ._glob import compile_glob, literal_prefix
+from ._glob import GLOB_PATTERN_BYTES_MAX, compile_glob, literal_prefix
 
 __all__ = [
     "INLINE_BYTES_MAX",
@@ -42,9 +43,11 @@ __all__ = [
     "NullArray",
     "Reply",
     "SimpleString",
+    "GLOB_PATTERN_BYTES_MAX",
     "compile_glob",
     "encode_command",
     "encode_reply",
     "literal_prefix",
+    "reply_bytes",
     "split_inline",
 ]

@@ -441,6 +441,34 @@ def encode_reply(reply: Reply, protocol: int = 2) -> bytes:
     return b"".join(out)
 
 
+def reply_bytes(reply: Reply, protocol: int = 2) -> int:
+    """``len(encode_reply(reply, protocol))``, without building the bytes: a server checks a
+    reply against its size bound before it spends the memory. O(number of items)."""
+    match reply:
+        case Bulk(value=data):
+            return len(data) + _digits(len(data)) + 5
+        case SimpleString(text=text):
+            return len(text.translate(_LINE_BREAKS).encode("utf-8", "replace")) + 3
+        case Error(message=message):
+            return len(message.translate(_LINE_BREAKS).encode("utf-8", "replace")) + 3
+        case Integer(value=number):
+            return _digits(number) + 3
+        case Null() | NullArray():
+            return 3 if protocol >= 3 else 5
+        case Array(items=items):
+            return _digits(len(items)) + 3 + sum(reply_bytes(i, protocol) for i in items)
+        case Map(pairs=pairs):
+            count = len(pairs) if protocol >= 3 else 2 * len(pairs)
+            inner = sum(reply_bytes(k, protocol) + reply_bytes(v, protocol) for k, v in pairs)
+            return _digits(count) + 3 + inner
+        case _:
+            assert_never(reply)
+
+
+def _digits(number: int) -> int:
+    return len(b"%d" % number)
+
+
 def _encode(reply: Reply, protocol: int, out: list[bytes]) -> None:
     match reply:
         case Bulk(value=data):

@@ -106,6 +106,11 @@ class BadInput(BackendError):
     code: ClassVar[int] = ErrorCode.BAD_INPUT
 
 
+class TooLarge(BackendError):
+    """E_UNKNOWN_FAILURE (0xff, closes): the update could not be replicated (§11 rule 23). Raised
+    before the update is proposed, so nothing of it was applied."""
+
+
 class Backend(Protocol):
     """The node as the client server sees it. See the module docstring for the split of duties.
 

@@ -10,7 +10,7 @@ transaction sees them). Nothing here awaits, so a command (or
 a whole MULTI/EXEC transaction, run command after command on one view) sees one instant of
 the store.
 
-The server then turns the view into one Arakoon update (``resp_server.RespServer._commit``)::
+The server then turns the view into one Arakoon update (``resp_server.RespServer._attempt``)::
 
     USequence(asserts on every key read, as read) + (the final value of every key written)
 
@@ -46,6 +46,7 @@ from typing import Final
 import parakoon_kv as kv
 from parakoon_client.codec import UAssert, UAssertExists, Update, UReplace, USet
 from parakoon_client.resp import (
+    GLOB_PATTERN_BYTES_MAX,
     NULL,
     OK,
     Array,
@@ -79,6 +80,29 @@ def parse_int64(text: bytes) -> int | None:
     return value
 
 
+def pattern_error(command: str, pattern: bytes) -> Error | None:
+    """The error for a glob pattern too long to match (None if it is fine): the matcher takes
+    time in proportion to the pattern's length for every key, on the node's event loop."""
+    if len(pattern) <= GLOB_PATTERN_BYTES_MAX:
+        return None
+    return Error(
+        message=f"ERR {command} pattern of {len(pattern)} bytes is too long: at most "
+        f"{GLOB_PATTERN_BYTES_MAX} bytes"
+    )
+
+
+class ReplyTooLarge(Exception):
+    """A reply (or the replies of one transaction) would take more than ``max_request_bytes``:
+    the bound on what one connection makes the node build in memory, and what the Arakoon
+    port's own clients accept as one response. Raised before anything is written."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"ERR reply of {size} bytes is too large: at most {limit} bytes "
+            "(max_request_bytes); ask for fewer or smaller values at a time"
+        )
+
+
 class ValueTooLarge(Exception):
     """A command would store a value of ``max_value_bytes`` or more (the Arakoon port's limit
     on a stored value, so that every value one port writes the other can serve)."""
@@ -98,11 +122,14 @@ class View:
     value now (None: deleted).
     """
 
-    __slots__ = ("overlay", "reads", "store", "value_bytes_max")
+    __slots__ = ("keys_max", "overlay", "reads", "store", "value_bytes_max")
 
-    def __init__(self, store: kv.Store, value_bytes_max: int = 1 << 62) -> None:
+    def __init__(
+        self, store: kv.Store, value_bytes_max: int = 1 << 62, keys_max: int = 1 << 62
+    ) -> None:
         self.store = store
         self.value_bytes_max = value_bytes_max
+        self.keys_max = keys_max  # most keys KEYS lists (max_list_items): SCAN pages the rest
         self.overlay: dict[bytes, bytes | None] = {}
         self.reads: dict[bytes, bytes | bool | None] = {}
 
@@ -135,10 +162,12 @@ class View:
         self.overlay[key] = None
         return True
 
-    def keys(self, prefix: bytes) -> list[bytes]:
+    def keys(self, prefix: bytes, max: int = -1) -> list[bytes]:
         """The keys starting with ``prefix``, ascending, overlay included (not asserted: see
-        docs/redis.md, KEYS inside MULTI)."""
-        found = self.store.prefix_keys(prefix)
+        docs/redis.md, KEYS inside MULTI). With ``max >= 0``, those of the store are cut at
+        ``max`` (the overlay may add some): a caller asks for one more than it takes, to know
+        there were too many."""
+        found = self.store.prefix_keys(prefix, max)
         if not self.overlay:
             return found
         merged = set(found)
@@ -306,8 +335,18 @@ def _decrby(view: View, args: tuple[bytes, ...]) -> Reply:
 
 def _keys(view: View, args: tuple[bytes, ...]) -> Reply:
     pattern = args[1]
+    refused = pattern_error("KEYS", pattern)
+    if refused is not None:
+        return refused
     matches = compile_glob(pattern)
-    found = view.keys(literal_prefix(pattern))
+    # The prefix bounds what is read; the keys that do not match still cost time, so the
+    # bound is on those read, not those listed (one more than the limit: to see it crossed).
+    found = view.keys(literal_prefix(pattern), view.keys_max + 1)
+    if len(found) > view.keys_max:
+        return Error(
+            message=f"ERR KEYS would read more than {view.keys_max} keys (max_list_items): "
+            "use SCAN with MATCH and COUNT to walk them in pages"
+        )
     return Array(items=tuple(Bulk(value=k) for k in found if matches(k)))
 
 

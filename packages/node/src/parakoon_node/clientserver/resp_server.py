@@ -21,8 +21,10 @@ Rules of this file
 * Reads and writes go through :meth:`Backend.check_read` and :meth:`Backend.write`, exactly as
   on the Arakoon port: a consistent read is served only by the master with a valid lease, a
   write is answered once chosen and applied. A connection that sent READONLY reads with "no
-  guarantees" on any node. A data command (or a MULTI/EXEC transaction) runs on a
-  ``resp_commands.View`` after one ``check_read`` with no await in between, and its writes
+  guarantees" on any node, but its write-flagged commands read consistently all the same
+  (``_read_consistency``), and a combined batch always reads consistently. A data command
+  (or a MULTI/EXEC transaction) runs on a ``resp_commands.View`` after one ``check_read``
+  with no await in between, and its writes
   become one update: asserts on what was read, then the final writes (``resp_commands``). An
   assert that fails at apply means the keys changed meanwhile: the commands run again, at most
   ``RETRIES_MAX`` times. Commands that read and write (``rmw``) hold a lock on their keys while
@@ -57,6 +59,7 @@ from parakoon_client.codec import (
     DEFAULT_LIMITS,
     NEED_DATA,
     NO_GUARANTEES,
+    Consistency,
     Limits,
     RemoteProtocolError,
     UAssert,
@@ -80,9 +83,10 @@ from parakoon_client.resp import (
     compile_glob,
     encode_reply,
     literal_prefix,
+    reply_bytes,
 )
 
-from .backend import Backend, BackendError, GoingDown, NoLongerMaster, NotMaster
+from .backend import Backend, BackendError, GoingDown, NoLongerMaster, NotMaster, TooLarge
 from .fast import ProtocolStream, listen, running_on_asyncio
 from .resp_commands import (
     COMMANDS,
@@ -90,9 +94,11 @@ from .resp_commands import (
     SYNTAX,
     UNSUPPORTED,
     CommandSpec,
+    ReplyTooLarge,
     ValueTooLarge,
     View,
     parse_int64,
+    pattern_error,
 )
 from .server import (
     ClientStream,
@@ -119,7 +125,12 @@ SCAN_COUNT_MAX: Final = 100_000
 QUEUED_COMMANDS_MAX: Final = 100_000
 """Most commands one MULTI may queue (their arguments also count against max_request_bytes)."""
 WATCHED_KEYS_MAX: Final = 10_000
-"""Most keys one connection may WATCH at once."""
+"""Most keys one connection may WATCH at once (their bytes also count against
+max_request_bytes)."""
+ARG_OVERHEAD_BYTES: Final = 64
+"""What one argument costs in memory beyond its bytes (a ``bytes`` object's header, its slot
+in a tuple), counted when queued or watched arguments are held: a million empty arguments are
+not free."""
 SWEEP_SECS: Final = 0.5
 LINGER_SECS: Final = 1.0
 _QUEUED: Final = SimpleString(text="QUEUED")
@@ -130,6 +141,11 @@ _SCAN_TYPES: Final = frozenset({b"string", b"list", b"set", b"zset", b"hash", b"
 
 class _Contention(Exception):
     """RETRIES_MAX runs in a row found their keys changed before the apply."""
+
+
+_ONE_COMMANDS_FAULT: Final = (TooLarge, kv.KvError)
+"""Failures of a combined batch that may be one command's doing and leave nothing applied: the
+batch is then run again one command at a time (:meth:`RespServer._lead`)."""
 
 
 class _Session:
@@ -149,6 +165,7 @@ class _Session:
         "readonly",
         "sending_since",
         "watched",
+        "watched_bytes",
     )
 
     def __init__(self, id: int, peer: str, now: float, cancel: anyio.CancelScope) -> None:
@@ -164,6 +181,7 @@ class _Session:
         # that watching large values holds little memory; EXEC asserts the value it reads
         # again, which equals the watched one whenever the digests agree.
         self.watched: dict[bytes, bytes | None] = {}
+        self.watched_bytes = 0  # the watched keys' bytes, with ARG_OVERHEAD_BYTES each
         self.last = now
         self.busy_since: float | None = None
         self.sending_since: float | None = None
@@ -382,6 +400,11 @@ class RespServer:
                 return
             self.commands += 1
             reply, close = await self.answer(session, event)
+            size = reply_bytes(reply, session.protocol)
+            if size > self.limits.max_request_bytes:
+                # Data commands are refused before they write (_attempt); this catches the
+                # rest, so that no reply is ever built past the bound.
+                reply = Error(message=str(ReplyTooLarge(size, self.limits.max_request_bytes)))
             encoded = encode_reply(reply, session.protocol)
             out.append(encoded)
             pending += len(encoded)
@@ -413,7 +436,7 @@ class RespServer:
             return Error(message="ERR " + exc.message.decode("utf-8", "replace")), False
         except kv.KvError as exc:
             return Error(message=f"ERR {type(exc).__name__}: {exc}"), False
-        except ValueTooLarge as exc:
+        except (ValueTooLarge, ReplyTooLarge) as exc:
             return Error(message=str(exc)), False
         except _Contention:
             message = (
@@ -451,7 +474,7 @@ class RespServer:
                 session.dirty = True
             return _wrong_arity(name), False
         if session.multi is not None and name not in _NOT_IN_MULTI:
-            size = sum(len(a) for a in args)
+            size = sum(len(a) + ARG_OVERHEAD_BYTES for a in args)
             if (
                 len(session.multi) >= QUEUED_COMMANDS_MAX
                 or session.queued_bytes + size > self.limits.max_request_bytes
@@ -460,7 +483,8 @@ class RespServer:
                 return Error(
                     message=f"ERR transaction too large: at most {QUEUED_COMMANDS_MAX} commands "
                     f"and {self.limits.max_request_bytes} bytes of arguments "
-                    "(max_request_bytes) per MULTI"
+                    f"(max_request_bytes; each argument counts {ARG_OVERHEAD_BYTES} bytes more) "
+                    "per MULTI"
                 ), False
             session.multi.append((spec, args))
             session.queued_bytes += size
@@ -479,7 +503,7 @@ class RespServer:
                 if session.multi is None:
                     return Error(message="ERR DISCARD without MULTI"), False
                 session.multi = None
-                session.watched = {}
+                session.watched, session.watched_bytes = {}, 0
                 return OK, False
             case "exec":
                 return await self._exec(session), False
@@ -493,11 +517,20 @@ class RespServer:
                         message=f"ERR too many watched keys: at most {WATCHED_KEYS_MAX} per "
                         "connection"
                     ), False
-                for key in args[1:]:
-                    session.watched.setdefault(key, _digest(store.get_option(key)))
+                new = [k for k in dict.fromkeys(args[1:]) if k not in session.watched]
+                size = session.watched_bytes + sum(len(k) + ARG_OVERHEAD_BYTES for k in new)
+                if size > self.limits.max_request_bytes:
+                    return Error(
+                        message=f"ERR watched keys too large: at most "
+                        f"{self.limits.max_request_bytes} bytes of keys per connection "
+                        f"(max_request_bytes; each key counts {ARG_OVERHEAD_BYTES} bytes more)"
+                    ), False
+                for key in new:
+                    session.watched[key] = _digest(store.get_option(key))
+                session.watched_bytes = size
                 return OK, False
             case "unwatch":
-                session.watched = {}
+                session.watched, session.watched_bytes = {}, 0
                 return OK, False
             case "get":
                 # The hot read, without a View: check, then read with no await in between.
@@ -527,6 +560,7 @@ class RespServer:
             return Error(message="ERR EXEC without MULTI")
         queued, dirty, watched = session.multi, session.dirty, session.watched
         session.multi, session.dirty, session.watched = None, False, {}
+        session.watched_bytes = 0
         if dirty:
             return Error(message="EXECABORT Transaction discarded because of previous errors.")
         replies = await self._run(session, queued, watched=watched)
@@ -576,16 +610,20 @@ class RespServer:
         """Run ``batch`` as one update, answer its waiters, and hand on the lead."""
         try:
             async with self._locks.hold([key]):
-                replies = await self._attempt(
-                    session, [(w.spec, w.args) for w in batch], None, isolate=True
-                )
+                try:
+                    await self._run_batch(session, batch)
+                except _ONE_COMMANDS_FAULT:
+                    if len(batch) == 1:
+                        raise
+                    # The batch failed as a whole with nothing of it applied (too large to
+                    # replicate, or refused by the store): one command may be the cause, so
+                    # they run one by one and only the culprit fails. NoLongerMaster and the
+                    # like are not retried: their outcome is unknown, or they fail all alike.
+                    for waiter in batch:
+                        await self._run_batch(session, [waiter], catch=True)
         except Exception as exc:  # noqa: BLE001 (each waiter re-raises it in answer(), which maps or logs it)
             for waiter in batch:
                 waiter.error = exc
-        else:
-            assert replies is not None
-            for waiter, reply in zip(batch, replies, strict=True):
-                waiter.reply = reply
         for waiter in batch[1:]:
             waiter.done.set()
         queue = self._combining[key]
@@ -596,6 +634,27 @@ class RespServer:
             following[0].done.set()
         else:
             del self._combining[key]
+
+    async def _run_batch(
+        self, session: _Session, batch: list[_Waiter], *, catch: bool = False
+    ) -> None:
+        """Run ``batch`` (its key's lock held) and set each waiter's reply; with ``catch``, a
+        failure is set as every waiter's error rather than raised."""
+        try:
+            # A batch mixes connections, READONLY ones among them: it reads consistently
+            # whatever the leader's connection is (its commands all write anyway).
+            replies = await self._attempt(
+                session, [(w.spec, w.args) for w in batch], None, readonly=False, isolate=True
+            )
+        except Exception as exc:
+            if not catch:
+                raise
+            for waiter in batch:
+                waiter.error = exc
+            return
+        assert replies is not None
+        for waiter, reply in zip(batch, replies, strict=True):
+            waiter.reply = reply
 
     async def _run(
         self,
@@ -609,12 +668,13 @@ class RespServer:
         rmw_keys = [
             key for spec, args in commands if spec.locks_keys(args) for key in spec.keys(args)
         ]
+        readonly = session.readonly
         if not rmw_keys:
-            return await self._attempt(session, commands, watched)
+            return await self._attempt(session, commands, watched, readonly=readonly)
         if watched:
             rmw_keys.extend(watched)
         async with self._locks.hold(rmw_keys):
-            return await self._attempt(session, commands, watched)
+            return await self._attempt(session, commands, watched, readonly=readonly)
 
     async def _attempt(
         self,
@@ -622,24 +682,33 @@ class RespServer:
         commands: list[tuple[CommandSpec, tuple[bytes, ...]]],
         watched: dict[bytes, bytes | None] | None,
         *,
+        readonly: bool,
         isolate: bool = False,
     ) -> list[Reply] | None:
-        """The runs of :meth:`_run` (with its locks held, if any). ``isolate``: the commands
-        are independent one-key commands of different clients (:meth:`_combined`), so a value
-        that is too large fails that command only (it raises before it changed the view)."""
+        """The runs of :meth:`_run` (with its locks held, if any). ``readonly``: the commands
+        come from a READONLY connection (see :func:`_read_consistency`). ``isolate``: the
+        commands are independent one-key commands of different clients (:meth:`_combined`), so
+        a value that is too large fails that command only (it raises before it changed the
+        view)."""
+        consistency = _read_consistency(readonly, commands)
         for attempt in range(RETRIES_MAX):
             if attempt:
                 self.retries += 1
-            await self.backend.check_read(NO_GUARANTEES if session.readonly else CONSISTENT)
+            await self.backend.check_read(consistency)
             store = self.backend.store
             current = {k: store.get_option(k) for k in watched or ()}
             if watched and any(_digest(current[k]) != v for k, v in watched.items()):
                 return None
-            view = View(store, self.limits.max_value_bytes)
+            view = View(store, self.limits.max_value_bytes, self.limits.max_list_items)
             if isolate:
                 replies = [self._isolated(session, view, spec, args) for spec, args in commands]
             else:
                 replies = [self._execute(session, view, spec, args) for spec, args in commands]
+                # The replies hold references to the store's values, not copies, so summing
+                # them here (before the write) costs no memory; encoding them would.
+                size = sum(reply_bytes(r, session.protocol) for r in replies)
+                if size > self.limits.max_request_bytes:
+                    raise ReplyTooLarge(size, self.limits.max_request_bytes)
             if not view.overlay:
                 return replies
             asserts: dict[bytes, Update] = {}
@@ -725,6 +794,9 @@ class RespServer:
                 return SYNTAX
             value = args[i + 1]
             if option == b"MATCH":
+                refused = pattern_error("SCAN MATCH", value)
+                if refused is not None:
+                    return refused
                 pattern = value
             elif option == b"COUNT":
                 number = parse_int64(value)
@@ -904,9 +976,25 @@ class RespServer:
         }
         pairs: dict[bytes, bytes] = {}
         for pattern in args[2:]:
+            refused = pattern_error("CONFIG GET", pattern)
+            if refused is not None:
+                return refused
             matches = compile_glob(pattern.lower())
             pairs.update((k, v) for k, v in known.items() if matches(k))
         return Map(pairs=tuple((Bulk(value=k), Bulk(value=v)) for k, v in pairs.items()))
+
+
+def _read_consistency(
+    readonly: bool, commands: list[tuple[CommandSpec, tuple[bytes, ...]]]
+) -> Consistency:
+    """How ``commands`` read: with no guarantees only if the connection sent READONLY and
+    every command only reads. A write-flagged command reads consistently even then, also when
+    it ends up writing nothing (SETNX of an existing key, INCR of a non-number): its answer
+    must come from the master's state, so a follower answers it with -READONLY naming the
+    master, as a Redis replica answers a write on a READONLY connection."""
+    if readonly and not any("write" in spec.flags for spec, _ in commands):
+        return NO_GUARANTEES
+    return CONSISTENT
 
 
 def _digest(value: bytes | None) -> bytes | None:

@@ -46,6 +46,7 @@ from parakoon_node.clientserver.backend import (
     NotMaster,
     NotSupported,
     ReadOnly,
+    TooLarge,
 )
 from parakoon_node.clientserver.convert import to_kv_update
 from parakoon_node.clientserver.local import default_version_info
@@ -90,10 +91,6 @@ def max_payload_bytes(peer_frame_bytes_max: int) -> int:
     """
     limit = min(peer_frame_bytes_max, RECORD_BYTES_MAX)
     return limit - min(_ENVELOPE_BYTES, limit // 8)
-
-
-class TooLarge(BackendError):
-    """E_UNKNOWN_FAILURE (0xff, closes): the update could not be replicated (§11 rule 23)."""
 
 
 class Overloaded(BackendError):

@@ -344,12 +344,23 @@ def run_join(args: argparse.Namespace) -> int:
     seed = NodeConfig(
         name="(member)", addresses=((host, 0),), client_port=int(port_text), home_dir=Path(".")
     )
-    cluster = ClusterConfig(cluster_id=args.cluster_id, nodes=(seed,), **tls)
-    try:
-        with DirectConnection(cluster, seed, timeout=args.timeout, check_name=False) as conn:
-            listing = _hook(conn, {"op": "list"}, consistent=False)
-    except (OSError, MemberError) as exc:
-        print(f"parakoon join: {args.member}: {exc}", file=sys.stderr)
+    # With TLS options the member's client port is tried with TLS first, then plain: a cluster
+    # may run TLS on its peer links only (tls_service = false), and the answer says which.
+    tries = [True, False] if tls else [False]
+    listing: dict[str, Any] | None = None
+    problems: list[str] = []
+    for service in tries:
+        cluster = ClusterConfig(
+            cluster_id=args.cluster_id, nodes=(seed,), **{**tls, "tls_service": service}
+        ) if tls else ClusterConfig(cluster_id=args.cluster_id, nodes=(seed,))  # fmt: skip
+        try:
+            with DirectConnection(cluster, seed, timeout=args.timeout, check_name=False) as conn:
+                listing = _hook(conn, {"op": "list"}, consistent=False)
+            break
+        except (OSError, MemberError) as exc:
+            problems.append(f"{'TLS' if service else 'plain TCP'}: {exc}")
+    if listing is None:
+        print(f"parakoon join: {args.member}: {'; '.join(problems)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     settings = dict(listing.get("cluster") or {})
     if "tls_ca_cert" in settings and not tls:

@@ -233,6 +233,7 @@ class NetnsCluster(ClusterProcs):
         self.client_ports = dict.fromkeys(self.names, self.client_port)
         self.peer_ports = dict.fromkeys(self.names, self.peer_port)
         self.metrics_ports: dict[str, int] = {}
+        self.redis_ports: dict[str, int] = {}
         self.mounts = {n: base / f"{PREFIX}{self.run_id}-{n}" for n in self.names}
         self.images = {n: base / "disks" / f"{PREFIX}{self.run_id}-{n}.img" for n in self.names}
         self.loops: dict[str, str] = {}

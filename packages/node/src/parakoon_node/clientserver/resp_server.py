@@ -46,12 +46,11 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Final, cast
+from typing import Final
 
 import anyio
 import anyio.abc
 import structlog
-from anyio.abc import SocketAttribute
 
 import parakoon_kv as kv
 from parakoon_client.codec import (
@@ -87,7 +86,6 @@ from parakoon_client.resp import (
 )
 
 from .backend import Backend, BackendError, GoingDown, NoLongerMaster, NotMaster, TooLarge
-from .fast import ProtocolStream, listen, running_on_asyncio
 from .resp_commands import (
     COMMANDS,
     NOT_AN_INTEGER,
@@ -100,13 +98,7 @@ from .resp_commands import (
     parse_int64,
     pattern_error,
 )
-from .server import (
-    ClientStream,
-    HandshakeGate,
-    _peer_name,
-    default_max_connections,
-    gated_tls,
-)
+from .server import ClientStream, _peer_name, default_max_connections, run_listener
 
 log = structlog.get_logger("parakoon.redis")
 
@@ -1096,50 +1088,12 @@ async def serve_redis(
         idle_timeout_secs=idle_timeout_secs,
         version=version,
     )
-    gate = HandshakeGate(server.max_connections)
-    if running_on_asyncio():
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.run_sweeper)
-
-            def on_connect(stream: ProtocolStream) -> None:
-                if tls is None:
-                    tg.start_soon(server.handle_connection, stream)
-                else:
-                    tg.start_soon(_serve_tls, server, stream, tls(), handshake_timeout_secs, gate)
-
-            listening = await listen(host, port, on_connect)
-            try:
-                server.port = listening.sockets[0].getsockname()[1]
-                log.info("redis.listening", host=host, port=server.port, tls=tls is not None)
-                task_status.started(server)
-                await anyio.sleep_forever()
-            finally:
-                listening.close()
-        return
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(server.run_sweeper)
-        server.port = listener.extra(SocketAttribute.local_port)
-        log.info("redis.listening", host=host, port=server.port, tls=tls is not None)
-        task_status.started(server)
-
-        async def handle(stream: anyio.abc.SocketStream) -> None:
-            if tls is not None:
-                await _serve_tls(server, stream, tls(), handshake_timeout_secs, gate)
-                return
-            await server.handle_connection(stream)  # type: ignore[arg-type]
-
-        await listener.serve(handle)
-
-
-async def _serve_tls(
-    server: RespServer,
-    stream: anyio.abc.SocketStream | ProtocolStream,
-    context: ssl.SSLContext,
-    timeout_secs: float,
-    gate: HandshakeGate,
-) -> None:
-    # The Arakoon port's handshake (bounded, refusals logged with the reason), then RESP inside.
-    wrapped = await gated_tls(gate, cast(anyio.abc.ByteStream, stream), context, timeout_secs)
-    if wrapped is not None:
-        await server.handle_connection(wrapped)  # type: ignore[arg-type]
+    await run_listener(
+        server,
+        host=host,
+        port=port,
+        tls=tls,
+        handshake_timeout_secs=handshake_timeout_secs,
+        event="redis.listening",
+        task_status=task_status,
+    )

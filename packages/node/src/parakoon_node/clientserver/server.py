@@ -804,42 +804,79 @@ async def serve(
         idle_timeout_secs=idle_timeout_secs,
         output_budget_bytes=output_budget_bytes,
     )
+    await run_listener(
+        server,
+        host=host,
+        port=port,
+        tls=tls,
+        handshake_timeout_secs=prologue_timeout_secs,
+        event="clientserver.listening",
+        task_status=task_status,
+    )
+
+
+class Served(Protocol):
+    """What :func:`run_listener` needs of a port's server (the Arakoon and the Redis port)."""
+
+    port: int | None
+    max_connections: int
+
+    async def run_sweeper(self) -> None: ...
+
+    async def handle_connection(self, stream: Any, /) -> None: ...
+
+
+async def run_listener(
+    server: Served,
+    *,
+    host: str,
+    port: int,
+    tls: Callable[[], ssl.SSLContext] | None,
+    handshake_timeout_secs: float,
+    event: str,
+    task_status: anyio.abc.TaskStatus[Any],
+) -> None:
+    """Listen on ``host:port`` and give each connection to ``server.handle_connection`` in a
+    task of its own, after a TLS handshake (bounded in time and in number, see
+    :class:`HandshakeGate`) when ``tls`` gives a context; run the server's sweeper beside.
+    Reports ``server`` once listening (``server.port`` is then the bound port). On asyncio,
+    the node's case, connections use the lean protocol-backed stream (see fast.py); elsewhere
+    anyio's socket streams."""
     gate = HandshakeGate(server.max_connections)
+
+    async def serve_one(stream: Any) -> None:
+        if tls is None:
+            await server.handle_connection(stream)
+            return
+        wrapped = await gated_tls(
+            gate, cast(anyio.abc.ByteStream, stream), tls(), handshake_timeout_secs
+        )
+        if wrapped is not None:
+            await server.handle_connection(wrapped)
+
     if running_on_asyncio():
-        # The node's case: the lean protocol-backed stream (see fast.py), connection tasks in
-        # this service's task group.
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.run_sweeper)
 
             def on_connect(stream: ProtocolStream) -> None:
-                if tls is None:
-                    tg.start_soon(server.handle_connection, stream)
-                else:
-                    tg.start_soon(_serve_tls, server, stream, tls(), prologue_timeout_secs, gate)
+                tg.start_soon(serve_one, stream)
 
             listening = await listen(host, port, on_connect)
             try:
                 server.port = listening.sockets[0].getsockname()[1]
-                log.info("clientserver.listening", host=host, port=server.port)
+                log.info(event, host=host, port=server.port, tls=tls is not None)
                 task_status.started(server)
                 await anyio.sleep_forever()
             finally:
                 listening.close()
         return
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    async with listener, anyio.create_task_group() as sweep_tg:
-        sweep_tg.start_soon(server.run_sweeper)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(server.run_sweeper)
         server.port = listener.extra(SocketAttribute.local_port)
-        log.info("clientserver.listening", host=host, port=server.port, tls=tls is not None)
+        log.info(event, host=host, port=server.port, tls=tls is not None)
         task_status.started(server)
-
-        async def handle(stream: anyio.abc.SocketStream) -> None:
-            if tls is not None:
-                await _serve_tls(server, stream, tls(), prologue_timeout_secs, gate)
-                return
-            await server.handle_connection(cast(ClientStream, stream))
-
-        await listener.serve(handle)
+        await listener.serve(serve_one)
 
 
 class HandshakeGate:
@@ -884,20 +921,6 @@ async def gated_tls(
         return await accept_client_tls(stream, context, timeout_secs)
     finally:
         gate.leave()
-
-
-async def _serve_tls(
-    server: ClientServer,
-    stream: anyio.abc.SocketStream | ProtocolStream,
-    context: ssl.SSLContext,
-    timeout_secs: float,
-    gate: HandshakeGate,
-) -> None:
-    # ProtocolStream offers all of ByteStream that TLSStream uses (receive, send, send_eof,
-    # aclose, extra_attributes) without subclassing it.
-    wrapped = await gated_tls(gate, cast(anyio.abc.ByteStream, stream), context, timeout_secs)
-    if wrapped is not None:
-        await server.handle_connection(cast(ClientStream, wrapped))
 
 
 async def accept_client_tls(

@@ -34,6 +34,18 @@ AIMS = (
 )
 
 
+def start_nodes(config: Path, base: Path, count: int = 3) -> list[subprocess.Popen[bytes]]:
+    """``parakoon node`` for node_0 .. node_<count-1> of ``config``, logging to ``base``."""
+    procs = []
+    for k in range(count):
+        command = [sys.executable, "-m", "parakoon_node", "node", "--config", str(config)]
+        command += ["--node", f"node_{k}", "--log-format", "json", "--log-level", "warning"]
+        log = open(base / f"node_{k}.log", "wb")  # noqa: SIM115 (the child holds it)
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log))
+        log.close()
+    return procs
+
+
 def write_config(base: Path, fsync: bool) -> Path:
     ports = free_ports(6)
     lines = [
@@ -69,27 +81,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="parakoon-bench-") as tmp:
         base = Path(tmp)
         config = write_config(base, fsync=not args.no_fsync)
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "parakoon_node",
-                    "node",
-                    "--config",
-                    str(config),
-                    "--node",
-                    f"node_{k}",
-                    "--log-format",
-                    "json",
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(base / f"node_{k}.log", "wb"),  # noqa: SIM115
-            )
-            for k in range(3)
-        ]
+        procs = start_nodes(config, base)
         try:
             time.sleep(1.0)
             for clients in [int(c) for c in args.clients.split(",")]:

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import write_config
+from cluster_bench import start_nodes, write_config
 from parakoon_certs import CA
 
 READING = (
@@ -84,27 +84,7 @@ def run_one(tls: bool, ops: int, phases: str) -> dict[str, dict[str, float]]:
         if tls:
             cert, key = add_tls(config)
             extra = ["--tls-cert", str(cert), "--tls-key", str(key)]
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "parakoon_node",
-                    "node",
-                    "--config",
-                    str(config),
-                    "--node",
-                    f"node_{k}",
-                    "--log-format",
-                    "json",
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(base / f"node_{k}.log", "wb"),  # noqa: SIM115
-            )
-            for k in range(3)
-        ]
+        procs = start_nodes(config, base)
         try:
             wait_listening(config, procs)
             out = base / "bench.json"

@@ -58,6 +58,17 @@ def test_metrics_endpoint_reports_role_and_moves_with_writes(cluster_factory: An
         before, "parakoon_fsync_seconds_count"
     )
     assert value(after, "parakoon_batch_requests_count") >= 1
+    # Where the writes spent their time: every stage of the master's write path saw them, and
+    # each mean is positive and below the write timeout (a stamp taken from the wrong clock or
+    # never reset would show here as zero, negative or huge).
+    for stage in ("batching", "persist_queue", "fsync", "persist_return", "replicate", "commit"):
+        count = value(after, "parakoon_write_stage_seconds_count", stage=stage)
+        total = value(after, "parakoon_write_stage_seconds_sum", stage=stage)
+        assert count >= 1, stage
+        assert 0 < total / count < 10, (stage, total, count)
+    for stage in ("apply", "respond"):
+        assert value(after, "parakoon_write_stage_seconds_count", stage=stage) >= 1, stage
+    assert value(after, "parakoon_write_stage_seconds_count", stage="respond") >= 20
     assert value(after, "parakoon_peer_connections_accepted_total") >= 2
     assert value(after, "parakoon_peer_connections_refused_total") == 0
     for peer in cluster.names:

@@ -211,3 +211,84 @@ async def test_a_hung_disk_shows_and_bounds_what_waits_for_it(
         await eventually(lambda: driver.persister.busy_since is None, "idle again")
         assert driver.submit_write(b"y").failure is None
         tg.cancel_scope.cancel()
+
+
+async def test_the_write_stages_follow_one_client_write_through_the_master() -> None:
+    """One write through a scripted master: every stage of runtime/stages.py is counted once,
+    and the stages that nest add up (commit covers replicate; nothing is negative)."""
+    from parakoon_paxos import Accepted, Batch
+
+    batch = Batch(payloads=(b"payload",))
+    accept = Accept(n=3, i=0, value=batch)
+
+    rids: list[int] = []
+
+    def on_batch(ev: Event) -> list[Effect]:
+        assert isinstance(ev, ClientBatch)
+        rids.extend(r.rid for r in ev.requests)
+        return [Broadcast(msg=accept), Persist(entry=LogEntry(i=0, n=3, value=batch))]
+
+    script = Script(
+        {
+            ClientBatch: on_batch,
+            Receive: lambda ev: [Apply(i=0, value=batch)],
+            Applied: lambda ev: [Reply(rid=rids[0], result=None)],
+        }
+    )
+    driver, _, wlog, _ = make_driver(script)
+    wlog.gate.set()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver.persister.run)
+        tg.start_soon(driver.run_batcher)
+        waiter = driver.submit_write(b"payload")
+        await eventually(lambda: wlog.done, "the master's own write")
+        await anyio.sleep(0.01)
+        driver.handle(Receive(src="n1", msg=Accepted(n=3, i=0)))
+        await waiter.wait()
+        tg.cancel_scope.cancel()
+    counts, sums = driver.stages.counts, driver.stages.sums
+    for stage in ("batching", "slot_wait", "persist_queue", "fsync", "persist_return"):
+        assert counts[stage] == 1, stage
+    assert counts["replicate"] == counts["commit"] == counts["apply"] == 1
+    assert all(seconds >= 0 for seconds in sums.values()), sums
+    assert sums["commit"] >= sums["replicate"] >= 0.01  # the Accepted came 10 ms later
+    assert waiter.resolved_at > 0
+
+
+async def test_a_failed_log_write_stops_the_persister_with_its_error() -> None:
+    """The writer thread hands a write's exception back: the node then stops (a log that failed
+    to write cannot be trusted), it must not carry on as if the write were durable."""
+
+    class BrokenLog(FakeLog):
+        def append_entries(self, entries: Sequence[LogEntry]) -> None:
+            raise OSError(5, "Input/output error")
+
+    transport, applier = FakeTransport(), FakeApplier()
+    script = Script({Receive: lambda ev: [Persist(entry=LogEntry(i=0, n=3, value=NOP))]})
+    driver = Driver(
+        Config(me="n0", voters=("n0", "n1", "n2"), lease_period=1.0),
+        None,
+        transport=transport,
+        applier=applier,
+        write_log=BrokenLog(),
+        start_catchup=lambda source, i: None,
+        step=script,
+    )
+    driver.handle(Receive(src="n1", msg=Prepare(n=-1, i=0)))
+    with pytest.raises(OSError, match="Input/output error"), anyio.fail_after(5):
+        await driver.persister.run()
+
+
+async def test_cancelling_the_persister_waits_for_the_write_under_way() -> None:
+    """A group commit is never abandoned half-way: cancelling the persister while the thread
+    writes returns only once the write is done."""
+    script = Script({Receive: lambda ev: [Persist(entry=LogEntry(i=0, n=3, value=NOP))]})
+    driver, _, wlog, _ = make_driver(script)
+    driver.handle(Receive(src="n1", msg=Prepare(n=-1, i=0)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver.persister.run)
+        await anyio.sleep(0.05)
+        assert driver.persister.busy_since is not None
+        tg.cancel_scope.cancel()
+        threading.Timer(0.1, wlog.gate.set).start()
+    assert wlog.done == ["entry 0"]

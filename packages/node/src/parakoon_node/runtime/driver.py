@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
@@ -45,6 +48,7 @@ import structlog
 
 from parakoon_paxos import (
     Accept,
+    Accepted,
     Applied,
     Apply,
     Batch,
@@ -79,6 +83,9 @@ from parakoon_paxos import (
 )
 from parakoon_paxos import core as paxos
 from parakoon_paxos.contract import NOW, stage
+
+from .stages import WriteStages
+from .stages import clock as perf_clock
 
 log = structlog.get_logger("parakoon.driver")
 
@@ -135,7 +142,16 @@ class Waiter:
     instead (:meth:`Driver.expire_waiters`), so awaiting needs no cancel scope at all.
     """
 
-    __slots__ = ("deadline", "decoded", "failure", "future", "payload", "result", "timed_out")
+    __slots__ = (
+        "deadline",
+        "decoded",
+        "failure",
+        "future",
+        "payload",
+        "resolved_at",
+        "result",
+        "timed_out",
+    )
 
     def __init__(self, deadline: float, payload: bytes = b"", decoded: object = None) -> None:
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -145,10 +161,12 @@ class Waiter:
         self.deadline = deadline
         self.payload = payload
         self.decoded = decoded
+        self.resolved_at = 0.0  # perf_counter when answered with a result (write stages)
 
     def resolve(self, result: object) -> None:
         if not self.future.done():
             self.result = result
+            self.resolved_at = perf_clock()
             self.future.set_result(None)
 
     def fail(self, code: FailCode) -> None:
@@ -177,6 +195,67 @@ class _WriteJob:
     promise: int | None = None
     rebuilt: bool = False
     after: list[Effect] = field(default_factory=list)
+    # perf_counter stamps for the write stages: handed to the persister, and the start and
+    # end of the group commit that wrote it (in the writer thread).
+    queued: float = 0.0
+    began: float = 0.0
+    ended: float = 0.0
+
+
+class _WriterThread:
+    """One long-lived thread that runs the persister's group commits.
+
+    Why not ``anyio.to_thread.run_sync``: its hand-off (a capacity limiter, a worker picked
+    from a pool, a cancel scope) measured about 80 us per call on this machine against about
+    13 us for a queue and ``call_soon_threadsafe``, and every acknowledged write waits for two
+    of them (the master's and a follower's). One thread also keeps the writes in order by
+    construction. It is a daemon: a node whose disk hangs can still exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], None], asyncio.AbstractEventLoop, asyncio.Future[None]] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def run(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the thread; return (or raise) once it has. Cancelling the caller
+        does not abandon the call: the write goes on, and we wait for it (shielded)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._calls.put((fn, loop, done))
+        with anyio.CancelScope(shield=True):
+            await done
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._calls.put(None)
+
+    def _work(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            fn, loop, done = call
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 (handed to the awaiting task)
+                loop.call_soon_threadsafe(_settle, done, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, None)
+
+
+def _settle(done: asyncio.Future[None], failure: BaseException | None) -> None:
+    if done.done():
+        return
+    if failure is None:
+        done.set_result(None)
+    else:
+        done.set_exception(failure)
 
 
 class Persister:
@@ -201,8 +280,10 @@ class Persister:
         self.fsync_observer: Callable[[float], None] | None = None
         self.slow_fsyncs = 0
         self._slow_logged_at = -SLOW_FSYNC_LOG_EVERY_SECS
+        self._thread = _WriterThread("parakoon-wal-writer")
 
     def submit(self, job: _WriteJob) -> None:
+        job.queued = perf_clock()
         self._jobs.append(job)
         self.queued_entries += len(job.entries)
         self._wake.set()
@@ -228,6 +309,12 @@ class Persister:
         self._wake.set()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._thread.stop()
+
+    async def _run(self) -> None:
         while True:
             if not self._jobs:
                 if self._closed:
@@ -241,7 +328,7 @@ class Persister:
                 started = time.monotonic()
                 self.busy_since = started
                 try:
-                    await anyio.to_thread.run_sync(self._write_all, jobs, abandon_on_cancel=False)
+                    await self._thread.run(partial(self._write_all, jobs))
                 finally:
                     self.busy_since = None
                 elapsed = time.monotonic() - started
@@ -276,6 +363,15 @@ class Persister:
         # Runs in a worker thread. Consecutive entries are appended with one call (one fsync);
         # a promise is saved in order with them. A rewrite of the same slot within one call keeps
         # only the newest copy, which is what the log would return anyway.
+        began = perf_clock()
+        try:
+            self._write_jobs(jobs)
+        finally:
+            ended = perf_clock()
+            for job in jobs:
+                job.began, job.ended = began, ended
+
+    def _write_jobs(self, jobs: list[_WriteJob]) -> None:
         pending: list[LogEntry] = []
         for job in jobs:
             for entry in job.entries:
@@ -343,6 +439,11 @@ class Driver:
         self._busy = False
         self.counters = DriverCounters()
         self.batch_observer: Callable[[float], None] | None = None
+        # Where a write's time goes (runtime/stages.py), and when the oldest request not yet
+        # handed to the core was submitted.
+        self.stages = WriteStages()
+        self._first_submitted: float | None = None
+        self._apply_started: float | None = None
         # True while the node is founding: the core does not run yet (see the module doc).
         self.held = False
         self.dropped_accepts = 0  # Accepts dropped while the persist backlog was full
@@ -442,6 +543,8 @@ class Driver:
             # instead of losing its master.
             self.dropped_accepts += 1
             return
+        if isinstance(event, Receive) and isinstance(event.msg, Accepted):
+            self.stages.accepted_by_peer(event.msg.i)
         self._events.append(event)
         if self._busy:
             return  # the outer call's loop will pick it up
@@ -505,8 +608,11 @@ class Driver:
             case Send(to=to, msg=msg):
                 self._transport.send(to, msg)
             case Broadcast(msg=msg):
+                if isinstance(msg, Accept) and _carries_client_data(msg):
+                    self.stages.proposed(msg.i)
                 self._transport.broadcast(self.effective_config().peers, msg)
             case Apply(i=i, value=value):
+                self._apply_started = self.stages.applying(i)
                 results = self._applier.apply(i, value)
                 self.counters.applied_slots += 1
                 self.counters.applied_updates += len(results)
@@ -515,6 +621,9 @@ class Driver:
                 if self._on_applied is not None:
                     self._on_applied(i)
             case Reply(rid=rid, result=result):
+                if self._apply_started is not None:
+                    self.stages.add("apply", perf_clock() - self._apply_started)
+                    self._apply_started = None
                 waiter = self._waiters.pop(rid, None)
                 if waiter is not None:
                     self.decoded.pop(id(waiter.payload), None)
@@ -529,6 +638,7 @@ class Driver:
                 self._start_catchup(source, from_i)
             case RoleChanged():
                 self.counters.role_changes += 1
+                self.stages.forget_proposals()
                 log.info(
                     "role.changed",
                     role=effect.role.value,
@@ -542,6 +652,8 @@ class Driver:
                 raise AssertionError(f"unknown effect {effect!r}")
 
     def _write_done(self, job: _WriteJob) -> None:
+        if job.entries:
+            self.stages.persisted(job.queued, job.began, job.ended)
         for entry in job.entries:
             self.handle(Persisted(i=entry.i, n=entry.n))
         for effect in job.after:
@@ -565,6 +677,8 @@ class Driver:
         self._waiters[rid] = waiter
         if decoded is not None:
             self.decoded[id(payload)] = waiter
+        if not self._incoming:
+            self._first_submitted = perf_clock()
         self._incoming.append(ClientRequest(rid=rid, payload=payload, sync=sync))
         self.counters.requests_submitted += 1
         self._batch_wake.set()
@@ -619,6 +733,8 @@ class Driver:
             self.counters.batches_proposed += 1
             if self.batch_observer is not None:
                 self.batch_observer(len(requests))
+            self.stages.batch_to_core(self._first_submitted)
+            self._first_submitted = None
             self.handle(ClientBatch(requests=requests))
 
     async def run_ticker(self) -> None:

@@ -41,7 +41,7 @@ import anyio
 import anyio.abc
 import structlog
 from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
@@ -174,6 +174,15 @@ class NodeCollector(Collector):
             "unknown node, a timeout or malformed frames",
             value=float(c.peer_connections_refused),
         )
+        stages = SummaryMetricFamily(
+            "parakoon_write_stage_seconds",
+            "Time client writes spent in each stage of the write path (sum and count per stage; "
+            "the stages are described in docs/performance.md, 'Where a write's time goes')",
+            labels=["stage"],
+        )
+        for stage, seconds, count in status.write_stages:
+            stages.add_metric([stage], count_value=count, sum_value=seconds)
+        yield stages
         clients = status.client_connections
         if clients is not None:
             yield GaugeMetricFamily(

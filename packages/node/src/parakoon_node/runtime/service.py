@@ -56,6 +56,8 @@ from parakoon_wal.collapser import CollapseReport
 from parakoon_wal.framing import RECORD_BYTES_MAX
 
 from .driver import Waiter
+from .stages import WriteStages
+from .stages import clock as perf_clock
 from .status import StatusSource
 
 log = structlog.get_logger("parakoon.backend")
@@ -110,6 +112,9 @@ TEST_FAULTS = frozenset({"stale-reads", "fork-store", "amnesia", "lease-ignored"
 
 class Consensus(Protocol):
     """What the service asks of the Paxos driver (:class:`~.driver.Driver` is one)."""
+
+    #: Where a write's time goes; the service adds the ``respond`` stage.
+    stages: WriteStages
 
     def role(self) -> Role: ...
 
@@ -304,6 +309,8 @@ class NodeBackend:
             raise TooLarge(why)
         waiter = driver.submit_write(payload, sync=sync, decoded=to_kv_update(update))
         await waiter.wait()
+        if waiter.resolved_at:
+            driver.stages.add("respond", perf_clock() - waiter.resolved_at)
         if waiter.timed_out:
             raise NoLongerMaster(b"no consensus within the write timeout; outcome unknown")
         if waiter.failure is not None:

@@ -104,6 +104,9 @@ class NodeStatus:
     voters: tuple[str, ...] = ()
     learners: tuple[str, ...] = ()
     membership_replicated: bool = False
+    #: Where writes spent their time since the node started: stage -> (seconds, count), see
+    #: :mod:`parakoon_node.runtime.stages`.
+    write_stages: tuple[tuple[str, float, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -80,6 +80,7 @@ class DelayProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._servers: list[asyncio.Server] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -87,6 +88,8 @@ class DelayProxy:
             raise SystemExit("the delay proxy did not start within 10 s")
 
     def stop(self) -> None:
+        for server in self._servers:
+            self._loop.call_soon_threadsafe(server.close)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
@@ -94,7 +97,9 @@ class DelayProxy:
         asyncio.set_event_loop(self._loop)
         for proxy_port, target_port in self._pairs:
             serve = functools.partial(self._serve, target_port=target_port)
-            self._loop.run_until_complete(asyncio.start_server(serve, "127.0.0.1", proxy_port))
+            self._servers.append(
+                self._loop.run_until_complete(asyncio.start_server(serve, "127.0.0.1", proxy_port))
+            )
         self._ready.set()
         self._loop.run_forever()
 
@@ -117,19 +122,28 @@ class DelayProxy:
         )
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read as it comes; a second task writes each chunk once its time is due, in order
+        (a FIFO, not one timer per chunk: timers due at the same instant may run reordered)."""
         loop = self._loop
+        due: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while (item := await due.get()) is not None:
+                when, data = item
+                await asyncio.sleep(max(0.0, when - loop.time()))
+                if writer.is_closing():
+                    return
+                writer.write(data)
+            writer.close()
+
+        sender = loop.create_task(deliver())
         try:
             while data := await reader.read(CHUNK):
-                loop.call_at(loop.time() + self.delay, _write_quietly, writer, data)
+                due.put_nowait((loop.time() + self.delay, data))
         except OSError:
             pass
-        await asyncio.sleep(self.delay)  # what is in flight arrives before the close
-        writer.close()
-
-
-def _write_quietly(writer: asyncio.StreamWriter, data: bytes) -> None:
-    if not writer.is_closing():
-        writer.write(data)
+        due.put_nowait(None)  # what is in flight still arrives, then the close
+        await sender
 
 
 def nft(script: str) -> None:
@@ -150,7 +164,28 @@ def redirect(messaging: list[int], proxy: list[int]) -> None:
 
 
 def unredirect() -> None:
-    subprocess.run(["nft", "delete", "table", "ip", TABLE], check=False, capture_output=True)
+    done = subprocess.run(
+        ["nft", "delete", "table", "ip", TABLE], check=False, capture_output=True, text=True
+    )
+    if done.returncode != 0 and "No such file" not in done.stderr:
+        print(f"could not delete nftables table {TABLE}: {done.stderr.strip()}", file=sys.stderr)
+
+
+def remove_stale_tables() -> None:
+    """Tables left by an earlier run that was killed (SIGKILL skips every cleanup)."""
+    listed = subprocess.run(["nft", "list", "tables"], check=True, capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].startswith("parakoon_slowlink_"):
+            subprocess.run(["nft", "delete", "table", *parts[1:]], check=False)
+            print(f"removed a stale nftables table: {parts[2]}", flush=True)
+
+
+def show_logs(base: Path, lines: int = 20) -> None:
+    """The end of each node's log (the temporary folder goes when the run ends)."""
+    for log in sorted(base.glob("node_*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"----- {log.name} -----", *tail, sep="\n", file=sys.stderr)
 
 
 def wait_for_master(config: Path, timeout: float = 60.0) -> str:
@@ -161,7 +196,8 @@ def wait_for_master(config: Path, timeout: float = 60.0) -> str:
         if done.returncode == 0 and done.stdout.strip().startswith("node_"):
             return done.stdout.strip()
         time.sleep(0.5)
-    raise SystemExit(f"no master within {timeout:g} s (node logs in the temp folder)")
+    show_logs(config.parent)
+    raise SystemExit(f"no master within {timeout:g} s")
 
 
 def main() -> int:
@@ -174,6 +210,10 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("nft") is None:
         raise SystemExit("needs root and nftables (apt-get install nftables) for the redirect")
+    # SIGTERM and SIGHUP unwind like Ctrl-C, through the finally that removes the redirect.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda number, _frame: sys.exit(128 + number))
+    remove_stale_tables()
     rows = []
     for delay_ms in [float(d) for d in args.delay_ms.split(",")]:
         with tempfile.TemporaryDirectory(prefix="parakoon-slowlink-") as tmp:
@@ -183,9 +223,10 @@ def main() -> int:
             config, messaging, proxy_ports = write_config(base, lease)
             proxy = DelayProxy(list(zip(proxy_ports, messaging, strict=True)), delay_ms / 1000)
             proxy.start()
-            redirect(messaging, proxy_ports)
-            procs = start_nodes(config, base)
+            procs: list[subprocess.Popen[bytes]] = []
             try:
+                redirect(messaging, proxy_ports)
+                procs = start_nodes(config, base)
                 master = wait_for_master(config)
                 for clients in [int(c) for c in args.clients.split(",")]:
                     # Enough operations for about --seconds at the rate one slot in flight
@@ -199,7 +240,9 @@ def main() -> int:
                     cmd += ["--phases", "set", "--value-size", str(args.value_size)]
                     cmd += ["--json", str(out)]
                     print(f"+ delay {delay_ms:g} ms, master {master}:", *cmd[2:], flush=True)
-                    subprocess.run(cmd, check=True)
+                    if subprocess.run(cmd, check=False).returncode != 0:
+                        show_logs(base)
+                        raise SystemExit(f"parakoon bench failed at delay {delay_ms:g} ms")
                     r = json.loads(out.read_text())["results"][0]
                     rows.append(
                         (

@@ -89,6 +89,13 @@ def scrape(port: int) -> Scrape:
     return {s: (v[0], v[1]) for s, v in stages.items()}, master
 
 
+def show_logs(base: Path, lines: int = 20) -> None:
+    """The end of each node's log (the temporary folder goes when the run ends)."""
+    for log in sorted(base.glob("node_*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"----- {log.name} -----", *tail, sep="\n", file=sys.stderr)
+
+
 def mean_ms(before: tuple[float, float], after: tuple[float, float]) -> float:
     """Mean milliseconds per event between two (sum seconds, count) readings."""
     (s0, c0), (s1, c1) = before, after
@@ -105,7 +112,7 @@ def wait_for_master(ports: list[int], timeout: float = 60.0) -> None:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise SystemExit(f"no master within {timeout:g} s (node logs in the temp folder)")
+            raise SystemExit(f"no master within {timeout:g} s")
         time.sleep(0.2)
 
 
@@ -168,8 +175,9 @@ def main() -> int:
         fsync_s = fsync_floor(base)
         loop_s = loopback_floor()
         config, metrics = write_config(base)
-        procs = start_nodes(config, base)
+        procs: list[subprocess.Popen[bytes]] = []
         try:
+            procs = start_nodes(config, base)
             wait_for_master(metrics)
             for clients in [int(c) for c in args.clients.split(",")]:
                 ops = args.ops if clients > 1 else max(2_000, args.ops // 4)
@@ -179,12 +187,14 @@ def main() -> int:
                 cmd += ["--clients", str(clients), "--ops", str(ops), "--phases", "set"]
                 cmd += ["--value-size", str(args.value_size), "--json", str(out)]
                 print("+", " ".join(cmd[2:]), flush=True)
-                subprocess.run(cmd, check=True)
+                if subprocess.run(cmd, check=False).returncode != 0:
+                    raise SystemExit(f"parakoon bench failed with {clients} clients")
                 after = [scrape(port) for port in metrics]
                 result = json.loads(out.read_text())["results"][0]
                 master = [k for k, (_, is_master) in enumerate(after) if is_master]
-                if len(master) != 1:
-                    print(f"no single master after the run ({master}); skipping", flush=True)
+                if len(master) != 1 or not before[master[0]][1]:
+                    # The figures would mix two masters' stages.
+                    print(f"the master changed during the run; skipping {clients}", flush=True)
                     continue
                 m = master[0]
                 followers = [k for k in range(3) if k != m]
@@ -216,6 +226,9 @@ def main() -> int:
                         f"{result['p99_ms']:.2f}",
                     )
                 )
+        except BaseException:
+            show_logs(base)
+            raise
         finally:
             for p in procs:
                 p.send_signal(signal.SIGTERM)

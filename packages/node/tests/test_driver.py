@@ -28,6 +28,7 @@ from parakoon_paxos import (
     LogEntry,
     Message,
     Persist,
+    Persisted,
     PersistPromise,
     Prepare,
     Promise,
@@ -214,8 +215,9 @@ async def test_a_hung_disk_shows_and_bounds_what_waits_for_it(
 
 
 async def test_the_write_stages_follow_one_client_write_through_the_master() -> None:
-    """One write through a scripted master: every stage of runtime/stages.py is counted once,
-    and the stages that nest add up (commit covers replicate; nothing is negative)."""
+    """One write through a scripted master: every stage the driver measures is counted once
+    (``respond`` is the service's), and the stages that nest add up (commit covers replicate;
+    nothing is negative)."""
     from parakoon_paxos import Accepted, Batch
 
     batch = Batch(payloads=(b"payload",))
@@ -292,3 +294,43 @@ async def test_cancelling_the_persister_waits_for_the_write_under_way() -> None:
         tg.cancel_scope.cancel()
         threading.Timer(0.1, wlog.gate.set).start()
     assert wlog.done == ["entry 0"]
+
+
+def test_write_stages_count_requests_across_split_batches_and_ignore_other_ballots() -> None:
+    """The master's stages are means per request: a batch of 5 the core proposes over two
+    slots (3 + 2) counts 5 waits; an acknowledgement for another ballot is not ours."""
+    from parakoon_node.runtime.stages import WriteStages
+
+    stages = WriteStages()
+    stages.batch_to_core(None, 5)
+    stages.proposed(10, 7, 3)
+    stages.proposed(11, 7, 2)
+    assert stages.counts["slot_wait"] == 5
+    stages.accepted_by_peer(10, 4)  # an older ballot's ack for the same slot
+    assert stages.counts["replicate"] == 0
+    stages.accepted_by_peer(10, 7)
+    stages.accepted_by_peer(10, 7)  # the second follower: the first one closed it
+    assert stages.counts["replicate"] == 3
+    applying = stages.applying(10)
+    assert applying is not None and applying[1] == 3
+    assert stages.counts["commit"] == 3
+    assert stages.applying(99) is None  # not ours (a follower, or a re-proposed slot)
+    stages.forget_proposals()
+    assert stages.applying(11) is None
+
+
+async def test_a_stopping_node_can_abandon_a_write_that_hangs() -> None:
+    """A disk that hangs must not keep the node from exiting: ``abandon`` ends the persister
+    at once, without reporting the write as durable (and says there was one)."""
+    script = Script({Receive: lambda ev: [Persist(entry=LogEntry(i=0, n=3, value=NOP))]})
+    driver, _, wlog, _ = make_driver(script)
+    driver.handle(Receive(src="n1", msg=Prepare(n=-1, i=0)))
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(driver.persister.run)
+            await eventually(lambda: driver.persister.busy_since is not None, "the write")
+            assert driver.persister.abandon()
+    assert driver.persister.abandoned
+    assert not any(isinstance(ev, Persisted) for ev in script.seen), "reported as durable"
+    assert not driver.persister.abandon(), "nothing left to abandon"
+    wlog.gate.set()  # let the thread finish its write and exit

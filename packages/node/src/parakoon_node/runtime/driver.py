@@ -202,6 +202,13 @@ class _WriteJob:
     ended: float = 0.0
 
 
+class WriteAbandoned(Exception):
+    """The node stops while a log write hangs: it no longer waits for it (see ``abandon``)."""
+
+
+_Call = tuple[Callable[[], None], asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
 class _WriterThread:
     """One long-lived thread that runs the persister's group commits.
 
@@ -209,49 +216,81 @@ class _WriterThread:
     from a pool, a cancel scope) measured about 80 us per call on this machine against about
     13 us for a queue and ``call_soon_threadsafe``, and every acknowledged write waits for two
     of them (the master's and a follower's). One thread also keeps the writes in order by
-    construction. It is a daemon: a node whose disk hangs can still exit.
+    construction.
+
+    Cancelling the caller never abandons a write half-way (the wait is shielded), so a node
+    whose disk hangs would wait for ever on its way out; ``abandon`` is the one way to stop
+    waiting, for the shutdown only. The thread is a daemon, so the interpreter does not wait
+    for it either (the kernel may still, for a write stuck in the device).
     """
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._calls: queue.SimpleQueue[
-            tuple[Callable[[], None], asyncio.AbstractEventLoop, asyncio.Future[None]] | None
-        ] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._pending: asyncio.Future[None] | None = None
 
     async def run(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the thread; return (or raise) once it has. Cancelling the caller
         does not abandon the call: the write goes on, and we wait for it (shielded)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+        if self._thread is None or not self._thread.is_alive():
+            # A thread of our own with a queue of its own: a thread left over from a stopped
+            # run must never take (and reorder) a later write.
+            self._calls = queue.SimpleQueue()
+            self._thread = threading.Thread(
+                target=self._work, args=(self._calls,), name=self._name, daemon=True
+            )
             self._thread.start()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        self._pending = done
         self._calls.put((fn, loop, done))
-        with anyio.CancelScope(shield=True):
-            await done
+        try:
+            with anyio.CancelScope(shield=True):
+                await done
+        finally:
+            self._pending = None
+
+    def abandon(self) -> bool:
+        """Stop waiting for the write under way (it raises ``WriteAbandoned`` to the caller);
+        True if there was one. The write itself goes on, or hangs, in the thread."""
+        pending = self._pending
+        if pending is None or pending.done():
+            return False
+        pending.set_exception(WriteAbandoned("the node stopped while this log write hung"))
+        self.stop()
+        return True
 
     def stop(self) -> None:
         if self._thread is not None:
             self._calls.put(None)
+            self._thread = None
 
-    def _work(self) -> None:
+    @staticmethod
+    def _work(calls: queue.SimpleQueue[_Call | None]) -> None:
         while True:
-            call = self._calls.get()
+            call = calls.get()
             if call is None:
                 return
             fn, loop, done = call
+            failure: BaseException | None = None
             try:
                 fn()
             except BaseException as exc:  # noqa: BLE001 (handed to the awaiting task)
-                loop.call_soon_threadsafe(_settle, done, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, done, None)
+                failure = exc
+            try:
+                loop.call_soon_threadsafe(_settle, done, failure)
+            except RuntimeError:
+                if not loop.is_closed():
+                    raise
+                # The loop is gone (the node or a test ended): nobody waits for this answer.
+            # Let go of the group commit (entries, payloads, held effects) while idle.
+            del call, fn, loop, done, failure
 
 
 def _settle(done: asyncio.Future[None], failure: BaseException | None) -> None:
     if done.done():
-        return
+        return  # abandoned meanwhile
     if failure is None:
         done.set_result(None)
     else:
@@ -281,6 +320,7 @@ class Persister:
         self.slow_fsyncs = 0
         self._slow_logged_at = -SLOW_FSYNC_LOG_EVERY_SECS
         self._thread = _WriterThread("parakoon-wal-writer")
+        self.abandoned = False  # see abandon()
 
     def submit(self, job: _WriteJob) -> None:
         job.queued = perf_clock()
@@ -311,8 +351,17 @@ class Persister:
     async def run(self) -> None:
         try:
             await self._run()
+        except WriteAbandoned:
+            return  # the node is going down; nothing that waits for that write was sent
         finally:
             self._thread.stop()
+
+    def abandon(self) -> bool:
+        """For the node's shutdown: stop waiting for a write that hangs (see
+        ``_WriterThread.abandon``); True if one was under way. The log must not be closed then:
+        the thread may still be inside it."""
+        self.abandoned = self._thread.abandon()
+        return self.abandoned
 
     async def _run(self) -> None:
         while True:
@@ -443,7 +492,8 @@ class Driver:
         # handed to the core was submitted.
         self.stages = WriteStages()
         self._first_submitted: float | None = None
-        self._apply_started: float | None = None
+        # Set by an Apply of one of our client slots: (when, requests), closed after Applied.
+        self._apply_started: tuple[float, int] | None = None
         # True while the node is founding: the core does not run yet (see the module doc).
         self.held = False
         self.dropped_accepts = 0  # Accepts dropped while the persist backlog was full
@@ -544,7 +594,7 @@ class Driver:
             self.dropped_accepts += 1
             return
         if isinstance(event, Receive) and isinstance(event.msg, Accepted):
-            self.stages.accepted_by_peer(event.msg.i)
+            self.stages.accepted_by_peer(event.msg.i, event.msg.n)
         self._events.append(event)
         if self._busy:
             return  # the outer call's loop will pick it up
@@ -556,6 +606,11 @@ class Driver:
                 self.counters.steps += 1
                 if effects:
                     self._execute(effects)
+                if type(ev) is Applied and self._apply_started is not None:
+                    # The core took Applied and its replies went out: the slot is answered.
+                    started, requests = self._apply_started
+                    self._apply_started = None
+                    self.stages.add("apply", perf_clock() - started, requests)
                 members = getattr(self.state, "members", None)
                 if members is not self._members:
                     self._members = members
@@ -609,7 +664,8 @@ class Driver:
                 self._transport.send(to, msg)
             case Broadcast(msg=msg):
                 if isinstance(msg, Accept) and _carries_client_data(msg):
-                    self.stages.proposed(msg.i)
+                    assert isinstance(msg.value, Batch)
+                    self.stages.proposed(msg.i, msg.n, len(msg.value.payloads))
                 self._transport.broadcast(self.effective_config().peers, msg)
             case Apply(i=i, value=value):
                 self._apply_started = self.stages.applying(i)
@@ -621,9 +677,6 @@ class Driver:
                 if self._on_applied is not None:
                     self._on_applied(i)
             case Reply(rid=rid, result=result):
-                if self._apply_started is not None:
-                    self.stages.add("apply", perf_clock() - self._apply_started)
-                    self._apply_started = None
                 waiter = self._waiters.pop(rid, None)
                 if waiter is not None:
                     self.decoded.pop(id(waiter.payload), None)
@@ -733,7 +786,7 @@ class Driver:
             self.counters.batches_proposed += 1
             if self.batch_observer is not None:
                 self.batch_observer(len(requests))
-            self.stages.batch_to_core(self._first_submitted)
+            self.stages.batch_to_core(self._first_submitted, len(requests))
             self._first_submitted = None
             self.handle(ClientBatch(requests=requests))
 

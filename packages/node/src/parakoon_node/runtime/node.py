@@ -854,7 +854,9 @@ class Node:
                 await self._wait_for_signal()
                 await self.shutdown(tg)
         finally:
-            self.storage.wal.close()
+            if not self.persister.abandoned:
+                # (Left open when a write hangs: the writer thread may still be inside it.)
+                self.storage.wal.close()
 
     async def _wait_for_signal(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -875,6 +877,15 @@ class Node:
         self.driver.fail_all_waiters(FailCode.NO_LONGER_MASTER)
         with anyio.move_on_after(SHUTDOWN_DRAIN_SECS):
             await self.persister.wait_idle()
+        busy_since = self.persister.busy_since
+        if busy_since is not None and self.persister.abandon():
+            # The disk hangs (frozen, or a device that stopped answering): waiting for the
+            # write would keep the node from ever exiting. Nothing that depends on it was sent.
+            log.warning(
+                "node.write_abandoned",
+                hung_secs=round(time.monotonic() - busy_since, 1),
+                note="a log write hung; exiting without it (it was never acknowledged)",
+            )
         self.peers.close()
         tg.cancel_scope.cancel()
         log.info("node.stopped", applied_i=self.storage.applied_i)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -46,27 +47,52 @@ def start_nodes(config: Path, base: Path, count: int = 3) -> list[subprocess.Pop
     return procs
 
 
-def write_config(base: Path, fsync: bool) -> Path:
-    ports = free_ports(6)
-    lines = [
-        "[cluster]",
-        'id = "bench"',
-        "lease_period_secs = 2.0",
-        f"fsync = {'true' if fsync else 'false'}",
-        "",
-    ]
+def stop_nodes(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then kill whichever has not exited within 15 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def show_logs(base: Path, lines: int = 20) -> None:
+    """The end of each node's log: a failed run's temporary folder goes when the run ends."""
+    for log in sorted(base.glob("node_*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"----- {log.name} -----", *tail, sep="\n", file=sys.stderr)
+
+
+def cluster_config(
+    base: Path, *, fsync: bool = True, lease: float = 2.0, node_ports: Sequence[str] = ()
+) -> tuple[Path, dict[str, list[int]]]:
+    """A 3-node ``cluster.toml`` in ``base`` on free ports of 127.0.0.1.
+
+    Every node gets a client port and a messaging address, plus one free port for each key of
+    ``node_ports`` (``metrics_port``, ``redis_port``). Returns the file and the ports per key
+    (``client_port``, ``messaging`` and the ``node_ports``), each in node order.
+    """
+    keys = ["client_port", "messaging", *node_ports]
+    free = free_ports(3 * len(keys))
+    ports = {key: free[3 * k : 3 * k + 3] for k, key in enumerate(keys)}
+    fsync_text = "true" if fsync else "false"
+    lines = ["[cluster]", 'id = "bench"', f"lease_period_secs = {lease}", f"fsync = {fsync_text}"]
     for k in range(3):
-        lines += [
-            "[[nodes]]",
-            f'name = "node_{k}"',
-            f'addresses = ["127.0.0.1:{ports[3 + k]}"]',
-            f"client_port = {ports[k]}",
-            f'home_dir = "data/node_{k}"',
-            "",
-        ]
+        lines += ["", "[[nodes]]", f'name = "node_{k}"']
+        lines += [f'addresses = ["127.0.0.1:{ports["messaging"][k]}"]']
+        lines += [f"{key} = {ports[key][k]}" for key in keys if key != "messaging"]
+        lines += [f'home_dir = "data/node_{k}"']
     path = base / "cluster.toml"
-    path.write_text("\n".join(lines))
-    return path
+    path.write_text("\n".join(lines) + "\n")
+    return path, ports
+
+
+def write_config(base: Path, fsync: bool) -> Path:
+    return cluster_config(base, fsync=fsync)[0]
 
 
 def main() -> int:
@@ -107,13 +133,7 @@ def main() -> int:
                 subprocess.run(cmd, check=True)
                 results.append(json.loads(out.read_text()))
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_nodes(procs)
     rows = []
     for run in results:
         for r in run["results"]:

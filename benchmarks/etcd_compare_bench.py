@@ -37,7 +37,6 @@ import os
 import random
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import start_nodes, write_config
+from cluster_bench import start_nodes, stop_nodes, write_config
 from parakoon_testing import free_ports
 
 from parakoon_node.commands.bench import NoCluster, find_master, make_key, percentile
@@ -545,19 +544,6 @@ def wait_parakoon(
         time.sleep(0.2)
 
 
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every process, then kill whichever has not exited within 15 s."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 Runs = dict[tuple[int, str, str], list[RunResult]]  # (clients, op, system) -> one per round
 
 
@@ -605,7 +591,7 @@ def compare(args: argparse.Namespace, binary: str, base: Path) -> Runs:
                             flush=True,
                         )
     finally:
-        stop(procs)
+        stop_nodes(procs)
     return runs
 
 

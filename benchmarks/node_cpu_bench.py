@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import urllib.request
 
 from _report import markdown_table, write_section
-from cluster_bench import free_ports, write_config
+from cluster_bench import stop_nodes, write_config
+from parakoon_testing import free_ports
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -182,13 +182,7 @@ def main() -> int:
                     )
                 )
         finally:
-            for p in procs.values():
-                p.send_signal(signal.SIGTERM)
-            for p in procs.values():
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_nodes(list(procs.values()))
     table = markdown_table(("phase", "process", "user us/op", "sys us/op"), rows)
     print(table)
     if not args.no_write:

@@ -19,7 +19,6 @@ import csv
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,25 +30,13 @@ import redis
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
+from cluster_bench import cluster_config, start_nodes, stop_nodes
 from parakoon_testing import free_ports
 
 
 def write_config(base: Path) -> tuple[Path, list[int]]:
-    ports = free_ports(9)
-    lines = ["[cluster]", 'id = "bench"', "lease_period_secs = 2.0", "fsync = true", ""]
-    for k in range(3):
-        lines += [
-            "[[nodes]]",
-            f'name = "node_{k}"',
-            f'addresses = ["127.0.0.1:{ports[3 + k]}"]',
-            f"client_port = {ports[k]}",
-            f"redis_port = {ports[6 + k]}",
-            f'home_dir = "data/node_{k}"',
-            "",
-        ]
-    path = base / "cluster.toml"
-    path.write_text("\n".join(lines))
-    return path, ports[6:]
+    config, ports = cluster_config(base, node_ports=["redis_port"])
+    return config, ports["redis_port"]
 
 
 def wait_master(ports: list[int], timeout: float = 30.0) -> int:
@@ -97,18 +84,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="parakoon-redis-bench-") as tmp:
         base = Path(tmp)
         config, redis_ports = write_config(base)
-        node_args = ["--log-format", "json", "--log-level", "warning"]
-        procs = [
-            subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "parakoon_node", "node", "--config", str(config)),
-                    *("--node", f"node_{k}", *node_args),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(base / f"node_{k}.log", "wb"),  # noqa: SIM115
-            )
-            for k in range(3)
-        ]
+        procs = start_nodes(config, base)
         (server_port,) = free_ports(1)
         (base / "redis").mkdir()
         server = subprocess.Popen(
@@ -132,14 +108,7 @@ def main() -> int:
                 rows_of += run_benchmark(port, hot, args.clients, "incr")
                 results.append((label, rows_of))
         finally:
-            server.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in [*procs, server]:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_nodes([*procs, server])
     load_after = os.getloadavg()[0]
     rows = [
         (

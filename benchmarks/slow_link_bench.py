@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import start_nodes
+from cluster_bench import cluster_config, show_logs, start_nodes, stop_nodes
 from parakoon_testing import free_ports
 
 #: The mark the proxy puts on its own connections; the redirect rule lets them through.
@@ -51,21 +51,9 @@ CHUNK = 1 << 16
 
 
 def write_config(base: Path, lease: float) -> tuple[Path, list[int], list[int]]:
-    ports = free_ports(9)
-    client, messaging, proxy = ports[0:3], ports[3:6], ports[6:9]
-    lines = ["[cluster]", 'id = "bench"', f"lease_period_secs = {lease}", "fsync = true", ""]
-    for k in range(3):
-        lines += [
-            "[[nodes]]",
-            f'name = "node_{k}"',
-            f'addresses = ["127.0.0.1:{messaging[k]}"]',
-            f"client_port = {client[k]}",
-            f'home_dir = "data/node_{k}"',
-            "",
-        ]
-    path = base / "cluster.toml"
-    path.write_text("\n".join(lines))
-    return path, messaging, proxy
+    """The cluster, its messaging ports, and a free port for each node's proxy."""
+    config, ports = cluster_config(base, lease=lease)
+    return config, ports["messaging"], free_ports(3)
 
 
 class DelayProxy:
@@ -181,13 +169,6 @@ def remove_stale_tables() -> None:
             print(f"removed a stale nftables table: {parts[2]}", flush=True)
 
 
-def show_logs(base: Path, lines: int = 20) -> None:
-    """The end of each node's log (the temporary folder goes when the run ends)."""
-    for log in sorted(base.glob("node_*.log")):
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
-        print(f"----- {log.name} -----", *tail, sep="\n", file=sys.stderr)
-
-
 def wait_for_master(config: Path, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     command = [sys.executable, "-m", "parakoon_node", "client", "--config", str(config)]
@@ -256,13 +237,7 @@ def main() -> int:
                         )
                     )
             finally:
-                for p in procs:
-                    p.send_signal(signal.SIGTERM)
-                for p in procs:
-                    try:
-                        p.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                stop_nodes(procs)
                 unredirect()
                 proxy.stop()
     table = markdown_table(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import start_nodes, write_config
+from cluster_bench import start_nodes, stop_nodes, write_config
 from parakoon_certs import CA
 
 READING = (
@@ -95,13 +94,7 @@ def run_one(tls: bool, ops: int, phases: str) -> dict[str, dict[str, float]]:
             subprocess.run(cmd, check=True)
             results = json.loads(out.read_text())["results"]
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_nodes(procs)
     return {r["phase"]: r for r in results}
 
 

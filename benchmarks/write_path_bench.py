@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,39 +31,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import start_nodes
-from parakoon_testing import free_ports
+from cluster_bench import cluster_config, show_logs, start_nodes, stop_nodes
 
-STAGES = (
-    "batching",
-    "slot_wait",
-    "persist_queue",
-    "fsync",
-    "persist_return",
-    "replicate",
-    "commit",
-    "apply",
-    "respond",
-)
+from parakoon_node.runtime.stages import STAGES
+
 MASTER_PATH = ("batching", "slot_wait", "commit", "apply", "respond")
 
 
 def write_config(base: Path) -> tuple[Path, list[int]]:
-    ports = free_ports(9)
-    lines = ["[cluster]", 'id = "bench"', "lease_period_secs = 2.0", "fsync = true", ""]
-    for k in range(3):
-        lines += [
-            "[[nodes]]",
-            f'name = "node_{k}"',
-            f'addresses = ["127.0.0.1:{ports[3 + k]}"]',
-            f"client_port = {ports[k]}",
-            f"metrics_port = {ports[6 + k]}",
-            f'home_dir = "data/node_{k}"',
-            "",
-        ]
-    path = base / "cluster.toml"
-    path.write_text("\n".join(lines))
-    return path, ports[6:9]
+    config, ports = cluster_config(base, node_ports=["metrics_port"])
+    return config, ports["metrics_port"]
 
 
 Scrape = tuple[dict[str, tuple[float, float]], bool]
@@ -87,13 +63,6 @@ def scrape(port: int) -> Scrape:
         elif name.startswith("parakoon_write_stage_seconds_count"):
             stages[stage][1] = float(value)
     return {s: (v[0], v[1]) for s, v in stages.items()}, master
-
-
-def show_logs(base: Path, lines: int = 20) -> None:
-    """The end of each node's log (the temporary folder goes when the run ends)."""
-    for log in sorted(base.glob("node_*.log")):
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
-        print(f"----- {log.name} -----", *tail, sep="\n", file=sys.stderr)
 
 
 def mean_ms(before: tuple[float, float], after: tuple[float, float]) -> float:
@@ -230,13 +199,7 @@ def main() -> int:
             show_logs(base)
             raise
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_nodes(procs)
     stage_table = markdown_table(("clients", *STAGES, "master path"), rows)
     client_table = markdown_table(("clients", "ok", "sets/s", "p50 ms", "p99 ms"), client_rows)
     floors = (

@@ -286,6 +286,19 @@ def test_regression_seed_14715_disk_loss() -> None:
     Sim(14715, disk_loss=True).run()
 
 
+def test_regression_seed_31201_disk_loss_pause_into_calm() -> None:
+    """Liveness, the simulator's fault model: a pause drawn just before the calm phase kept n4
+    frozen 3 L into it while two rebuilding voters needed its answer; with the election and a
+    preferred-mode hand-over after it, every calm-phase request met a node that was not master.
+    The calm phase now ends pauses too (``end_pauses_at_calm``, off by default until every
+    profile's long run is redone with it: it changes every seed with a pause under way then).
+    Found by the 100,000-seed disk-loss run of session 7."""
+    print("seed=31201 profile=disk-loss end_pauses_at_calm")
+    Sim(31201, disk_loss=True, end_pauses_at_calm=True).run()
+    with pytest.raises(Violation, match="no calm-phase request committed"):
+        Sim(31201, disk_loss=True).run()  # the seed as the long run met it
+
+
 @pytest.mark.parametrize(
     "seed",
     [

@@ -112,8 +112,8 @@ StepFn = Callable[[Config, State, Event, float], tuple[State, list[Effect]]]
 
 # Bounds (every loop and queue of the simulator has one).
 MAX_EVENTS_PER_SEED = 2_000_000
-#: Happenings a paused node puts back until its pause ends (they carry its name first).
-_DEFERRABLE = frozenset({"tick", "event", "catchup", "client", "member"})
+#: Happenings a paused node puts back until its pause ends, with where their data names it.
+_DEFERRABLE = {"tick": 0, "event": 0, "catchup": 0, "client": 0, "member": 0, "deliver": 1}
 MAX_TRACE_LINES = 200_000
 
 
@@ -1152,9 +1152,8 @@ class Sim:
 
     def _dispatch(self, kind: str, data: Any) -> None:
         nodes = self.nodes
-        if kind in _DEFERRABLE and self._deferred(data[0], kind, data):
-            return
-        if kind == "deliver" and self._deferred(data[1], kind, data):
+        at = _DEFERRABLE.get(kind)
+        if at is not None and self._deferred(data[at], kind, data):
             return
         if kind == "tick":
             name, inc, t = data
@@ -1328,14 +1327,17 @@ class Sim:
         paused = {n.name: n.paused_until for n in self.nodes.values() if n.paused_until > self.now}
         if not paused:
             return
-        for name in paused:
-            self.nodes[name].paused_until = self.now
-        self.queue = [
-            (self.now, *entry[1:])
-            if entry[2] in _DEFERRABLE and entry[3][0] in paused and entry[0] == paused[entry[3][0]]
-            else entry
-            for entry in self.queue
-        ]
+        for paused_name in paused:
+            self.nodes[paused_name].paused_until = self.now
+        moved = []
+        for entry in self.queue:
+            t, _, kind, data = entry
+            at = _DEFERRABLE.get(kind)
+            owner = None if at is None else data[at]
+            if owner in paused and t == paused[owner]:
+                entry = (self.now, *entry[1:])  # put back by _deferred: due now, same order
+            moved.append(entry)
+        self.queue = moved
         heapq.heapify(self.queue)
         self._log(f"CALM: the pauses of {sorted(paused)} end now")
 

@@ -409,9 +409,7 @@ class Persister:
         )
 
     def _write_all(self, jobs: list[_WriteJob]) -> None:
-        # Runs in a worker thread. Consecutive entries are appended with one call (one fsync);
-        # a promise is saved in order with them. A rewrite of the same slot within one call keeps
-        # only the newest copy, which is what the log would return anyway.
+        # Runs in the writer thread; stamps the group commit's start and end on its jobs.
         began = perf_clock()
         try:
             self._write_jobs(jobs)
@@ -421,6 +419,9 @@ class Persister:
                 job.began, job.ended = began, ended
 
     def _write_jobs(self, jobs: list[_WriteJob]) -> None:
+        # Consecutive entries are appended with one call (one fsync); a promise is saved in
+        # order with them. A rewrite of the same slot within one call keeps only the newest
+        # copy, which is what the log would return anyway.
         pending: list[LogEntry] = []
         for job in jobs:
             for entry in job.entries:

@@ -591,10 +591,7 @@ class Node:
             voters=self.driver.effective_config().sorted_voters,
             learners=self.driver.effective_config().learners,
             membership_replicated=self.storage.membership is not None,
-            write_stages=tuple(
-                (stage, seconds, count)
-                for stage, (seconds, count) in driver.stages.snapshot().items()
-            ),
+            write_stages=driver.stages.snapshot(),
             counters=NodeCounters(
                 applied_slots=counters.applied_slots,
                 applied_updates=counters.applied_updates,

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
 from typing import Any, Final
 
 STAGES: Final = (
@@ -137,5 +136,6 @@ class WriteStages:
         self._proposed.clear()
         self._unproposed.clear()
 
-    def snapshot(self) -> Mapping[str, tuple[float, int]]:
-        return {stage: (self.sums[stage], self.counts[stage]) for stage in STAGES}
+    def snapshot(self) -> tuple[tuple[str, float, int], ...]:
+        """(stage, seconds, count) for every stage, in order (``NodeStatus.write_stages``)."""
+        return tuple((stage, self.sums[stage], self.counts[stage]) for stage in STAGES)

@@ -91,6 +91,12 @@ def cluster_config(
     return path, ports
 
 
+def bench_command(config: Path, clients: int, ops: int, phases: str, *extra: str) -> list[str]:
+    """The ``parakoon bench`` command line every script drives the cluster with."""
+    command = [sys.executable, "-m", "parakoon_node", "bench", "--config", str(config)]
+    return [*command, "--clients", str(clients), "--ops", str(ops), "--phases", phases, *extra]
+
+
 def write_config(base: Path, fsync: bool) -> Path:
     return cluster_config(base, fsync=fsync)[0]
 
@@ -113,22 +119,7 @@ def main() -> int:
             for clients in [int(c) for c in args.clients.split(",")]:
                 ops = args.ops if clients > 1 else max(2_000, args.ops // 10)
                 out = base / f"bench-{clients}.json"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "parakoon_node",
-                    "bench",
-                    "--config",
-                    str(config),
-                    "--clients",
-                    str(clients),
-                    "--ops",
-                    str(ops),
-                    "--phases",
-                    args.phases,
-                    "--json",
-                    str(out),
-                ]
+                cmd = bench_command(config, clients, ops, args.phases, "--json", str(out))
                 print("+", " ".join(cmd[2:]), flush=True)
                 subprocess.run(cmd, check=True)
                 results.append(json.loads(out.read_text()))

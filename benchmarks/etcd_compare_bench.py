@@ -50,7 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import start_nodes, stop_nodes, write_config
+from cluster_bench import bench_command, start_nodes, stop_nodes, write_config
 from parakoon_testing import free_ports
 
 from parakoon_node.commands.bench import NoCluster, find_master, make_key, percentile
@@ -469,18 +469,10 @@ def run_parakoon(
 ) -> RunResult:
     out = base / "parakoon-run.json"
     out.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "parakoon_node",
-        "bench",
-        "--config",
-        str(config),
-        "--clients",
-        str(clients),
-        "--ops",
-        str(ops),
-        "--phases",
+    command = bench_command(
+        config,
+        clients,
+        ops,
         PARAKOON_PHASE[op],
         "--value-size",
         str(VALUE_SIZE),
@@ -492,7 +484,7 @@ def run_parakoon(
         "--no-cleanup",
         "--json",
         str(out),
-    ]
+    )
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=RUN_TIMEOUT_SECS, check=False

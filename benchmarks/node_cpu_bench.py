@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import urllib.request
 
 from _report import markdown_table, write_section
-from cluster_bench import stop_nodes, write_config
+from cluster_bench import bench_command, stop_nodes, write_config
 from parakoon_testing import free_ports
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -63,20 +63,7 @@ def who_master(config: Path) -> str:
 def bench(config: Path, phase: str, clients: int, ops: int) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "parakoon_node",
-            "bench",
-            "--config",
-            str(config),
-            "--clients",
-            str(clients),
-            "--ops",
-            str(ops),
-            "--phases",
-            phase,
-        ],
+        bench_command(config, clients, ops, phase),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=True,

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import cluster_config, show_logs, start_nodes, stop_nodes
+from cluster_bench import bench_command, cluster_config, show_logs, start_nodes, stop_nodes
 from parakoon_testing import free_ports
 
 #: The mark the proxy puts on its own connections; the redirect rule lets them through.
@@ -216,10 +216,8 @@ def main() -> int:
                     per_slot = max(1, clients // 2)
                     ops = int(max(200, min(20_000, args.seconds * per_slot / slot_secs)))
                     out = base / f"bench-{clients}.json"
-                    cmd = [sys.executable, "-m", "parakoon_node", "bench", "--config"]
-                    cmd += [str(config), "--clients", str(clients), "--ops", str(ops)]
-                    cmd += ["--phases", "set", "--value-size", str(args.value_size)]
-                    cmd += ["--json", str(out)]
+                    cmd = bench_command(config, clients, ops, "set", "--json", str(out))
+                    cmd += ["--value-size", str(args.value_size)]
                     print(f"+ delay {delay_ms:g} ms, master {master}:", *cmd[2:], flush=True)
                     if subprocess.run(cmd, check=False).returncode != 0:
                         show_logs(base)

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "testing"))
 from _report import markdown_table, write_section
-from cluster_bench import cluster_config, show_logs, start_nodes, stop_nodes
+from cluster_bench import bench_command, cluster_config, show_logs, start_nodes, stop_nodes
 
 from parakoon_node.runtime.stages import STAGES
 
@@ -152,9 +152,8 @@ def main() -> int:
                 ops = args.ops if clients > 1 else max(2_000, args.ops // 4)
                 before = [scrape(port) for port in metrics]
                 out = base / f"bench-{clients}.json"
-                cmd = [sys.executable, "-m", "parakoon_node", "bench", "--config", str(config)]
-                cmd += ["--clients", str(clients), "--ops", str(ops), "--phases", "set"]
-                cmd += ["--value-size", str(args.value_size), "--json", str(out)]
+                cmd = bench_command(config, clients, ops, "set", "--json", str(out))
+                cmd += ["--value-size", str(args.value_size)]
                 print("+", " ".join(cmd[2:]), flush=True)
                 if subprocess.run(cmd, check=False).returncode != 0:
                     raise SystemExit(f"parakoon bench failed with {clients} clients")

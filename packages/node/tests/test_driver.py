@@ -289,8 +289,7 @@ async def test_cancelling_the_persister_waits_for_the_write_under_way() -> None:
     driver.handle(Receive(src="n1", msg=Prepare(n=-1, i=0)))
     async with anyio.create_task_group() as tg:
         tg.start_soon(driver.persister.run)
-        await anyio.sleep(0.05)
-        assert driver.persister.busy_since is not None
+        await eventually(lambda: driver.persister.busy_since is not None, "the write")
         tg.cancel_scope.cancel()
         threading.Timer(0.1, wlog.gate.set).start()
     assert wlog.done == ["entry 0"]

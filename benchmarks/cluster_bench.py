@@ -68,19 +68,27 @@ def show_logs(base: Path, lines: int = 20) -> None:
 
 
 def cluster_config(
-    base: Path, *, fsync: bool = True, lease: float = 2.0, node_ports: Sequence[str] = ()
+    base: Path,
+    *,
+    fsync: bool = True,
+    lease: float = 2.0,
+    node_ports: Sequence[str] = (),
+    linger: float | None = None,
 ) -> tuple[Path, dict[str, list[int]]]:
     """A 3-node ``cluster.toml`` in ``base`` on free ports of 127.0.0.1.
 
     Every node gets a client port and a messaging address, plus one free port for each key of
-    ``node_ports`` (``metrics_port``, ``redis_port``). Returns the file and the ports per key
-    (``client_port``, ``messaging`` and the ``node_ports``), each in node order.
+    ``node_ports`` (``metrics_port``, ``redis_port``). ``linger`` sets ``batch_linger_secs``
+    (the node's default when None). Returns the file and the ports per key (``client_port``,
+    ``messaging`` and the ``node_ports``), each in node order.
     """
     keys = ["client_port", "messaging", *node_ports]
     free = free_ports(3 * len(keys))
     ports = {key: free[3 * k : 3 * k + 3] for k, key in enumerate(keys)}
     fsync_text = "true" if fsync else "false"
     lines = ["[cluster]", 'id = "bench"', f"lease_period_secs = {lease}", f"fsync = {fsync_text}"]
+    if linger is not None:
+        lines.append(f"batch_linger_secs = {linger}")
     for k in range(3):
         lines += ["", "[[nodes]]", f'name = "node_{k}"']
         lines += [f'addresses = ["127.0.0.1:{ports["messaging"][k]}"]']

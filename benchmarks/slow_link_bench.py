@@ -17,7 +17,10 @@ table of its own, removed when the run ends.
 With one slot in flight, a write needs the master's proposal to reach a follower and its
 acknowledgement to come back: at least two one-way delays per slot, whatever the number of
 clients. So the throughput at 50 ms is about (requests per slot) / 100 ms; the rows with 0 ms
-delay show the same path with the proxy and no delay. Results go to docs/performance.md
+delay show the same path with the proxy and no delay. Each delay runs once per
+``batch_linger_secs`` of ``--linger`` (a fresh cluster each), and the table shows the
+closed-loop bound: no design can give a closed-loop client more than one write per round trip
+between nodes. Results go to docs/performance.md
 (section ``slow-link``) with the machine, date and command.
 """
 
@@ -50,9 +53,9 @@ TABLE = f"parakoon_slowlink_{os.getpid()}"
 CHUNK = 1 << 16
 
 
-def write_config(base: Path, lease: float) -> tuple[Path, list[int], list[int]]:
+def write_config(base: Path, lease: float, linger: float) -> tuple[Path, list[int], list[int]]:
     """The cluster, its messaging ports, and a free port for each node's proxy."""
-    config, ports = cluster_config(base, lease=lease)
+    config, ports = cluster_config(base, lease=lease, linger=linger)
     return config, ports["messaging"], free_ports(3)
 
 
@@ -187,6 +190,9 @@ def main() -> int:
     parser.add_argument("--clients", default="1,64")
     parser.add_argument("--seconds", type=float, default=10.0, help="about this long per run")
     parser.add_argument("--value-size", type=int, default=256)
+    parser.add_argument(
+        "--linger", default="0,0.002", help="batch_linger_secs values, a fresh cluster for each"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("nft") is None:
@@ -196,12 +202,13 @@ def main() -> int:
         signal.signal(signum, lambda number, _frame: sys.exit(128 + number))
     remove_stale_tables()
     rows = []
-    for delay_ms in [float(d) for d in args.delay_ms.split(",")]:
+    runs = [(float(d), float(g)) for d in args.delay_ms.split(",") for g in args.linger.split(",")]
+    for delay_ms, linger in runs:
         with tempfile.TemporaryDirectory(prefix="parakoon-slowlink-") as tmp:
             base = Path(tmp)
             # A lease comfortably above the round trip: renewals take two one-way delays.
             lease = max(2.0, 40 * delay_ms / 1000)
-            config, messaging, proxy_ports = write_config(base, lease)
+            config, messaging, proxy_ports = write_config(base, lease, linger)
             proxy = DelayProxy(list(zip(proxy_ports, messaging, strict=True)), delay_ms / 1000)
             proxy.start()
             procs: list[subprocess.Popen[bytes]] = []
@@ -223,10 +230,15 @@ def main() -> int:
                         show_logs(base)
                         raise SystemExit(f"parakoon bench failed at delay {delay_ms:g} ms")
                     r = json.loads(out.read_text())["results"][0]
+                    # A closed-loop client waits at least one round trip between nodes per
+                    # write, however many slots fly at once: the most any design could give.
+                    bound = f"{clients * 1000 / (2 * delay_ms):.0f}" if delay_ms else ""
                     rows.append(
                         (
                             f"{delay_ms:g}",
+                            f"{linger * 1000:g}",
                             clients,
+                            bound,
                             r["ok"],
                             r["failed"],
                             f"{r['ops_per_sec']:.1f}",
@@ -239,7 +251,18 @@ def main() -> int:
                 unredirect()
                 proxy.stop()
     table = markdown_table(
-        ("one-way delay ms", "clients", "ok", "failed", "sets/s", "p50 ms", "p99 ms"), rows
+        (
+            "one-way delay ms",
+            "linger ms",
+            "clients",
+            "closed-loop bound sets/s",
+            "ok",
+            "failed",
+            "sets/s",
+            "p50 ms",
+            "p99 ms",
+        ),
+        rows,
     )
     print(table)
     if not args.no_write:
@@ -248,8 +271,13 @@ def main() -> int:
             "an nftables redirect through a delaying proxy (this kernel has no `sch_netem`), "
             "client links not delayed; lease 2 s, or 40 one-way delays when longer; "
             f"16-byte keys, {args.value_size}-byte values, `parakoon bench --phases set`, "
-            f"{os.cpu_count()} cores. One slot in flight: each slot waits a round trip "
-            f"between nodes, so sets/s is about the requests per slot over two delays.\n\n"
+            f"{os.cpu_count()} cores; a fresh cluster for each `batch_linger_secs` (`linger "
+            "ms`). One slot in flight: each slot waits a round trip between nodes, so sets/s "
+            "is about the requests per slot over two delays. Without a linger, closed-loop "
+            "clients settle into two groups that take turns (each write waits two slots); the "
+            "linger lets one slot carry them all. `closed-loop bound`: clients / (2 x delay), "
+            "since each client's write needs at least one round trip between nodes, however "
+            "many slots are in flight.\n\n"
             f"{table}\n"
         )
         write_section("slow-link", "Slow links between nodes", body)

@@ -3,8 +3,11 @@
 Usage::
 
     uv run --all-packages python benchmarks/write_path_bench.py [--clients 1,16,128] [--ops N]
+        [--linger 0,0.002] [--rounds K]
 
-Starts a fresh 3-node cluster (fsync on, metrics ports on) in a temporary folder, runs
+Starts a fresh 3-node cluster (fsync on, metrics ports on) in a temporary folder for each
+``batch_linger_secs`` of ``--linger`` (in turn, ``--rounds`` times: this machine's figures
+drift, so the settings are compared run against neighbouring run), runs
 `parakoon bench --phases set` once per client count, and reads every node's
 ``parakoon_write_stage_seconds`` (runtime/stages.py) before and after each run: the difference
 gives the mean time per write of each stage on the master, and the mean persist stages on the
@@ -38,8 +41,8 @@ from parakoon_node.runtime.stages import STAGES
 MASTER_PATH = ("batching", "slot_wait", "commit", "apply", "respond")
 
 
-def write_config(base: Path) -> tuple[Path, list[int]]:
-    config, ports = cluster_config(base, node_ports=["metrics_port"])
+def write_config(base: Path, linger: float) -> tuple[Path, list[int]]:
+    config, ports = cluster_config(base, node_ports=["metrics_port"], linger=linger)
     return config, ports["metrics_port"]
 
 
@@ -135,72 +138,28 @@ def main() -> int:
     parser.add_argument("--clients", default="1,16,128")
     parser.add_argument("--ops", type=int, default=20_000, help="sets per run (1 client: 1/4)")
     parser.add_argument("--value-size", type=int, default=256)
+    parser.add_argument(
+        "--linger",
+        default="0,0.002",
+        help="batch_linger_secs values; a fresh cluster for each, in turn, --rounds times",
+    )
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
     args = parser.parse_args()
-    rows = []
-    client_rows = []
+    rows: list[list[str]] = []
+    client_rows: list[tuple[object, ...]] = []
+    lingers = [float(v) for v in args.linger.split(",")]
     with tempfile.TemporaryDirectory(prefix="parakoon-write-path-", dir=os.getcwd()) as tmp:
         base = Path(tmp)
         fsync_s = fsync_floor(base)
         loop_s = loopback_floor()
-        config, metrics = write_config(base)
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            procs = start_nodes(config, base)
-            wait_for_master(metrics)
-            for clients in [int(c) for c in args.clients.split(",")]:
-                ops = args.ops if clients > 1 else max(2_000, args.ops // 4)
-                before = [scrape(port) for port in metrics]
-                out = base / f"bench-{clients}.json"
-                cmd = bench_command(config, clients, ops, "set", "--json", str(out))
-                cmd += ["--value-size", str(args.value_size)]
-                print("+", " ".join(cmd[2:]), flush=True)
-                if subprocess.run(cmd, check=False).returncode != 0:
-                    raise SystemExit(f"parakoon bench failed with {clients} clients")
-                after = [scrape(port) for port in metrics]
-                result = json.loads(out.read_text())["results"][0]
-                master = [k for k, (_, is_master) in enumerate(after) if is_master]
-                if len(master) != 1 or not before[master[0]][1]:
-                    # The figures would mix two masters' stages.
-                    print(f"the master changed during the run; skipping {clients}", flush=True)
-                    continue
-                m = master[0]
-                followers = [k for k in range(3) if k != m]
-
-                def mean(
-                    k: int, stage: str, before: list[Scrape] = before, after: list[Scrape] = after
-                ) -> float:
-                    return mean_ms(before[k][0][stage], after[k][0][stage])
-
-                master_sum = sum(mean(m, s) for s in MASTER_PATH)
-                rows.append(
-                    [f"{clients}: node_{m} (master)"]
-                    + [f"{mean(m, s):.3f}" for s in STAGES]
-                    + [f"{master_sum:.3f}"]
-                )
-                for k in followers:
-                    own = {"persist_queue", "fsync", "persist_return"}
-                    rows.append(
-                        [f"{clients}: node_{k}"]
-                        + [f"{mean(k, s):.3f}" if s in own else "" for s in STAGES]
-                        + [""]
-                    )
-                client_rows.append(
-                    (
-                        clients,
-                        result["ok"],
-                        f"{result['ops_per_sec']:.0f}",
-                        f"{result['p50_ms']:.2f}",
-                        f"{result['p99_ms']:.2f}",
-                    )
-                )
-        except BaseException:
-            show_logs(base)
-            raise
-        finally:
-            stop_nodes(procs)
-    stage_table = markdown_table(("clients", *STAGES, "master path"), rows)
-    client_table = markdown_table(("clients", "ok", "sets/s", "p50 ms", "p99 ms"), client_rows)
+        for _round in range(args.rounds):
+            for linger in lingers:
+                run_cluster(base / f"run-{_round}-{linger}", linger, args, rows, client_rows)
+    stage_table = markdown_table(("linger ms", "clients", *STAGES, "master path"), rows)
+    client_table = markdown_table(
+        ("linger ms", "clients", "ok", "sets/s", "p50 ms", "p99 ms"), client_rows
+    )
     floors = (
         f"Floors on this machine, same run: a 128-byte append + fdatasync takes "
         f"{fsync_s * 1000:.3f} ms (median of 500, in the benchmark's folder), a 64-byte "
@@ -214,7 +173,8 @@ def main() -> int:
         body = (
             f"3 nodes on 127.0.0.1, fsync on, lease 2 s, 16-byte keys, {args.value_size}-byte "
             f"values, `parakoon bench --phases set` on the same {os.cpu_count()}-core machine "
-            f"(1-minute load average {load:.1f} after the run). Mean milliseconds per write "
+            f"(1-minute load average {load:.1f} after the run); a fresh cluster for each "
+            "`batch_linger_secs` (`linger ms`), in turn. Mean milliseconds per write "
             "in each stage of `parakoon_write_stage_seconds` (the stages are described in "
             "`packages/node/src/parakoon_node/runtime/stages.py`); `master path` is "
             "batching + slot_wait + commit + apply + respond, the master's share of one "
@@ -224,6 +184,75 @@ def main() -> int:
         )
         write_section("write-path", "Where a write's time goes (per-stage breakdown)", body)
     return 0
+
+
+def run_cluster(
+    base: Path,
+    linger: float,
+    args: argparse.Namespace,
+    rows: list[list[str]],
+    client_rows: list[tuple[object, ...]],
+) -> None:
+    """One fresh cluster with ``batch_linger_secs = linger``: a run per client count."""
+    base.mkdir()
+    label = f"{linger * 1000:g}"
+    config, metrics = write_config(base, linger)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs = start_nodes(config, base)
+        wait_for_master(metrics)
+        for clients in [int(c) for c in args.clients.split(",")]:
+            ops = args.ops if clients > 1 else max(2_000, args.ops // 4)
+            before = [scrape(port) for port in metrics]
+            out = base / f"bench-{clients}.json"
+            cmd = bench_command(config, clients, ops, "set", "--json", str(out))
+            cmd += ["--value-size", str(args.value_size)]
+            print("+", " ".join(cmd[2:]), flush=True)
+            if subprocess.run(cmd, check=False).returncode != 0:
+                raise SystemExit(f"parakoon bench failed with {clients} clients")
+            after = [scrape(port) for port in metrics]
+            result = json.loads(out.read_text())["results"][0]
+            master = [k for k, (_, is_master) in enumerate(after) if is_master]
+            if len(master) != 1 or not before[master[0]][1]:
+                # The figures would mix two masters' stages.
+                print(f"the master changed during the run; skipping {clients}", flush=True)
+                continue
+            m = master[0]
+            followers = [k for k in range(3) if k != m]
+
+            def mean(
+                k: int, stage: str, before: list[Scrape] = before, after: list[Scrape] = after
+            ) -> float:
+                return mean_ms(before[k][0][stage], after[k][0][stage])
+
+            master_sum = sum(mean(m, s) for s in MASTER_PATH)
+            rows.append(
+                [label, f"{clients}: node_{m} (master)"]
+                + [f"{mean(m, s):.3f}" for s in STAGES]
+                + [f"{master_sum:.3f}"]
+            )
+            for k in followers:
+                own = {"persist_queue", "fsync", "persist_return"}
+                rows.append(
+                    [label, f"{clients}: node_{k}"]
+                    + [f"{mean(k, s):.3f}" if s in own else "" for s in STAGES]
+                    + [""]
+                )
+            client_rows.append(
+                (
+                    label,
+                    clients,
+                    result["ok"],
+                    f"{result['ops_per_sec']:.0f}",
+                    f"{result['p50_ms']:.2f}",
+                    f"{result['p99_ms']:.2f}",
+                )
+            )
+    except BaseException:
+        show_logs(base)
+        raise
+    finally:
+        stop_nodes(procs)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,26 @@ def test_disk_loss_seeds() -> None:
     assert losses > 0 and rebuilt > 0
 
 
+LINGER_SEEDS = 50
+
+
+@pytest.mark.parametrize("profile", ["random", "harsh", "disk_loss", "membership"])
+def test_linger_seeds(profile: str) -> None:
+    """Every profile with the leaders' batch linger on (docs/paxos.md, "Batch linger"): it
+    only moves when a leader proposes, so every checker must stay clean, liveness included.
+    The simulated clients arrive at random, so most lingers run to their deadline."""
+    seeds = _seeds(LINGER_SEEDS)
+    kw: dict[str, Any] = {} if profile == "random" else {profile: True}
+    failures: list[str] = []
+    for seed in seeds:
+        try:
+            Sim(seed, batch_linger=0.02, **kw).run()
+        except Violation as v:
+            failures.append(str(v))
+            print(f"seed={seed} FAILED ({profile}, --linger 0.02): {v}")
+    assert not failures, "\n".join(failures)
+
+
 def test_reckless_disk_loss_never_forks() -> None:
     """More lost disks at once than the cluster tolerates: unavailable, never forgetful."""
     for seed in _seeds(100):

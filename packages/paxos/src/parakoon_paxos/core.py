@@ -401,6 +401,11 @@ class Leader(Common):
     change: tuple[int, Membership] | None = None
     change_rid: int | None = None
     learner_at: tuple[tuple[str, int], ...] = ()
+    # Batch linger (docs/paxos.md): after answering a client slot, how many requests we expect
+    # in the next batch (those queued then plus one back from each client just answered), and
+    # until when an idle leader may wait for them. ``expect`` 0: no linger under way.
+    expect: int = 0
+    linger_until: float = LONG_AGO
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -736,6 +741,8 @@ def next_deadline(config: Config, state: State) -> float | None:
             elif state.drop_deadline == NEVER:
                 # A dropping leader renews nothing: only the drop deadline matters.
                 t = state.renew_at
+                if 0 < state.queue.size < state.expect:
+                    t = min(t, state.linger_until)  # the batch held back goes out then
                 if state.lease_holder != config.me and state.lease_start != LONG_AGO:
                     # Our own lease can only be proposed once the foreign one runs out; until
                     # then renew_at paces the Nops that keep the followers hearing from us.
@@ -990,8 +997,23 @@ def _on_applied(
     # leader that lost them, so nobody is waiting here.
     for rid, result in zip(prop.rids, results, strict=False):
         out.append(Reply(rid=rid, result=result))
+    if config.batch_linger > 0 and prop.rids:
+        # Closed-loop clients answered now send their next request within moments; proposing
+        # the queue at once would leave them for the slot after, and the clients would settle
+        # into groups that take turns, each waiting two slots. Wait for them a little (at most
+        # half this slot's time), so that one slot carries everyone.
+        state = evolve(
+            state,
+            expect=min(len(prop.rids) + state.queue.size, config.max_batch_count),
+            linger_until=now + min(config.batch_linger, (now - prop.proposed_at) / 2),
+        )
     new = _maybe_propose(config, state, now, out, idle=True)
-    if isinstance(new, Leader) and new.prop is None and (config.other_voters or config.learners):
+    if (
+        isinstance(new, Leader)
+        and new.prop is None
+        and not _lingering(new, now)
+        and (config.other_voters or config.learners)
+    ):
         # Idle now: tell followers and learners slot i is chosen, so that they apply it now
         # rather than when the next slot comes (up to a lease renewal later).
         out.append(Broadcast(msg=Commit(n=state.n, i=i)))
@@ -1586,6 +1608,12 @@ def _propose(
     )
 
 
+def _lingering(s: Leader, now: float) -> bool:
+    """Client requests wait while more are expected and the linger runs (never for lone
+    leases, no-ops or membership changes: those branches come first or need no queue)."""
+    return 0 < s.queue.size < s.expect and now < s.linger_until
+
+
 def _maybe_propose(
     config: Config, s: Leader, now: float, out: list[Effect], *, idle: bool = False
 ) -> State:
@@ -1634,7 +1662,13 @@ def _maybe_propose(
             renew_at=renew_at,
             need_nop=False,
         )
+    if _lingering(s, now) and not dropping:
+        # Requests are queued, but more are due within the linger (see _on_applied); the
+        # ``Tick`` at ``linger_until`` proposes whatever came by then.
+        return evolve(s, prop=None) if idle else s
     if s.queue.size > 0 and (lease_ok or not dropping):
+        if s.expect:
+            s = evolve(s, expect=0, linger_until=LONG_AGO)
         reqs, queue = s.queue.take(config.max_batch_count, config.max_batch_bytes)
         batch = Batch(payloads=tuple(r.payload for r in reqs), sync=any(r.sync for r in reqs))
         rids = tuple(r.rid for r in reqs)

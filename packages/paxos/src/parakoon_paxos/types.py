@@ -85,6 +85,9 @@ class Config:
     max_batch_bytes: int = 4 << 20
     max_queued: int = 10_000
     clock_drift: float = 0.05
+    # How long an idle leader may hold a client batch back for the clients it has just
+    # answered (see "Batch linger" in docs/paxos.md); 0 proposes at once, as before.
+    batch_linger: float = 0.0
     # Built by ``with_members`` from a replicated membership that no longer lists ``me`` (the
     # node was removed): it is then neither voter nor learner and takes no part.
     outsider_ok: bool = field(default=False, repr=False, compare=False)
@@ -115,6 +118,10 @@ class Config:
             raise ConfigError(f"Config.lease_period: must be > 0, got {self.lease_period!r}")
         if not 0 <= self.clock_drift < 0.25:
             raise ConfigError(f"Config.clock_drift: must be in [0, 0.25), got {self.clock_drift}")
+        if not 0 <= self.batch_linger < self.lease_period / 8:
+            raise ConfigError(
+                f"Config.batch_linger: must be in [0, lease_period / 8), got {self.batch_linger}"
+            )
         q = self.quorum if self.quorum is not None else len(voters) // 2 + 1
         if not len(voters) // 2 < q <= len(voters):
             raise ConfigError(
@@ -163,6 +170,7 @@ class Config:
             max_batch_bytes=self.max_batch_bytes,
             max_queued=self.max_queued,
             clock_drift=self.clock_drift,
+            batch_linger=self.batch_linger,
             outsider_ok=True,
         )
 

@@ -51,11 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use the membership profile (add, promote, remove nodes under every fault)",
     )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="SECS",
+        help="the leaders' batch linger in simulated seconds (default 0: none)",
+    )
     args = parser.parse_args(argv)
     kw: dict[str, Any] = {
         "harsh": args.harsh,
         "disk_loss": args.disk_loss,
         "membership": args.membership,
+        "batch_linger": args.linger,
     }
     if args.variant:
         kw["step_fn"] = VARIANTS[args.variant]

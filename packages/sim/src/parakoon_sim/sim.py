@@ -312,8 +312,12 @@ class Sim:
         max_batch_count: int = 64,
         mode: str | None = None,
         end_pauses_at_calm: bool = False,
+        batch_linger: float = 0.0,
     ) -> None:
         self.seed = seed
+        # The leaders' batch linger (Config.batch_linger); 0, the default, runs every seed as
+        # before the linger existed.
+        self.batch_linger = batch_linger
         # Off by default until the next full long run of every profile (see _end_pauses): it
         # changes the runs of every seed with a pause under way when the calm phase starts.
         self.end_pauses_at_calm = end_pauses_at_calm
@@ -395,6 +399,7 @@ class Sim:
             clock_drift=d,
             max_batch_count=self.max_batch_count,
             max_queued=1000,
+            batch_linger=self.batch_linger,
             master_mode={
                 "forced": MasterMode.FORCED,
                 "readonly": MasterMode.READONLY,

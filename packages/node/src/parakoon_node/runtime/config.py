@@ -183,6 +183,10 @@ class ClusterConfig:
     max_batch_count: int = 2_000
     max_batch_bytes: int = 8 * MiB
     max_queued_requests: int = 20_000
+    # How long an idle master may hold a batch back for the clients it has just answered, so
+    # that closed-loop clients share one slot instead of taking turns (docs/paxos.md, "Batch
+    # linger"); at most half the slot just chosen. 0 proposes at once.
+    batch_linger_secs: float = 0.002
     # Peers: outgoing messages queued per peer (a full queue drops and counts), and the largest
     # node-to-node frame accepted (protocol rule 23).
     peer_queue_items: int = 10_000
@@ -380,6 +384,7 @@ _FLOAT_TUNABLES: Final[tuple[tuple[str, float, float], ...]] = (
     ("client_request_timeout_secs", 0.1, 3600.0),
     ("client_idle_timeout_secs", 0.0, 86400.0 * 365),
     ("disk_stall_secs", 0.5, 3600.0),
+    ("batch_linger_secs", 0.0, 1.0),
 )
 
 #: The keys ``[cluster]`` accepts: the named settings, then every integer tunable.
@@ -747,6 +752,12 @@ class _Parser:
                 "cluster.max_batch_bytes",
                 f"{config.max_batch_bytes} is larger than peer_frame_bytes_max"
                 f" ({config.peer_frame_bytes_max}): a full batch could never be sent to a peer",
+            )
+        if config.batch_linger_secs >= config.lease_period_secs / 8:
+            raise self.fail(
+                "cluster.batch_linger_secs",
+                f"{config.batch_linger_secs} is not below lease_period_secs / 8"
+                f" ({config.lease_period_secs / 8}): a held batch would eat into the lease",
             )
         if config.max_value_bytes > config.max_request_bytes:
             raise self.fail(

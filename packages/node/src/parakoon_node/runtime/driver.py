@@ -487,6 +487,10 @@ class Driver:
         self._batch_wake = anyio.Event()
         self._events: deque[Event] = deque()
         self._busy = False
+        # The ticker's next wake-up, and how to bring it forward: a batch linger (a few ms)
+        # starts on an Applied and must not wait for a ticker asleep until its ceiling.
+        self._tick_at = float("inf")
+        self._tick_wake = anyio.Event()
         self.counters = DriverCounters()
         self.batch_observer: Callable[[float], None] | None = None
         # Where a write's time goes (runtime/stages.py), and when the oldest request not yet
@@ -607,11 +611,14 @@ class Driver:
                 self.counters.steps += 1
                 if effects:
                     self._execute(effects)
-                if type(ev) is Applied and self._apply_started is not None:
-                    # The core took Applied and its replies went out: the slot is answered.
-                    started, requests = self._apply_started
-                    self._apply_started = None
-                    self.stages.add("apply", perf_clock() - started, requests)
+                if type(ev) is Applied:
+                    if self._apply_started is not None:
+                        # The core took Applied and its replies went out: the slot is answered.
+                        started, requests = self._apply_started
+                        self._apply_started = None
+                        self.stages.add("apply", perf_clock() - started, requests)
+                    if self.config.batch_linger > 0:
+                        self._wake_ticker_by_deadline()
                 members = getattr(self.state, "members", None)
                 if members is not self._members:
                     self._members = members
@@ -619,6 +626,13 @@ class Driver:
                         self.on_members(members)
         finally:
             self._busy = False
+
+    def _wake_ticker_by_deadline(self) -> None:
+        """Bring the ticker forward when the core's next deadline (a batch linger's end) is
+        sooner than the ticker's own wake-up."""
+        deadline = paxos.next_deadline(self.config, self.state)
+        if deadline is not None and deadline < self._tick_at:
+            self._tick_wake.set()
 
     def _execute(self, effects: Sequence[Effect]) -> None:
         """Run ``effects`` by the contract of :func:`parakoon_paxos.contract.stage`.
@@ -795,11 +809,23 @@ class Driver:
         """Feed ``Tick`` at the core's next deadline (bounded so timers never starve)."""
         floor = 0.001
         ceiling = max(0.005, self.config.lease_period / 20)
+        woken = False
         while True:
             deadline = paxos.next_deadline(self.config, self.state)
             now = self._clock()
-            delay = ceiling if deadline is None else min(ceiling, max(floor, deadline - now))
-            await anyio.sleep(delay)
+            # Woken for a nearer deadline (a batch linger): sleep until exactly then. The floor
+            # otherwise keeps a deadline already past from spinning the ticker.
+            low = 0.0 if woken else floor
+            delay = ceiling if deadline is None else min(ceiling, max(low, deadline - now))
+            self._tick_at = now + delay
+            woken = False
+            with anyio.move_on_after(delay):
+                await self._tick_wake.wait()
+                woken = True
+            self._tick_wake = anyio.Event()
+            self._tick_at = float("inf")
+            if woken:
+                continue
             self.handle(Tick())
             self.expire_waiters()
 

@@ -102,6 +102,7 @@ def paxos_config(cluster: ClusterConfig, me: str) -> PaxosConfig:
             cluster.max_batch_bytes, max_payload_bytes(cluster.peer_frame_bytes_max)
         ),
         max_queued=cluster.max_queued_requests,
+        batch_linger=cluster.batch_linger_secs,
     )
 
 

@@ -152,7 +152,7 @@ def test_disk_loss_seeds() -> None:
     assert losses > 0 and rebuilt > 0
 
 
-LINGER_SEEDS = 50
+LINGER_SEEDS = 25
 
 
 @pytest.mark.parametrize("profile", ["random", "harsh", "disk_loss", "membership"])

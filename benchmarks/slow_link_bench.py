@@ -191,7 +191,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="about this long per run")
     parser.add_argument("--value-size", type=int, default=256)
     parser.add_argument(
-        "--linger", default="0,0.002", help="batch_linger_secs values, a fresh cluster for each"
+        "--linger", default="0,0.01", help="batch_linger_secs values, a fresh cluster for each"
     )
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/")
     args = parser.parse_args()

@@ -3,7 +3,7 @@
 Usage::
 
     uv run --all-packages python benchmarks/write_path_bench.py [--clients 1,16,128] [--ops N]
-        [--linger 0,0.002] [--rounds K]
+        [--linger 0,0.01] [--rounds K]
 
 Starts a fresh 3-node cluster (fsync on, metrics ports on) in a temporary folder for each
 ``batch_linger_secs`` of ``--linger`` (in turn, ``--rounds`` times: this machine's figures
@@ -140,7 +140,7 @@ def main() -> int:
     parser.add_argument("--value-size", type=int, default=256)
     parser.add_argument(
         "--linger",
-        default="0,0.002",
+        default="0,0.01",
         help="batch_linger_secs values; a fresh cluster for each, in turn, --rounds times",
     )
     parser.add_argument("--rounds", type=int, default=1)

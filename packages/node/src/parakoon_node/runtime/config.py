@@ -186,7 +186,7 @@ class ClusterConfig:
     # How long an idle master may hold a batch back for the clients it has just answered, so
     # that closed-loop clients share one slot instead of taking turns (docs/paxos.md, "Batch
     # linger"); at most half the slot just chosen. 0 proposes at once.
-    batch_linger_secs: float = 0.002
+    batch_linger_secs: float = 0.01
     # Peers: outgoing messages queued per peer (a full queue drops and counts), and the largest
     # node-to-node frame accepted (protocol rule 23).
     peer_queue_items: int = 10_000

@@ -230,6 +230,22 @@ class ClusterProcs:
         with self.connect(name, timeout=timeout) as conn:
             return conn.call(request)
 
+    def call_master(self, master: str, request: Any, timeout: float = 5.0) -> tuple[str, Any]:
+        """``call`` on ``master``; on E_NOT_MASTER (the request was not taken) send it again
+        to the master the nodes agree on now. Returns that master and the result. Why: when
+        two candidates ran at once at start, the loser's higher promise deposes the winner at
+        its first Accept to the loser, so a client write just after ``wait_master`` may meet
+        the re-election (a real client retries the same way)."""
+        for _ in range(3):
+            result = self.call(master, request, timeout=timeout)
+            if not (
+                isinstance(result, codec.ErrorResponse)
+                and result.code == codec.ErrorCode.NOT_MASTER
+            ):
+                break
+            master = self.wait_master(timeout=max(timeout, 10.0))
+        return master, result
+
     def store_of(self, name: str) -> dict[bytes, bytes]:
         """Every key and value of ``name``'s store, read locally (no master needed)."""
         request = codec.RangeEntries(consistency=codec.NO_GUARANTEES, max_keys=-1)

@@ -135,7 +135,9 @@ def test_restarted_node_catches_up_from_head_snapshot_after_peers_collapsed(
     lagging = next(n for n in cluster.names if n != master)
     cluster.kill(lagging)
     for k in range(300):
-        assert cluster.call(master, codec.Set(key=f"s{k:04d}".encode(), value=b"x" * 20)) is None
+        request = codec.Set(key=f"s{k:04d}".encode(), value=b"x" * 20)
+        master, result = cluster.call_master(master, request)
+        assert result is None, result
     # Make every live node collapse now (the threshold would also trigger it, within a second).
     for name in cluster.names:
         if cluster.running(name):
@@ -399,11 +401,12 @@ def test_overwriting_a_large_value_keeps_the_disk_bounded(cluster_factory: Any) 
     master = cluster.wait_master()
     value = b"x" * mib
     worst = 0
-    with cluster.connect(master, timeout=30.0) as conn:
-        for k in range(500):
-            assert conn.call(codec.Set(key=b"big", value=value + str(k).encode())) is None
-            if k % 5 == 0:
-                worst = max(worst, *(_du(cluster.home(n)) for n in cluster.names))
+    for k in range(500):
+        request = codec.Set(key=b"big", value=value + str(k).encode())
+        master, result = cluster.call_master(master, request, timeout=30.0)
+        assert result is None, result
+        if k % 5 == 0:
+            worst = max(worst, *(_du(cluster.home(n)) for n in cluster.names))
     time.sleep(1.0)
     worst = max(worst, *(_du(cluster.home(n)) for n in cluster.names))
     bound = (8 + 4 + 4 + 2 + 16) * mib

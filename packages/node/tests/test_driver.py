@@ -8,6 +8,7 @@ event) and look at what has left meanwhile.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from parakoon_paxos import (
     Accept,
     Applied,
     Apply,
+    Batch,
     Broadcast,
     ClientBatch,
     Config,
@@ -33,9 +35,11 @@ from parakoon_paxos import (
     Prepare,
     Promise,
     Receive,
+    Recovered,
     Reply,
     Send,
     Value,
+    initial_state,
 )
 
 pytestmark = pytest.mark.anyio
@@ -333,3 +337,62 @@ async def test_a_stopping_node_can_abandon_a_write_that_hangs() -> None:
     assert not any(isinstance(ev, Persisted) for ev in script.seen), "reported as durable"
     assert not driver.persister.abandon(), "nothing left to abandon"
     wlog.gate.set()  # let the thread finish its write and exit
+
+
+class SlowLog(FakeLog):
+    """Every write takes ``secs``: a slot of a one-voter cluster lasts about that long."""
+
+    def __init__(self, secs: float) -> None:
+        super().__init__()
+        self.secs = secs
+        self.gate.set()
+
+    def append_entries(self, entries: Sequence[LogEntry]) -> None:
+        time.sleep(self.secs)
+        super().append_entries(entries)
+
+
+class BatchApplier(FakeApplier):
+    def apply(self, i: int, value: Value) -> tuple[object, ...]:
+        self.applied.append(i)
+        return (None,) * len(value.payloads) if isinstance(value, Batch) else ()
+
+
+async def test_the_ticker_ends_a_batch_linger_on_time() -> None:
+    """The real core, one voter, 40 ms slots, a 20 ms linger (half the slot) under a lease of
+    8 s, whose ticker would otherwise sleep up to L / 20 = 400 ms. Two writes share a slot; a
+    third comes alone after their answers: the core holds it for the other client, which
+    never comes, and the ticker must wake for the linger's end (its deadline appears only on
+    that request's ClientBatch), not at its own next wake-up."""
+    # (It reads the driver's ``_tick_at``: when the ticker plans to wake is what is tested.)
+    config = Config(me="n0", voters=("n0",), lease_period=8.0, batch_linger=0.05)
+    state = initial_state(config, Recovered(), time.monotonic(), seed=1)
+    driver = Driver(
+        config,
+        state,
+        transport=FakeTransport(),
+        applier=BatchApplier(),
+        write_log=SlowLog(0.04),
+        start_catchup=lambda source, i: None,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver.persister.run)
+        tg.start_soon(driver.run_batcher)
+        tg.start_soon(driver.run_ticker)
+        await eventually(driver.lease_valid, "the lease of the one voter")
+        await anyio.sleep(0.2)  # the Nop after the lease is chosen too: the leader is idle
+        first = [driver.submit_write(b"a"), driver.submit_write(b"b")]
+        for waiter in first:
+            await waiter.wait()
+        answered = time.monotonic()
+        third = driver.submit_write(b"c")
+        await anyio.sleep(0.005)  # the batcher hands it over; the core holds it
+        held = driver.state
+        assert held.prop is None and held.queue.size == 1 and held.expect == 2
+        # The ticker now plans to wake by the linger's end (it was asleep until later).
+        assert driver._tick_at <= held.linger_until + 0.001, (driver._tick_at, held.linger_until)
+        await third.wait()
+        took = time.monotonic() - answered
+        tg.cancel_scope.cancel()
+    # About 20 ms of linger and a 40 ms slot; without the wake, up to 400 ms.
+    assert took < 0.3, f"the lone write took {took * 1000:.0f} ms"

@@ -14,13 +14,16 @@ from parakoon_paxos import (
     Applied,
     Batch,
     Broadcast,
+    ChangeMembership,
     ClientBatch,
     ClientRequest,
     Commit,
     Config,
     ConfigError,
-    Leader,
+    DropMaster,
     MasterSet,
+    MemberOp,
+    Membership,
     Persisted,
     Receive,
     Reply,
@@ -95,15 +98,48 @@ def test_no_linger_by_default(config: Any, leader: Any) -> None:
 
 
 def test_a_lease_renewal_is_never_held(config: Any, leader: Any) -> None:
-    """The renewal branch comes before the linger: a due MasterSet goes out while requests are
-    held, and the requests follow it."""
+    """The renewal branch comes before the linger: a MasterSet due while requests are held
+    goes out at once, and the held requests follow when the linger ends."""
     ld = leader(config(batch_linger=0.005))
     renew_at = ld.state.renew_at
-    ld.on(reqs(1, 2), renew_at - 0.004)
-    ld.on(reqs(3), renew_at - 0.003)
-    assert proposed(choose(ld, 2, renew_at - 0.002, (None, None))) == []
-    effects = ld.on(Tick(), renew_at)
-    assert proposed(effects) == [MasterSet(node="n0")]
+    ld.on(reqs(1, 2), renew_at - 0.02)
+    ld.on(reqs(3), renew_at - 0.019)
+    assert proposed(choose(ld, 2, renew_at - 0.001, (None, None))) == []
+    linger_until = ld.state.linger_until
+    assert linger_until == renew_at + 0.004  # still lingering when the renewal is due
+    assert proposed(ld.on(Tick(), renew_at)) == [MasterSet(node="n0")]
+    # The renewal is chosen; the held request follows at the end of the linger (not before:
+    # its clients may still come back), and it is the next slot the followers need.
+    assert proposed(choose(ld, 3, renew_at + 0.001, ())) == []
+    assert proposed(ld.on(Tick(), linger_until)) == [Batch(payloads=(b"3",))]
+
+
+def test_a_membership_change_is_never_held(config: Any, leader: Any) -> None:
+    ld = leader(config(batch_linger=0.005, voters=("n0", "n1", "n2")))
+    ld.on(reqs(1, 2), 1.0)
+    ld.on(reqs(3), 1.001)
+    assert proposed(choose(ld, 2, 1.004, (None, None))) == []
+    effects = ld.on(ChangeMembership(rid=9, op=MemberOp.ADD, node="n3", address="a:1"), 1.0041)
+    assert [type(v) for v in proposed(effects)] == [Membership]
+
+
+def test_a_drop_master_sends_the_held_batch_at_once(config: Any, leader: Any) -> None:
+    """A dropping leader never lingers: the batch held when DropMaster comes goes out with it."""
+    ld = leader(config(batch_linger=0.005))
+    ld.on(reqs(1, 2), 1.0)
+    ld.on(reqs(3), 1.001)
+    assert proposed(choose(ld, 2, 1.004, (None, None))) == []
+    assert proposed(ld.on(DropMaster(rid=9), 1.0041)) == [Batch(payloads=(b"3",))]
+
+
+def test_a_dropping_leader_does_not_linger(config: Any, leader: Any) -> None:
+    """Requests queued before a DropMaster still go out while the lease lasts, at once."""
+    ld = leader(config(batch_linger=0.005))
+    ld.on(reqs(1, 2), 1.0)
+    ld.on(reqs(3), 1.0003)  # queued behind slot 2
+    ld.on(DropMaster(rid=9), 1.0005)
+    effects = choose(ld, 2, 1.004, (None, None))
+    assert proposed(effects) == [Batch(payloads=(b"3",))]
 
 
 def test_expectations_are_capped_by_the_batch_bound(config: Any, leader: Any) -> None:
@@ -121,8 +157,3 @@ def test_the_linger_is_bounded_by_the_lease(config: Any) -> None:
     with pytest.raises(ConfigError, match="batch_linger"):
         config(lease_period=2.0, batch_linger=0.25)
     assert isinstance(config(lease_period=2.0, batch_linger=0.249), Config)
-
-
-def test_a_new_leader_starts_without_a_linger(config: Any, leader: Any) -> None:
-    ld = leader(config(batch_linger=0.005))
-    assert isinstance(ld.state, Leader) and ld.state.expect == 0

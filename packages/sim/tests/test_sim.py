@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from parakoon_paxos import Config, Event, Leader, State, step
 from parakoon_sim import VARIANTS, Faults, Sim, Violation, run_seed
 from parakoon_sim.__main__ import main
 from parakoon_sim.sim import SINGLE_FAULTS
@@ -163,13 +164,24 @@ def test_linger_seeds(profile: str) -> None:
     seeds = _seeds(LINGER_SEEDS)
     kw: dict[str, Any] = {} if profile == "random" else {profile: True}
     failures: list[str] = []
+    held = 0  # steps after which a leader held a batch back: the linger did happen
+
+    def counting(config: Config, state: State, event: Event, now: float) -> Any:
+        nonlocal held
+        new, out = step(config, state, event, now)
+        if isinstance(new, Leader) and new.prop is None and 0 < new.queue.size < new.expect:
+            held += 1
+        return new, out
+
     for seed in seeds:
         try:
-            Sim(seed, batch_linger=0.02, **kw).run()
+            Sim(seed, batch_linger=0.02, step_fn=counting, **kw).run()
         except Violation as v:
             failures.append(str(v))
             print(f"seed={seed} FAILED ({profile}, --linger 0.02): {v}")
     assert not failures, "\n".join(failures)
+    print(f"{len(seeds)} {profile} seeds with a linger: {held} steps held a batch back")
+    assert held > len(seeds)
 
 
 def test_reckless_disk_loss_never_forks() -> None:

@@ -937,7 +937,12 @@ def _on_drop_master(config: Config, state: State, rid: int, now: float, out: lis
         # would let a client keep the cluster masterless.
         deadline = now + 2.2 * config.lease_period
     # Requests already queued may still go out while the lease lasts; new ones are refused.
-    return evolve(state, drop_rids=(*state.drop_rids, rid), drop_deadline=deadline)
+    s = evolve(state, drop_rids=(*state.drop_rids, rid), drop_deadline=deadline)
+    if state.drop_deadline == NEVER and s.prop is None and s.queue.size > 0:
+        # Only a batch held by the linger waits here (without one, an idle leader that is not
+        # dropping has an empty queue), and a dropping leader never lingers: send it now.
+        return _maybe_propose(config, s, now, out)
+    return s
 
 
 # --- persistence and application -------------------------------------------------------------
@@ -1609,9 +1614,9 @@ def _propose(
 
 
 def _lingering(s: Leader, now: float) -> bool:
-    """Client requests wait while more are expected and the linger runs (never for lone
-    leases, no-ops or membership changes: those branches come first or need no queue)."""
-    return 0 < s.queue.size < s.expect and now < s.linger_until
+    """Client requests wait while more are expected and the linger runs; never on a dropping
+    leader. (A due renewal or membership change goes first: their branches come before.)"""
+    return 0 < s.queue.size < s.expect and now < s.linger_until and s.drop_deadline == NEVER
 
 
 def _maybe_propose(
@@ -1662,7 +1667,7 @@ def _maybe_propose(
             renew_at=renew_at,
             need_nop=False,
         )
-    if _lingering(s, now) and not dropping:
+    if _lingering(s, now):
         # Requests are queued, but more are due within the linger (see _on_applied); the
         # ``Tick`` at ``linger_until`` proposes whatever came by then.
         return evolve(s, prop=None) if idle else s

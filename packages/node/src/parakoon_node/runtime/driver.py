@@ -496,7 +496,8 @@ class Driver:
         self._events: deque[Event] = deque()
         self._busy = False
         # The ticker's next wake-up, and how to bring it forward: a batch linger (a few ms)
-        # starts on an Applied and must not wait for a ticker asleep until its ceiling.
+        # starts on an Applied or a ClientBatch and must not wait for a ticker asleep until
+        # its ceiling (L / 20).
         self._tick_at = float("inf")
         self._tick_wake = anyio.Event()
         self.counters = DriverCounters()

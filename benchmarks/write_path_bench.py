@@ -88,12 +88,11 @@ def wait_for_master(ports: list[int], timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def fsync_floor(folder: Path, rounds: int = 500) -> float:
-    """Median seconds of a 128-byte append + fdatasync on this filesystem."""
-    path = folder / "fsync-probe"
+def _fsync_times(path: Path, rounds: int) -> list[float]:
+    """Seconds of each of ``rounds`` 128-byte appends + fdatasync to ``path`` (removed after)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    times = []
     try:
-        times = []
         for _ in range(rounds):
             start = time.perf_counter()
             os.write(fd, b"x" * 128)
@@ -102,7 +101,12 @@ def fsync_floor(folder: Path, rounds: int = 500) -> float:
     finally:
         os.close(fd)
         path.unlink()
-    return statistics.median(times)
+    return times
+
+
+def fsync_floor(folder: Path, rounds: int = 500) -> float:
+    """Median seconds of a 128-byte append + fdatasync on this filesystem."""
+    return statistics.median(_fsync_times(folder / "fsync-probe", rounds))
 
 
 def concurrent_fsync_floor(folder: Path, writers: int = 3, rounds: int = 300) -> float:
@@ -112,18 +116,7 @@ def concurrent_fsync_floor(folder: Path, writers: int = 3, rounds: int = 300) ->
     lock = threading.Lock()
 
     def write(k: int) -> None:
-        path = folder / f"fsync-probe-{k}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        mine = []
-        try:
-            for _ in range(rounds):
-                start = time.perf_counter()
-                os.write(fd, b"x" * 128)
-                os.fdatasync(fd)
-                mine.append(time.perf_counter() - start)
-        finally:
-            os.close(fd)
-            path.unlink()
+        mine = _fsync_times(folder / f"fsync-probe-{k}", rounds)
         with lock:
             times.extend(mine)
 

@@ -27,6 +27,7 @@ from parakoon_paxos import (
     Config,
     Effect,
     Event,
+    Leader,
     LogEntry,
     Message,
     Persist,
@@ -380,13 +381,19 @@ async def test_the_ticker_ends_a_batch_linger_on_time() -> None:
         tg.start_soon(driver.run_batcher)
         tg.start_soon(driver.run_ticker)
         await eventually(driver.lease_valid, "the lease of the one voter")
-        await anyio.sleep(0.2)  # the Nop after the lease is chosen too: the leader is idle
+
+        def idle() -> bool:  # the lease and the Nop after it are chosen: nothing in flight
+            st = driver.state
+            return isinstance(st, Leader) and st.prop is None and st.applied_i >= 1
+
+        await eventually(idle, "an idle leader")
         first = [driver.submit_write(b"a"), driver.submit_write(b"b")]
         for waiter in first:
             await waiter.wait()
         answered = time.monotonic()
         third = driver.submit_write(b"c")
-        await anyio.sleep(0.005)  # the batcher hands it over; the core holds it
+        # The batcher hands it over; the core holds it.
+        await eventually(lambda: driver.state.queue.size == 1, "the lone write held")
         held = driver.state
         assert held.prop is None and held.queue.size == 1 and held.expect == 2
         # The ticker now plans to wake by the linger's end (it was asleep until later).

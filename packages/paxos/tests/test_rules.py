@@ -280,6 +280,36 @@ def test_candidate_retries_above_the_highest_ballot_seen(config: Any, node: Any)
     assert Broadcast(msg=Prepare(n=12, i=0)) in effects
 
 
+def test_candidate_outbid_by_a_voter_runs_again_instead_of_leading(config: Any, node: Any) -> None:
+    """Two candidates at once: the rival (n1, ballot 4) refuses our Prepare(3) with its own
+    higher promise before n2's Promise gives us a quorum. Leading with 3 would end at our first
+    Accept to n1 (its Nak deposes us, failing the writes we hold then); we run above it at once.
+    """
+    n = node(config())
+    n.on(Tick(), 0.2)
+    n.on(Receive(src="n1", msg=PreVoteOk(n=3, i=0)))
+    assert isinstance(n.state, Candidate) and n.state.n == 3
+    n.on(Receive(src="n1", msg=Nak(n=3, their_n=4, their_i=0)))
+    effects = n.on(Receive(src="n2", msg=Promise(n=3, i=0, accepted=None)))
+    assert isinstance(n.state, Candidate) and n.state.n == 6, n.state
+    assert Broadcast(msg=Prepare(n=6, i=0)) in effects
+    assert not [e for e in effects if isinstance(e, Broadcast) and isinstance(e.msg, Accept)]
+    # The next round, with the rival's promise among the answers, leads.
+    n.on(Receive(src="n1", msg=Promise(n=6, i=0, accepted=None)))
+    assert isinstance(n.state, Leader) and n.state.n == 6
+
+
+def test_candidate_not_outbid_by_a_refusal_it_outranks(config: Any, node: Any) -> None:
+    """A refusal from a rebuilding voter (R9) does not count as outbidding us: its ballot is
+    not one we run above (``max_seen`` ignores it too), so a new round would gain nothing."""
+    n = node(config())
+    n.on(Tick(), 0.2)
+    n.on(Receive(src="n1", msg=PreVoteOk(n=3, i=0)))
+    n.on(Receive(src="n1", msg=Nak(n=3, their_n=9, their_i=0, rebuilding=True)))
+    n.on(Receive(src="n2", msg=Promise(n=3, i=0, accepted=None)))
+    assert isinstance(n.state, Leader) and n.state.n == 3
+
+
 # --- §5.4 leader ------------------------------------------------------------------------------
 
 

@@ -34,7 +34,8 @@ types), which the copier matches exactly.
 * ``Candidate``: has broadcast ``Prepare(n, i)`` with ``i = applied_i + 1`` and counts promises.
   Once Q promises (itself included) are in, it proposes the highest-ballot value any of them
   reported for slot i (**[stronger]**, textbook Paxos), or, if none, whatever an idle leader
-  would propose.
+  would propose. A candidate that a voter refused for a higher promise meanwhile runs again
+  above it instead (that voter would refuse its Accepts and depose it at the first one).
 * ``Leader``: one slot in flight (S5). A slot is chosen when the leader's own ``Persisted`` plus
   ``Accepted`` from distinct voters reach Q; it then emits ``Apply``, waits for ``Applied``,
   replies to the clients of that batch and proposes the next value: a lease renewal when due, else
@@ -357,6 +358,10 @@ class Candidate(Common):
     pre: bool = False
     pre_n: int = 0
     pre_ok: frozenset[str] = frozenset()
+    # A voter refused our Prepare because it promised a higher ballot (typically a rival that
+    # ran at the same moment). It would refuse every Accept of ours too, so ``_decide`` runs
+    # again above it instead of leading (see there).
+    outbid: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1295,6 +1300,13 @@ def _decide(config: Config, s: Candidate, now: float, out: list[Effect]) -> Stat
     assert not s.pre, "deciding on a pre-vote"
     assert len(s.promises) + (1 if _votes(config, s) else 0) >= config.quorum_size
     assert s.i == s.applied_i + 1 and owner(config, s.n) == config.me
+    if s.outbid:
+        # A voter refused us for a higher promise while we ran (two candidates at once, at a
+        # cold start say). Leading now would last only until our first Accept reached it: its
+        # Nak deposes us (see _on_nak), and the client writes we hold by then fail with
+        # NO_LONGER_MASTER. Run again above it now, before we hold anything; the promisers
+        # we have respect us, so the next round is as likely to win as this one was.
+        return _start_election(config, s, s.retries, now, out)
     # Only entries *at* slot i matter: a promiser behind us reports an older slot, which is
     # chosen and applied here already; a value chosen at i was accepted by some promiser, and
     # the highest ballot among the reports is the one a chosen value would carry (§5.3).
@@ -1385,6 +1397,9 @@ def _on_nak(config: Config, state: State, src: str, m: Nak, now: float, out: lis
                 # Chosen slots beyond ours: no quorum will promise us slot i, catch up first.
                 _step_down(config, s, out)
                 return _start_catchup(config, s, src, out)
+            if m.their_n > s.n and not m.rebuilding and src in config.other_voters:
+                # A voter holds a higher promise: if we win anyway, it refuses our Accepts.
+                return evolve(s, outbid=True)
             # A higher ballot is out there; the election timer will retry above it.
             return s
         case Leader():

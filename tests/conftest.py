@@ -233,9 +233,10 @@ class ClusterProcs:
     def call_master(self, master: str, request: Any, timeout: float = 5.0) -> tuple[str, Any]:
         """``call`` on ``master``; on E_NOT_MASTER (the request was not taken) send it again
         to the master the nodes agree on now. Returns that master and the result. Why: when
-        two candidates ran at once at start, the loser's higher promise deposes the winner at
-        its first Accept to the loser, so a client write just after ``wait_master`` may meet
-        the re-election (a real client retries the same way)."""
+        two candidates ran at once at start, the loser's higher promise could depose the
+        winner at its first Accept to the loser (session 8). A candidate refused that way now
+        runs again before leading, but a refusal lost while the peer links are still coming
+        up can still leave it to that first Accept (a real client retries the same way)."""
         for _ in range(3):
             result = self.call(master, request, timeout=timeout)
             if not (

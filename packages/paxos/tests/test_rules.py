@@ -299,7 +299,7 @@ def test_candidate_outbid_by_a_voter_runs_again_instead_of_leading(config: Any, 
     assert isinstance(n.state, Leader) and n.state.n == 6
 
 
-def test_candidate_not_outbid_by_a_refusal_it_outranks(config: Any, node: Any) -> None:
+def test_candidate_not_outbid_by_a_rebuilding_voter(config: Any, node: Any) -> None:
     """A refusal from a rebuilding voter (R9) does not count as outbidding us: its ballot is
     not one we run above (``max_seen`` ignores it too), so a new round would gain nothing."""
     n = node(config())

@@ -78,7 +78,15 @@ def test_metrics_endpoint_reports_role_and_moves_with_writes(cluster_factory: An
         count, total = moved(stage)
         assert count >= 20, (stage, count)  # every write job: ours, and renewals
         assert 0 < total / count < 10, (stage, total, count)
-    assert value(after, "parakoon_peer_connections_accepted_total") >= 2
+
+    # Each peer dials the master on its own schedule: one whose first dial came before the
+    # master listened redials after a back-off, which may come after our 20 writes (the master
+    # replicates over its own outgoing links and needs none of these). So wait for both.
+    def dialled_in() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+        samples = scrape(port)
+        return samples if value(samples, "parakoon_peer_connections_accepted_total") >= 2 else None
+
+    after = wait_until(dialled_in, "both peers have dialled the master", timeout=10)
     assert value(after, "parakoon_peer_connections_refused_total") == 0
     for peer in cluster.names:
         if peer != master:

@@ -26,6 +26,10 @@ from parakoon_sim.sim import SINGLE_FAULTS
 
 CI_SEEDS = 1000
 
+# The seed tests are bounded by their seed counts, not by time: a loaded machine runs them slower
+# than pytest-timeout's default per test (120 s), which is there to catch hangs.
+pytestmark = pytest.mark.timeout(900)
+
 
 def _seeds(default: int) -> range:
     if "PARAKOON_SEED" in os.environ:

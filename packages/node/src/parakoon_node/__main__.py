@@ -2,6 +2,11 @@
 
 import sys
 
-from parakoon_node.commands.entry import main
+try:
+    from parakoon_node.commands.entry import main
+except KeyboardInterrupt:
+    # Ctrl-C while the command is still importing: quiet, with the shell's code for SIGINT
+    # (``main`` handles it from there on).
+    sys.exit(130)
 
 sys.exit(main())

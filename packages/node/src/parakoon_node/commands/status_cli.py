@@ -25,8 +25,9 @@ Prints two lines per node, or with ``--json`` one object::
                 "identity", "rebuild_waiting_for", "diverged", "divergent_peers",
                 "disk_stalled", "disk_low"}]}
 
-``master`` is set only when the node every reachable node names claims it itself and holds
-its lease (``Stable_master``); the top-level ``lease_remaining_secs`` is then that master's own
+``master`` is set only when a quorum of the voters names the same node and that node claims
+it itself and holds its lease (``Stable_master``): a node that lost touch with the master and
+runs for election does not hide it; the top-level ``lease_remaining_secs`` is then that master's own
 view of its lease (null without a master, or when its ``/status`` could not be read). ``role``
 is master, follower, learner, candidate, catching-up, rebuilding, founding, diverged or
 unreachable. ``lag`` is the master's applied slot minus the node's (null without a master).
@@ -48,6 +49,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -246,12 +248,19 @@ def cluster_status(cluster: ClusterConfig, *, timeout: float = 1.0) -> dict[str,
             n["voter"] = n["name"] in voters_now
             if n["name"] not in everyone:
                 n["role"] = "removed"
-    views = {n["master_view"] for n in nodes if n["reachable"] and n["role"] != "removed"}
+    # The master is the node a quorum of voters names, if it claims it itself. Not "every
+    # reachable node": a follower cut off from the master runs for election (prevote keeps it
+    # from deposing anyone) and names nobody, and that must not hide a working master; its row
+    # shows its own view.
+    named = Counter(
+        n["master_view"]
+        for n in nodes
+        if n["reachable"] and n["voter"] and n["role"] != "removed" and n["master_view"]
+    )
     master: str | None = None
-    if len(views) == 1:
-        (view,) = views
+    for view, count in named.items():
         claimed = next((n for n in nodes if n["name"] == view), None)
-        if claimed is not None and claimed["state"] == "Stable_master":
+        if count >= quorum and claimed is not None and claimed["state"] == "Stable_master":
             master = view
     voters = [n for n in nodes if n["voter"]]
     reachable = sum(1 for n in voters if n["reachable"])

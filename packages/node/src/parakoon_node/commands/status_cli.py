@@ -25,9 +25,9 @@ Prints two lines per node, or with ``--json`` one object::
                 "identity", "rebuild_waiting_for", "diverged", "divergent_peers",
                 "disk_stalled", "disk_low"}]}
 
-``master`` is set only when a quorum of the voters names the same node and that node claims
-it itself and holds its lease (``Stable_master``): a node that lost touch with the master and
-runs for election does not hide it; the top-level ``lease_remaining_secs`` is then that master's own
+``master`` is set only when a quorum of the voters names the same node and that node claims it
+itself and holds its lease (``Stable_master``): a node that lost touch with the master and runs
+for election does not hide it. The top-level ``lease_remaining_secs`` is then that master's own
 view of its lease (null without a master, or when its ``/status`` could not be read). ``role``
 is master, follower, learner, candidate, catching-up, rebuilding, founding, diverged or
 unreachable. ``lag`` is the master's applied slot minus the node's (null without a master).
@@ -35,9 +35,9 @@ unreachable. ``lag`` is the master's applied slot minus the node's (null without
 own view of its peers (its outgoing connection to each, and how long since a message from each
 arrived), so a node that others cannot reach shows up in their ``links`` even when this command
 can reach it. Only a master and its followers exchange messages: between two followers
-``last_heard_secs`` stays null or old, which is normal. ``wal_bytes`` counts the log segments
-as stored on disk (archived ones compressed), not the head snapshot. Exit 0 when there is a
-master and a quorum of voters is reachable, 1 otherwise, 2 for a bad configuration.
+``last_heard_secs`` stays null or old, which is normal. ``wal_bytes`` counts the log segments as
+stored on disk (archived ones compressed), not the head snapshot. Exit 0 when there is a master
+and a quorum of voters is reachable, 1 otherwise, 2 for a bad configuration.
 """
 
 from __future__ import annotations

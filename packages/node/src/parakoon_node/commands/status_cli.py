@@ -221,6 +221,26 @@ def _merge_node_status(
     )
 
 
+def master_of(nodes: list[dict[str, Any]], quorum: int) -> str | None:
+    """The node that a quorum of the reachable voters names as master and that claims it
+    itself (``Stable_master``), or None.
+
+    Not "the node every reachable node names": a follower cut off from the master runs for
+    election (prevote keeps it from deposing anyone) and names nobody, and that must not hide a
+    working master; its row shows its own view. Two nodes cannot both be named by a quorum.
+    """
+    named = Counter(
+        n["master_view"]
+        for n in nodes
+        if n["reachable"] and n["voter"] and n["role"] != "removed" and n["master_view"]
+    )
+    for view, count in named.items():
+        claimed = next((n for n in nodes if n["name"] == view), None)
+        if count >= quorum and claimed is not None and claimed["state"] == "Stable_master":
+            return str(view)
+    return None
+
+
 def cluster_status(cluster: ClusterConfig, *, timeout: float = 1.0) -> dict[str, Any]:
     """Ask every node at once, over both ports; the whole picture (see the module docstring).
 
@@ -248,20 +268,7 @@ def cluster_status(cluster: ClusterConfig, *, timeout: float = 1.0) -> dict[str,
             n["voter"] = n["name"] in voters_now
             if n["name"] not in everyone:
                 n["role"] = "removed"
-    # The master is the node a quorum of voters names, if it claims it itself. Not "every
-    # reachable node": a follower cut off from the master runs for election (prevote keeps it
-    # from deposing anyone) and names nobody, and that must not hide a working master; its row
-    # shows its own view.
-    named = Counter(
-        n["master_view"]
-        for n in nodes
-        if n["reachable"] and n["voter"] and n["role"] != "removed" and n["master_view"]
-    )
-    master: str | None = None
-    for view, count in named.items():
-        claimed = next((n for n in nodes if n["name"] == view), None)
-        if count >= quorum and claimed is not None and claimed["state"] == "Stable_master":
-            master = view
+    master = master_of(nodes, quorum)
     voters = [n for n in nodes if n["voter"]]
     reachable = sum(1 for n in voters if n["reachable"])
     lease: float | None = None
